@@ -1,0 +1,406 @@
+"""The decision engine: POLICY.md sections 2-7 as pure functions over one claim.
+
+The streaming stages and batch mode run the same four steps, so they agree line for line:
+
+    start    the claim's lines, sorted by line number, under the policy version in effect
+    enrich   eligibility, prior authorization, drug data        (sections 2, 3, 4)
+    price    AWP or fee schedule under the provider's contract   (section 6)
+    finalize claim-day edits, duplicates, authorized units      (sections 5, 7)
+             against the member's history, producing decisions and the state to record
+
+Nothing here does I/O; `finalize` gets the cross-claim state as a `History` snapshot and
+returns the changes for the ledger to commit in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from rules.ndc import normalize_ndc
+from rules.reference import ReferenceData
+from rules.rulebook import Rulebook, Rulebooks
+from streams.models import (
+    AdjudicatedLine,
+    ClaimLine,
+    ClaimWork,
+    Finding,
+    LineWork,
+    Pricing,
+)
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+HUNDRED = Decimal(100)
+
+
+@dataclass(slots=True)
+class History:
+    """The member's cross-claim state as the ledger holds it when the claim is decided."""
+
+    decided: dict[int, AdjudicatedLine] = field(default_factory=dict)  # this claim, by line
+    paid_fingerprints: set[str] = field(default_factory=set)
+    drug_days: set[date] = field(default_factory=set)
+    units_used: dict[str, Decimal] = field(default_factory=dict)  # by authorization number
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The claim's decisions and what the ledger must record with them."""
+
+    decisions: list[AdjudicatedLine]
+    new_decisions: list[AdjudicatedLine] = field(default_factory=list)
+    paid: list[tuple[str, int, str]] = field(default_factory=list)  # (fingerprint, line, member)
+    units: list[tuple[str, int, Decimal]] = field(default_factory=list)  # (auth, line, units)
+    drug_days: set[date] = field(default_factory=set)
+
+    @property
+    def changes_state(self) -> bool:
+        return bool(self.new_decisions)
+
+
+# --- start -------------------------------------------------------------------------------
+
+
+def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) -> ClaimWork:
+    """A claim ready for the stages, under the version in effect on its first date of service."""
+    ordered = sorted(lines, key=lambda ln: ln.line_number)
+    first = ordered[0]
+    book = books.for_date(min(ln.service_date for ln in ordered))
+    return ClaimWork(
+        claim_id=first.claim_id,
+        member_id=first.member_id,
+        policy_version=book.version,
+        submitted_at=submitted_at,
+        lines=tuple(LineWork(line=ln) for ln in ordered),
+    )
+
+
+# --- enrich: sections 2, 3, 4 -----------------------------------------------------------------
+
+
+def enrich(work: ClaimWork, ref: ReferenceData, books: Rulebooks) -> ClaimWork:
+    """Eligibility, prior authorization and drug data for every line."""
+    book = books.get(work.policy_version)
+    return work.model_copy(update={"lines": tuple(_enrich_line(lw, ref, book) for lw in work.lines)})
+
+
+def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
+    line = lw.line
+    findings = [f for f in (_eligibility(line, ref, book), _authorization(line, ref)) if f]
+    ndc11, drug_finding, package_type = _drug_data(line, ref, book)
+    if drug_finding:
+        findings.append(drug_finding)
+    auth = ref.authorizations.get(line.authorization_number or "")
+    return lw.model_copy(
+        update={
+            "ndc11": ndc11,
+            "findings": tuple(findings),
+            "approved_units": auth.approved_units if auth else None,
+            "package_type": package_type,
+        }
+    )
+
+
+def _eligibility(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> Finding | None:
+    member = ref.members.get(line.member_id)
+    if member is None:
+        return Finding(rule="ELIG-MEMBER-UNKNOWN")
+    day = line.service_date
+    if day < member.eligible_from or (member.eligible_to is not None and day > member.eligible_to):
+        return Finding(rule="ELIG-NOT-ELIGIBLE")
+    if member.plan == book.restricted_plan and not (
+        line.procedure_code in book.nutrition and book.has_mandated_condition(line.diagnosis_codes)
+    ):
+        return Finding(rule="ELIG-MASSHEALTH-NOT-COVERED")
+    return None
+
+
+def _authorization(line: ClaimLine, ref: ReferenceData) -> Finding | None:
+    number = line.authorization_number
+    if not number:
+        return Finding(rule="AUTH-MISSING")
+    auth = ref.authorizations.get(number)
+    if auth is None:
+        return Finding(rule="AUTH-NOT-FOUND")
+    if auth.status != "APPROVED":
+        return Finding(rule="AUTH-NOT-APPROVED", detail=f"Status is {auth.status}.")
+    if auth.member_id != line.member_id:
+        return Finding(rule="AUTH-OTHER-MEMBER")
+    if line.procedure_code not in auth.procedure_codes:
+        return Finding(rule="AUTH-CODE-NOT-COVERED")
+    if not auth.start_date <= line.service_date <= auth.end_date:
+        return Finding(rule="AUTH-DATE-OUTSIDE")
+    return None
+
+
+def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str | None, Finding | None, str | None]:
+    """(ndc11, the first drug-data denial, the drug's package type)."""
+    drug = line.drug
+    ndc11 = normalize_ndc(drug.ndc) if drug else None
+    if drug is None:
+        if line.procedure_code in book.ndc_required:
+            return None, Finding(rule="DRUG-NDC-MISSING", detail="The line has no drug details."), None
+        return None, None, None
+    if not drug.ndc:
+        return None, Finding(rule="DRUG-NDC-MISSING"), None
+    if ndc11 is None:
+        return None, Finding(rule="DRUG-NDC-MALFORMED"), None
+    catalog = ref.drugs.get(ndc11)
+    if catalog is None:
+        return ndc11, Finding(rule="DRUG-NDC-UNKNOWN"), None
+    missing = [n for n in ("quantity", "unit", "dosage", "frequency") if not getattr(drug, n)]
+    if missing:
+        return ndc11, Finding(rule="DRUG-DETAILS-INCOMPLETE", detail=f"Missing: {', '.join(missing)}."), catalog.package_type
+    if drug.unit != catalog.billing_unit:
+        detail = f"Billed in {drug.unit}; the drug bills in {catalog.billing_unit}."
+        return ndc11, Finding(rule="DRUG-UNIT-MISMATCH", detail=detail), catalog.package_type
+    return ndc11, None, catalog.package_type
+
+
+# --- price: section 6 ---------------------------------------------------------------------
+
+
+def price(work: ClaimWork, ref: ReferenceData) -> ClaimWork:
+    """Price the lines still payable; the rest are not priced (pricing is for payable lines)."""
+    return work.model_copy(update={"lines": tuple(_price_line(lw, ref) if not lw.findings else lw for lw in work.lines)})
+
+
+def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
+    line = lw.line
+    contract = ref.contracts.get(line.provider_npi)
+    if line.drug is not None:
+        awp = ref.awp_on(lw.ndc11 or "", line.service_date)
+        if awp is None:
+            return lw.model_copy(update={"price_finding": Finding(rule="PRICE-NO-AWP")})
+        pct = HUNDRED - (contract.awp_discount_pct if contract else Decimal(0))
+        pricing = Pricing(method="AWP", unit_price=awp.awp_per_unit, quantity=line.drug.quantity,
+                          effective_from=awp.effective_from, contract_pct=pct)
+    else:
+        fee = ref.fee_on(line.procedure_code, line.service_date)
+        if fee is None:
+            return lw.model_copy(update={"price_finding": Finding(rule="PRICE-NO-FEE")})
+        pct = contract.fee_schedule_pct if contract else HUNDRED
+        pricing = Pricing(method="FEE_SCHEDULE", unit_price=fee.rate, quantity=line.units,
+                          effective_from=fee.effective_from, contract_pct=pct)
+    amount = pricing.unit_price * pricing.quantity * pricing.contract_pct / HUNDRED
+    return lw.model_copy(update={"pricing": pricing, "priced_amount": amount})
+
+
+# --- finalize: sections 5 and 7 -----------------------------------------------------------------
+
+
+def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime) -> Outcome:
+    """Decide every line against the member's history. Lines already decided keep their
+    stored decision (only `adjudicated_at` changes) and change no state."""
+    book = books.get(work.policy_version)
+    day_findings = claim_day_edits(work, history, book)
+    outcome = Outcome(decisions=[])
+    paid = set(history.paid_fingerprints)
+    used = dict(history.units_used)
+    for lw in work.lines:
+        line = lw.line
+        stored = history.decided.get(line.line_number)
+        if stored is not None:
+            outcome.decisions.append(stored.model_copy(update={"adjudicated_at": now}))
+            continue
+        denials = [*lw.findings, *day_findings.get(line.line_number, ())]
+        fingerprint = line_fingerprint(lw)
+        if fingerprint in paid:
+            denials.append(Finding(rule="EDIT-DUPLICATE"))
+        if not denials and lw.price_finding:
+            denials.append(lw.price_finding)
+        auth = line.authorization_number or ""
+        if not denials and lw.approved_units is not None and used.get(auth, ZERO) + line.units > lw.approved_units:
+            left = lw.approved_units - used.get(auth, ZERO)
+            denials.append(Finding(rule="AUTH-UNITS-EXHAUSTED", detail=f"{left} of {lw.approved_units} units left."))
+        decision = _decision(lw, denials, book, work.policy_version, now)
+        if decision.status == "PAID":
+            paid.add(fingerprint)
+            outcome.paid.append((fingerprint, line.line_number, line.member_id))
+            if lw.approved_units is not None:
+                used[auth] = used.get(auth, ZERO) + line.units
+                outcome.units.append((auth, line.line_number, line.units))
+        if is_drug_line(line, book) and book.mod.wastage not in line.modifiers:
+            outcome.drug_days.add(line.service_date)
+        outcome.decisions.append(decision)
+        outcome.new_decisions.append(decision)
+    return outcome
+
+
+def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str, now: datetime) -> AdjudicatedLine:
+    line = lw.line
+    charge = line.charge_amount
+    if denials:
+        adjustments = [
+            book.adjustment(f.rule, charge if i == 0 else ZERO, f.detail) for i, f in enumerate(denials)
+        ]
+        status, allowed, pricing = "DENIED", ZERO, None
+    else:
+        allowed = min(lw.priced_amount, charge).quantize(CENT, rounding=ROUND_HALF_UP)
+        reduction = charge - allowed
+        adjustments = [book.adjustment("PRICE-CONTRACT-REDUCTION", reduction)] if reduction > 0 else []
+        status, pricing = "PAID", lw.pricing
+    return AdjudicatedLine(
+        claim_id=line.claim_id,
+        line_number=line.line_number,
+        member_id=line.member_id,
+        provider_npi=line.provider_npi,
+        procedure_code=line.procedure_code,
+        modifiers=line.modifiers,
+        service_date=line.service_date,
+        ndc11=lw.ndc11,
+        status=status,
+        allowed_amount=allowed,
+        adjustments=adjustments,
+        pricing=pricing,
+        policy_version=version,
+        adjudicated_at=now,
+    )
+
+
+def is_drug_line(line: ClaimLine, book: Rulebook) -> bool:
+    return line.drug is not None or line.procedure_code in book.drug_codes
+
+
+def line_fingerprint(lw: LineWork) -> str:
+    """What makes two lines exact duplicates: member, provider, date, code, modifier set, NDC."""
+    line = lw.line
+    ndc = lw.ndc11 or (line.drug.ndc if line.drug and line.drug.ndc else "")
+    mods = ",".join(sorted(set(line.modifiers)))
+    return f"{line.member_id}|{line.provider_npi}|{line.service_date}|{line.procedure_code}|{mods}|{ndc}"
+
+
+# --- section 5: edits over the lines of one date -------------------------------------------------
+
+
+def claim_day_edits(work: ClaimWork, history: History, book: Rulebook) -> dict[int, list[Finding]]:
+    """Per-line findings of the claim-day edits, keyed by line number."""
+    found: dict[int, list[Finding]] = defaultdict(list)
+    by_day: dict[date, list[LineWork]] = defaultdict(list)
+    for lw in work.lines:
+        by_day[lw.line.service_date].append(lw)
+    form = work.lines[0].line.form
+    for day, lines in by_day.items():
+        _per_diem(day, lines, history, book, found)
+        _nursing(lines, book, found)
+        _concurrency(lines, book, found)
+        if form in book.multi_ndc_forms:
+            _multi_ndc(lines, book, found)
+        _wastage(lines, book, found)
+    return found
+
+
+def _per_diem(day: date, lines: list[LineWork], history: History, book: Rulebook, found) -> None:
+    jw = book.mod.wastage
+    has_drug = day in history.drug_days or any(
+        is_drug_line(lw.line, book) and jw not in lw.line.modifiers for lw in lines
+    )
+    for lw in lines:
+        if lw.line.procedure_code in book.per_diem:
+            if not has_drug:
+                found[lw.line.line_number].append(Finding(rule="EDIT-PER-DIEM-NO-DRUG"))
+            if lw.line.units != 1:
+                found[lw.line.line_number].append(Finding(rule="EDIT-PER-DIEM-UNITS", detail=f"Billed {lw.line.units} units."))
+
+
+def _nursing(lines: list[LineWork], book: Rulebook, found) -> None:
+    if any(lw.line.procedure_code in book.nursing_first for lw in lines):
+        return
+    for lw in lines:
+        if lw.line.procedure_code in book.nursing_additional:
+            found[lw.line.line_number].append(Finding(rule="EDIT-NURSING-ADDITIONAL-HOUR"))
+
+
+def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
+    """SH/SJ over the therapy per diem lines of one date, in line-number order."""
+    sh, sj = book.mod.concurrency_second, book.mod.concurrency_third_or_more
+    therapy = [lw.line for lw in lines if lw.line.procedure_code in book.therapy_per_diem]
+    if not therapy:
+        return
+
+    def wrong(line: ClaimLine, why: str) -> None:
+        found[line.line_number].append(Finding(rule="EDIT-CONCURRENCY-WRONG", detail=why))
+
+    if len(therapy) == 1:
+        if sh in therapy[0].modifiers or sj in therapy[0].modifiers:
+            wrong(therapy[0], "A single therapy per diem carries neither SH nor SJ.")
+        return
+    primary = next((ln for ln in therapy if sh not in ln.modifiers and sj not in ln.modifiers), None)
+    if primary is None:
+        primary = therapy[0]
+        wrong(primary, "No concurrent therapy is billed as the primary (without SH/SJ).")
+    others = [ln for ln in therapy if ln is not primary]
+    second = next((ln for ln in others if sh in ln.modifiers and sj not in ln.modifiers), None)
+    for ln in others:
+        has_sh, has_sj = sh in ln.modifiers, sj in ln.modifiers
+        if not has_sh and not has_sj:
+            found[ln.line_number].append(Finding(rule="EDIT-CONCURRENCY-MISSING"))
+        elif has_sh and has_sj:
+            wrong(ln, "Carries both SH and SJ.")
+        elif has_sh and ln is not second:
+            wrong(ln, "Only one line is the second therapy (SH); bill further ones with SJ.")
+        elif has_sj and second is None:
+            wrong(ln, "SJ needs a second therapy billed with SH.")
+
+
+def _multi_ndc(lines: list[LineWork], book: Rulebook, found) -> None:
+    """KP on the first line of a multiple-NDC formulation, KQ on the others; nowhere else."""
+    kp, kq, jw = book.mod.multi_ndc_first, book.mod.multi_ndc_subsequent, book.mod.wastage
+    groups: dict[str, list[LineWork]] = defaultdict(list)
+    for lw in lines:
+        if is_drug_line(lw.line, book) and jw not in lw.line.modifiers:
+            groups[lw.line.procedure_code].append(lw)
+    in_formulation: set[int] = set()
+    for members in groups.values():
+        ndcs = {lw.ndc11 or (lw.line.drug.ndc if lw.line.drug else None) for lw in members} - {None}
+        if len(ndcs) < 2:
+            continue
+        for i, lw in enumerate(members):
+            in_formulation.add(lw.line.line_number)
+            expected, other = (kp, kq) if i == 0 else (kq, kp)
+            mods = lw.line.modifiers
+            if other in mods:
+                found[lw.line.line_number].append(Finding(rule="EDIT-MULTI-NDC-WRONG", detail=f"Expected {expected}, found {other}."))
+            elif expected not in mods:
+                found[lw.line.line_number].append(Finding(rule="EDIT-MULTI-NDC-MISSING", detail=f"Expected {expected}."))
+    for lw in lines:
+        if lw.line.line_number not in in_formulation and (kp in lw.line.modifiers or kq in lw.line.modifiers):
+            found[lw.line.line_number].append(
+                Finding(rule="EDIT-MULTI-NDC-WRONG", detail="KP/KQ on a line outside a multiple-NDC formulation.")
+            )
+
+
+def _wastage(lines: list[LineWork], book: Rulebook, found) -> None:
+    jw = book.mod.wastage
+    administered = {
+        (lw.line.procedure_code, lw.ndc11)
+        for lw in lines
+        if jw not in lw.line.modifiers and lw.ndc11 and lw.line.drug and (lw.line.drug.quantity or 0) > 0
+    }
+    for lw in lines:
+        if jw not in lw.line.modifiers:
+            continue
+        if (lw.line.procedure_code, lw.ndc11) not in administered or lw.ndc11 is None:
+            found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-NO-ADMINISTERED"))
+        if lw.package_type == "MULTI_USE":
+            found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-MULTI-USE"))
+
+
+# --- the whole engine, for batch mode and tests --------------------------------------------------
+
+
+def decide(
+    lines: Iterable[ClaimLine],
+    ref: ReferenceData,
+    history: History,
+    books: Rulebooks,
+    now: datetime,
+    submitted_at: datetime | None = None,
+) -> Outcome:
+    """All four steps on one claim."""
+    work = start(lines, books, submitted_at or now)
+    return finalize(price(enrich(work, ref, books), ref), history, books, now)

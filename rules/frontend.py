@@ -1,0 +1,73 @@
+"""Front-end checks (POLICY.md section 1): what decides whether a line enters adjudication.
+
+`parse` turns raw bytes into a JSON object or says why it is not one (a DLQ record);
+`validate` turns the object into a `ClaimLine` or the rejection reasons, each naming the
+field; `header_conflicts` compares the claim-level fields of two lines of one claim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from streams.models import HEADER_FIELDS, ClaimLine, RejectionReason
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+#: rejection code by the field a validation error is about; anything else is SCHEMA
+_CODE_BY_FIELD = {
+    "form": "FORM",
+    "provider_npi": "NPI",
+    "service_date_to": "MULTI_DATE",
+    "line_count": "LINE_NUMBER",
+}
+
+
+class NotAnObject(ValueError):
+    """The message is not a JSON object: it goes to the DLQ with this error."""
+
+
+def parse(raw: bytes | str | None) -> dict[str, Any]:
+    if raw is None:
+        raise NotAnObject("empty message (no value)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise NotAnObject(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise NotAnObject(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise NotAnObject(f"JSON {type(value).__name__}, not an object")
+    return value
+
+
+def validate(obj: dict[str, Any]) -> ClaimLine | list[RejectionReason]:
+    try:
+        return ClaimLine.model_validate(obj)
+    except ValidationError as exc:
+        return [_reason(err) for err in exc.errors(include_url=False, include_input=False)]
+
+
+def _reason(err: dict[str, Any]) -> RejectionReason:
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc) or None
+    code = _CODE_BY_FIELD.get(loc[0], "SCHEMA") if loc else "SCHEMA"
+    message = err["msg"].removeprefix("Value error, ")
+    return RejectionReason(code=code, field=field, message=message)
+
+
+def header_conflicts(first: ClaimLine, other: ClaimLine) -> list[str]:
+    """The claim header fields on which two lines of one claim differ."""
+    return [f for f in HEADER_FIELDS if getattr(first, f) != getattr(other, f)]
+
+
+def known_key(obj: dict[str, Any]) -> tuple[str | None, int | None]:
+    """claim_id and line_number of a rejected object, where they are usable."""
+    claim_id = obj.get("claim_id")
+    number = obj.get("line_number")
+    return (
+        claim_id if isinstance(claim_id, str) and 0 < len(claim_id) <= 64 else None,
+        number if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 999 else None,
+    )

@@ -1,0 +1,210 @@
+"""The rulebook: versioned, effective-dated policy data, validated and compiled once.
+
+Each `rulebook/*.toml` file is one policy version. Loading validates it against
+`RulebookFile`, checks that it defines every rule the engine can raise, and compiles code
+ranges into frozensets so the engine only does set lookups per line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streams.models import Adjustment
+
+#: Every rule id the engine can raise; a rulebook missing one of them does not load.
+ENGINE_RULES = frozenset(
+    {
+        "ELIG-MEMBER-UNKNOWN", "ELIG-NOT-ELIGIBLE", "ELIG-MASSHEALTH-NOT-COVERED",
+        "AUTH-MISSING", "AUTH-NOT-FOUND", "AUTH-NOT-APPROVED", "AUTH-OTHER-MEMBER",
+        "AUTH-CODE-NOT-COVERED", "AUTH-DATE-OUTSIDE", "AUTH-UNITS-EXHAUSTED",
+        "DRUG-NDC-MISSING", "DRUG-NDC-MALFORMED", "DRUG-NDC-UNKNOWN",
+        "DRUG-DETAILS-INCOMPLETE", "DRUG-UNIT-MISMATCH",
+        "EDIT-PER-DIEM-NO-DRUG", "EDIT-PER-DIEM-UNITS", "EDIT-NURSING-ADDITIONAL-HOUR",
+        "EDIT-CONCURRENCY-MISSING", "EDIT-CONCURRENCY-WRONG",
+        "EDIT-MULTI-NDC-MISSING", "EDIT-MULTI-NDC-WRONG",
+        "EDIT-WASTAGE-NO-ADMINISTERED", "EDIT-WASTAGE-MULTI-USE", "EDIT-DUPLICATE",
+        "PRICE-NO-AWP", "PRICE-NO-FEE", "PRICE-CONTRACT-REDUCTION",
+    }
+)
+
+CodeRange = tuple[str, str]
+
+
+class RulebookError(ValueError):
+    """A rulebook file that cannot be used; the message names the file and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RuleSpec(_Strict):
+    section: str
+    group: str = "CO"
+    carc: str
+    rarc: list[str] = []
+    message: str
+
+
+class CodeClasses(_Strict):
+    therapy_per_diem: list[str]
+    catheter_care_per_diem: list[str]
+    nursing_first_visit: list[str]
+    nursing_additional_hour: list[str]
+    supplies_and_kits: list[str]
+    drug_code_ranges: list[CodeRange]
+    ndc_required_ranges: list[CodeRange]
+    nutrition_codes: list[str]
+    nutrition_ranges: list[CodeRange]
+
+    @field_validator("drug_code_ranges", "ndc_required_ranges", "nutrition_ranges")
+    @classmethod
+    def _ranges_well_formed(cls, ranges: list[CodeRange]) -> list[CodeRange]:
+        for low, high in ranges:
+            if len(low) != 5 or low[0] != high[0] or not (low[1:].isdigit() and high[1:].isdigit()) or low > high:
+                raise ValueError(f"bad code range {low}-{high}")
+        return ranges
+
+
+class Modifiers(_Strict):
+    concurrency_second: str
+    concurrency_third_or_more: str
+    multi_ndc_first: str
+    multi_ndc_subsequent: str
+    wastage: str
+
+
+class Coverage(_Strict):
+    restricted_plan: str
+    state_mandated_diagnosis_prefixes: list[str]
+
+
+class MultiNdc(_Strict):
+    forms_checked: list[str]
+
+
+class RulebookFile(_Strict):
+    version: str = Field(min_length=1)
+    effective_from: date
+    source: str
+    code_classes: CodeClasses
+    modifiers: Modifiers
+    coverage: Coverage
+    multi_ndc: MultiNdc
+    rules: dict[str, RuleSpec]
+
+
+def _expand(ranges: list[CodeRange]) -> frozenset[str]:
+    return frozenset(
+        f"{low[0]}{n:04d}" for low, high in ranges for n in range(int(low[1:]), int(high[1:]) + 1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rulebook:
+    """One compiled policy version: set lookups only, nothing parsed per line."""
+
+    version: str
+    effective_from: date
+    therapy_per_diem: frozenset[str]
+    per_diem: frozenset[str]
+    nursing_first: frozenset[str]
+    nursing_additional: frozenset[str]
+    drug_codes: frozenset[str]
+    ndc_required: frozenset[str]
+    nutrition: frozenset[str]
+    restricted_plan: str
+    mandated_dx_prefixes: tuple[str, ...]
+    multi_ndc_forms: frozenset[str]
+    mod: Modifiers
+    rules: dict[str, RuleSpec]
+
+    @classmethod
+    def compile(cls, data: RulebookFile) -> Rulebook:
+        cc = data.code_classes
+        return cls(
+            version=data.version,
+            effective_from=data.effective_from,
+            therapy_per_diem=frozenset(cc.therapy_per_diem),
+            per_diem=frozenset(cc.therapy_per_diem) | frozenset(cc.catheter_care_per_diem),
+            nursing_first=frozenset(cc.nursing_first_visit),
+            nursing_additional=frozenset(cc.nursing_additional_hour),
+            drug_codes=_expand(cc.drug_code_ranges),
+            ndc_required=_expand(cc.ndc_required_ranges),
+            nutrition=frozenset(cc.nutrition_codes) | _expand(cc.nutrition_ranges),
+            restricted_plan=data.coverage.restricted_plan,
+            mandated_dx_prefixes=tuple(p.replace(".", "") for p in data.coverage.state_mandated_diagnosis_prefixes),
+            multi_ndc_forms=frozenset(data.multi_ndc.forms_checked),
+            mod=data.modifiers,
+            rules=dict(data.rules),
+        )
+
+    def has_mandated_condition(self, diagnosis_codes: list[str]) -> bool:
+        return any(dx.replace(".", "").startswith(self.mandated_dx_prefixes) for dx in diagnosis_codes)
+
+    def adjustment(self, rule_id: str, amount, detail: str = "") -> Adjustment:
+        spec = self.rules[rule_id]
+        text = f"{spec.message} {detail}" if detail else spec.message
+        return Adjustment(
+            group=spec.group, carc=spec.carc, rarc=spec.rarc, amount=amount,
+            rule=rule_id, message=f"{text} [policy section {spec.section}]",
+        )
+
+
+class Rulebooks:
+    """All loaded versions; picks the one in effect on a date of service."""
+
+    def __init__(self, books: list[Rulebook]):
+        if not books:
+            raise RulebookError("no rulebook versions found")
+        self.books = sorted(books, key=lambda b: b.effective_from)
+        self._starts = [b.effective_from for b in self.books]
+        versions = [b.version for b in self.books]
+        if len(set(versions)) != len(versions):
+            raise RulebookError(f"rulebook versions repeat: {versions}")
+
+    def for_date(self, day: date) -> Rulebook:
+        """The version in effect on `day`; dates before the first version use the first."""
+        return self.books[max(bisect.bisect_right(self._starts, day) - 1, 0)]
+
+    def get(self, version: str) -> Rulebook:
+        for book in self.books:
+            if book.version == version:
+                return book
+        raise RulebookError(f"rulebook version {version!r} is not loaded")
+
+    @property
+    def versions(self) -> list[str]:
+        return [b.version for b in self.books]
+
+
+def load_file(path: Path) -> Rulebook:
+    try:
+        data = RulebookFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise RulebookError(f"{path.name}: {exc}".splitlines()[0]) from exc
+    missing = ENGINE_RULES - data.rules.keys()
+    if missing:
+        raise RulebookError(f"{path.name}: rules missing: {', '.join(sorted(missing))}")
+    return Rulebook.compile(data)
+
+
+def load(directory: Path | None = None) -> Rulebooks:
+    """Load every `*.toml` in `directory` (default: the packaged rulebook)."""
+    if directory is None:
+        return default_rulebooks()
+    return Rulebooks([load_file(p) for p in sorted(Path(directory).glob("*.toml"))])
+
+
+@cache
+def default_rulebooks() -> Rulebooks:
+    folder = resources.files("rules") / "rulebook"
+    return Rulebooks([load_file(Path(str(p))) for p in sorted(folder.iterdir(), key=str) if str(p).endswith(".toml")])

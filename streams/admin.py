@@ -1,0 +1,105 @@
+"""Create the pipeline's topics up front, with explicit partitions and configs.
+
+We never rely on broker auto-creation: partition counts decide co-partitioning, and
+reference topics need ``cleanup.policy=compact``. Note that Tansu (the embedded broker)
+accepts any config name and stores it, but does not compact or enforce retention; it
+also auto-creates unknown topics on an ordinary metadata request, which is why the
+verification below lists topics before describing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+
+class TopicSetupError(RuntimeError):
+    """A topic could not be created, or exists with the wrong shape."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the pipeline needs: name, partition count, replication factor, configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("topic name must not be empty")
+        if self.partitions < 1:
+            raise ValueError(f"topic {self.name}: partitions must be >= 1")
+        if self.replication_factor < 1:
+            raise ValueError(f"topic {self.name}: replication_factor must be >= 1")
+        # own copy with str values (Kafka configs are strings), detached from the caller's dict
+        object.__setattr__(self, "config", {str(k): str(v) for k, v in self.config.items()})
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[TopicSpec],
+    client_kwargs: dict | None = None,
+) -> None:
+    """Create ``topics`` if missing, then check each exists with the expected partition count.
+
+    Idempotent: "already exists" is fine, as long as the existing topic has the expected
+    partition count (configs of an existing topic are not compared or altered).
+    ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security_protocol, ssl_context,
+    sasl_mechanism, ...). Raises ``TopicSetupError``.
+    """
+    specs = list(topics)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate topic names in {names}")
+    if not specs:
+        return
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=s.replication_factor,
+                    topic_configs=dict(s.config),
+                )
+                for s in specs
+            ]
+        )
+        failures = []
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            message = topic_error[2] if len(topic_error) > 2 else None
+            if code == 0 or code == TopicAlreadyExistsError.errno:
+                continue
+            failures.append(f"{name}: {for_code(code).__name__} {message or ''}".strip())
+        if failures:
+            raise TopicSetupError("could not create topics: " + "; ".join(failures))
+
+        # list first: a metadata request for a missing topic may auto-create it
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            raise TopicSetupError(f"topics missing after create: {', '.join(missing)}")
+        actual = {t["topic"]: t for t in await admin.describe_topics(names)}
+        wrong = []
+        for s in specs:
+            meta = actual.get(s.name)
+            if meta is None or meta["error_code"] != 0:
+                code = meta["error_code"] if meta else "no metadata"
+                wrong.append(f"{s.name}: metadata error {code}")
+            elif len(meta["partitions"]) != s.partitions:
+                wrong.append(
+                    f"{s.name}: has {len(meta['partitions'])} partitions, expected {s.partitions}"
+                )
+        if wrong:
+            raise TopicSetupError("topic check failed: " + "; ".join(wrong))
+    finally:
+        await admin.close()

@@ -1,0 +1,373 @@
+"""The ledger: the state that must be exact, in one transactional store.
+
+It holds lines waiting for the rest of their claim, every decision and rejection made,
+paid-line fingerprints (duplicates), authorized units used per line, and member drug days
+(per diem). SQLite is the embedded default (one file, shared by the workers of a machine
+through WAL and `BEGIN IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim
+and the member serialize the work that touches the same state).
+
+Every public method is one transaction. Deciding a claim reads the member's history,
+runs the engine and records its outcome atomically; a claim or line already decided gets
+its stored decision back and changes nothing, so a redelivered message after a crash
+repeats identical decisions and never counts units twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from rules.engine import History, Outcome
+from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    claim_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,             -- OPEN, ASSEMBLED, DECIDED, REJECTED
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_open ON claims (status, first_seen);
+CREATE TABLE IF NOT EXISTS claim_lines (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,               -- the validated line
+    original TEXT NOT NULL,           -- the object as received
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS paid_lines (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    member_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS paid_lines_member ON paid_lines (member_id);
+CREATE TABLE IF NOT EXISTS unit_usage (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    authorization_number TEXT NOT NULL,
+    units TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS unit_usage_auth ON unit_usage (authorization_number);
+CREATE TABLE IF NOT EXISTS drug_days (
+    member_id TEXT NOT NULL,
+    service_date TEXT NOT NULL,
+    PRIMARY KEY (member_id, service_date)
+);
+CREATE TABLE IF NOT EXISTS member_locks (
+    member_id TEXT PRIMARY KEY
+);
+"""
+
+
+class LedgerUnavailable(RuntimeError):
+    """The store cannot be reached or the transaction failed for a transient reason; the
+    caller retries the same message later (it is never a DLQ case)."""
+
+
+@dataclass(slots=True)
+class Intake:
+    """What accepting one line produced, for the caller to publish."""
+
+    decisions: list[AdjudicatedLine] = field(default_factory=list)
+    rejections: list[RejectedLine] = field(default_factory=list)
+    assembled: list[ClaimLine] | None = None  # the whole claim, when this line completed it
+
+
+def _dumps(model) -> str:
+    return model.model_dump_json()
+
+
+def _rejection(line_key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> RejectedLine:
+    return RejectedLine(claim_id=line_key[0], line_number=line_key[1], reasons=reasons, original=original, rejected_at=now)
+
+
+class Ledger:
+    """One connection to the store; every method is one transaction, run under a lock so
+    the object can be shared by the threads of one process."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        with self._lock:
+            self._connect()
+
+    # --- connection ----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            if self.postgres:
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                with self._conn.transaction():
+                    self._conn.execute("SELECT pg_advisory_xact_lock(724501)")
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        self._conn.execute(statement)
+            else:
+                path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+                if path not in ("", ":memory:"):
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False, timeout=60)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(SCHEMA)
+        except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable now"
+            self._conn = None
+            raise LedgerUnavailable(f"ledger {self.describe()} unavailable: {exc}".splitlines()[0]) from exc
+
+    def describe(self) -> str:
+        """The store without credentials, for logs and errors."""
+        if self.postgres:
+            return "postgresql://" + self.url.rsplit("@", 1)[-1].split("://")[-1]
+        return self.url
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Callable[..., Any]]:
+        """A write transaction; yields `q(sql, *params)` returning the cursor."""
+        with self._lock:
+            if self._conn is None:
+                self._connect()
+            conn = self._conn
+            try:
+                if self.postgres:
+                    with conn.transaction():
+                        yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield lambda sql, *p: conn.execute(sql, p)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+            except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+                self._drop_broken()
+                raise LedgerUnavailable(f"ledger {self.describe()}: {exc}".splitlines()[0]) from exc
+
+    def _drop_broken(self) -> None:
+        if self.postgres and self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn = None
+
+    def _lock_row(self, q, table: str, column: str, key: str, insert: str, *values) -> None:
+        """Create the row if missing, then hold it for this transaction (PostgreSQL)."""
+        q(insert, *values)
+        if self.postgres:
+            q(f"SELECT 1 FROM {table} WHERE {column} = ? FOR UPDATE", key)
+
+    # --- intake: assembly by claim_id -----------------------------------------------------------
+
+    def accept(self, line: ClaimLine, original: Any, received_at: float, now: datetime) -> Intake:
+        """Record a valid line; answer a re-delivery; reject what cannot join its claim."""
+        claim_id, number = line.key
+        with self._tx() as q:
+            self._lock_row(
+                q, "claims", "claim_id", claim_id,
+                "INSERT INTO claims (claim_id, status, first_seen, last_seen) VALUES (?, 'OPEN', ?, ?) ON CONFLICT DO NOTHING",
+                claim_id, received_at, received_at,
+            )
+            stored = self._stored_answer(q, claim_id, number, now)
+            if stored is not None:
+                return stored
+            status = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()[0]
+            if status == "DECIDED":
+                return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
+                                          "the claim is already adjudicated; submit corrections as a new claim", now)
+            if status == "REJECTED":
+                return self._reject_lines(q, [(line.key, original)], "CLAIM_REJECTED", "claim_id",
+                                          "another line of this claim was rejected; resubmit the whole claim", now)
+            rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+            lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
+            if number in lines:
+                if lines[number] != line:
+                    return self._reject_claim(q, claim_id, rows, (line.key, original), "DUPLICATE_LINE_NUMBER", "line_number",
+                                              f"line number {number} was submitted twice with different content", now)
+                if status == "ASSEMBLED":
+                    return Intake(assembled=list(lines.values()))
+                return Intake()
+            if status == "ASSEMBLED":
+                return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "line_number",
+                                          "the claim is already complete", now)
+            if lines:
+                first = next(iter(lines.values()))
+                conflicts = [f for f in first.header() if getattr(first, f) != getattr(line, f)]
+                if conflicts:
+                    return self._reject_claim(q, claim_id, rows, (line.key, original), "HEADER_MISMATCH", ",".join(conflicts),
+                                              f"claim header fields differ between lines: {', '.join(conflicts)}", now)
+            q("INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES (?, ?, ?, ?)",
+              claim_id, number, _dumps(line), orjson.dumps(original, default=str).decode())
+            q("UPDATE claims SET last_seen = ? WHERE claim_id = ?", received_at, claim_id)
+            lines[number] = line
+            if len(lines) == line.line_count:
+                q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)
+                return Intake(assembled=[lines[n] for n in sorted(lines)])
+            return Intake()
+
+    def reject_invalid(self, key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> Intake:
+        """A line that failed the front-end checks. With a usable claim id, the claim it
+        belongs to is rejected too, unless that claim is already adjudicated."""
+        claim_id, number = key
+        if claim_id is None:
+            return Intake(rejections=[_rejection(key, original, reasons, now)])
+        with self._tx() as q:
+            if number is not None:
+                stored = self._stored_answer(q, claim_id, number, now)
+                if stored is not None and stored.rejections:
+                    return stored
+            self._lock_row(
+                q, "claims", "claim_id", claim_id,
+                "INSERT INTO claims (claim_id, status, first_seen, last_seen) VALUES (?, 'REJECTED', ?, ?) ON CONFLICT DO NOTHING",
+                claim_id, now.timestamp(), now.timestamp(),
+            )
+            status = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()[0]
+            rejection = _rejection(key, original, reasons, now)
+            if status in ("DECIDED", "ASSEMBLED"):
+                return Intake(rejections=[rejection])
+            rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+            out = self._reject_claim(q, claim_id, rows, None, "CLAIM_REJECTED", "line_number",
+                                     f"line {number} of this claim was rejected; resubmit the whole claim", now)
+            if number is not None:
+                self._store_rejection(q, rejection)
+            out.rejections.append(rejection)
+            return out
+
+    def _stored_answer(self, q, claim_id: str, number: int, now: datetime) -> Intake | None:
+        row = q("SELECT body FROM decisions WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+        if row:
+            return Intake(decisions=[_restamp_decision(row[0], now)])
+        row = q("SELECT body FROM rejections WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+        if row:
+            return Intake(rejections=[_restamp_rejection(row[0], now)])
+        return None
+
+    def _reject_claim(self, q, claim_id: str, rows, this, code: str, fld: str, message: str, now: datetime) -> Intake:
+        """Reject every waiting line of the claim (and `this` line) and close the claim."""
+        q("UPDATE claims SET status = 'REJECTED' WHERE claim_id = ?", claim_id)
+        items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows]
+        if this is not None:
+            items.append(this)
+        q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
+        return self._reject_lines(q, items, code, fld, message, now)
+
+    def _reject_lines(self, q, items, code: str, fld: str, message: str, now: datetime) -> Intake:
+        out = Intake()
+        for key, original in items:
+            rejection = _rejection(key, original, [RejectionReason(code=code, field=fld, message=message)], now)
+            self._store_rejection(q, rejection)
+            out.rejections.append(rejection)
+        return out
+
+    @staticmethod
+    def _store_rejection(q, rejection: RejectedLine) -> None:
+        q("INSERT INTO rejections (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+          rejection.claim_id, rejection.line_number, _dumps(rejection))
+
+    def expire(self, cutoff: float, now: datetime, limit: int = 500) -> list[RejectedLine]:
+        """Reject, line by line, the claims still incomplete whose first line came before `cutoff`."""
+        with self._tx() as q:
+            skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
+            ids = [r[0] for r in q(f"SELECT claim_id FROM claims WHERE status = 'OPEN' AND first_seen < ? ORDER BY first_seen LIMIT {int(limit)}{skip}", cutoff).fetchall()]
+            out: list[RejectedLine] = []
+            for claim_id in ids:
+                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                count = ClaimLine.model_validate_json(rows[0][1]).line_count if rows else 0
+                have = ", ".join(str(r[0]) for r in rows)
+                out += self._reject_claim(q, claim_id, rows, None, "INCOMPLETE", "line_count",
+                                          f"claim incomplete after the assembly timeout: {len(rows)} of {count} lines arrived ({have})", now).rejections
+            return out
+
+    def open_claims(self) -> int:
+        with self._tx() as q:
+            return q("SELECT COUNT(*) FROM claims WHERE status = 'OPEN'").fetchone()[0]
+
+    # --- adjudication -----------------------------------------------------------------------------
+
+    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> list[AdjudicatedLine] | None:
+        """Decide one assembled claim in one transaction. Returns None when the claim was
+        rejected in the meantime (its lines were answered then)."""
+        claim_id, member = work.claim_id, work.member_id
+        with self._tx() as q:
+            self._lock_row(q, "member_locks", "member_id", member,
+                           "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
+            row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
+            if row is not None and row[0] == "REJECTED":
+                return None
+            history = History(
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
+                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
+                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ?", member).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q("SELECT service_date FROM drug_days WHERE member_id = ?", member).fetchall()},
+            )
+            for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
+                history.units_used[auth] = sum(
+                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ?", auth).fetchall()),
+                    Decimal(0),
+                )
+            outcome = run(history)
+            for d in outcome.new_decisions:
+                q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, _dumps(d))
+            for fingerprint, number, member_id in outcome.paid:
+                q("INSERT INTO paid_lines (claim_id, line_number, member_id, fingerprint) VALUES (?, ?, ?, ?)",
+                  claim_id, number, member_id, fingerprint)
+            for auth, number, units in outcome.units:
+                q("INSERT INTO unit_usage (claim_id, line_number, authorization_number, units) VALUES (?, ?, ?, ?)",
+                  claim_id, number, auth, str(units))
+            for day in outcome.drug_days:
+                q("INSERT INTO drug_days (member_id, service_date) VALUES (?, ?) ON CONFLICT DO NOTHING", member, day.isoformat())
+            q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
+            return outcome.decisions
+
+    # --- read side (API, tests) -------------------------------------------------------------------
+
+    def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
+        with self._tx() as q:
+            rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+        return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
+
+    def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
+        with self._tx() as q:
+            rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
+                     authorization_number).fetchall()
+        return [(c, n, Decimal(u)) for c, n, u in rows]
+
+
+def _restamp_decision(body: str, now: datetime) -> AdjudicatedLine:
+    return AdjudicatedLine.model_validate_json(body).model_copy(update={"adjudicated_at": now})
+
+
+def _restamp_rejection(body: str, now: datetime) -> RejectedLine:
+    return RejectedLine.model_validate_json(body).model_copy(update={"rejected_at": now})
+
+
+

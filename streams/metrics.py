@@ -1,0 +1,199 @@
+"""Every Prometheus metric of the claims pipeline, on one registry.
+
+One worker process per pod, so no multiprocess mode: the worker serves
+``render()`` on ``/metrics`` and tests read ``REGISTRY.get_sample_value(...)``.
+
+Naming follows https://prometheus.io/docs/practices/naming/: the ``claims_``
+prefix, base units (seconds), ``_total`` on counters. Labels are bounded,
+enumerable sets only. Claim ids, member ids, NPIs, NDCs and diagnosis codes
+are PHI/PII and unbounded: they never become label values (put them in logs).
+
+Label values, as the rest of the code must use them:
+
+- ``stage``: one of ``STAGES`` (intake, enrich, price, adjudicate, expiry).
+- ``outcome``: one of ``OUTCOMES`` (forwarded, adjudicated, rejected, dlq).
+- ``status``: ``PAID`` or ``DENIED``, as in the published decision.
+- ``carc``: the CARC of the line's first adjustment (``"none"`` for a line
+  paid in full); a closed code list.
+- ``reason``: a rejection reason code (``reasons[].code``); a closed list.
+- ``source_topic``: the topic the undecodable message came from.
+- ``error_type``: a short fixed category (e.g. ``not_json``, ``not_object``,
+  ``decode``), never an exception message.
+- ``operation``: a ledger operation name (e.g. ``record_decision``, ``lookup``).
+- ``table``: a reference table name (members, authorizations, drugs,
+  awp-prices, fee-schedule, provider-contracts).
+- ``topic``/``partition``: a consumed topic partition; partitions are bounded
+  by ``CLAIMS_PARTITIONS``. A worker removes the series of partitions it no
+  longer owns after a rebalance (``CONSUMER_LAG.remove(topic, partition)``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = [
+    "REGISTRY",
+    "STAGES",
+    "OUTCOMES",
+    "STATUSES",
+    "LINES_IN",
+    "LINES_OUT",
+    "DECISIONS",
+    "REJECTIONS",
+    "DLQ",
+    "STAGE_SECONDS",
+    "E2E_SECONDS",
+    "LEDGER_SECONDS",
+    "ASSEMBLY_PENDING",
+    "REFERENCE_RECORDS",
+    "REFERENCE_UPDATED",
+    "CONSUMER_LAG",
+    "COMMITS",
+    "WORKER_READY",
+    "WORKER_INFO",
+    "render",
+]
+
+REGISTRY = CollectorRegistry()
+
+STAGES = ("intake", "enrich", "price", "adjudicate", "expiry")
+OUTCOMES = ("forwarded", "adjudicated", "rejected", "dlq")
+STATUSES = ("PAID", "DENIED")
+
+# Per-message handler time: sub-millisecond lookups up to multi-second stalls.
+_STAGE_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+# Submission to decision, 5 ms .. 60 s; the 1 s SLO is a bucket boundary so
+# the p99 alert and the "share under SLO" panel are exact at the threshold.
+_E2E_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+# One ledger transaction (SQLite or PostgreSQL round trip).
+_LEDGER_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+
+LINES_IN = Counter(
+    "claims_stage_lines_in_total",
+    "Claim lines (or claims) received by a pipeline stage.",
+    ["stage"],
+    registry=REGISTRY,
+)
+LINES_OUT = Counter(
+    "claims_stage_lines_out_total",
+    "Claim lines leaving a pipeline stage, by outcome "
+    "(forwarded, adjudicated, rejected, dlq).",
+    ["stage", "outcome"],
+    registry=REGISTRY,
+)
+DECISIONS = Counter(
+    "claims_decisions_total",
+    "Decisions published on claims.lines.adjudicated, by status (PAID, DENIED) "
+    'and CARC of the first adjustment ("none" for a line paid in full).',
+    ["status", "carc"],
+    registry=REGISTRY,
+)
+REJECTIONS = Counter(
+    "claims_rejections_total",
+    "Front-end rejections published on claims.lines.rejected, by reason code.",
+    ["reason"],
+    registry=REGISTRY,
+)
+DLQ = Counter(
+    "claims_dlq_messages_total",
+    "Undecodable messages sent to claims.lines.dlq, by source topic and error type.",
+    ["source_topic", "error_type"],
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "claims_stage_processing_seconds",
+    "Time a pipeline stage spends handling one message.",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+E2E_SECONDS = Histogram(
+    "claims_end_to_end_latency_seconds",
+    "Time from a line's submission (record timestamp on claims.lines.submitted) "
+    "to its published decision.",
+    buckets=_E2E_BUCKETS,
+    registry=REGISTRY,
+)
+LEDGER_SECONDS = Histogram(
+    "claims_ledger_transaction_seconds",
+    "Duration of one ledger transaction, by operation.",
+    ["operation"],
+    buckets=_LEDGER_BUCKETS,
+    registry=REGISTRY,
+)
+ASSEMBLY_PENDING = Gauge(
+    "claims_assembly_pending_claims",
+    "Claims whose lines are still being assembled (not all lines received yet).",
+    registry=REGISTRY,
+)
+REFERENCE_RECORDS = Gauge(
+    "claims_reference_records",
+    "Records currently held in a reference table.",
+    ["table"],
+    registry=REGISTRY,
+)
+REFERENCE_UPDATED = Gauge(
+    "claims_reference_last_update_timestamp_seconds",
+    "Unix time of the last record (or tombstone) applied to a reference table.",
+    ["table"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "claims_consumer_lag_messages",
+    "Messages between the committed offset and the end of a partition this worker owns.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+COMMITS = Counter(
+    "claims_offset_commits_total",
+    "Consumer offset commits, by stage.",
+    ["stage"],
+    registry=REGISTRY,
+)
+WORKER_READY = Gauge(
+    "claims_worker_ready",
+    "1 when the worker has recovered its tables and serves /readyz with 200, else 0.",
+    registry=REGISTRY,
+)
+WORKER_INFO = Info(
+    "claims_worker",
+    "Worker build: package version and rulebook policy version.",
+    registry=REGISTRY,
+)
+
+# process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+ProcessCollector(registry=REGISTRY)
+
+# Children that exist from the start, so rate()/increase() and the "no commits"
+# alert see a 0 series instead of none at all.
+for _stage in STAGES:
+    LINES_IN.labels(stage=_stage)
+    STAGE_SECONDS.labels(stage=_stage)
+    COMMITS.labels(stage=_stage)
+WORKER_READY.set(0)
+del _stage
+
+
+def render() -> tuple[bytes, str]:
+    """The registry in the Prometheus text format, and its Content-Type.
+
+    ``generate_latest`` writes the classic text format (legacy-escaped names),
+    so it is labelled ``version=0.0.4``, which every Prometheus (2.x and 3.x)
+    and agent parses, rather than the client's newer ``CONTENT_TYPE_LATEST``.
+    """
+    return generate_latest(REGISTRY), CONTENT_TYPE_PLAIN_0_0_4

@@ -1,0 +1,307 @@
+"""Pydantic v2 models of every record in CONTRACT.md, plus the internal claim messages.
+
+The contract models are the single source of truth for topic payloads and their JSON
+Schemas. Money and quantities are `Decimal` and travel as JSON strings; inputs also accept
+JSON numbers. Inputs ignore unknown fields; outputs are frozen and closed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
+
+FORMS = ("CMS-1500", "837P")
+NDC_UNITS = ("F2", "GR", "ML", "UN")
+
+
+def _iso_date(value: Any) -> Any:
+    """Dates are ISO `YYYY-MM-DD` strings on the wire; numbers and other shapes are errors."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return date.fromisoformat(value)
+    raise ValueError("must be a date in YYYY-MM-DD form")
+
+
+def _upper_strip(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _npi_check_digit_ok(npi: str) -> bool:
+    """Luhn over the NPI with the 80840 card-issuer prefix (CMS NPI check digit standard)."""
+    digits = [int(c) for c in "80840" + npi]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _valid_npi(value: str) -> str:
+    if not re.fullmatch(r"\d{10}", value):
+        raise ValueError("must be 10 digits")
+    if not _npi_check_digit_ok(value):
+        raise ValueError("NPI check digit is invalid")
+    return value
+
+
+def _modifier(value: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9]{2}", value):
+        raise ValueError("a modifier is two letters or digits")
+    return value
+
+
+DecimalStr = PlainSerializer(lambda d: str(d), return_type=str, when_used="json")
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=15, decimal_places=2, allow_inf_nan=False), DecimalStr]
+Quantity = Annotated[Decimal, Field(gt=0, max_digits=15, decimal_places=4, allow_inf_nan=False), DecimalStr]
+Code = Annotated[str, BeforeValidator(_upper_strip), Field(min_length=1, max_length=16)]
+Text = Annotated[str, Field(max_length=200)]
+
+
+def _money2(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01")))
+
+
+Money2 = Annotated[Decimal, PlainSerializer(_money2, return_type=str, when_used="json")]
+DecimalOut = Annotated[Decimal, DecimalStr]
+
+
+class _Input(BaseModel):
+    """Input records: unknown fields are ignored (forward compatibility)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+
+class _Output(BaseModel):
+    """Output records: closed and immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- input: claims.lines.submitted ------------------------------------------------------
+
+
+class DrugDetails(_Input):
+    """The drug/biological details of a line. Missing pieces are a denial (16/M119), not a
+    rejection, so every field is optional here and judged by the rulebook."""
+
+    ndc: Annotated[str | None, Field(max_length=32)] = None
+    quantity: Quantity | None = None
+    unit: Annotated[str | None, BeforeValidator(_upper_strip), Field(max_length=8)] = None
+    dosage: Text | None = None
+    frequency: Text | None = None
+    duration_minutes: Annotated[int | None, Field(ge=0, le=100_000)] = None
+
+
+class ClaimLine(_Input):
+    """One submitted claim line (a CMS-1500 service line or its 837P loop 2400)."""
+
+    claim_id: Annotated[str, Field(min_length=1, max_length=64)]
+    line_number: Annotated[int, Field(ge=1, le=999, strict=True)]
+    line_count: Annotated[int, Field(ge=1, le=999, strict=True)]
+    form: Annotated[str, AfterValidator(lambda f: f if f in FORMS else _bad_form(f))]
+    member_id: Annotated[str, Field(min_length=1, max_length=64)]
+    provider_npi: Annotated[str, AfterValidator(_valid_npi)]
+    authorization_number: Annotated[str | None, Field(max_length=64)] = None
+    service_date: IsoDate
+    service_date_to: IsoDate | None = None
+    procedure_code: Annotated[Code, Field(pattern=r"^[A-Z0-9]{5}$")]
+    modifiers: Annotated[
+        list[Annotated[str, BeforeValidator(_upper_strip), AfterValidator(_modifier)]],
+        Field(max_length=4),
+    ] = []
+    units: Quantity
+    charge_amount: Money
+    diagnosis_codes: Annotated[list[Annotated[Code, Field(max_length=8)]], Field(max_length=12)] = []
+    drug: DrugDetails | None = None
+
+    @field_validator("line_count")
+    @classmethod
+    def _count_covers_number(cls, count: int, info: ValidationInfo) -> int:
+        number = info.data.get("line_number")
+        if number is not None and number > count:
+            raise ValueError(f"line_number {number} exceeds line_count {count}")
+        return count
+
+    @field_validator("service_date_to")
+    @classmethod
+    def _single_date(cls, to: date | None, info: ValidationInfo) -> date | None:
+        if to is not None and to != info.data.get("service_date", to):
+            raise ValueError("a line spans more than one date of service; itemize each date on its own line")
+        return to
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.claim_id, self.line_number)
+
+    def header(self) -> dict[str, Any]:
+        """The claim-level fields that must be identical on every line of a claim."""
+        return {f: getattr(self, f) for f in HEADER_FIELDS}
+
+
+HEADER_FIELDS = (
+    "form",
+    "member_id",
+    "provider_npi",
+    "authorization_number",
+    "line_count",
+    "diagnosis_codes",
+)
+
+
+def _bad_form(form: str) -> str:
+    raise ValueError(f"form {form!r} is not accepted; submit CMS-1500 or 837P")
+
+
+# --- reference data (compacted topics) ----------------------------------------------------
+
+
+class Member(_Input):
+    member_id: Annotated[str, Field(min_length=1)]
+    plan: Annotated[str, Field(min_length=1)]
+    eligible_from: IsoDate
+    eligible_to: IsoDate | None = None
+
+
+class Authorization(_Input):
+    authorization_number: Annotated[str, Field(min_length=1)]
+    member_id: str
+    status: Literal["APPROVED", "DENIED", "PENDING", "VOIDED"]
+    procedure_codes: list[Code]
+    start_date: IsoDate
+    end_date: IsoDate
+    approved_units: Annotated[Decimal, Field(ge=0, allow_inf_nan=False), DecimalStr] | None = None
+
+
+class Drug(_Input):
+    ndc: Annotated[str, Field(pattern=r"^\d{11}$")]
+    description: str = ""
+    billing_unit: Literal["F2", "GR", "ML", "UN"]
+    package_type: Literal["SINGLE_USE", "MULTI_USE"]
+
+
+class AwpPrice(_Input):
+    ndc: Annotated[str, Field(pattern=r"^\d{11}$")]
+    awp_per_unit: Annotated[Decimal, Field(ge=0, allow_inf_nan=False), DecimalStr]
+    effective_from: IsoDate
+
+
+class FeeScheduleRate(_Input):
+    procedure_code: Code
+    rate: Annotated[Decimal, Field(ge=0, allow_inf_nan=False), DecimalStr]
+    effective_from: IsoDate
+
+
+class ProviderContract(_Input):
+    provider_npi: Annotated[str, Field(pattern=r"^\d{10}$")]
+    awp_discount_pct: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False), DecimalStr] = Decimal("0")
+    fee_schedule_pct: Annotated[Decimal, Field(ge=0, allow_inf_nan=False), DecimalStr] = Decimal("100")
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+class Adjustment(_Output):
+    """One CAS adjustment (with its LQ remark codes), naming the rule and policy section."""
+
+    group: Literal["CO", "PR", "OA"]
+    carc: str
+    rarc: list[str] = []
+    amount: DecimalOut
+    rule: str
+    message: str
+
+
+class Pricing(_Output):
+    """How the allowed amount was computed: unit_price x quantity x contract_pct / 100."""
+
+    method: Literal["AWP", "FEE_SCHEDULE"]
+    unit_price: DecimalOut
+    quantity: DecimalOut
+    effective_from: date
+    contract_pct: DecimalOut
+
+
+class AdjudicatedLine(_Output):
+    """A decision on `claims.lines.adjudicated` (key: claim_id)."""
+
+    claim_id: str
+    line_number: int
+    member_id: str
+    provider_npi: str
+    procedure_code: str
+    modifiers: list[str]
+    service_date: date
+    ndc11: str | None
+    status: Literal["PAID", "DENIED"]
+    allowed_amount: Money2
+    adjustments: list[Adjustment]
+    pricing: Pricing | None
+    policy_version: str
+    adjudicated_at: datetime
+
+
+class RejectionReason(_Output):
+    code: str
+    field: str | None
+    message: str
+
+
+class RejectedLine(_Output):
+    """A front-end rejection on `claims.lines.rejected` (key: claim_id where known)."""
+
+    claim_id: str | None
+    line_number: int | None
+    reasons: list[RejectionReason]
+    original: Any
+    rejected_at: datetime
+
+
+# --- internal messages between stages ----------------------------------------------------
+
+
+class Finding(_Output):
+    """A denial found by a stage: the rulebook rule id plus what was found."""
+
+    rule: str
+    detail: str = ""
+
+
+class LineWork(_Output):
+    """A line on its way through the stages, with what each stage found."""
+
+    line: ClaimLine
+    ndc11: str | None = None
+    findings: tuple[Finding, ...] = ()
+    pricing: Pricing | None = None
+    priced_amount: DecimalOut | None = None
+    price_finding: Finding | None = None
+    approved_units: DecimalOut | None = None
+    package_type: str | None = None
+
+
+class ClaimWork(_Output):
+    """A whole claim between stages (claim-level messages cost one hop instead of N)."""
+
+    claim_id: str
+    member_id: str
+    policy_version: str
+    submitted_at: datetime
+    lines: tuple[LineWork, ...]

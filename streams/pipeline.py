@@ -1,0 +1,132 @@
+"""The pipeline's steps without a broker: what each stage does to one message.
+
+The Faust agents and batch mode both call these, so a line gets the same answer whichever
+way it comes in. `Step` collects what a step wants published, by topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from rules import engine, frontend
+from rules.reference import TABLES, ReferenceData
+from rules.rulebook import Rulebooks
+from streams.ledger import Intake, Ledger
+from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
+from streams.topics import ADJUDICATED, DLQ, REJECTED
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    raw: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class Step:
+    """What one step produced: records to publish and, at intake, a claim to forward."""
+
+    decisions: list[AdjudicatedLine] = field(default_factory=list)
+    rejections: list[RejectedLine] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    assembled: ClaimWork | None = None
+
+    def absorb(self, intake: Intake) -> None:
+        self.decisions += intake.decisions
+        self.rejections += intake.rejections
+
+
+def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks) -> Step:
+    """Front end and assembly for one submitted message (POLICY.md section 1)."""
+    step = Step()
+    now = utcnow()
+    try:
+        obj = frontend.parse(raw)
+    except frontend.NotAnObject as exc:
+        step.dead.append(DeadLetter(raw=raw or b"", error=str(exc)))
+        return step
+    checked = frontend.validate(obj)
+    if isinstance(checked, list):
+        step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now))
+        return step
+    result = ledger.accept(checked, obj, received_at, now)
+    step.absorb(result)
+    if result.assembled:
+        submitted = datetime.fromtimestamp(received_at, timezone.utc)
+        step.assembled = engine.start(result.assembled, books, submitted)
+    return step
+
+
+def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> list[AdjudicatedLine]:
+    """Claim-day edits, duplicates and authorized units against the ledger, in one transaction."""
+    now = utcnow()
+    return ledger.decide(work, lambda history: engine.finalize(work, history, books, now)) or []
+
+
+# --- batch mode -------------------------------------------------------------------------------
+
+
+class BatchError(ValueError):
+    """A batch input that cannot be used; the message names the file and line."""
+
+
+def load_reference_dir(directory: Path) -> ReferenceData:
+    """Read `<table>.jsonl` for the six tables; a missing file means no records."""
+    if not directory.is_dir():
+        raise BatchError(f"{directory}: reference directory not found")
+    ref = ReferenceData()
+    for table, (model, key_of) in TABLES.items():
+        path = directory / f"{table}.jsonl"
+        if not path.exists():
+            continue
+        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                record = model.model_validate_json(text)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "record"
+                raise BatchError(f"{path}:{number}: {where}: {err['msg']}") from None
+            ref.apply(table, key_of(record), record)
+    return ref
+
+
+def run_batch(lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks, ledger: Ledger | None = None) -> Iterator[dict[str, Any]]:
+    """Adjudicate submitted lines in order, yielding each published record with its topic.
+
+    Claims still incomplete at the end of the input are rejected, as the assembly timeout
+    would in the stream.
+    """
+    ledger = ledger or Ledger("sqlite:///:memory:")
+    for offset, raw in enumerate(lines):
+        step = intake(ledger, raw, float(offset), books)
+        yield from _records(step)
+        if step.assembled is not None:
+            work = engine.price(engine.enrich(step.assembled, ref, books), ref)
+            yield from _records(Step(decisions=adjudicate(ledger, work, books)))
+    yield from _records(Step(rejections=ledger.expire(float("inf"), utcnow(), limit=1_000_000)))
+
+
+def _records(step: Step) -> Iterator[dict[str, Any]]:
+    for d in step.decisions:
+        yield {"topic": ADJUDICATED.name, **_jsonable(d)}
+    for r in step.rejections:
+        yield {"topic": REJECTED.name, **_jsonable(r)}
+    for dead in step.dead:
+        yield {"topic": DLQ.name, "error": dead.error, "raw": dead.raw.decode("utf-8", "replace")}
+
+
+def _jsonable(model: BaseModel) -> dict[str, Any]:
+    return orjson.loads(model.model_dump_json())

@@ -1,0 +1,54 @@
+"""The one registry of topics: external names exactly as CONTRACT.md gives them, internal
+ones prefixed `claims.internal.`. Every topic is created up front with the configured
+partition count; nothing relies on auto-creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from streams.models import (
+    AdjudicatedLine,
+    Authorization,
+    AwpPrice,
+    ClaimLine,
+    ClaimWork,
+    Drug,
+    FeeScheduleRate,
+    Member,
+    ProviderContract,
+    RejectedLine,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDef:
+    name: str
+    key: str
+    value: type[BaseModel] | None  # None: raw bytes
+    compacted: bool = False
+    internal: bool = False
+
+
+SUBMITTED = TopicDef("claims.lines.submitted", "member_id", ClaimLine)
+ADJUDICATED = TopicDef("claims.lines.adjudicated", "claim_id", AdjudicatedLine)
+REJECTED = TopicDef("claims.lines.rejected", "claim_id where known", RejectedLine)
+DLQ = TopicDef("claims.lines.dlq", "the original key", None)
+
+ASSEMBLED = TopicDef("claims.internal.assembled", "member_id", ClaimWork, internal=True)
+ENRICHED = TopicDef("claims.internal.enriched", "member_id", ClaimWork, internal=True)
+PRICED = TopicDef("claims.internal.priced", "member_id", ClaimWork, internal=True)
+
+#: reference table name -> its compacted topic
+REFERENCE = {
+    "members": TopicDef("reference.members", "member_id", Member, compacted=True),
+    "authorizations": TopicDef("reference.authorizations", "authorization_number", Authorization, compacted=True),
+    "drugs": TopicDef("reference.drugs", "11-digit NDC", Drug, compacted=True),
+    "awp-prices": TopicDef("reference.awp-prices", "<ndc>:<effective_from>", AwpPrice, compacted=True),
+    "fee-schedule": TopicDef("reference.fee-schedule", "<procedure_code>:<effective_from>", FeeScheduleRate, compacted=True),
+    "provider-contracts": TopicDef("reference.provider-contracts", "provider_npi", ProviderContract, compacted=True),
+}
+TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
+
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, ASSEMBLED, ENRICHED, PRICED, *REFERENCE.values())
