@@ -78,6 +78,12 @@ CREATE TABLE IF NOT EXISTS drug_days (
     service_date TEXT NOT NULL,
     PRIMARY KEY (member_id, service_date)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
@@ -293,7 +299,11 @@ class Ledger:
           rejection.claim_id, rejection.line_number, _dumps(rejection))
 
     def expire(self, cutoff: float, now: datetime, limit: int = 500) -> list[RejectedLine]:
-        """Reject, line by line, the claims still incomplete whose first line came before `cutoff`."""
+        """Reject, line by line, the claims still incomplete whose first line came before `cutoff`.
+
+        No input message stands behind these rejections, so they also go to the outbox
+        until `outbox_sent` says they were published (a crash in between republishes them).
+        """
         with self._tx() as q:
             skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
             ids = [r[0] for r in q(f"SELECT claim_id FROM claims WHERE status = 'OPEN' AND first_seen < ? ORDER BY first_seen LIMIT {int(limit)}{skip}", cutoff).fetchall()]
@@ -304,7 +314,21 @@ class Ledger:
                 have = ", ".join(str(r[0]) for r in rows)
                 out += self._reject_claim(q, claim_id, rows, None, "INCOMPLETE", "line_count",
                                           f"claim incomplete after the assembly timeout: {len(rows)} of {count} lines arrived ({have})", now).rejections
+            for r in out:
+                q("INSERT INTO outbox (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                  r.claim_id, r.line_number, _dumps(r))
             return out
+
+    def outbox(self, limit: int = 1000) -> list[RejectedLine]:
+        """Timer-made rejections not yet known to be published."""
+        with self._tx() as q:
+            rows = q(f"SELECT body FROM outbox ORDER BY claim_id, line_number LIMIT {int(limit)}").fetchall()
+        return [RejectedLine.model_validate_json(r[0]) for r in rows]
+
+    def outbox_sent(self, sent: list[RejectedLine]) -> None:
+        with self._tx() as q:
+            for r in sent:
+                q("DELETE FROM outbox WHERE claim_id = ? AND line_number = ?", r.claim_id, r.line_number)
 
     def open_claims(self) -> int:
         with self._tx() as q:

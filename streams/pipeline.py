@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from rules import engine, frontend
 from rules.reference import TABLES, ReferenceData
 from rules.rulebook import Rulebooks
-from streams.ledger import Intake, Ledger
+from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
 from streams.topics import ADJUDICATED, DLQ, REJECTED
 
@@ -75,6 +75,9 @@ def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> list[Adjudi
 
 
 # --- batch mode -------------------------------------------------------------------------------
+
+
+__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "load_reference_dir"]
 
 
 class BatchError(ValueError):

@@ -1,0 +1,10 @@
+"""The pipeline's Faust agents, one module per stage; importing the package registers them.
+
+    claims.lines.submitted -> intake -> claims.internal.assembled -> enrich
+      -> claims.internal.enriched -> price -> claims.internal.priced -> adjudicate
+      -> claims.lines.adjudicated            (rejections -> claims.lines.rejected, DLQ -> claims.lines.dlq)
+"""
+
+from agents import adjudicate, enrich, expiry, intake, price, reference
+
+__all__ = ["adjudicate", "enrich", "expiry", "intake", "price", "reference"]

@@ -1,0 +1,27 @@
+"""Stage 2: eligibility, prior authorization and drug data for every line of a claim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from faust.types import EventT
+
+from rules import engine
+from streams import stage, topics
+from streams.stage import app, runtime
+
+
+@app.agent(stage.topic(topics.ASSEMBLED), name="enrich")
+async def enrich(stream):
+    await stage.run(stream, "enrich", topics.ASSEMBLED, handle)
+
+
+async def handle(events: Sequence[EventT]) -> None:
+    await runtime.reference_ready.wait()
+    for event in events:
+        try:
+            work = engine.enrich(stage.decode_work(event), runtime.reference, runtime.books)
+        except Exception as exc:  # noqa: BLE001
+            await stage.dead_letter("enrich", topics.ASSEMBLED, event.message.value, event.message.key, exc)
+            continue
+        await stage.forward("enrich", topics.ENRICHED, work, event.message.partition)

@@ -1,0 +1,1 @@
+"""The stream layer: Faust app, settings, topics, models, codecs, ledger and CLI."""

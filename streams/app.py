@@ -1,0 +1,56 @@
+"""The Faust app: one per worker process, configured from `Settings`.
+
+Topic values are raw bytes and are decoded by our own pydantic codecs, so an undecodable
+message becomes a DLQ record instead of a crashed stream. Tables are not used: state that
+must be exact lives in the ledger (broker.md: table recovery is wrong on the embedded
+broker). The web server binds to 127.0.0.1 by default, with table browsing and the
+router's key lookups turned off.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams import topics
+from streams.settings import Settings
+
+settings = Settings()
+
+
+def create_app(s: Settings) -> faust.App:
+    return faust.App(
+        s.app_id,
+        broker=[f"kafka://{server}" for server in s.bootstrap_list],
+        broker_credentials=s.faust_broker_credentials(),
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+        broker_max_poll_records=1000,
+        consumer_group_instance_id=s.group_instance_id,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        producer_linger=s.producer_linger_ms / 1000,
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+        store="memory://",
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        topic_allow_declare=False,
+        datadir=str(s.data_dir / f"faust-{s.web_port}"),
+        web_bind=s.web_bind,
+        web_port=s.web_port,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        autodiscover=False,
+    )
+
+
+app = create_app(settings)
+
+
+def channel(t: topics.TopicDef) -> faust.TopicT:
+    """The Faust topic for a registry entry (created up front by `streams.admin`)."""
+    return app.topic(t.name, partitions=settings.partitions, internal=False)

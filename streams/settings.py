@@ -1,0 +1,84 @@
+"""Frozen worker settings, from `CLAIMS_*` environment variables (or a `.env` file).
+
+Everything needed to point the worker at a real Apache Kafka cluster (bootstrap servers,
+TLS, SASL) and at PostgreSQL is here; secrets are `SecretStr` so they never print.
+"""
+
+from __future__ import annotations
+
+import ssl
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAIMS_", env_file=".env", extra="ignore", frozen=True)
+
+    app_id: str = Field("claims-pipeline", description="Faust app id: the consumer group.")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    partitions: int = Field(4, ge=1, le=1000, description="Partitions of every pipeline topic.")
+    replication_factor: int = Field(1, ge=1, le=10)
+    session_timeout_s: float = Field(10.0, gt=0, description="Consumer session timeout (10 s: fast rebalances).")
+    group_instance_id: str | None = Field(None, description="Static group membership id (pod name).")
+    assembly_timeout_s: float = Field(30.0, gt=0, description="An incomplete claim is rejected after this long.")
+    batch_size: int = Field(200, ge=1, le=10_000, description="Messages an agent takes at once.")
+    batch_within_s: float = Field(0.02, gt=0, description="How long an agent waits to fill a batch.")
+    producer_linger_ms: int = Field(5, ge=0)
+
+    ledger_url: str = Field("sqlite:///var/claims-ledger.db", description="sqlite:///path or postgresql://...")
+    data_dir: Path = Field(Path("var"), description="Per-worker Faust data folders live under here.")
+
+    web_bind: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile:
+            ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+        return ctx
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security settings in aiokafka's terms (producers, consumers, admin)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.ssl_context is not None:
+            kwargs["ssl_context"] = self.ssl_context
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return kwargs
+
+    def faust_broker_credentials(self) -> Any:
+        """The same settings as faust credentials (None for plaintext)."""
+        import faust
+
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context)
+        password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        mechanism = self.sasl_mechanism or "PLAIN"
+        return faust.SASLCredentials(
+            username=self.sasl_username or "", password=password, mechanism=mechanism, ssl_context=self.ssl_context
+        )
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]

@@ -1,0 +1,113 @@
+"""What every agent does around its pure step: take a batch, time it, publish what the step
+produced, and dead-letter what it could not process. Agents stay a few lines each.
+
+Sends go through the Faust producer; Faust flushes the producer before it commits the
+batch's offsets (`Consumer._commit_offsets`), and acks a `take_events` batch only after
+the agent's body for it returned, so an offset is never committed before the ledger
+commit and the publish of what it produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+
+import faust
+from faust.types import EventT
+
+from streams import metrics, topics
+from streams.app import app, channel, settings
+from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
+from streams.pipeline import DeadLetter, Step
+from streams.runtime import Runtime
+
+log = logging.getLogger("claims.stage")
+runtime = Runtime(settings)
+
+_channels: dict[str, faust.TopicT] = {}
+
+
+def topic(t: topics.TopicDef) -> faust.TopicT:
+    if t.name not in _channels:
+        _channels[t.name] = channel(t)
+    return _channels[t.name]
+
+
+async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
+              handle: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+    """The agent loop: batches of events, one `handle` call per batch, never dying."""
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        started = time.perf_counter()
+        metrics.LINES_IN.labels(stage).inc(len(events))
+        try:
+            await handle(events)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
+            log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
+            for event in events:
+                await dead_letter(stage, source, event.message.value, event.message.key, exc)
+        metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        metrics.COMMITS.labels(stage).inc()
+
+
+async def dead_letter(stage: str, source: topics.TopicDef, raw: bytes | None, key: bytes | None,
+                      error: Exception | str, error_type: str | None = None) -> None:
+    """The original bytes, with `error` and `source-topic` headers; never retried."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    kind = error_type or (type(error).__name__ if not isinstance(error, str) else "undecodable")
+    if not isinstance(error, str):
+        log.error("stage %s: %s", stage, "".join(traceback.format_exception_only(error)).strip()[:300])
+    await topic(topics.DLQ).send(
+        key=key, value=raw or b"",
+        headers=[("error", text[:1000].encode()), ("source-topic", source.name.encode()), ("stage", stage.encode())],
+    )
+    metrics.DLQ.labels(source.name, kind).inc()
+    metrics.LINES_OUT.labels(stage, "dlq").inc()
+
+
+async def publish(stage: str, step: Step, source: topics.TopicDef, key: bytes | None = None) -> None:
+    """Send every decision, rejection and dead letter of a step."""
+    for decision in step.decisions:
+        await publish_decision(stage, decision)
+    for rejection in step.rejections:
+        await publish_rejection(stage, rejection)
+    for dead in step.dead:
+        await dead_letter(stage, source, dead.raw, key, dead.error, _dlq_kind(dead))
+
+
+async def publish_decision(stage: str, decision: AdjudicatedLine, submitted_at: float | None = None) -> None:
+    await topic(topics.ADJUDICATED).send(key=decision.claim_id.encode(), value=decision.model_dump_json().encode())
+    carc = decision.adjustments[0].carc if decision.adjustments else "none"
+    metrics.DECISIONS.labels(decision.status, carc).inc()
+    metrics.LINES_OUT.labels(stage, "adjudicated").inc()
+    if submitted_at is not None:
+        metrics.E2E_SECONDS.observe(max(time.time() - submitted_at, 0.0))
+
+
+async def publish_rejection(stage: str, rejection: RejectedLine) -> None:
+    key = rejection.claim_id.encode() if rejection.claim_id else None
+    await topic(topics.REJECTED).send(key=key, value=rejection.model_dump_json().encode())
+    for reason in rejection.reasons:
+        metrics.REJECTIONS.labels(reason.code).inc()
+    metrics.LINES_OUT.labels(stage, "rejected").inc()
+
+
+async def forward(stage: str, target: topics.TopicDef, work: ClaimWork, partition: int) -> None:
+    """Send a claim to the next stage on the same partition number: each partition of an
+    internal topic has one writer (broker.md, item 10) and a member's claims stay in order."""
+    await topic(target).send(key=work.member_id.encode(), value=work.model_dump_json().encode(), partition=partition)
+    metrics.LINES_OUT.labels(stage, "forwarded").inc(len(work.lines))
+
+
+def decode_work(event: EventT) -> ClaimWork:
+    return ClaimWork.model_validate_json(event.message.value)
+
+
+def _dlq_kind(dead: DeadLetter) -> str:
+    if dead.error.startswith("not JSON"):
+        return "not_json"
+    if "exceeds" in dead.error:
+        return "too_large"
+    return "not_object"
+

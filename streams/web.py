@@ -1,0 +1,35 @@
+"""The worker's operational HTTP endpoints: `/metrics`, `/healthz`, `/readyz`."""
+
+from __future__ import annotations
+
+from streams import metrics
+from streams.stage import app, runtime
+
+
+@app.page("/metrics")
+async def metrics_page(self, request):
+    body, content_type = metrics.render()
+    return self.bytes(body, content_type=content_type.split(";")[0])
+
+
+@app.page("/healthz")
+async def healthz(self, request):
+    return self.json({"status": "ok"})
+
+
+def readiness() -> dict[str, bool]:
+    consumer = app.consumer if app._consumer is not None else None  # noqa: SLF001 - no public "started?"
+    checks = {
+        "reference_loaded": runtime.reference_ready.is_set(),
+        "ledger_reachable": runtime.ledger_ok,
+        "agents_running": bool(app.agents) and all(not agent.should_stop for agent in app.agents.values()),
+        "broker_connected": consumer is not None and not app.rebalancing and consumer.assignment() is not None,
+    }
+    metrics.WORKER_READY.set(1 if all(checks.values()) else 0)
+    return checks
+
+
+@app.page("/readyz")
+async def readyz(self, request):
+    checks = readiness()
+    return self.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)

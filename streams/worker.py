@@ -1,0 +1,58 @@
+"""Run one pipeline worker: create the topics, register the agents, start Faust.
+
+Settings are read from the environment when `streams.app` is imported, so the CLI puts
+its options into `CLAIMS_*` variables before calling `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from streams import topics
+from streams.admin import TopicSpec, ensure_topics
+from streams.settings import Settings
+
+
+def topic_specs(s: Settings) -> list[TopicSpec]:
+    compact = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(t.name, s.partitions, s.replication_factor, compact if t.compacted else {})
+        for t in topics.ALL
+    ]
+
+
+def create_topics(s: Settings) -> None:
+    bootstrap = ",".join(s.bootstrap_list)
+    asyncio.run(ensure_topics(bootstrap, topic_specs(s), s.kafka_client_kwargs()))
+
+
+def first_free_port(host: str, start: int, tries: int = 100) -> int:
+    """The first port from `start` nobody listens on, so workers on one machine don't clash."""
+    for port in range(start, start + tries):
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) != 0:
+                return port
+    raise OSError(f"no free port in {start}..{start + tries - 1} on {host}")
+
+
+def run(loglevel: str = "warning") -> None:
+    """Block running the worker until SIGINT/SIGTERM."""
+    import faust
+
+    import agents  # noqa: F401 - registers the agents
+    from streams import metrics, web  # noqa: F401 - registers the pages
+    from streams.app import app, settings
+    from streams.stage import runtime
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_topics(settings)
+    runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
+    metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id})
+    logging.getLogger("claims").setLevel(logging.INFO)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        runtime.close()
