@@ -1,25 +1,45 @@
-"""Claims still incomplete after the assembly timeout are rejected line by line. The
-ledger keeps these rejections in an outbox until they are published, since no input
-offset stands behind them."""
+"""Claims still incomplete after the assembly timeout are rejected line by line.
+
+A worker expires only claims whose first line came from an input partition it owns and
+has read to the end, so a claim is never expired while its other lines wait in a lagging
+partition. No input offset stands behind these rejections, so the ledger keeps them in
+an outbox until they are published. The same timer reports consumer lag.
+"""
 
 from __future__ import annotations
 
 import time
 
-from streams import metrics, stage
+from streams import metrics, stage, topics
 from streams.pipeline import utcnow
 from streams.stage import app, runtime, settings
 
 
-def _expire_and_collect():
-    runtime.ledger.expire(time.time() - settings.assembly_timeout_s, utcnow())
+def _expire_and_collect(partitions: list[int]):
+    runtime.ledger.expire(time.time() - settings.assembly_timeout_s, utcnow(), partitions)
     metrics.ASSEMBLY_PENDING.set(runtime.ledger.open_claims())
     return runtime.ledger.outbox()
 
 
+def _read_to_end() -> list[int]:
+    """Input partitions this worker owns with nothing left to process; records lag too."""
+    consumer = app.consumer
+    done = []
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp) or 0  # noqa: SLF001 - Faust keeps it per tp
+        lag = max((high or 0) - committed, 0)
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        if tp.topic == topics.SUBMITTED.name and high is not None and lag == 0:
+            done.append(tp.partition)
+    return done
+
+
 @app.timer(interval=min(2.0, settings.assembly_timeout_s / 3))
 async def expire_incomplete_claims() -> None:
-    pending = await runtime.in_ledger(_expire_and_collect)
+    if app.rebalancing:
+        return
+    pending = await runtime.in_ledger(_expire_and_collect, _read_to_end())
     for rejection in pending:
         await stage.publish_rejection("expiry", rejection)
     if pending:

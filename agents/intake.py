@@ -20,7 +20,8 @@ def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
     steps = []
     for event in events:
         try:
-            steps.append(pipeline.intake(runtime.ledger, event.message.value, event.message.timestamp, runtime.books))
+            steps.append(pipeline.intake(runtime.ledger, event.message.value, event.message.timestamp,
+                                         runtime.books, event.message.partition))
         except pipeline.LedgerUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from rules.ndc import normalize_ndc
 from rules.reference import ReferenceData
@@ -35,6 +35,8 @@ from streams.models import (
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 HUNDRED = Decimal(100)
+#: digits kept while pricing, so no intermediate result is rounded (the default context keeps 28)
+PRICE_PRECISION = 200
 
 
 @dataclass(slots=True)
@@ -186,7 +188,8 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
         pct = contract.fee_schedule_pct if contract else HUNDRED
         pricing = Pricing(method="FEE_SCHEDULE", unit_price=fee.rate, quantity=line.units,
                           effective_from=fee.effective_from, contract_pct=pct)
-    amount = pricing.unit_price * pricing.quantity * pricing.contract_pct / HUNDRED
+    with localcontext(prec=PRICE_PRECISION):  # exact: the only rounding is half-up to cents, once
+        amount = pricing.unit_price * pricing.quantity * pricing.contract_pct / HUNDRED
     return lw.model_copy(update={"pricing": pricing, "priced_amount": amount})
 
 
@@ -235,13 +238,14 @@ def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str
     line = lw.line
     charge = line.charge_amount
     if denials:
+        whole = charge.quantize(CENT, rounding=ROUND_HALF_UP)  # amounts travel with two places
         adjustments = [
-            book.adjustment(f.rule, charge if i == 0 else ZERO, f.detail) for i, f in enumerate(denials)
+            book.adjustment(f.rule, whole if i == 0 else ZERO, f.detail) for i, f in enumerate(denials)
         ]
         status, allowed, pricing = "DENIED", ZERO, None
     else:
         allowed = min(lw.priced_amount, charge).quantize(CENT, rounding=ROUND_HALF_UP)
-        reduction = charge - allowed
+        reduction = (charge - allowed).quantize(CENT, rounding=ROUND_HALF_UP)
         adjustments = [book.adjustment("PRICE-CONTRACT-REDUCTION", reduction)] if reduction > 0 else []
         status, pricing = "PAID", lw.pricing
     return AdjudicatedLine(
@@ -329,15 +333,19 @@ def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
         if sh in therapy[0].modifiers or sj in therapy[0].modifiers:
             wrong(therapy[0], "A single therapy per diem carries neither SH nor SJ.")
         return
+    # The first line with neither modifier is the primary; every other line is judged on its
+    # own modifiers. With no primary, the first line is wrong (it should have been billed
+    # without SH/SJ) and any SH on it still makes it the first SH line, so a later SH is
+    # "further" and an SJ is right. A line carrying both SH and SJ is wrong and does not
+    # count as the SH line.
     primary = next((ln for ln in therapy if sh not in ln.modifiers and sj not in ln.modifiers), None)
-    if primary is None:
-        primary = therapy[0]
-        wrong(primary, "No concurrent therapy is billed as the primary (without SH/SJ).")
     others = [ln for ln in therapy if ln is not primary]
     second = next((ln for ln in others if sh in ln.modifiers and sj not in ln.modifiers), None)
     for ln in others:
         has_sh, has_sj = sh in ln.modifiers, sj in ln.modifiers
-        if not has_sh and not has_sj:
+        if primary is None and ln is therapy[0]:
+            wrong(ln, "No concurrent therapy is billed as the primary (without SH/SJ).")
+        elif not has_sh and not has_sj:
             found[ln.line_number].append(Finding(rule="EDIT-CONCURRENCY-MISSING"))
         elif has_sh and has_sj:
             wrong(ln, "Carries both SH and SJ.")

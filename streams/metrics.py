@@ -167,12 +167,12 @@ COMMITS = Counter(
 )
 WORKER_READY = Gauge(
     "claims_worker_ready",
-    "1 when the worker has recovered its tables and serves /readyz with 200, else 0.",
+    "1 when the worker is ready (/readyz answers 200), else 0.",
     registry=REGISTRY,
 )
 WORKER_INFO = Info(
     "claims_worker",
-    "Worker build: package version and rulebook policy version.",
+    "Worker build and rulebook: e.g. version, policy_version.",
     registry=REGISTRY,
 )
 
@@ -185,8 +185,10 @@ for _stage in STAGES:
     LINES_IN.labels(stage=_stage)
     STAGE_SECONDS.labels(stage=_stage)
     COMMITS.labels(stage=_stage)
+    for _outcome in OUTCOMES:
+        LINES_OUT.labels(stage=_stage, outcome=_outcome)
 WORKER_READY.set(0)
-del _stage
+del _stage, _outcome
 
 
 def render() -> tuple[bytes, str]:

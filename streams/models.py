@@ -54,7 +54,7 @@ def _npi_check_digit_ok(npi: str) -> bool:
 
 
 def _valid_npi(value: str) -> str:
-    if not re.fullmatch(r"\d{10}", value):
+    if not re.fullmatch(r"[0-9]{10}", value):  # ASCII digits only (\d matches any script)
         raise ValueError("must be 10 digits")
     if not _npi_check_digit_ok(value):
         raise ValueError("NPI check digit is invalid")
@@ -102,12 +102,12 @@ class DrugDetails(_Input):
     """The drug/biological details of a line. Missing pieces are a denial (16/M119), not a
     rejection, so every field is optional here and judged by the rulebook."""
 
-    ndc: Annotated[str | None, Field(max_length=32)] = None
+    ndc: Annotated[str, Field(max_length=32)] | None = None
     quantity: Quantity | None = None
-    unit: Annotated[str | None, BeforeValidator(_upper_strip), Field(max_length=8)] = None
+    unit: Annotated[str, BeforeValidator(_upper_strip), Field(max_length=8)] | None = None
     dosage: Text | None = None
     frequency: Text | None = None
-    duration_minutes: Annotated[int | None, Field(ge=0, le=100_000)] = None
+    duration_minutes: Annotated[int, Field(ge=0, le=100_000)] | None = None
 
 
 class ClaimLine(_Input):
@@ -119,7 +119,7 @@ class ClaimLine(_Input):
     form: Annotated[str, AfterValidator(lambda f: f if f in FORMS else _bad_form(f))]
     member_id: Annotated[str, Field(min_length=1, max_length=64)]
     provider_npi: Annotated[str, AfterValidator(_valid_npi)]
-    authorization_number: Annotated[str | None, Field(max_length=64)] = None
+    authorization_number: Annotated[str, Field(max_length=64)] | None = None
     service_date: IsoDate
     service_date_to: IsoDate | None = None
     procedure_code: Annotated[Code, Field(pattern=r"^[A-Z0-9]{5}$")]

@@ -47,8 +47,11 @@ class Step:
         self.rejections += intake.rejections
 
 
-def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks) -> Step:
-    """Front end and assembly for one submitted message (POLICY.md section 1)."""
+def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks, partition: int | None = None) -> Step:
+    """Front end and assembly for one submitted message (POLICY.md section 1).
+
+    `received_at` is the message's submission time (for the end-to-end latency);
+    `partition` the input partition it was read from."""
     step = Step()
     now = utcnow()
     try:
@@ -60,7 +63,7 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
     if isinstance(checked, list):
         step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now))
         return step
-    result = ledger.accept(checked, obj, received_at, now)
+    result = ledger.accept(checked, obj, now, partition)
     step.absorb(result)
     if result.assembled:
         submitted = datetime.fromtimestamp(received_at, timezone.utc)
@@ -93,7 +96,13 @@ def load_reference_dir(directory: Path) -> ReferenceData:
         path = directory / f"{table}.jsonl"
         if not path.exists():
             continue
-        for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise BatchError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise BatchError(f"{path}: {exc.strerror or exc}") from None
+        for number, text in enumerate(content.splitlines(), 1):
             if not text.strip():
                 continue
             try:

@@ -43,6 +43,7 @@ def run(loglevel: str = "warning") -> None:
 
     import agents  # noqa: F401 - registers the agents
     from streams import metrics, web  # noqa: F401 - registers the pages
+    from streams import api  # noqa: F401 - registers the /v1 HTTP API
     from streams.app import app, settings
     from streams.stage import runtime
 

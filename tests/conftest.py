@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -21,3 +23,26 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log_path) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture
+def fresh_bootstrap(tmp_path: Path) -> Iterator[str]:
+    """A broker holding no pipeline state: a new embedded broker for this test (it keeps
+    everything in memory, so a new one is the clean slate). With $CLAIMS_TEST_BROKER the
+    test gets that broker and a consumer group of its own, but shares its topics."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        yield external
+        return
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL ledger URL in a schema of the test's own, dropped afterwards."""
+    from tests.harness import drop_pg_schema, pg_schema_url
+
+    schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower()
+    yield pg_schema_url(schema)
+    drop_pg_schema(schema)

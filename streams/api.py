@@ -1,0 +1,424 @@
+"""The payer-facing HTTP API, version 1, served by every worker on Faust's web server (the
+same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
+
+    POST /v1/claims[?wait=SECONDS]   a claim (header once, its lines) -> its lines published
+    GET  /v1/claims/{claim_id}       the decisions and rejections recorded so far
+
+Why in the worker and not a separate process: the worker already owns a started Faust
+producer and the ledger connection (`runtime.in_ledger`), so a submission is one produce
+and a `?wait` is a ledger poll, with nothing else to deploy, scale or secure. Any worker
+answers for any claim: every worker reads the same ledger, whichever worker decides.
+
+Security choices (docs/integration.md, "HTTP API"):
+
+* Every `/v1` route needs `Authorization: Bearer <CLAIMS_API_TOKEN>`, compared in constant
+  time (`hmac.compare_digest`); 401 with `WWW-Authenticate: Bearer` otherwise.
+* With no token configured the API is *disabled*: every `/v1` route answers 503
+  `API_DISABLED`. An unauthenticated claims API is never the default; the operational
+  pages stay up either way.
+* Bodies are capped at `CLAIMS_MAX_BODY_BYTES` (413, checked on Content-Length before
+  reading and again while reading, so a chunked body cannot get around it), and must be
+  `application/json` in UTF-8 (415).
+* Every error is `{"error": {"code", "message", "field"}}`; an unexpected exception is
+  logged and answered 500 `INTERNAL` without details, never a stack trace.
+
+Issue 5 (X12) builds on this module: subclass `ApiView` for auth and JSON errors, use
+`read_body` for the size and media-type checks, `publish_lines` to publish claim lines and
+`claim_answers` / `watcher.wait` for the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import Counter, Histogram
+
+from rules import frontend
+from streams import metrics, stage, topics
+from streams.app import app, settings
+from streams.models import ClaimLine
+from streams.stage import runtime
+
+log = logging.getLogger("claims.api")
+
+API_PREFIX = "/v1"
+MAX_WAIT_S = 30.0
+POLL_INTERVAL_S = 0.025      # the shared ledger poll behind every `?wait`
+LEDGER_TIMEOUT_S = 10.0      # a GET gives up (503) when the ledger does not answer
+PUBLISH_TIMEOUT_S = 15.0     # broker acks for every line of a submission
+MAX_LINES = 999
+
+#: claim-level fields: given once in the request, repeated on every published line
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes")
+#: line-level fields, in the order they are published
+LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to",
+               "units", "charge_amount", "drug")
+#: the published object's field order (CONTRACT.md's table order)
+_PUBLISHED_ORDER = ("claim_id", "line_number", "line_count", "form", "member_id", "provider_npi",
+                    "authorization_number", "service_date", "service_date_to", "procedure_code", "modifiers",
+                    "units", "charge_amount", "diagnosis_codes", "drug")
+
+REQUESTS = Counter(
+    "claims_api_requests_total",
+    "HTTP API requests, by route (submit, status) and response status code.",
+    ["route", "code"],
+    registry=metrics.REGISTRY,
+)
+WAIT_SECONDS = Histogram(
+    "claims_api_wait_seconds",
+    "POST /v1/claims?wait: from request to answer (decided, or the wait ran out).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=metrics.REGISTRY,
+)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An answer other than success: status, stable code, message, and the field at fault
+    (a JSON path into the request body, e.g. `lines[1].units`, or a query parameter)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 errors: Sequence[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.errors = list(errors or ())
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        if len(self.errors) > 1:
+            out["error"]["errors"] = self.errors
+        return out
+
+
+def _json(web: Any, value: Any, status: int, headers: dict[str, str] | None = None) -> Any:
+    # orjson: Decimal-free plain data only reaches here, and it is fast
+    return web.bytes(orjson.dumps(value), content_type="application/json", status=status, headers=headers)
+
+
+class ApiView(faust.web.View):
+    """Base of every /v1 view: the token check, JSON errors for everything (405 included),
+    no stack trace ever."""
+
+    route_label = "other"
+
+    async def dispatch(self, request: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            authorize(request)
+            response = await super().dispatch(request)
+        except ApiError as exc:
+            response = _json(self.web, exc.body(), exc.status, exc.headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
+            log.exception("%s %s failed", request.method, request.path)
+            response = _json(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
+        REQUESTS.labels(self.route_label, str(response.status)).inc()
+        log.debug("%s %s -> %s in %.3fs", request.method, request.path, response.status, time.perf_counter() - started)
+        return response
+
+    async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}")
+
+    get = post = put = patch = delete = _not_allowed
+
+
+def authorize(request: Any) -> None:
+    """503 when no token is configured (API disabled), 401 unless the bearer token matches."""
+    token = settings.api_token
+    if token is None or not token.get_secret_value():
+        raise ApiError(503, "API_DISABLED",
+                       "the /v1 API is disabled: no CLAIMS_API_TOKEN is configured on this worker")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="claims-pipeline"'}
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <token>)", headers=challenge)
+    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+        raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
+                       headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
+
+
+async def read_body(request: Any, media_types: Iterable[str] = ("application/json",),
+                    limit: int | None = None) -> bytes:
+    """The request body, after the media-type (415) and size (413) checks. Only UTF-8 (or
+    no charset parameter) is accepted."""
+    limit = limit or settings.max_body_bytes
+    media_types = tuple(media_types)
+    if request.content_type not in media_types or (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       f"Content-Type must be {' or '.join(media_types)} (UTF-8), not {request.headers.get('Content-Type', 'none')!r}",
+                       field="Content-Type")
+    too_large = ApiError(413, "TOO_LARGE", f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    while chunk := await request.content.read(65536):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _wait_param(request: Any) -> float | None:
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not (0 <= wait <= MAX_WAIT_S):  # also false for nan
+        raise ApiError(400, "BAD_REQUEST", f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}", field="wait")
+    return wait
+
+
+# --- claim -> lines -----------------------------------------------------------------------
+
+
+def _path(prefix: str, dotted: str | None) -> str:
+    """`lines[1]` + `drug.quantity` / `modifiers.0` -> `lines[1].drug.quantity` / `lines[1].modifiers[0]`."""
+    out = prefix
+    for part in (dotted or "").split(".") if dotted else ():
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def claim_lines(claim: Any) -> list[dict[str, Any]]:
+    """The claim-line objects a claim request stands for, exactly as they will be published,
+    or `ApiError(422)` naming every field at fault.
+
+    Header fields are given once and repeated on every line; `line_number` defaults to the
+    line's position (1-based), `line_count` is the number of lines. Unknown fields are
+    ignored (CONTRACT.md: forward compatibility) and not published. Every line is checked
+    with the pipeline's own front end (`rules.frontend.validate`, the `ClaimLine` model), so
+    the error codes are the rejection codes the topic path would give.
+    """
+    if not isinstance(claim, dict):
+        raise ApiError(422, "SCHEMA", "the body must be a JSON object (a claim)")
+    lines = claim.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise ApiError(422, "SCHEMA", "lines must be a non-empty list of claim lines", field="lines")
+    if len(lines) > MAX_LINES:
+        raise ApiError(422, "LINE_NUMBER", f"a claim has at most {MAX_LINES} lines", field="lines")
+    errors: list[dict[str, Any]] = []
+    count = len(lines)
+    if "line_count" in claim and claim["line_count"] != count:
+        errors.append({"code": "LINE_NUMBER", "field": "line_count",
+                       "message": f"line_count {claim['line_count']!r} differs from the {count} lines given (it may be left out)"})
+    header = {f: claim[f] for f in HEADER_FIELDS if f in claim}
+    out: list[dict[str, Any]] = []
+    header_errors: dict[str, dict[str, Any]] = {}
+    numbers: dict[Any, int] = {}
+    for i, line in enumerate(lines):
+        where = f"lines[{i}]"
+        if not isinstance(line, dict):
+            errors.append({"code": "SCHEMA", "field": where, "message": "a claim line must be a JSON object"})
+            continue
+        for f in (*HEADER_FIELDS, "line_count"):
+            if f in line and line[f] != (count if f == "line_count" else header.get(f)):
+                errors.append({"code": "HEADER_MISMATCH", "field": f"{where}.{f}",
+                               "message": f"{f} is a claim-level field: give it once, in the claim header"})
+        obj = {**header, **{f: line[f] for f in LINE_FIELDS if f in line}}
+        obj.setdefault("line_number", i + 1)
+        obj["line_count"] = count
+        obj = {f: obj[f] for f in _PUBLISHED_ORDER if f in obj}
+        number = obj["line_number"]
+        if isinstance(number, int) and not isinstance(number, bool):
+            if number in numbers:
+                errors.append({"code": "DUPLICATE_LINE_NUMBER", "field": f"{where}.line_number",
+                               "message": f"line number {number} is also given to lines[{numbers[number]}]"})
+            numbers.setdefault(number, i)
+        checked = frontend.validate(obj)
+        if isinstance(checked, ClaimLine):
+            out.append(obj)
+            continue
+        for reason in checked:
+            top = (reason.field or "").split(".")[0]
+            if top in HEADER_FIELDS:  # the same header error would repeat on every line: once
+                header_errors.setdefault(reason.field or top, {"code": reason.code, "field": _path("", reason.field),
+                                                              "message": reason.message})
+            elif top == "line_count":  # line_count is ours; its error is about the line number
+                errors.append({"code": reason.code, "field": f"{where}.line_number", "message": reason.message})
+            else:
+                errors.append({"code": reason.code, "field": _path(where, reason.field), "message": reason.message})
+    errors = [*header_errors.values(), *errors]
+    if errors:
+        first = errors[0]
+        raise ApiError(422, first["code"], first["message"], field=first["field"], errors=errors)
+    too_big = [i for i, obj in enumerate(out) if len(orjson.dumps(obj)) > frontend.MAX_MESSAGE_BYTES]
+    if too_big:
+        raise ApiError(413, "TOO_LARGE", f"a claim line exceeds {frontend.MAX_MESSAGE_BYTES} bytes", field=f"lines[{too_big[0]}]")
+    return out
+
+
+async def publish_lines(lines: Sequence[dict[str, Any]]) -> None:
+    """Publish claim-line objects on `claims.lines.submitted`, keyed by member_id (in order:
+    one member's lines share a partition), and wait for the broker's acks."""
+    try:
+        channel = stage.topic(topics.SUBMITTED)
+        pending = [await channel.send(key=str(obj["member_id"]).encode(), value=orjson.dumps(obj)) for obj in lines]
+        await asyncio.wait_for(asyncio.gather(*pending), PUBLISH_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - timeouts included: the client gets a retryable 503
+        log.error("publishing %d claim lines failed: %s", len(lines), type(exc).__name__)
+        raise ApiError(503, "PUBLISH_FAILED",
+                       "the claim could not be published; submitting the same claim again is safe") from None
+
+
+# --- answers from the ledger ------------------------------------------------------------------
+
+
+def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
+    """The line numbers of each claim that have a decision or a rejection (one transaction)."""
+    out: dict[str, set[int]] = {c: set() for c in claim_ids}
+    with ledger._tx() as q:  # noqa: SLF001 - read-only, in the ledger's own transaction helper
+        for start in range(0, len(claim_ids), 400):
+            chunk = list(claim_ids[start:start + 400])
+            marks = ",".join("?" * len(chunk))
+            for table in ("decisions", "rejections"):
+                for claim_id, number in q(f"SELECT claim_id, line_number FROM {table} WHERE claim_id IN ({marks})", *chunk):
+                    if number is not None:
+                        out[claim_id].add(number)
+    return out
+
+
+def claim_answers(ledger: Any, claim_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
+    and the claim's records (decisions and rejections, as published, with their `topic`),
+    by line number."""
+    with ledger._tx() as q:  # noqa: SLF001
+        row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
+        decided = q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()
+        rejected = q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id).fetchall()
+    records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)}) for n, body in decided]
+    records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)}) for n, body in rejected]
+    records.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    return (row[0] if row else None), [r for _, r in records]
+
+
+def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]]) -> str:
+    """PENDING while lines are unanswered; then DECIDED (every line adjudicated, PAID or
+    DENIED), REJECTED (every line rejected) or PARTIALLY_REJECTED."""
+    if ledger_status in ("OPEN", "ASSEMBLED") or not records:
+        return "PENDING"
+    kinds = {r["topic"] for r in records}
+    if kinds == {topics.ADJUDICATED.name}:
+        return "DECIDED"
+    if kinds == {topics.REJECTED.name}:
+        return "REJECTED"
+    return "PARTIALLY_REJECTED"
+
+
+class ClaimWatcher:
+    """Every pending `?wait` of this process, served by one ledger poll every
+    `POLL_INTERVAL_S` (one query for all claims, however many requests wait), so waiting
+    costs the ledger the same at 1 or 1,000 concurrent requests."""
+
+    def __init__(self, interval: float = POLL_INTERVAL_S):
+        self.interval = interval
+        self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
+        self._task: asyncio.Task | None = None
+
+    async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> bool:
+        """True once every line in `numbers` of the claim has an answer in the ledger; False
+        when `timeout` ran out first."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        entry = (frozenset(numbers), fut)
+        self._waiting.setdefault(claim_id, []).append(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="claims-api-watcher")
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            entries = self._waiting.get(claim_id, [])
+            if entry in entries:
+                entries.remove(entry)
+            if not entries:
+                self._waiting.pop(claim_id, None)
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            ids = list(self._waiting)
+            try:
+                answered = await runtime.in_ledger(answered_lines, runtime.ledger, ids)
+            except Exception as exc:  # noqa: BLE001 - keep polling; the waits time out at worst
+                log.warning("claim watcher: ledger poll failed: %s", type(exc).__name__)
+                answered = {}
+            for claim_id, have in answered.items():
+                for numbers, fut in self._waiting.get(claim_id, []):
+                    if numbers <= have and not fut.done():
+                        fut.set_result(True)
+            await asyncio.sleep(self.interval)
+
+
+watcher = ClaimWatcher()
+
+
+async def _in_ledger(fn: Any, *args: Any) -> Any:
+    try:
+        return await asyncio.wait_for(runtime.in_ledger(fn, *args), LEDGER_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ApiError(503, "LEDGER_UNAVAILABLE", "the ledger did not answer in time; try again") from None
+
+
+def _status_url(claim_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"{API_PREFIX}/claims/{quote(claim_id, safe='')}"
+
+
+# --- views --------------------------------------------------------------------------------
+
+
+@app.page(f"{API_PREFIX}/claims", base=ApiView, name="api_claims")
+class ClaimsView(ApiView):
+    route_label = "submit"
+
+    async def post(self, request: Any) -> Any:
+        started = time.perf_counter()
+        wait = _wait_param(request)
+        body = await read_body(request)
+        try:
+            claim = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+        lines = claim_lines(claim)
+        claim_id = lines[0]["claim_id"]
+        await publish_lines(lines)
+        answer: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id)}
+        if not wait:
+            return _json(self.web, {**answer, "status": "ACCEPTED"}, 202)
+        decided = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
+        status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+        WAIT_SECONDS.observe(time.perf_counter() - started)
+        if not decided:
+            return _json(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
+        return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
+
+
+@app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
+class ClaimView(ApiView):
+    route_label = "status"
+
+    async def get(self, request: Any, claim_id: str) -> Any:
+        if not 0 < len(claim_id) <= 64:
+            raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
+        status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+        if status is None and not records:
+            raise ApiError(404, "NOT_FOUND",
+                           f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
+                           field="claim_id")
+        return _json(self.web, {"claim_id": claim_id, "status_url": _status_url(claim_id),
+                                "status": overall_status(status, records), "lines": records}, 200)

@@ -1,0 +1,570 @@
+"""Writes the synthetic sample data of this folder: `python streams/sample_data/generate.py`.
+
+Everything here is made up (members, authorizations, NPIs, prices); nothing comes from a real
+person, provider or price list. The output is deterministic: running it again rewrites the
+same bytes. The comments say what each claim is there to show; the decisions themselves are in
+tests/golden/sample_decisions.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# Provider NPIs (valid Luhn check digits with the 80840 prefix).
+BAYSTATE = "1245678903"  # contract: AWP - 15%, 100% of fee schedule
+PIONEER = "1987654328"  # contract: AWP - 18%, 95% of fee schedule
+NORTHSHORE = "1456789019"  # no contract: AWP - 0%, 100% of fee schedule
+BAD_NPI = "1245678904"  # check digit wrong
+
+# NDCs as the catalog holds them (11 digits) and as providers print them.
+CEFTRIAXONE_1G = "00143985810"  # printed 0143-9858-10 (4-4-2)
+CEFTRIAXONE_2G = "25021010510"  # printed 25021-105-10 (5-3-2)
+PIP_TAZO = "60505077304"  # printed 60505-0773-4 (5-4-1)
+FACTOR8_1000 = "68516460102"  # printed 68516-4601-2 (5-4-1)
+FACTOR8_2000 = "00944294110"  # printed as 11 plain digits
+DEXAMETHASONE = "63323051630"  # printed 63323-516-30 (5-3-2), multiple-dose vial
+VANCOMYCIN = "00409650901"  # printed 00409-6509-01 (5-4-2)
+HEPARIN_FLUSH = "63323054705"
+
+REFERENCE: dict[str, list[dict]] = {
+    "members": [
+        {"member_id": "M1001", "plan": "COMMERCIAL", "eligible_from": "2025-01-01", "eligible_to": None},
+        {"member_id": "M1002", "plan": "COMMERCIAL", "eligible_from": "2024-06-01", "eligible_to": None},
+        {"member_id": "M1003", "plan": "COMMERCIAL", "eligible_from": "2025-09-01", "eligible_to": None},
+        {"member_id": "M1004", "plan": "COMMERCIAL", "eligible_from": "2026-01-01", "eligible_to": "2026-12-31"},
+        {"member_id": "M1005", "plan": "COMMERCIAL", "eligible_from": "2025-01-01", "eligible_to": None},
+        {"member_id": "M1006", "plan": "GIC_PPO", "eligible_from": "2025-07-01", "eligible_to": None},
+        {"member_id": "M2001", "plan": "MASSHEALTH_ACO", "eligible_from": "2025-01-01", "eligible_to": None},
+        # coverage ended on 2026-01-31
+        {"member_id": "M3001", "plan": "COMMERCIAL", "eligible_from": "2024-01-01", "eligible_to": "2026-01-31"},
+        # M9999 is deliberately absent (unknown member)
+    ],
+    "authorizations": [
+        {"authorization_number": "PA26-1001", "member_id": "M1001", "status": "APPROVED",
+         "procedure_codes": ["S9500", "S9501", "J0696", "J2543", "J1100", "99601", "99602", "S5498"],
+         "start_date": "2026-01-01", "end_date": "2026-06-30", "approved_units": None},
+        {"authorization_number": "PA26-1002", "member_id": "M1002", "status": "APPROVED",
+         "procedure_codes": ["S9365", "B4185", "B4189", "99601"],
+         "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None},
+        {"authorization_number": "PA26-1003", "member_id": "M1003", "status": "APPROVED",
+         "procedure_codes": ["J7192", "S9345", "99601", "99602"],
+         "start_date": "2026-01-01", "end_date": "2026-06-30", "approved_units": None},
+        {"authorization_number": "PA26-1004", "member_id": "M1004", "status": "APPROVED",
+         "procedure_codes": ["99601", "99602", "S5498"],
+         "start_date": "2026-01-01", "end_date": "2026-03-31", "approved_units": "6"},
+        {"authorization_number": "PA26-1005", "member_id": "M1005", "status": "APPROVED",
+         "procedure_codes": ["S9500", "S9374", "S9490", "J0696", "J1100", "99601"],
+         "start_date": "2026-01-01", "end_date": "2026-06-30", "approved_units": None},
+        {"authorization_number": "PA26-1006", "member_id": "M1006", "status": "APPROVED",
+         "procedure_codes": ["S9502", "J3370", "J1642"],
+         "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": "100"},
+        {"authorization_number": "PA26-2001", "member_id": "M2001", "status": "APPROVED",
+         "procedure_codes": ["S9365", "B4185", "B4189", "99601"],
+         "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None},
+        {"authorization_number": "PA26-3001", "member_id": "M3001", "status": "APPROVED",
+         "procedure_codes": ["S9500", "J0696"],
+         "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None},
+        {"authorization_number": "PA26-5001", "member_id": "M1001", "status": "DENIED",
+         "procedure_codes": ["S9500", "J0696"], "start_date": "2026-02-01", "end_date": "2026-03-31", "approved_units": None},
+        {"authorization_number": "PA26-5002", "member_id": "M1001", "status": "PENDING",
+         "procedure_codes": ["S9500", "J0696"], "start_date": "2026-02-01", "end_date": "2026-03-31", "approved_units": "14"},
+        {"authorization_number": "PA26-5003", "member_id": "M1001", "status": "VOIDED",
+         "procedure_codes": ["S9500", "J0696"], "start_date": "2026-02-01", "end_date": "2026-03-31", "approved_units": None},
+    ],
+    "drugs": [
+        {"ndc": CEFTRIAXONE_1G, "description": "Ceftriaxone for injection 1 g single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
+        {"ndc": CEFTRIAXONE_2G, "description": "Ceftriaxone for injection 2 g single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
+        {"ndc": PIP_TAZO, "description": "Piperacillin and tazobactam for injection 3.375 g single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
+        {"ndc": FACTOR8_1000, "description": "Antihemophilic factor (recombinant) 1000 IU kit", "billing_unit": "F2", "package_type": "SINGLE_USE"},
+        {"ndc": FACTOR8_2000, "description": "Antihemophilic factor (recombinant) 2000 IU kit", "billing_unit": "F2", "package_type": "SINGLE_USE"},
+        {"ndc": DEXAMETHASONE, "description": "Dexamethasone sodium phosphate 4 mg/mL, 30 mL multiple-dose vial", "billing_unit": "ML", "package_type": "MULTI_USE"},
+        {"ndc": VANCOMYCIN, "description": "Vancomycin hydrochloride for injection 1 g single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
+        {"ndc": HEPARIN_FLUSH, "description": "Heparin lock flush 100 USP units/mL, 5 mL", "billing_unit": "ML", "package_type": "SINGLE_USE"},
+    ],
+    "awp-prices": [
+        {"ndc": CEFTRIAXONE_1G, "awp_per_unit": "12.50", "effective_from": "2025-07-01"},
+        {"ndc": CEFTRIAXONE_1G, "awp_per_unit": "13.75", "effective_from": "2026-03-01"},
+        {"ndc": CEFTRIAXONE_2G, "awp_per_unit": "22.40", "effective_from": "2025-07-01"},
+        {"ndc": PIP_TAZO, "awp_per_unit": "14.85", "effective_from": "2025-07-01"},
+        {"ndc": FACTOR8_1000, "awp_per_unit": "1.635", "effective_from": "2025-10-01"},
+        {"ndc": FACTOR8_2000, "awp_per_unit": "1.59", "effective_from": "2025-10-01"},
+        {"ndc": DEXAMETHASONE, "awp_per_unit": "0.86", "effective_from": "2025-07-01"},
+        # vancomycin has no price before 2026-04-01
+        {"ndc": VANCOMYCIN, "awp_per_unit": "9.80", "effective_from": "2026-04-01"},
+        {"ndc": HEPARIN_FLUSH, "awp_per_unit": "0.42", "effective_from": "2025-01-01"},
+    ],
+    "fee-schedule": [
+        {"procedure_code": "S9500", "rate": "115.00", "effective_from": "2025-01-01"},
+        {"procedure_code": "S9500", "rate": "121.50", "effective_from": "2026-04-01"},
+        {"procedure_code": "S9501", "rate": "98.00", "effective_from": "2025-01-01"},
+        # S9502 has no rate before 2026-05-01
+        {"procedure_code": "S9502", "rate": "131.00", "effective_from": "2026-05-01"},
+        {"procedure_code": "S9374", "rate": "64.25", "effective_from": "2025-01-01"},
+        {"procedure_code": "S9490", "rate": "88.40", "effective_from": "2025-01-01"},
+        {"procedure_code": "S9365", "rate": "245.00", "effective_from": "2025-01-01"},
+        {"procedure_code": "S9345", "rate": "165.00", "effective_from": "2025-01-01"},
+        {"procedure_code": "B4185", "rate": "46.35", "effective_from": "2025-01-01"},
+        {"procedure_code": "B4189", "rate": "212.80", "effective_from": "2025-01-01"},
+        {"procedure_code": "99601", "rate": "155.00", "effective_from": "2025-01-01"},
+        {"procedure_code": "99602", "rate": "72.50", "effective_from": "2025-01-01"},
+        {"procedure_code": "S5498", "rate": "18.75", "effective_from": "2025-01-01"},
+    ],
+    "provider-contracts": [
+        {"provider_npi": BAYSTATE, "awp_discount_pct": "15", "fee_schedule_pct": "100"},
+        {"provider_npi": PIONEER, "awp_discount_pct": "18", "fee_schedule_pct": "95"},
+        # NORTHSHORE has no contract
+    ],
+}
+
+
+# --- claims --------------------------------------------------------------------------------
+
+
+def drug(ndc, quantity, unit, dosage="", frequency="", minutes=None):
+    d = {"ndc": ndc, "quantity": quantity, "unit": unit}
+    if dosage:
+        d["dosage"] = dosage
+    if frequency:
+        d["frequency"] = frequency
+    if minutes is not None:
+        d["duration_minutes"] = minutes
+    return d
+
+
+CEF1 = lambda qty="2", ndc="0143-9858-10": drug(ndc, qty, "UN", f"{int(qty)} g" if qty.isdigit() else qty, "q24h", 30)  # noqa: E731
+
+
+def claim(claim_id, member, npi, auth, dx, lines, form="CMS-1500", numbers=False):
+    """Lines as (date, code, modifiers, units, charge, drug-or-None[, extra fields]).
+    `numbers`: units and charge travel as JSON numbers (inputs accept both)."""
+    out = []
+    for number, spec in enumerate(lines, 1):
+        day, code, mods, units, charge, drg, *extra = spec
+        line = {
+            "claim_id": claim_id, "line_number": number, "line_count": len(lines), "form": form,
+            "member_id": member, "provider_npi": npi, "authorization_number": auth,
+            "service_date": day, "procedure_code": code, "modifiers": mods, "units": units,
+            "charge_amount": charge, "diagnosis_codes": dx, "drug": drg,
+        }
+        if form == "837P":  # fields the contract does not know: ignored by the pipeline
+            line["place_of_service"] = "12"
+            line["line_item_control_number"] = f"{claim_id}-{number:03d}"
+        if numbers:
+            line["units"], line["charge_amount"] = _number(units), _number(charge)
+        for patch in extra:
+            line.update(patch)
+        out.append(line)
+    return out
+
+
+def _number(text: str) -> int | float:
+    return int(text) if text.isdigit() else float(text)
+
+
+OPAT = ["M86.171"]  # osteomyelitis, right ankle and foot
+M = "M1001"
+A = "PA26-1001"
+
+C = {}  # claim id -> list of lines (line_number order)
+
+# Classic OPAT day: ceftriaxone with per diem, nursing 99601 + 99602, catheter care. All PAID;
+# 99602 is paid in full (no adjustment), the others carry CO-45.
+C["C26-0001"] = claim("C26-0001", M, BAYSTATE, A, OPAT, [
+    ("2026-01-05", "S9500", [], "1", "150.00", None),
+    ("2026-01-05", "J0696", [], "8", "60.00", CEF1()),
+    ("2026-01-05", "99601", [], "1", "180.00", None),
+    ("2026-01-05", "99602", [], "1", "72.50", None),
+    ("2026-01-05", "S5498", [], "1", "25.00", None),
+])
+# 837P: two NDCs of one drug code without KP/KQ are fine electronically.
+C["C26-0002"] = claim("C26-0002", M, BAYSTATE, A, OPAT, [
+    ("2026-01-06", "S9500", [], "1", "150.00", None),
+    ("2026-01-06", "J0696", [], "8", "60.00", CEF1(ndc=CEFTRIAXONE_1G)),
+    ("2026-01-06", "J0696", [], "8", "40.00", drug("25021-105-10", "1", "UN", "2 g", "q24h", 30)),
+], form="837P")
+# CMS-1500 multiple-NDC formulation billed right: KP first, KQ after. 10.625 rounds to 10.63.
+C["C26-0003"] = claim("C26-0003", M, BAYSTATE, A, OPAT, [
+    ("2026-01-07", "S9500", [], "1", "150.00", None),
+    ("2026-01-07", "J0696", ["KP"], "4", "30.00", CEF1("1")),
+    ("2026-01-07", "J0696", ["KQ"], "8", "40.00", drug("25021-105-10", "1", "UN", "2 g", "q24h", 30)),
+])
+# KP/KQ wrong: missing KP, KP where KQ belongs, KQ on a single-NDC line.
+C["C26-0004"] = claim("C26-0004", M, BAYSTATE, A, OPAT, [
+    ("2026-01-08", "S9500", [], "1", "150.00", None),
+    ("2026-01-08", "J0696", [], "4", "30.00", CEF1("1")),
+    ("2026-01-08", "J0696", ["KP"], "8", "40.00", drug("25021-105-10", "1", "UN", "2 g", "q24h", 30)),
+    ("2026-01-08", "J2543", ["KQ"], "3", "35.00", drug("60505-0773-4", "1", "UN", "3.375 g", "q6h", 30)),
+])
+# Drug data: J-code without drug details, a 10-digit NDC, an NDC not in the catalog. The per
+# diem is still paid: a drug line counts whatever its own outcome.
+C["C26-0005"] = claim("C26-0005", M, BAYSTATE, A, OPAT, [
+    ("2026-01-09", "S9500", [], "1", "150.00", None),
+    ("2026-01-09", "J0696", [], "8", "60.00", None),
+    ("2026-01-09", "J2543", [], "3", "35.00", drug("6050507734", "1", "UN", "3.375 g", "q6h", 30)),
+    ("2026-01-09", "J1100", [], "10", "12.00", drug("12345-6789-01", "2.5", "ML", "10 mg", "daily", 15)),
+])
+# Drug details incomplete (no dosage, no frequency); unit UN for a drug billed in ML.
+C["C26-0006"] = claim("C26-0006", M, BAYSTATE, A, OPAT, [
+    ("2026-01-12", "S9500", [], "1", "150.00", None),
+    ("2026-01-12", "J0696", [], "8", "60.00", drug("0143-9858-10", "2", "UN")),
+    ("2026-01-12", "J1100", [], "10", "12.00", drug("63323-516-30", "2.5", "UN", "10 mg", "daily", 15)),
+])
+# Per diem billed for 3 days on one line (16/M53); 99602 without 99601 (107).
+C["C26-0007"] = claim("C26-0007", M, BAYSTATE, A, OPAT, [
+    ("2026-01-13", "S9500", [], "3", "450.00", None),
+    ("2026-01-13", "J0696", [], "8", "60.00", CEF1()),
+    ("2026-01-13", "99602", [], "2", "145.00", None),
+])
+# Per diem and catheter care without any drug that day (107 on both).
+C["C26-0008"] = claim("C26-0008", M, BAYSTATE, A, OPAT, [
+    ("2026-01-14", "S9500", [], "1", "150.00", None),
+    ("2026-01-14", "S5498", [], "1", "25.00", None),
+])
+# The only drug line of the day is wastage (JW): it does not support the per diem, and it has
+# no administered line.
+C["C26-0009"] = claim("C26-0009", M, BAYSTATE, A, OPAT, [
+    ("2026-01-15", "S9500", [], "1", "150.00", None),
+    ("2026-01-15", "J2543", ["JW"], "1", "12.00", drug("60505-0773-4", "0.5", "UN", "1.6875 g", "q6h")),
+])
+# 837P, valid wastage: single-dose vial, administered line present; JW priced on the wasted
+# quantity.
+C["C26-0010"] = claim("C26-0010", M, BAYSTATE, A, OPAT, [
+    ("2026-01-16", "S9500", [], "1", "150.00", None),
+    ("2026-01-16", "J2543", [], "7.5", "48.00", drug(PIP_TAZO, "2.5", "UN", "8.4375 g", "q6h", 30)),
+    ("2026-01-16", "J2543", ["JW"], "1", "12.00", drug(PIP_TAZO, "0.5", "UN", "1.6875 g", "q6h")),
+], form="837P")
+
+# M1005: corticosteroid, hydration and antibiotic therapies (concurrency).
+CX = "PA26-1005"
+CDX = ["J44.1", "E86.0"]
+C["C26-0011"] = claim("C26-0011", "M1005", BAYSTATE, CX, CDX, [
+    ("2026-01-20", "J1100", [], "10", "14.00", drug("63323-516-30", "2.5", "ML", "10 mg", "daily", 15)),
+    ("2026-01-20", "J1100", ["JW"], "4", "6.00", drug("63323-516-30", "1", "ML", "4 mg", "daily")),
+    ("2026-01-20", "S9490", [], "1", "95.00", None),
+])
+# A week-style claim over two dates: one therapy with SH (wrong); two therapies, the second
+# without SH/SJ (missing).
+C["C26-0012"] = claim("C26-0012", "M1005", BAYSTATE, CX, CDX, [
+    ("2026-02-02", "S9500", ["SH"], "1", "150.00", None),
+    ("2026-02-02", "J0696", [], "8", "60.00", CEF1()),
+    ("2026-02-03", "S9500", [], "1", "150.00", None),
+    ("2026-02-03", "S9374", [], "1", "70.00", None),
+    ("2026-02-03", "J0696", [], "8", "60.00", CEF1()),
+])
+# 837P: primary, SH, SJ: all right.
+C["C26-0013"] = claim("C26-0013", "M1005", BAYSTATE, CX, CDX, [
+    ("2026-02-04", "S9500", [], "1", "150.00", None),
+    ("2026-02-04", "S9374", ["SH"], "1", "70.00", None),
+    ("2026-02-04", "S9490", ["SJ"], "1", "95.00", None),
+    ("2026-02-04", "J0696", [], "8", "60.00", CEF1(ndc="00143-9858-10")),
+    ("2026-02-04", "J1100", [], "10", "14.00", drug(DEXAMETHASONE, "2.5", "ML", "10 mg", "daily", 15)),
+], form="837P")
+# Primary, SH, and a second SH (should be SJ).
+C["C26-0014"] = claim("C26-0014", "M1005", BAYSTATE, CX, CDX, [
+    ("2026-02-05", "S9500", [], "1", "150.00", None),
+    ("2026-02-05", "S9374", ["SH"], "1", "70.00", None),
+    ("2026-02-05", "S9490", ["SH"], "1", "95.00", None),
+    ("2026-02-05", "J0696", [], "8", "60.00", CEF1()),
+])
+# Two dates: SJ without any SH; then no primary at all (SH on the first line, SJ after it).
+C["C26-0015"] = claim("C26-0015", "M1005", BAYSTATE, CX, CDX, [
+    ("2026-02-06", "S9500", [], "1", "150.00", None),
+    ("2026-02-06", "S9374", ["SJ"], "1", "70.00", None),
+    ("2026-02-06", "J0696", [], "8", "60.00", CEF1()),
+    ("2026-02-09", "S9500", ["SH"], "1", "150.00", None),
+    ("2026-02-09", "S9374", ["SJ"], "1", "70.00", None),
+    ("2026-02-09", "J0696", [], "8", "60.00", CEF1()),
+])
+
+# MassHealth ACO member with Crohn's disease: TPN is covered (with authorization); nursing is
+# not (204). B4185 x 2 at 95% of 46.35 = 88.065 -> 88.07.
+C["C26-0020"] = claim("C26-0020", "M2001", PIONEER, "PA26-2001", ["K50.90", "R63.4"], [
+    ("2026-02-10", "S9365", [], "1", "300.00", None),
+    ("2026-02-10", "B4189", [], "1", "250.00", None),
+    ("2026-02-10", "B4185", [], "2", "110.00", None),
+    ("2026-02-10", "99601", [], "1", "175.00", None),
+], form="837P")
+# Same member, same therapy, no state-mandated condition on the claim: not covered.
+C["C26-0021"] = claim("C26-0021", "M2001", PIONEER, "PA26-2001", ["E43"], [
+    ("2026-02-11", "S9365", [], "1", "300.00", None),
+    ("2026-02-11", "B4185", [], "1", "55.00", None),
+])
+
+# M1002, commercial TPN (B-codes without drug details, priced on the fee schedule).
+TPN = ["K91.2", "E43"]
+C["C26-0030"] = claim("C26-0030", "M1002", PIONEER, "PA26-1002", TPN, [
+    ("2026-01-20", "S9365", [], "1", "300.00", None),
+    ("2026-01-20", "B4189", [], "1", "250.00", None),
+    ("2026-01-20", "B4185", [], "1", "55.00", None),
+], form="837P", numbers=True)
+# The formula is billed on one claim, the per diem for the same date on a later one: paid.
+C["C26-0031"] = claim("C26-0031", "M1002", PIONEER, "PA26-1002", TPN, [
+    ("2026-01-21", "B4189", [], "1", "250.00", None),
+], form="837P", numbers=True)
+C["C26-0032"] = claim("C26-0032", "M1002", PIONEER, "PA26-1002", TPN, [
+    ("2026-01-21", "S9365", [], "1", "300.00", None),
+], form="837P", numbers=True)
+
+# M1003, hemophilia A: factor VIII from two kits (KP/KQ), per diem, nursing.
+HEMO = ["D66"]
+H = "PA26-1003"
+C["C26-0040"] = claim("C26-0040", "M1003", PIONEER, H, HEMO, [
+    ("2026-02-02", "S9345", [], "1", "200.00", None),
+    ("2026-02-02", "J7192", ["KP"], "1000", "1800.00", drug("68516-4601-2", "1000", "F2", "3000 IU", "every 48 hours", 10)),
+    ("2026-02-02", "J7192", ["KQ"], "2000", "3500.00", drug(FACTOR8_2000, "2000", "F2", "3000 IU", "every 48 hours", 10)),
+    ("2026-02-02", "99601", [], "1", "175.00", None),
+    ("2026-02-02", "99602", [], "2", "150.00", None),
+])
+# The first factor VIII line billed again electronically on a new claim: exact duplicate (18).
+C["C26-0041"] = claim("C26-0041", "M1003", PIONEER, H, HEMO, [
+    ("2026-02-02", "J7192", ["KP"], "1000", "1800.00", drug("68516-4601-2", "1000", "F2", "3000 IU", "every 48 hours", 10)),
+], form="837P")
+# Two identical nursing visits on one claim: the second is a duplicate of the first.
+# Factor VIII billed in UN instead of F2.
+C["C26-0042"] = claim("C26-0042", "M1003", PIONEER, H, HEMO, [
+    ("2026-02-23", "J7192", [], "1000", "1800.00", drug("68516-4601-2", "1000", "F2", "1000 IU", "every 48 hours", 10)),
+    ("2026-02-23", "S9345", [], "1", "200.00", None),
+    ("2026-02-23", "99601", [], "1", "175.00", None),
+    ("2026-02-23", "99601", [], "1", "175.00", None),
+    ("2026-02-25", "J7192", [], "1000", "1800.00", drug(FACTOR8_1000, "1000", "UN", "1000 IU", "every 48 hours", 10)),
+])
+
+# M1004: nursing under an authorization of 6 units, no provider contract (100% of fee
+# schedule). Units: C26-0050 uses 3, C26-0051 one more (its catheter care line is denied and
+# uses none), C26-0052 one more then 2 would exceed (198, no partial payment), C26-0053 uses
+# the last one and the next line is denied (198).
+NURSE = ["Z45.2", "D69.6"]
+U = "PA26-1004"
+C["C26-0050"] = claim("C26-0050", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-01-12", "99601", [], "1", "160.00", None),
+    ("2026-01-12", "99602", [], "2", "145.00", None),
+])
+C["C26-0051"] = claim("C26-0051", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-01-19", "99601", [], "1", "160.00", None),
+    ("2026-01-19", "S5498", [], "1", "25.00", None),
+])
+C["C26-0052"] = claim("C26-0052", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-01-26", "99601", [], "1", "160.00", None),
+    ("2026-01-26", "99602", [], "2", "145.00", None),
+], form="837P", numbers=True)
+C["C26-0053"] = claim("C26-0053", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-02-02", "99601", [], "1", "160.00", None),
+    ("2026-02-02", "99602", [], "1", "72.50", None),
+])
+
+# Eligibility: M3001's coverage ended on 2026-01-31.
+SEPSIS = ["A41.9"]
+C["C26-0060"] = claim("C26-0060", "M3001", BAYSTATE, "PA26-3001", SEPSIS, [
+    ("2026-01-20", "S9500", [], "1", "150.00", None),
+    ("2026-01-20", "J0696", [], "8", "60.00", CEF1()),
+])
+C["C26-0061"] = claim("C26-0061", "M3001", BAYSTATE, "PA26-3001", SEPSIS, [
+    ("2026-02-10", "S9500", [], "1", "150.00", None),
+    ("2026-02-10", "J0696", [], "8", "60.00", CEF1()),
+])
+# Unknown member with an unknown authorization: 31 takes the charge, 197 follows at 0.00.
+C["C26-0062"] = claim("C26-0062", "M9999", BAYSTATE, "PA26-9999", SEPSIS, [
+    ("2026-02-10", "S9500", [], "1", "150.00", None),
+    ("2026-02-10", "J0696", [], "8", "60.00", CEF1()),
+])
+
+# Prior authorization, one cause per claim (M1001).
+C["C26-0070"] = claim("C26-0070", M, BAYSTATE, "PA26-5001", OPAT, [
+    ("2026-02-16", "J0696", [], "8", "60.00", CEF1()),
+])
+C["C26-0071"] = claim("C26-0071", M, BAYSTATE, "PA26-5002", OPAT, [
+    ("2026-02-17", "J0696", [], "8", "60.00", CEF1()),
+])
+C["C26-0072"] = claim("C26-0072", M, BAYSTATE, "PA26-5003", OPAT, [
+    ("2026-02-18", "J0696", [], "8", "60.00", CEF1()),
+])
+C["C26-0073"] = claim("C26-0073", M, BAYSTATE, None, OPAT, [
+    ("2026-02-19", "S9500", [], "1", "150.00", None),
+    ("2026-02-19", "J0696", [], "8", "60.00", CEF1()),
+], form="837P")
+C["C26-0074"] = claim("C26-0074", M, BAYSTATE, "PA26-0000", OPAT, [
+    ("2026-02-20", "J0696", [], "8", "60.00", CEF1()),
+])
+# Another member's authorization.
+C["C26-0075"] = claim("C26-0075", "M1005", BAYSTATE, A, CDX, [
+    ("2026-02-20", "J0696", [], "8", "60.00", CEF1()),
+])
+# A code the authorization does not cover (vancomycin), next to one it does.
+C["C26-0076"] = claim("C26-0076", M, BAYSTATE, A, OPAT, [
+    ("2026-02-23", "J3370", [], "4", "45.00", drug("00409-6509-01", "2", "UN", "2 g", "q12h", 120)),
+    ("2026-02-23", "J0696", [], "8", "60.00", CEF1()),
+])
+# After the authorization's end date.
+C["C26-0077"] = claim("C26-0077", M, BAYSTATE, A, OPAT, [
+    ("2026-07-06", "S9500", [], "1", "150.00", None),
+    ("2026-07-06", "J0696", [], "8", "60.00", CEF1()),
+])
+# Effective dating: in March the new ceftriaxone AWP (13.75: 2 x 13.75 x 85% = 23.375 ->
+# 23.38) and the old S9500 rate; in April the new S9500 rate (121.50).
+C["C26-0078"] = claim("C26-0078", M, BAYSTATE, A, OPAT, [
+    ("2026-03-02", "S9500", [], "1", "150.00", None),
+    ("2026-03-02", "J0696", [], "8", "60.00", CEF1()),
+])
+C["C26-0079"] = claim("C26-0079", M, BAYSTATE, A, OPAT, [
+    ("2026-04-06", "S9500", [], "1", "150.00", None),
+    ("2026-04-06", "J0696", [], "8", "60.00", CEF1()),
+], form="837P")
+
+# M1006 (another plan), provider without a contract: no price in effect yet (16) in March;
+# paid at 100% of the fee schedule and AWP - 0% in May.
+VANC = ["T84.50XA"]
+C["C26-0080"] = claim("C26-0080", "M1006", NORTHSHORE, "PA26-1006", VANC, [
+    ("2026-03-09", "S9502", [], "1", "140.00", None),
+    ("2026-03-09", "J3370", [], "4", "45.00", drug("00409-6509-01", "2", "UN", "2 g", "q12h", 120)),
+])
+C["C26-0081"] = claim("C26-0081", "M1006", NORTHSHORE, "PA26-1006", VANC, [
+    ("2026-05-11", "S9502", [], "1", "131.00", None),
+    ("2026-05-11", "J3370", [], "4", "45.00", drug("00409-6509-01", "2", "UN", "2 g", "q12h", 120)),
+    ("2026-05-11", "J1642", [], "5", "4.00", drug(HEPARIN_FLUSH, "5", "ML", "500 units", "after each dose")),
+])
+
+# Front-end cases (M1001 on March dates).
+FE = lambda cid, lines, **kw: claim(cid, M, BAYSTATE, A, OPAT, lines, **kw)  # noqa: E731
+# One of two lines breaks the schema (units 0): both lines are rejected.
+C["C26-0090"] = FE("C26-0090", [
+    ("2026-03-03", "S9500", [], "1", "150.00", None),
+    ("2026-03-03", "J0696", [], "0", "60.00", CEF1()),
+])
+C["C26-0091"] = FE("C26-0091", [("2026-03-04", "S9500", [], "1", "150.00", None, {"form": "UB-04"})])
+# A week on one line (RD8 range): rejected; the claim's other line goes with it.
+C["C26-0092"] = FE("C26-0092", [
+    ("2026-03-05", "S9500", [], "1", "150.00", None),
+    ("2026-03-05", "J0696", [], "56", "420.00", CEF1(), {"service_date_to": "2026-03-11"}),
+])
+C["C26-0093"] = FE("C26-0093", [("2026-03-06", "J0696", [], "8", "60.00", CEF1(), {"provider_npi": BAD_NPI})])
+# Line number 3 on a claim of 2 lines.
+C["C26-0094"] = FE("C26-0094", [
+    ("2026-03-09", "S9500", [], "1", "150.00", None),
+    ("2026-03-09", "J0696", [], "8", "60.00", CEF1(), {"line_number": 3}),
+])
+# ... and the real line 2 arrives after the claim was rejected: rejected with the claim's reason.
+C26_0094_LINE2 = dict(C["C26-0094"][1], line_number=2)
+# Diagnosis codes differ between lines: every line is rejected, and so is a late third line
+# (with the claim's reason).
+C["C26-0095"] = FE("C26-0095", [
+    ("2026-03-10", "S9500", [], "1", "150.00", None),
+    ("2026-03-10", "J0696", [], "8", "60.00", CEF1(), {"diagnosis_codes": ["M86.171", "E11.9"]}),
+    ("2026-03-10", "99601", [], "1", "180.00", None),
+])
+# Line 1 twice with different content, then line 2.
+C["C26-0096"] = FE("C26-0096", [
+    ("2026-03-11", "S9500", [], "1", "150.00", None),
+    ("2026-03-11", "J0696", [], "8", "60.00", CEF1()),
+])
+C26_0096_LINE1_AGAIN = dict(C["C26-0096"][0], charge_amount="175.00")
+# Line 1 sent twice identically before the claim completes: the repeat is ignored.
+C["C26-0097"] = FE("C26-0097", [
+    ("2026-03-12", "S9500", [], "1", "150.00", None),
+    ("2026-03-12", "J0696", [], "8", "60.00", CEF1()),
+], form="837P")
+# Lines 1 and 2 of 3 arrive; line 3 never does.
+C["C26-0098"] = FE("C26-0098", [
+    ("2026-03-13", "S9500", [], "1", "150.00", None),
+    ("2026-03-13", "J0696", [], "8", "60.00", CEF1()),
+    ("2026-03-13", "99601", [], "1", "180.00", None),
+])
+# A sixth line for C26-0001 after it was decided (the provider raised line_count): closed.
+C26_0001_LATE = dict(C["C26-0001"][4], line_number=6, line_count=6, procedure_code="S5501")
+
+
+def L(cid, *numbers):  # noqa: N802
+    return [C[cid][n - 1] for n in numbers]
+
+
+def raw(text: str) -> str:
+    """A submitted message that is not a JSON object (it goes to the DLQ)."""
+    return text
+
+
+def arrival() -> list:
+    """Submission order: mostly claim by claim, some interleaved, some lines out of order."""
+    order: list = []
+    add = order.extend
+    add(L("C26-0001", 1, 2, 3, 4, 5))
+    add(L("C26-0002", 2, 1, 3))
+    add(L("C26-0050", 1, 2))
+    add(L("C26-0003", 1, 2, 3))
+    add(L("C26-0004", 1, 2, 3, 4))
+    order.append(raw("this is not JSON: ISA*00*          *00*          *ZZ*SUBMITTER~"))
+    add(L("C26-0005", 1, 2, 3, 4))
+    add(L("C26-0006", 1, 2, 3))
+    # C26-0007 and C26-0008 interleaved
+    add(L("C26-0007", 1) + L("C26-0008", 1) + L("C26-0007", 2) + L("C26-0008", 2) + L("C26-0007", 3))
+    add(L("C26-0009", 1, 2))
+    add(L("C26-0010", 1, 2, 3))
+    add(L("C26-0051", 2, 1))
+    # retry of an already decided line: answered with the stored decision, units not re-used
+    add(L("C26-0050", 1))
+    add(L("C26-0030", 1, 2, 3))
+    add(L("C26-0031", 1))
+    add(L("C26-0032", 1))
+    add(L("C26-0060", 1, 2))
+    add(L("C26-0011", 1, 2, 3))
+    # C26-0052 interleaved with the eligibility claim
+    add(L("C26-0052", 1) + L("C26-0061", 1) + L("C26-0052", 2) + L("C26-0061", 2))
+    add(L("C26-0012", 1, 2, 3, 4, 5))
+    add(L("C26-0040", 1, 2, 3))
+    add(L("C26-0013", 1, 2, 3, 4, 5))
+    add(L("C26-0040", 4, 5))
+    add(L("C26-0041", 1))
+    add(L("C26-0053", 1, 2))
+    add(L("C26-0014", 4, 3, 2, 1))
+    add(L("C26-0015", 1, 2, 3, 4, 5, 6))
+    order.append(raw('["C26-0016", 1, "S9500"]'))
+    add(L("C26-0020", 1, 2, 3, 4))
+    add(L("C26-0021", 1, 2))
+    add(L("C26-0062", 1, 2))
+    add(L("C26-0070", 1))
+    add(L("C26-0071", 1))
+    add(L("C26-0072", 1))
+    add(L("C26-0073", 1, 2))
+    add(L("C26-0074", 1))
+    add(L("C26-0075", 1))
+    add(L("C26-0042", 1, 2, 3, 4, 5))
+    add(L("C26-0076", 1, 2))
+    add(L("C26-0077", 1, 2))
+    add(L("C26-0078", 1, 2))
+    add(L("C26-0079", 1, 2))
+    add(L("C26-0080", 1, 2))
+    # front end
+    add(L("C26-0090", 1, 2))
+    add(L("C26-0091", 1))
+    add(L("C26-0092", 1, 2))
+    add(L("C26-0093", 1))
+    add(L("C26-0093", 1))  # the rejected line again: the stored rejection is repeated
+    add(L("C26-0094", 1, 2) + [C26_0094_LINE2])
+    add(L("C26-0095", 1, 2, 3))
+    add(L("C26-0096", 1) + [C26_0096_LINE1_AGAIN] + L("C26-0096", 2))
+    add(L("C26-0097", 1, 1, 2))
+    add(L("C26-0098", 1, 2))
+    order.append(C26_0001_LATE)
+    order.append(raw('{"claim_id": "C26-0099", "line_number": 1, "line_count": 1, "form": "837P"'))
+    add(L("C26-0081", 3, 1, 2))
+    return order
+
+
+def dumps(obj) -> str:
+    return obj if isinstance(obj, str) else json.dumps(obj, separators=(", ", ": "))
+
+
+def main() -> None:
+    ref = HERE / "reference"
+    ref.mkdir(exist_ok=True)
+    for table, records in REFERENCE.items():
+        (ref / f"{table}.jsonl").write_text("".join(dumps(r) + "\n" for r in records), encoding="utf-8")
+    lines = arrival()
+    (HERE / "claims.jsonl").write_text("".join(dumps(r) + "\n" for r in lines), encoding="utf-8")
+    claims = {r["claim_id"] for r in lines if isinstance(r, dict)}
+    print(f"{len(lines)} lines, {len(claims)} claims")
+
+
+if __name__ == "__main__":
+    main()

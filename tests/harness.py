@@ -1,0 +1,129 @@
+"""Drives the real pipeline for end-to-end tests: worker subprocesses on a real broker, a
+producer for reference data and claim lines, and a reader of the output topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from rules.reference import ReferenceData, TABLES
+from rules.rulebook import default_rulebooks
+from streams import client, topics
+from streams.admin import ensure_topics
+from streams.demo import comparable, start_worker, stop_worker
+from streams.ledger import Ledger
+from streams.pipeline import run_batch
+from streams.settings import Settings
+from streams.worker import topic_specs
+
+PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_schema_url(schema: str) -> str:
+    """A PostgreSQL URL whose tables live in a fresh schema of their own."""
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(schema: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def batch_expectation(lines: list[bytes], reference: dict[str, list[dict]], ledger: Ledger | None = None) -> list[dict[str, Any]]:
+    ref = ReferenceData()
+    for table, rows in reference.items():
+        model = TABLES[table][0]
+        ref.load(table, [model.model_validate(r) for r in rows])
+    return list(run_batch(lines, ref, default_rulebooks(), ledger))
+
+
+def keyed(records: list[dict[str, Any]]) -> dict[tuple, tuple]:
+    """One entry per (topic, claim, line): asserts that repeats are identical but for time."""
+    out: dict[tuple, tuple] = {}
+    for r in records:
+        key = _key(r)
+        value = comparable(r)
+        assert out.setdefault(key, value) == value, f"a repeat of {key} differs from the first"
+    return out
+
+
+class Pipeline:
+    """Workers of one consumer group on `bootstrap`, sharing one ledger."""
+
+    def __init__(self, bootstrap: str, workdir: Path, ledger_url: str | None = None, partitions: int = 4):
+        self.bootstrap = bootstrap
+        self.workdir = workdir
+        self.env = {
+            "CLAIMS_APP_ID": f"claims-test-{uuid.uuid4().hex[:8]}",
+            "CLAIMS_PARTITIONS": str(partitions),
+            "CLAIMS_ASSEMBLY_TIMEOUT_S": "6",
+            "CLAIMS_LEDGER_URL": ledger_url or f"sqlite:///{workdir / 'ledger.db'}",
+        }
+        self.workers: dict[str, subprocess.Popen] = {}
+        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions))))
+
+    @property
+    def ledger_url(self) -> str:
+        return self.env["CLAIMS_LEDGER_URL"]
+
+    def start(self, name: str = "w1") -> subprocess.Popen:
+        proc = start_worker(self.bootstrap, self.workdir, self.env, log_name=f"{name}.log")
+        self.workers[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, name: str) -> None:
+        stop_worker(self.workers.pop(name))
+
+    def stop_all(self) -> None:
+        for name in list(self.workers):
+            self.stop(name)
+
+    def load_reference(self, reference: dict[str, list[dict]]) -> None:
+        records = []
+        for table, rows in reference.items():
+            key_of = TABLES[table][1]
+            model = TABLES[table][0]
+            records += [(topics.REFERENCE[table].name, key_of(model.model_validate(r)).encode(), orjson.dumps(r)) for r in rows]
+        asyncio.run(client.produce(self.bootstrap, records))
+
+    def submit(self, lines: list[bytes]) -> None:
+        asyncio.run(client.produce(self.bootstrap, [(topics.SUBMITTED.name, client.submission_key(ln), ln) for ln in lines]))
+
+    def collect(self, expected: list[dict[str, Any]], timeout: float = 120) -> list[dict[str, Any]]:
+        """Read outputs until every expected record arrived (or timeout)."""
+        wanted = set(keyed(expected))
+
+        def done(records):
+            for name, proc in self.workers.items():
+                assert proc.poll() is None, f"worker {name} died: see {self.workdir / (name + '.log')}"
+            return wanted <= {_key(r) for r in records}
+
+        return asyncio.run(client.collect(self.bootstrap, done, timeout))
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    """(topic, claim, line) of a record; a DLQ record by its bytes as batch mode prints them."""
+    if record["topic"] == topics.DLQ.name:
+        return comparable(record)
+    return (record["topic"], record.get("claim_id"), record.get("line_number"))
+
+
+def summary(records: list[dict[str, Any]]) -> Counter:
+    return Counter((r["topic"], r.get("status")) for r in records)

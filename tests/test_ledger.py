@@ -1,0 +1,431 @@
+"""The ledger on both backends: SQLite (a temporary file) and PostgreSQL (a schema per test).
+
+PostgreSQL is the machine's server on 127.0.0.1:5432 (database `test`); set
+CLAIMS_TEST_POSTGRES to another URL, or to an empty string to skip those cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from rules import engine
+from rules.rulebook import default_rulebooks
+from streams.ledger import Intake, Ledger
+from streams.models import AdjudicatedLine, ClaimLine
+from streams.pipeline import load_reference_dir, run_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "streams" / "sample_data"
+REF = load_reference_dir(SAMPLE / "reference")
+BOOKS = default_rulebooks()
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_ok() -> bool:
+    if not PG_URL:
+        return False
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+PG_OK = _postgres_ok()
+
+
+class Store:
+    """A ledger and how to reopen it (a restart)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ledger = Ledger(url)
+
+    def reopen(self) -> Ledger:
+        self.ledger.close()
+        self.ledger = Ledger(self.url)
+        return self.ledger
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield s
+        s.ledger.close()
+        return
+    if not PG_OK:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    s = Store(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+    try:
+        yield s
+    finally:
+        s.ledger.close()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    return store.ledger
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def line(claim_id: str = "L1", number: int = 1, count: int = 2, **kw: Any) -> dict[str, Any]:
+    obj = {
+        "claim_id": claim_id, "line_number": number, "line_count": count, "form": "CMS-1500",
+        "member_id": "M1001", "provider_npi": "1245678903", "authorization_number": "PA26-1001",
+        "service_date": "2026-01-05", "procedure_code": "S9500", "modifiers": [], "units": "1",
+        "charge_amount": "150.00", "diagnosis_codes": ["M86.171"], "drug": None,
+    }
+    if number == 2 and "procedure_code" not in kw:
+        obj.update(procedure_code="J0696", units="8", charge_amount="60.00",
+                   drug={"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"})
+    obj.update(kw)
+    return obj
+
+
+def accept(ledger: Ledger, obj: dict[str, Any], at: float = 0.0) -> Intake:
+    return ledger.accept(ClaimLine.model_validate(obj), obj, at, T0)
+
+
+def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0) -> list[AdjudicatedLine] | None:
+    work = engine.price(engine.enrich(engine.start(lines, BOOKS, now), REF, BOOKS), REF)
+    return ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now))
+
+
+def accept_all(ledger: Ledger, objs: list[dict[str, Any]]) -> list[AdjudicatedLine]:
+    """Accept lines in order, deciding each claim when it completes; all decisions made."""
+    out: list[AdjudicatedLine] = []
+    for i, obj in enumerate(objs):
+        intake = accept(ledger, obj, float(i))
+        out += intake.decisions
+        if intake.assembled:
+            out += decide(ledger, intake.assembled) or []
+    return out
+
+
+def rejection_codes(intake: Intake) -> list[tuple[str, int | None, str, str | None]]:
+    return [(r.claim_id, r.line_number, r.reasons[0].code, r.reasons[0].field) for r in intake.rejections]
+
+
+def snapshot(ledger: Ledger) -> dict[str, list[tuple]]:
+    """Every row of every table, for 'nothing changed' checks."""
+    tables = ["claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage", "drug_days"]
+    with ledger._tx() as q:  # noqa: SLF001 - test-only inspection
+        return {t: sorted(tuple(map(str, r)) for r in q(f"SELECT * FROM {t}").fetchall()) for t in tables}
+
+
+def same_but_time(a: AdjudicatedLine, b: AdjudicatedLine) -> bool:
+    return a.model_dump(exclude={"adjudicated_at"}) == b.model_dump(exclude={"adjudicated_at"})
+
+
+# --- assembly ---------------------------------------------------------------------------------
+
+
+def test_assembly_across_interleaved_lines(ledger: Ledger) -> None:
+    a = [line("A", n, 3, service_date="2026-01-05") for n in (1, 2, 3)]
+    a[2].update(procedure_code="99601", charge_amount="180.00")
+    b = [line("B", n, 2, service_date="2026-01-06") for n in (1, 2)]
+    assert accept(ledger, a[2]).assembled is None
+    assert accept(ledger, b[1]).assembled is None
+    assert accept(ledger, a[0]).assembled is None
+    done_b = accept(ledger, b[0])
+    assert [ln.key for ln in done_b.assembled] == [("B", 1), ("B", 2)]
+    assert ledger.open_claims() == 1
+    done_a = accept(ledger, a[1])
+    assert [ln.key for ln in done_a.assembled] == [("A", 1), ("A", 2), ("A", 3)]
+    assert done_a.decisions == [] and done_a.rejections == []
+    assert ledger.open_claims() == 0
+    decided = decide(ledger, done_a.assembled)
+    assert [d.status for d in decided] == ["PAID", "PAID", "PAID"]
+    assert [d.line_number for d in ledger.decisions_for("A")] == [1, 2, 3]
+
+
+def test_one_line_claim_assembles_at_once(ledger: Ledger) -> None:
+    intake = accept(ledger, line("S", 1, 1))
+    assert [ln.key for ln in intake.assembled] == [("S", 1)]
+
+
+def test_identical_repeat_is_ignored(ledger: Ledger) -> None:
+    first = line("R", 1, 2)
+    assert accept(ledger, first) == Intake()
+    assert accept(ledger, dict(first)) == Intake()
+    assert accept(ledger, json.loads(json.dumps(first))) == Intake()
+    assert ledger.open_claims() == 1
+    done = accept(ledger, line("R", 2, 2))
+    assert [ln.key for ln in done.assembled] == [("R", 1), ("R", 2)]
+
+
+def test_identical_repeat_after_assembly_reforwards_the_claim(ledger: Ledger) -> None:
+    accept(ledger, line("F", 1, 2))
+    done = accept(ledger, line("F", 2, 2))
+    again = accept(ledger, line("F", 2, 2))
+    assert again.assembled == done.assembled and again.rejections == []
+    first = decide(ledger, done.assembled)
+    before = snapshot(ledger)
+    second = decide(ledger, again.assembled, T0 + timedelta(seconds=1))
+    assert all(same_but_time(a, b) for a, b in zip(first, second, strict=True))
+    assert snapshot(ledger) == before
+
+
+def test_repeat_with_unknown_fields_only_is_identical(ledger: Ledger) -> None:
+    accept(ledger, line("U", 1, 2))
+    assert accept(ledger, line("U", 1, 2, place_of_service="12")) == Intake()
+
+
+def test_different_content_same_line_number_rejects_the_claim(ledger: Ledger) -> None:
+    accept(ledger, line("D", 1, 3))
+    accept(ledger, line("D", 3, 3, procedure_code="99601"))
+    out = accept(ledger, line("D", 1, 3, charge_amount="175.00"))
+    assert rejection_codes(out) == [
+        ("D", 1, "DUPLICATE_LINE_NUMBER", "line_number"),
+        ("D", 3, "DUPLICATE_LINE_NUMBER", "line_number"),
+        ("D", 1, "DUPLICATE_LINE_NUMBER", "line_number"),
+    ]
+    assert out.rejections[2].original["charge_amount"] == "175.00"
+    assert out.assembled is None and ledger.open_claims() == 0
+    # a late line of the rejected claim is rejected too, with the claim's reason
+    late = accept(ledger, line("D", 2, 3))
+    assert rejection_codes(late) == [("D", 2, "DUPLICATE_LINE_NUMBER", "line_number")]
+
+
+def test_header_mismatch_rejects_every_line(ledger: Ledger) -> None:
+    accept(ledger, line("H", 1, 3))
+    accept(ledger, line("H", 2, 3))
+    out = accept(ledger, line("H", 3, 3, procedure_code="99601", diagnosis_codes=["M86.171", "E11.9"],
+                              authorization_number="PA26-9999"))
+    got = rejection_codes(out)
+    assert [(c, n, code) for c, n, code, _ in got] == [("H", 1, "HEADER_MISMATCH"), ("H", 2, "HEADER_MISMATCH"),
+                                                        ("H", 3, "HEADER_MISMATCH")]
+    assert set(got[0][3].split(",")) == {"authorization_number", "diagnosis_codes"}
+    assert "diagnosis_codes" in out.rejections[0].reasons[0].message
+    assert [r.original["line_number"] for r in out.rejections] == [1, 2, 3]
+    assert ledger.decisions_for("H") == []
+    # the waiting lines are gone: a re-delivery is answered with its stored rejection
+    again = accept(ledger, line("H", 1, 3))
+    assert rejection_codes(again) == [("H", 1, "HEADER_MISMATCH", got[0][3])]
+    assert again.rejections[0].rejected_at == T0
+    # a late line (here a fourth, announced by a new line_count) is rejected with the claim's reason
+    late = accept(ledger, line("H", 4, 4))
+    assert rejection_codes(late) == [("H", 4, "HEADER_MISMATCH", got[0][3])]
+    assert ledger.open_claims() == 0
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("form", "837P"), ("member_id", "M1003"), ("provider_npi", "1987654328"), ("line_count", 3), ("authorization_number", None),
+])
+def test_each_header_field_is_compared(ledger: Ledger, field: str, value: Any) -> None:
+    accept(ledger, line("HF", 1, 2))
+    obj = line("HF", 2, 2, **{field: value})
+    out = accept(ledger, obj)
+    assert [(n, code, fld) for _, n, code, fld in rejection_codes(out)] == [(1, "HEADER_MISMATCH", field), (2, "HEADER_MISMATCH", field)]
+
+
+# --- decisions and re-delivery ------------------------------------------------------------------
+
+
+def test_redelivery_after_decision_returns_stored_decision_without_state_change(store: Store) -> None:
+    ledger = store.ledger
+    decisions = accept_all(ledger, [line("RD", 1, 2), line("RD", 2, 2)])
+    before = snapshot(ledger)
+    later = T0 + timedelta(hours=5)
+    again = ledger.accept(ClaimLine.model_validate(line("RD", 2, 2)), line("RD", 2, 2), 99.0, later)
+    assert again.assembled is None and again.rejections == []
+    assert len(again.decisions) == 1 and same_but_time(again.decisions[0], decisions[1])
+    assert again.decisions[0].adjudicated_at == later
+    # a re-delivery with changed content is still the stored decision (keyed by claim and line)
+    changed = accept(ledger, line("RD", 1, 2, charge_amount="1.00"))
+    assert same_but_time(changed.decisions[0], decisions[0])
+    # and so is re-deciding the claim (a replayed assembled message)
+    lines = [ClaimLine.model_validate(line("RD", n, 2)) for n in (1, 2)]
+    replay = decide(ledger, lines, later)
+    assert all(same_but_time(a, b) for a, b in zip(replay, decisions, strict=True))
+    assert snapshot(ledger) == before
+    # also after a restart
+    ledger = store.reopen()
+    assert same_but_time(accept(ledger, line("RD", 1, 2)).decisions[0], decisions[0])
+    assert snapshot(ledger) == before
+
+
+def test_units_never_counted_twice(store: Store) -> None:
+    ledger = store.ledger
+    nurse = lambda cid, n, count, code, units, day: line(  # noqa: E731
+        cid, n, count, member_id="M1004", provider_npi="1456789019", authorization_number="PA26-1004",
+        diagnosis_codes=["Z45.2"], procedure_code=code, units=units, charge_amount="145.00", service_date=day, drug=None)
+    first = [nurse("N1", 1, 2, "99601", "1", "2026-01-12"), nurse("N1", 2, 2, "99602", "2", "2026-01-12")]
+    accept_all(ledger, first)
+    assert sum(u for _, _, u in ledger.units_used("PA26-1004")) == 3
+    # re-delivered lines, a replayed decision, a restart: still 3
+    accept_all(ledger, first + first)
+    decide(ledger, [ClaimLine.model_validate(o) for o in first])
+    ledger = store.reopen()
+    accept_all(ledger, first)
+    assert ledger.units_used("PA26-1004") == [("N1", 1, Decimal(1)), ("N1", 2, Decimal(2))]
+    # the next claims consume what is left (6 approved), then 198
+    d2 = accept_all(ledger, [nurse("N2", 1, 2, "99601", "1", "2026-01-19"), nurse("N2", 2, 2, "99602", "2", "2026-01-19")])
+    assert [d.status for d in d2] == ["PAID", "PAID"]
+    d3 = accept_all(ledger, [nurse("N3", 1, 2, "99601", "1", "2026-01-26"), nurse("N3", 2, 2, "99602", "1", "2026-01-26")])
+    assert [d.status for d in d3] == ["DENIED", "DENIED"]
+    assert {a.carc for d in d3 for a in d.adjustments} == {"198"}
+    assert sum(u for _, _, u in ledger.units_used("PA26-1004")) == 6
+
+
+def test_cross_claim_state_duplicates_and_drug_days(ledger: Ledger) -> None:
+    # a drug line on one claim supports the per diem on a later claim of the member
+    d1 = accept_all(ledger, [line("X1", 1, 1, procedure_code="J0696", units="8", charge_amount="60.00",
+                                  drug={"ndc": "00143985810", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"})])
+    assert d1[0].status == "PAID"
+    d2 = accept_all(ledger, [line("X2", 1, 1)])
+    assert d2[0].status == "PAID"
+    # the same drug line on a new claim is an exact duplicate
+    d3 = accept_all(ledger, [line("X3", 1, 1, form="837P", procedure_code="J0696", units="8", charge_amount="60.00",
+                                  drug={"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"})])
+    assert [a.carc for a in d3[0].adjustments] == ["18"]
+
+
+def test_decide_returns_none_for_a_claim_rejected_after_assembly(ledger: Ledger) -> None:
+    accept(ledger, line("Z", 1, 2))
+    done = accept(ledger, line("Z", 2, 2))
+    # between assembly and decision, line 1 comes again with other content: the claim is rejected
+    out = accept(ledger, line("Z", 1, 2, charge_amount="1.00"))
+    assert [code for _, _, code, _ in rejection_codes(out)] == ["DUPLICATE_LINE_NUMBER"] * 3
+    before = snapshot(ledger)
+    assert decide(ledger, done.assembled) is None
+    assert snapshot(ledger) == before and ledger.decisions_for("Z") == []
+
+
+def test_a_claim_rejected_while_it_is_being_decided_is_not_also_decided(store: Store) -> None:
+    """A conflicting line arriving (on another worker) during the decision waits for it."""
+    import threading
+
+    ledger = store.ledger
+    other = Ledger(store.url)
+    try:
+        accept(ledger, line("RC", 1, 2))
+        done = accept(ledger, line("RC", 2, 2))
+        results: list[Intake] = []
+
+        def conflicting_line() -> None:
+            results.append(accept(other, line("RC", 1, 2, charge_amount="1.00")))
+
+        thread = threading.Thread(target=conflicting_line)
+        work = engine.price(engine.enrich(engine.start(done.assembled, BOOKS, T0), REF, BOOKS), REF)
+
+        def run(history: engine.History) -> engine.Outcome:
+            thread.start()
+            thread.join(0.5)  # it must wait for this transaction (claim row / write lock)
+            return engine.finalize(work, history, BOOKS, T0)
+
+        decided = ledger.decide(work, run)
+        thread.join(30)
+        assert not thread.is_alive()
+        assert decided is not None and len(decided) == 2
+        # the late line is answered with the stored decision; nothing was rejected
+        assert results[0].rejections == [] and same_but_time(results[0].decisions[0], decided[0])
+        with ledger._tx() as q:  # noqa: SLF001
+            assert q("SELECT COUNT(*) FROM rejections WHERE claim_id = ?", "RC").fetchone()[0] == 0
+    finally:
+        other.close()
+
+
+# --- rejections -------------------------------------------------------------------------------------
+
+
+def test_invalid_line_rejects_its_claim(ledger: Ledger) -> None:
+    from rules.frontend import known_key, validate
+
+    accept(ledger, line("I", 1, 3))
+    accept(ledger, line("I", 3, 3, procedure_code="99601"))
+    bad = line("I", 2, 3, provider_npi="1245678904")
+    reasons = validate(bad)
+    out = ledger.reject_invalid(known_key(bad), bad, reasons, T0)
+    assert rejection_codes(out) == [("I", 1, "CLAIM_REJECTED", "line_number"), ("I", 3, "CLAIM_REJECTED", "line_number"),
+                                    ("I", 2, "NPI", "provider_npi")]
+    # re-delivery of the invalid line: its stored rejection; a late valid line: CLAIM_REJECTED
+    again = ledger.reject_invalid(known_key(bad), bad, reasons, T0 + timedelta(minutes=1))
+    assert rejection_codes(again) == [("I", 2, "NPI", "provider_npi")]
+    assert rejection_codes(accept(ledger, line("I", 2, 3))) == [("I", 2, "NPI", "provider_npi")]
+    assert rejection_codes(accept(ledger, line("I", 1, 3))) == [("I", 1, "CLAIM_REJECTED", "line_number")]
+    # a line the claim never had before is rejected with the claim's reason
+    late = accept(ledger, line("I", 4, 4))
+    assert rejection_codes(late) == [("I", 4, "CLAIM_REJECTED", "line_number")]
+    assert "line 2" in late.rejections[0].reasons[0].message
+
+
+def test_invalid_line_without_claim_id_touches_nothing(ledger: Ledger) -> None:
+    accept(ledger, line("K", 1, 2))
+    out = ledger.reject_invalid((None, None), {"what": "ever"}, [], T0)
+    assert len(out.rejections) == 1 and out.rejections[0].claim_id is None
+    assert ledger.open_claims() == 1
+
+
+def test_invalid_line_for_a_decided_claim_leaves_it_decided(ledger: Ledger) -> None:
+    decisions = accept_all(ledger, [line("V", 1, 2), line("V", 2, 2)])
+    out = ledger.reject_invalid(("V", 3), line("V", 3, 2), [], T0)
+    assert [(r.claim_id, r.line_number) for r in out.rejections] == [("V", 3)]
+    assert all(same_but_time(a, b) for a, b in zip(ledger.decisions_for("V"), decisions, strict=True))
+
+
+def test_late_line_for_decided_claim_is_closed(ledger: Ledger) -> None:
+    accept_all(ledger, [line("LD", 1, 2), line("LD", 2, 2)])
+    out = accept(ledger, line("LD", 3, 3, procedure_code="S5498", charge_amount="25.00"))
+    assert rejection_codes(out) == [("LD", 3, "CLAIM_CLOSED", "claim_id")]
+    assert len(ledger.decisions_for("LD")) == 2
+
+
+def test_new_line_for_an_assembled_claim_is_closed(ledger: Ledger) -> None:
+    accept(ledger, line("AS", 1, 2))
+    accept(ledger, line("AS", 2, 2))
+    out = accept(ledger, line("AS", 3, 3))
+    assert rejection_codes(out) == [("AS", 3, "CLAIM_CLOSED", "line_number")]
+
+
+def test_expiry_rejects_incomplete_claims_line_by_line(store: Store) -> None:
+    ledger = store.ledger
+    accept(ledger, line("E1", 1, 3), at=100.0)
+    accept(ledger, line("E1", 3, 3, procedure_code="99601"), at=150.0)
+    accept(ledger, line("E2", 1, 2), at=200.0)  # newer than the cutoff
+    accept_all(ledger, [line("E3", 1, 1, service_date="2026-01-07")])  # complete and decided
+    out = ledger.expire(cutoff=180.0, now=T0)
+    assert [(r.claim_id, r.line_number, r.reasons[0].code, r.reasons[0].field) for r in out] == [
+        ("E1", 1, "INCOMPLETE", "line_count"), ("E1", 3, "INCOMPLETE", "line_count")]
+    assert "2 of 3" in out[0].reasons[0].message
+    assert out[0].original == line("E1", 1, 3)
+    assert ledger.open_claims() == 1
+    assert ledger.expire(cutoff=180.0, now=T0) == []  # once only
+    ledger = store.reopen()
+    late = accept(ledger, line("E1", 2, 3))
+    assert rejection_codes(late) == [("E1", 2, "INCOMPLETE", "line_count")]
+    assert rejection_codes(accept(ledger, line("E1", 1, 3))) == [("E1", 1, "INCOMPLETE", "line_count")]
+    rest = ledger.expire(cutoff=float("inf"), now=T0)
+    assert [(r.claim_id, r.line_number) for r in rest] == [("E2", 1)]
+    assert len(ledger.decisions_for("E3")) == 1
+
+
+def test_batch_over_sample_data_matches_golden(ledger: Ledger) -> None:
+    """Both backends give the reviewed decisions for the whole sample, line for line."""
+    raw = [ln for ln in (SAMPLE / "claims.jsonl").read_bytes().splitlines() if ln.strip()]
+    records = list(run_batch(raw, REF, BOOKS, ledger))
+    for r in records:
+        r.pop("adjudicated_at", None)
+        r.pop("rejected_at", None)
+    golden = [json.loads(x) for x in (ROOT / "tests" / "golden" / "sample_decisions.jsonl").read_text().splitlines()]
+    assert records == golden

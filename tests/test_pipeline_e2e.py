@@ -1,0 +1,133 @@
+"""End to end on the real broker: claim lines in through `claims.lines.submitted`, every
+line out on `claims.lines.adjudicated` or `claims.lines.rejected` (or the DLQ) with the
+decision batch mode gives for the same input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streams import topics
+from streams.ledger import Ledger
+from streams.models import AdjudicatedLine, RejectedLine
+from streams.synthetic import generate
+from tests.harness import Pipeline, batch_expectation, keyed
+
+pytestmark = pytest.mark.broker
+
+
+def test_sample_claims_flow_like_batch_mode(fresh_bootstrap, tmp_path):
+    work = generate(400, members=60, seed=11)
+    lines = [*work.lines, b"not json", b"[1, 2]", b'"a string"', b"\xff\xfe"]
+    expected = batch_expectation(lines, work.reference)
+    pipe = Pipeline(fresh_bootstrap, tmp_path)
+    pipe.load_reference(work.reference)
+    pipe.submit(lines)
+    pipe.start()
+    try:
+        records = pipe.collect(expected)
+    finally:
+        pipe.stop_all()
+    assert keyed(records) == keyed(expected)
+    dead = [r for r in records if r["topic"] == topics.DLQ.name]
+    assert len(dead) == 4 and all(r["headers"]["source-topic"] == topics.SUBMITTED.name and r["headers"]["error"] for r in dead)
+
+
+def test_confluent_kafka_reads_contract_records(fresh_bootstrap, tmp_path):
+    work = generate(60, members=10, seed=3)
+    expected = batch_expectation(work.lines, work.reference)
+    pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=2)
+    pipe.load_reference(work.reference)
+    pipe.submit(work.lines)
+    pipe.start()
+    try:
+        pipe.collect(expected)
+    finally:
+        pipe.stop_all()
+    consumer = Consumer({"bootstrap.servers": fresh_bootstrap, "group.id": "contract-reader", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topics.ADJUDICATED.name, p, 0) for p in range(2)]
+                    + [TopicPartition(topics.REJECTED.name, p, 0) for p in range(2)])
+    seen: dict[str, int] = {"adjudicated": 0, "rejected": 0}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(seen.values()) < len([e for e in expected if e["topic"] != topics.DLQ.name]):
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error():
+            continue
+        if msg.topic() == topics.ADJUDICATED.name:
+            decision = AdjudicatedLine.model_validate_json(msg.value())
+            assert msg.key() == decision.claim_id.encode()
+            assert decision.allowed_amount + sum(a.amount for a in decision.adjustments) == _charge(work, decision)
+            seen["adjudicated"] += 1
+        else:
+            rejection = RejectedLine.model_validate_json(msg.value())
+            assert rejection.reasons and rejection.original
+            seen["rejected"] += 1
+    consumer.close()
+    assert seen["adjudicated"] > 0
+
+
+def _charge(work, decision):
+    import orjson
+    from decimal import Decimal
+
+    for raw in work.lines:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if obj["claim_id"] == decision.claim_id and obj["line_number"] == decision.line_number:
+            return Decimal(obj["charge_amount"])
+    raise AssertionError("decision for a line never submitted")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_workers_decide_like_batch_mode(backend, fresh_bootstrap, tmp_path, request):
+    ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    work = generate(1500, members=150, seed=5)
+    expected = batch_expectation(work.lines, work.reference)
+    pipe = Pipeline(fresh_bootstrap, tmp_path, ledger_url=ledger_url, partitions=4)
+    pipe.load_reference(work.reference)
+    pipe.start("w1")
+    pipe.start("w2")
+    pipe.submit(work.lines)
+    try:
+        records = pipe.collect(expected, timeout=180)
+    finally:
+        pipe.stop_all()
+    assert keyed(records) == keyed(expected)
+
+
+def test_kill9_mid_stream_loses_nothing_and_counts_units_once(fresh_bootstrap, tmp_path):
+    work = generate(3000, members=120, seed=9)
+    batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
+    expected = batch_expectation(work.lines, work.reference, batch_ledger)
+    pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=4)
+    pipe.load_reference(work.reference)
+    pipe.start("w1")
+    pipe.submit(work.lines)
+    stream_ledger = Ledger(pipe.ledger_url)
+    deadline = time.monotonic() + 60
+    while _decided(stream_ledger) < 300 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    decided_at_kill = _decided(stream_ledger)
+    assert 0 < decided_at_kill < len(expected), "kill must land mid-stream"
+    pipe.kill("w1")
+    pipe.start("w1-restarted")
+    try:
+        records = pipe.collect(expected, timeout=180)
+    finally:
+        pipe.stop_all()
+    assert keyed(records) == keyed(expected)
+    assert _unit_usage(stream_ledger) == _unit_usage(batch_ledger)
+
+
+def _decided(ledger: Ledger) -> int:
+    with ledger._tx() as q:  # noqa: SLF001 - reading the ledger's own tables in a test
+        return q("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+
+def _unit_usage(ledger: Ledger) -> list[tuple]:
+    with ledger._tx() as q:  # noqa: SLF001
+        return q("SELECT claim_id, line_number, authorization_number, units FROM unit_usage ORDER BY 1, 2").fetchall()
