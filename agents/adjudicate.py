@@ -17,34 +17,25 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
-def _decide_all(claims: Sequence[ClaimWork | Exception]) -> list[list[AdjudicatedLine] | Exception]:
+def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exception]:
     out: list[list[AdjudicatedLine] | Exception] = []
-    for work in claims:
-        if isinstance(work, Exception):
-            out.append(work)
-            continue
-        try:
-            out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books))
-        except pipeline.LedgerUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
-            out.append(exc)
+    with runtime.ledger.transaction():
+        for work in claims:
+            try:
+                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books))
+            except pipeline.LedgerUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
+                out.append(exc)
     return out
 
 
-def _decode(event: EventT) -> ClaimWork | Exception:
-    try:
-        return stage.decode_work(event)
-    except Exception as exc:  # noqa: BLE001
-        return exc
-
-
 async def handle(events: Sequence[EventT]) -> None:
-    claims = [_decode(e) for e in events]
+    claims = [claim for event in events for claim in stage.decode_batch(event).claims]
     results = await runtime.in_ledger(_decide_all, claims)
-    for event, work, decisions in zip(events, claims, results):
+    for work, decisions in zip(claims, results):
         if isinstance(decisions, Exception):
-            await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, decisions)
+            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, decisions)
             continue
         for decision in decisions:
             await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())

@@ -18,10 +18,5 @@ async def enrich(stream):
 
 async def handle(events: Sequence[EventT]) -> None:
     await runtime.reference_ready.wait()
-    for event in events:
-        try:
-            work = engine.enrich(stage.decode_work(event), runtime.reference, runtime.books)
-        except Exception as exc:  # noqa: BLE001
-            await stage.dead_letter("enrich", topics.ASSEMBLED, event.message.value, event.message.key, exc)
-            continue
-        await stage.forward("enrich", topics.ENRICHED, work, event.message.partition)
+    await stage.map_claims("enrich", topics.ASSEMBLED, topics.ENRICHED, events,
+                           lambda claim: engine.enrich(claim, runtime.reference, runtime.books))

@@ -18,10 +18,5 @@ async def price(stream):
 
 async def handle(events: Sequence[EventT]) -> None:
     await runtime.reference_ready.wait()
-    for event in events:
-        try:
-            work = engine.price(stage.decode_work(event), runtime.reference)
-        except Exception as exc:  # noqa: BLE001
-            await stage.dead_letter("price", topics.ENRICHED, event.message.value, event.message.key, exc)
-            continue
-        await stage.forward("price", topics.PRICED, work, event.message.partition)
+    await stage.map_claims("price", topics.ENRICHED, topics.PRICED, events,
+                           lambda claim: engine.price(claim, runtime.reference))

@@ -71,33 +71,42 @@ def _transaction(result: Interchange837, group: FunctionalGroup | None, control:
 
 
 def _ak2(w: Writer, t: TransactionSet, group: FunctionalGroup, result: Interchange837) -> None:
-    version = t.version if t.version else None
-    w.add("AK2", t.identifier or "837", t.control_number or "0", version)
+    codes = list(dict.fromkeys(t.syntax_codes))
+    status = t.status
+    inherited = bool(group.syntax_codes) or result.error is not None
+    if inherited and not codes and not t.errors:
+        reason = _group_reason(group, result)
+        if reason is None:
+            return  # sound by itself, rejected with its interchange: AK9 and the TA1 say so
+        status, codes = "R", [reason]
+    w.add("AK2", t.identifier or "837", t.control_number or "0", t.version or None)
     for err in sorted(t.errors, key=lambda e: e.position):
-        w.add("IK3", err.segment_id or "ZZZ", max(err.position, 1), err.loop, err.code)
+        w.add("IK3", err.segment_id or "ZZZ", max(err.position, 1), _loop_code(err.loop), err.code)
         for el in err.elements:
             position = (str(el.position), str(el.component) if el.component else "",
                         str(el.repetition) if el.repetition else "")
             value = el.value if el.value and el.code not in ("1", "2") else None
             w.add("IK4", position, el.reference, el.code, value)
-    status = t.status
-    codes = list(dict.fromkeys(t.syntax_codes))
-    if status == "R" and (group.syntax_codes or result.error is not None) and not codes and not t.errors:
-        # sound by itself, rejected with its group or interchange
+    if inherited and status != "R":
         status = "R"
-        codes = [_group_reason(group, result)]
     if status != "A" and t.errors and IK5_SEGMENTS_IN_ERROR not in codes:
         codes.append(IK5_SEGMENTS_IN_ERROR)
-    if status == "A" and (group.syntax_codes or result.error is not None):
-        status = "R"
-        codes = [_group_reason(group, result)]
+    if status == "R" and not codes:
+        codes = [_group_reason(group, result) or IK5_SEGMENTS_IN_ERROR]
     w.add("IK5", status, *codes[:5])
 
 
-def _group_reason(group: FunctionalGroup, result: Interchange837) -> str:
+def _loop_code(loop: str | None) -> str | None:
+    """IK303 holds at most 4 characters: the loop number without its letter (2010AA -> 2010)."""
+    if not loop:
+        return None
+    return loop[:4] if loop[:4].isdigit() else None
+
+
+def _group_reason(group: FunctionalGroup, result: Interchange837) -> str | None:
     """IK5 code for a transaction set rejected because of its group or interchange."""
     if "1" in group.syntax_codes:
         return "1"  # transaction set not supported (the group is not HC)
     if "2" in group.syntax_codes or (result.error is not None and result.error.code == "UNSUPPORTED_VERSION"):
         return "I6"  # implementation convention not supported
-    return "5"
+    return None

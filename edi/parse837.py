@@ -365,7 +365,7 @@ def _parse(text: str | bytes, strict: bool) -> Interchange837:
                     t.syntax_codes.append(IK5_SEGMENTS_IN_ERROR)
             if t.status == "R" or g.syntax_codes:
                 continue  # a rejected transaction set yields no claims: skip the claim parse
-            _claims(result, g, t, body, loops[id(t)])
+            _claims(result, g, t, body)
     return result
 
 
@@ -660,8 +660,7 @@ def _noted(err: SegmentError) -> SegmentError:
 # --- claims ---------------------------------------------------------------------------------
 
 
-def _claims(result: Interchange837, group: FunctionalGroup, t: TransactionSet, body: list[Segment],
-            loops: list[str | None]) -> None:
+def _claims(result: Interchange837, group: FunctionalGroup, t: TransactionSet, body: list[Segment]) -> None:
     """Split the transaction set into claims; parse each with x12sdk and map it."""
     header: list[Segment] = []
     chain: dict[str, list[Segment]] = {}

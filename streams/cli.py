@@ -65,7 +65,7 @@ def worker(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default CLAIMS_BOOTSTRAP_SERVERS or 127.0.0.1:9092).")] = None,
     ledger: Annotated[str | None, typer.Option(help="Ledger URL: sqlite:///path or postgresql://...")] = None,
     web_port: Annotated[int | None, typer.Option(help="HTTP port for /metrics, /healthz, /readyz (default: first free from 6066).")] = None,
-    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "warning",
+    loglevel: Annotated[str, typer.Option(help="Log level of the pipeline's own JSON logs.")] = "info",
 ) -> None:
     """Run one pipeline worker (all agents). Start several to scale out."""
     import os
@@ -107,6 +107,48 @@ def demo(timeout: Annotated[float, typer.Option(help="Seconds to wait for every 
     except (BrokerError, WorkerDied) as exc:
         fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    lines: Annotated[int, typer.Option(help="Submitted lines (whole claims of 1-8 lines).")] = 20_000,
+    rate: Annotated[float, typer.Option(help="Lines/s offered; 0 = as fast as possible.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    partitions: Annotated[int, typer.Option(help="Partitions per topic.")] = 4,
+    bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh embedded one.")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also measure a 4-hop pass-through in the same run.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for all decisions.")] = 600,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures to this file.")] = None,
+) -> None:
+    """Measure throughput, latency and cost end to end, against a pass-through baseline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.bench import run_bench
+
+    console = Console()
+    try:
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        fail(f"bench failed: {type(exc).__name__}: {exc}")
+    runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
+    table = Table(title=f"{figures['lines']} lines, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
+    table.add_column("figure")
+    for r in runs:
+        table.add_column(r["name"], justify="right")
+    if len(runs) == 2:
+        table.add_column("ratio", justify="right")
+    for key in ("lines", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "worker_cpu_s",
+                "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb"):
+        cells = [str(r[key]) for r in runs]
+        if len(runs) == 2:
+            cells.append(f"{runs[0][key] / runs[1][key]:.2f}" if runs[1][key] else "")
+        table.add_row(key, *cells)
+    console.print(table)
+    console.print(f"pure engine: {figures['engine_lines_per_s']:,} lines/s on one core; "
+                  f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s")
+    if json_out:
+        json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
 
 def main() -> None:

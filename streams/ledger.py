@@ -121,7 +121,8 @@ class Ledger:
     def __init__(self, url: str):
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._depth = 0
         self._conn: Any = None
         with self._lock:
             self._connect()
@@ -161,31 +162,58 @@ class Ledger:
                 self._conn = None
 
     @contextmanager
-    def _tx(self) -> Iterator[Callable[..., Any]]:
-        """A write transaction; yields `q(sql, *params)` returning the cursor."""
+    def transaction(self) -> Iterator[Callable[..., Any]]:
+        """A write transaction; yields `q(sql, *params)` returning the cursor.
+
+        Nested inside another one it is a savepoint: each operation stays atomic on its
+        own, and the agents wrap a whole batch of them in one outer transaction, so a
+        batch costs one commit (a crash rolls the batch back; its messages come again)."""
         with self._lock:
             if self._conn is None:
                 self._connect()
             conn = self._conn
+            depth = self._depth
+            self._depth += 1
             try:
                 if self.postgres:
                     with conn.transaction():
                         yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
                 else:
-                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE")
                     try:
                         yield lambda sql, *p: conn.execute(sql, p)
                     except BaseException:
-                        conn.execute("ROLLBACK")
+                        conn.execute(f"ROLLBACK TO s{depth}" if depth else "ROLLBACK")
+                        if depth:
+                            conn.execute(f"RELEASE s{depth}")
                         raise
-                    conn.execute("COMMIT")
+                    conn.execute(f"RELEASE s{depth}" if depth else "COMMIT")
             except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
-                self._drop_broken()
+                if depth == 0:
+                    self._drop_broken()
                 raise LedgerUnavailable(f"ledger {self.describe()}: {exc}".splitlines()[0]) from exc
+            finally:
+                self._depth = depth
+
+    _tx = transaction
 
     def _drop_broken(self) -> None:
         if self.postgres and self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn = None
+
+    def _claim_row(self, q, claim_id: str, seen: float, partition: int | None) -> tuple[str, str | None]:
+        """(status, reason) of the claim, created OPEN if new, and held for this
+        transaction on PostgreSQL."""
+        if self.postgres:
+            q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) "
+              "ON CONFLICT DO NOTHING", claim_id, seen, seen, partition)
+            return q("SELECT status, reason FROM claims WHERE claim_id = ? FOR UPDATE", claim_id).fetchone()
+        row = q("SELECT status, reason FROM claims WHERE claim_id = ?", claim_id).fetchone()
+        if row is None:
+            q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?)",
+              claim_id, seen, seen, partition)
+            return ("OPEN", None)
+        return row
 
     def _lock_row(self, q, table: str, column: str, key: str, insert: str, *values) -> None:
         """Create the row if missing, then hold it for this transaction (PostgreSQL)."""
@@ -203,22 +231,17 @@ class Ledger:
         claim_id, number = line.key
         seen = now.timestamp()
         with self._tx() as q:
-            self._lock_row(
-                q, "claims", "claim_id", claim_id,
-                "INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) ON CONFLICT DO NOTHING",
-                claim_id, seen, seen, partition,
-            )
-            stored = self._stored_answer(q, claim_id, number, now)
-            if stored is not None:
-                return stored
-            status = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()[0]
+            status, reason = self._claim_row(q, claim_id, seen, partition)
+            if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
+                stored = self._stored_answer(q, claim_id, number, now)
+                if stored is not None:
+                    return stored
             if status == "DECIDED":
                 return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
                                           "the claim is already adjudicated; submit corrections as a new claim", now)
             if status == "REJECTED":
-                reason = RejectionReason.model_validate_json(
-                    q("SELECT reason FROM claims WHERE claim_id = ?", claim_id).fetchone()[0])
-                return self._reject_lines(q, [(line.key, original)], reason.code, reason.field, reason.message, now)
+                why = RejectionReason.model_validate_json(reason)
+                return self._reject_lines(q, [(line.key, original)], why.code, why.field, why.message, now)
             rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
             lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
             if number in lines:
@@ -239,7 +262,6 @@ class Ledger:
                                               f"claim header fields differ between lines: {', '.join(conflicts)}", now)
             q("INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES (?, ?, ?, ?)",
               claim_id, number, _dumps(line), orjson.dumps(original, default=str).decode())
-            q("UPDATE claims SET last_seen = ? WHERE claim_id = ?", seen, claim_id)
             lines[number] = line
             if len(lines) == line.line_count:
                 q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)

@@ -305,3 +305,10 @@ class ClaimWork(_Output):
     policy_version: str
     submitted_at: datetime
     lines: tuple[LineWork, ...]
+
+
+class ClaimBatch(_Output):
+    """The claims one stage handed on from one partition in one go: internal topics carry
+    batches, so the per-message cost of a hop is paid once per batch, not once per claim."""
+
+    claims: tuple[ClaimWork, ...]

@@ -19,7 +19,7 @@ from faust.types import EventT
 
 from streams import metrics, topics
 from streams.app import app, channel, settings
-from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
+from streams.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline import DeadLetter, Step
 from streams.runtime import Runtime
 
@@ -93,15 +93,32 @@ async def publish_rejection(stage: str, rejection: RejectedLine) -> None:
     metrics.LINES_OUT.labels(stage, "rejected").inc()
 
 
-async def forward(stage: str, target: topics.TopicDef, work: ClaimWork, partition: int) -> None:
-    """Send a claim to the next stage on the same partition number: each partition of an
-    internal topic has one writer (broker.md, item 10) and a member's claims stay in order."""
-    await topic(target).send(key=work.member_id.encode(), value=work.model_dump_json().encode(), partition=partition)
-    metrics.LINES_OUT.labels(stage, "forwarded").inc(len(work.lines))
+async def forward(stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:
+    """Send claims to the next stage as one message, on the same partition number: each
+    partition of an internal topic has one writer (broker.md, item 10), and a member's
+    claims stay in order."""
+    if claims:
+        batch = ClaimBatch(claims=tuple(claims))
+        await topic(target).send(key=None, value=batch.model_dump_json().encode(), partition=partition)
+        metrics.LINES_OUT.labels(stage, "forwarded").inc(sum(len(c.lines) for c in claims))
 
 
-def decode_work(event: EventT) -> ClaimWork:
-    return ClaimWork.model_validate_json(event.message.value)
+async def map_claims(stage: str, source: topics.TopicDef, target: topics.TopicDef, events: Sequence[EventT],
+                     step: Callable[[ClaimWork], ClaimWork]) -> None:
+    """Apply a pure per-claim `step` to every claim of every batch and forward the results;
+    a claim the step cannot handle is dead-lettered on its own."""
+    for event in events:
+        done = []
+        for claim in decode_batch(event).claims:
+            try:
+                done.append(step(claim))
+            except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
+                await dead_letter(stage, source, claim.model_dump_json().encode(), None, exc)
+        await forward(stage, target, done, event.message.partition)
+
+
+def decode_batch(event: EventT) -> ClaimBatch:
+    return ClaimBatch.model_validate_json(event.message.value)
 
 
 def _dlq_kind(dead: DeadLetter) -> str:

@@ -12,8 +12,8 @@ from streams.models import (
     AdjudicatedLine,
     Authorization,
     AwpPrice,
+    ClaimBatch,
     ClaimLine,
-    ClaimWork,
     Drug,
     FeeScheduleRate,
     Member,
@@ -36,9 +36,9 @@ ADJUDICATED = TopicDef("claims.lines.adjudicated", "claim_id", AdjudicatedLine)
 REJECTED = TopicDef("claims.lines.rejected", "claim_id where known", RejectedLine)
 DLQ = TopicDef("claims.lines.dlq", "the original key", None)
 
-ASSEMBLED = TopicDef("claims.internal.assembled", "member_id", ClaimWork, internal=True)
-ENRICHED = TopicDef("claims.internal.enriched", "member_id", ClaimWork, internal=True)
-PRICED = TopicDef("claims.internal.priced", "member_id", ClaimWork, internal=True)
+ASSEMBLED = TopicDef("claims.internal.assembled", "none (partition = input partition)", ClaimBatch, internal=True)
+ENRICHED = TopicDef("claims.internal.enriched", "none (partition = input partition)", ClaimBatch, internal=True)
+PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)", ClaimBatch, internal=True)
 
 #: reference table name -> its compacted topic
 REFERENCE = {

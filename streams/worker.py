@@ -7,7 +7,6 @@ its options into `CLAIMS_*` variables before calling `run`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 
 from streams import topics
@@ -42,7 +41,7 @@ def run(loglevel: str = "warning") -> None:
     import faust
 
     import agents  # noqa: F401 - registers the agents
-    from streams import metrics, web  # noqa: F401 - registers the pages
+    from streams import logs, metrics, web  # noqa: F401 - registers the pages
     from streams import api  # noqa: F401 - registers the /v1 HTTP API
     from streams.app import app, settings
     from streams.stage import runtime
@@ -51,8 +50,8 @@ def run(loglevel: str = "warning") -> None:
     create_topics(settings)
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id})
-    logging.getLogger("claims").setLevel(logging.INFO)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True, redirect_stdouts=False)
+    logs.configure(loglevel)
+    worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     finally:

@@ -184,7 +184,9 @@ def decisions(lines: list[ClaimLine], ref: ReferenceData = REF, history: History
     return {d.line_number: d for d in run(lines, ref, history).decisions}
 
 
-class Member_:  # noqa: N801 - a member's cross-claim state, kept the way the ledger keeps it
+class MemberState:
+    """A member's cross-claim state, kept the way the ledger keeps it."""
+
     def __init__(self, ref: ReferenceData = REF) -> None:
         self.ref = ref
         self.paid: set[str] = set()
@@ -343,7 +345,7 @@ def test_not_approved_message_names_status() -> None:
 
 
 def test_approved_units_none_means_no_limit() -> None:
-    m = Member_()
+    m = MemberState()
     for i in range(5):
         d = m.decide(claim(ln("99601", units="1", day=f"2026-02-0{i + 1}"), ln("99602", units="40", day=f"2026-02-0{i + 1}"),
                            claim_id=f"C{i}"))
@@ -351,7 +353,7 @@ def test_approved_units_none_means_no_limit() -> None:
 
 
 def test_units_consumed_across_claims_until_exhausted() -> None:
-    m = Member_()
+    m = MemberState()
     nursing = lambda day, extra, cid: claim(ln("99601", day=day), ln("99602", units=extra, day=day), claim_id=cid, auth="PA-UNITS")  # noqa: E731
     d1 = m.decide(nursing("2026-02-02", "2", "A"))  # 3 of 5
     assert [d1[1].status, d1[2].status] == ["PAID", "PAID"]
@@ -381,7 +383,7 @@ def test_units_consumed_by_line_number_not_arrival_order() -> None:
 
 
 def test_denied_line_never_consumes_units() -> None:
-    m = Member_()
+    m = MemberState()
     # 99602 without 99601 (107) and a per diem without a drug (107): nothing is used
     d = m.decide(claim(ln("99602", units="4"), ln("S9500"), claim_id="A", auth="PA-UNITS"))
     assert rules_of(d[1]) == ["EDIT-NURSING-ADDITIONAL-HOUR"] and rules_of(d[2]) == ["EDIT-PER-DIEM-NO-DRUG"]
@@ -402,7 +404,7 @@ def test_units_of_a_drug_line_count_under_the_authorization() -> None:
 
 
 def test_duplicate_denial_does_not_consume_units() -> None:
-    m = Member_()
+    m = MemberState()
     m.decide(claim(ln("99601", units="1"), claim_id="A", auth="PA-UNITS"))
     d = m.decide(claim(ln("99601", units="1"), ln("99601", ("U1",), units="4"), claim_id="B", auth="PA-UNITS"))
     assert_denied(d[1], "EDIT-DUPLICATE", charge="200.00")
@@ -501,18 +503,18 @@ def test_per_diem_with_drug_only_on_another_date_107() -> None:
 
 
 def test_per_diem_with_drug_on_earlier_claim_of_member_paid() -> None:
-    m = Member_()
+    m = MemberState()
     m.decide(claim(cef(), claim_id="A"))
     d = m.decide(claim(ln("S9500"), claim_id="B"))
     assert d[1].status == "PAID"
     # a later claim's drug line does not reach back
-    m2 = Member_()
+    m2 = MemberState()
     d = m2.decide(claim(ln("S9500", day="2026-02-05"), claim_id="A"))
     assert_denied(d[1], "EDIT-PER-DIEM-NO-DRUG", charge="200.00")
 
 
 def test_per_diem_supported_by_a_denied_drug_line() -> None:
-    m = Member_()
+    m = MemberState()
     d = m.decide(claim(ln("S9500"), ln("J0696", charge="60.00", drug=drug("99999-9999-99")), claim_id="A"))
     assert d[1].status == "PAID" and rules_of(d[2]) == ["DRUG-NDC-UNKNOWN"]
     d = m.decide(claim(ln("J0696", units="8", day="2026-02-03", charge="60.00"), claim_id="B"))
@@ -527,7 +529,7 @@ def test_per_diem_with_only_jw_drug_107() -> None:
     out = run(claim(ln("S9500"), cef("0.5", mods=("JW",))))
     assert out.drug_days == set()
     # and a JW line on an earlier claim does not count either
-    m = Member_()
+    m = MemberState()
     m.decide(claim(cef("0.5", mods=("JW",)), claim_id="A"))
     d = m.decide(claim(ln("S9500"), claim_id="B"))
     assert_denied(d[1], "EDIT-PER-DIEM-NO-DRUG", charge="200.00")
@@ -574,7 +576,7 @@ def test_nursing_additional_hour_without_first_visit_107() -> None:
 
 
 def test_nursing_first_visit_on_an_earlier_claim_does_not_count() -> None:
-    m = Member_()
+    m = MemberState()
     m.decide(claim(ln("99601"), claim_id="A"))
     d = m.decide(claim(ln("99602", charge="50.00"), claim_id="B"))
     assert_denied(d[1], "EDIT-NURSING-ADDITIONAL-HOUR", charge="50.00")
@@ -739,7 +741,7 @@ def test_jw_on_multi_use_vial_4() -> None:
 
 
 def test_duplicate_of_line_paid_on_another_claim_18() -> None:
-    m = Member_()
+    m = MemberState()
     first = m.decide(claim(ln("S9500"), cef(), claim_id="A"))
     assert {x.status for x in first.values()} == {"PAID"}
     # same line, NDC printed differently, on an 837P from the same provider
@@ -751,7 +753,7 @@ def test_duplicate_of_line_paid_on_another_claim_18() -> None:
     {"day": "2026-02-03"}, {"ndc": CEF2}, {"mods": ("U1",)}, {"npi": NPI_B}, {"member": "M2"},
 ])
 def test_not_a_duplicate_when_anything_differs(change: dict[str, Any]) -> None:
-    m = Member_()
+    m = MemberState()
     m.decide(claim(cef(), claim_id="A"))
     change = dict(change)
     npi, member = change.pop("npi", NPI_A), change.pop("member", "M1")
@@ -776,7 +778,7 @@ def test_duplicate_earlier_on_same_claim_only_when_paid() -> None:
 
 
 def test_denied_line_on_another_claim_is_not_a_duplicate_source() -> None:
-    m = Member_()
+    m = MemberState()
     m.decide(claim(cef(), claim_id="A", auth="PA-DENIED"))
     d = m.decide(claim(cef(), claim_id="B"))
     assert d[1].status == "PAID"

@@ -103,8 +103,13 @@ def line(claim_id: str = "L1", number: int = 1, count: int = 2, **kw: Any) -> di
     return obj
 
 
-def accept(ledger: Ledger, obj: dict[str, Any], at: float = 0.0) -> Intake:
-    return ledger.accept(ClaimLine.model_validate(obj), obj, at, T0)
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def accept(ledger: Ledger, obj: dict[str, Any], seconds: float = 0.0) -> Intake:
+    """Accept a line first seen `seconds` after T0 (the assembly clock starts there)."""
+    return ledger.accept(ClaimLine.model_validate(obj), obj, at(seconds))
 
 
 def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0) -> list[AdjudicatedLine] | None:
@@ -247,7 +252,7 @@ def test_redelivery_after_decision_returns_stored_decision_without_state_change(
     decisions = accept_all(ledger, [line("RD", 1, 2), line("RD", 2, 2)])
     before = snapshot(ledger)
     later = T0 + timedelta(hours=5)
-    again = ledger.accept(ClaimLine.model_validate(line("RD", 2, 2)), line("RD", 2, 2), 99.0, later)
+    again = ledger.accept(ClaimLine.model_validate(line("RD", 2, 2)), line("RD", 2, 2), later)
     assert again.assembled is None and again.rejections == []
     assert len(again.decisions) == 1 and same_but_time(again.decisions[0], decisions[1])
     assert again.decisions[0].adjudicated_at == later
@@ -400,17 +405,22 @@ def test_new_line_for_an_assembled_claim_is_closed(ledger: Ledger) -> None:
 
 def test_expiry_rejects_incomplete_claims_line_by_line(store: Store) -> None:
     ledger = store.ledger
-    accept(ledger, line("E1", 1, 3), at=100.0)
-    accept(ledger, line("E1", 3, 3, procedure_code="99601"), at=150.0)
-    accept(ledger, line("E2", 1, 2), at=200.0)  # newer than the cutoff
+    accept(ledger, line("E1", 1, 3), 100.0)
+    accept(ledger, line("E1", 3, 3, procedure_code="99601"), 150.0)
+    accept(ledger, line("E2", 1, 2), 200.0)  # newer than the cutoff
     accept_all(ledger, [line("E3", 1, 1, service_date="2026-01-07")])  # complete and decided
-    out = ledger.expire(cutoff=180.0, now=T0)
+    cutoff = at(180.0).timestamp()
+    out = ledger.expire(cutoff=cutoff, now=T0)
     assert [(r.claim_id, r.line_number, r.reasons[0].code, r.reasons[0].field) for r in out] == [
         ("E1", 1, "INCOMPLETE", "line_count"), ("E1", 3, "INCOMPLETE", "line_count")]
     assert "2 of 3" in out[0].reasons[0].message
     assert out[0].original == line("E1", 1, 3)
     assert ledger.open_claims() == 1
-    assert ledger.expire(cutoff=180.0, now=T0) == []  # once only
+    assert ledger.expire(cutoff=cutoff, now=T0) == []  # once only
+    # no input message stands behind these: they wait in the outbox until published
+    assert [(r.claim_id, r.line_number) for r in ledger.outbox()] == [("E1", 1), ("E1", 3)]
+    ledger.outbox_sent(ledger.outbox())
+    assert ledger.outbox() == []
     ledger = store.reopen()
     late = accept(ledger, line("E1", 2, 3))
     assert rejection_codes(late) == [("E1", 2, "INCOMPLETE", "line_count")]

@@ -1,0 +1,180 @@
+"""`claims-pipeline x12 ...`: 837P files in (lines as JSON Lines, a 999, optionally published
+to Kafka), 835s out. Register with `app.add_typer(x12_app, name="x12")`.
+
+    claims-pipeline x12 837 FILE [--ack FILE] [--bootstrap HOST:PORT] [--strict]
+    claims-pipeline x12 835 --decisions FILE --claims FILE [--claim ID]
+
+`837` prints one contract line per service line of every accepted claim to standard output
+and the 999 to standard error (or to `--ack FILE`). With `--bootstrap` it publishes the lines
+to `claims.lines.submitted`, keyed by member_id, one Kafka record batch per claim on the
+partition of that key, so a claim is written whole or not at all. Exit status: 0 when at
+least one transaction set was accepted, 1 when the interchange was rejected, 2 on a usage
+error (unreadable file, broker unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+x12_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      rich_markup_mode=None, help="X12 5010: 837P in (with a 999), 835 out.")
+
+SUBMITTED_TOPIC = "claims.lines.submitted"
+MAX_CLAIM_BATCH_BYTES = 1_048_576
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"claims-pipeline: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
+        raise  # unreachable
+
+
+@x12_app.command("837")
+def intake_837(
+    file: Annotated[Path, typer.Argument(help="An 837P interchange (005010X222A1/A2); - for standard input.")],
+    ack: Annotated[Path | None, typer.Option("--ack", help="Write the 999 here instead of standard error.")] = None,
+    bootstrap: Annotated[str | None, typer.Option(
+        "--bootstrap", help="Publish the lines to claims.lines.submitted on this Kafka (HOST:PORT).")] = None,
+    strict: Annotated[bool, typer.Option(help="Reject HL numbering and 2010CA NM109 deviations too.")] = False,
+) -> None:
+    """Parse an 837P: contract lines to stdout (JSON Lines), the 999 to stderr or --ack."""
+    from edi import ack999
+    from edi.parse837 import parse
+
+    result = parse(_read(file), strict=strict)
+    out = sys.stdout.buffer
+    for line in result.lines:
+        out.write(orjson.dumps(line) + b"\n")
+    out.flush()
+    acknowledgement = ack999.build(result)
+    if ack is not None:
+        try:
+            ack.write_text(acknowledgement, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"{ack}: {exc.strerror or exc}")
+    else:
+        sys.stderr.write(acknowledgement)
+    if result.error is not None:
+        typer.echo(f"claims-pipeline: 837 rejected: {result.error.code}: {result.error.message}", err=True)
+    if bootstrap and result.claims:
+        try:
+            asyncio.run(publish_claims(bootstrap, result.claims))
+        except Exception as exc:  # broker down, topic missing: say so, no traceback
+            _fail(f"publishing to {bootstrap} failed: {type(exc).__name__}: {exc}")
+    raise typer.Exit(0 if result.status in ("A", "E", "P") else 1)
+
+
+async def publish_claims(bootstrap: str, claims: Iterable[Any], topic: str = SUBMITTED_TOPIC,
+                         **kwargs: Any) -> int:
+    """Publish whole claims: each claim's lines go as one record batch to the partition of
+    its member_id key (a record batch is appended to the log atomically), so a consumer
+    never sees part of a claim. Returns the number of lines written."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    if not kwargs:
+        kwargs = _security_kwargs()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=MAX_CLAIM_BATCH_BYTES,
+                                max_request_size=MAX_CLAIM_BATCH_BYTES + 65_536, **kwargs)
+    await producer.start()
+    written = 0
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        for claim in claims:
+            key = (claim.member_id or claim.claim_id).encode()
+            batch = producer.create_batch()
+            for line in claim.lines:
+                if batch.append(key=key, value=orjson.dumps(line), timestamp=None) is None:
+                    raise ValueError(f"claim {claim.claim_id} does not fit in one {MAX_CLAIM_BATCH_BYTES}-byte batch")
+            batch.close()
+            partition = partitioner(key, partitions, partitions)
+            delivered = await producer.send_batch(batch, topic, partition=partition)
+            await delivered
+            written += len(claim.lines)
+    finally:
+        await producer.stop()
+    return written
+
+
+def _security_kwargs() -> dict[str, Any]:
+    """TLS/SASL settings from the environment, as the worker reads them."""
+    try:
+        from streams.settings import Settings
+
+        return Settings().kafka_client_kwargs()
+    except Exception:
+        return {}
+
+
+@x12_app.command("835")
+def remit_835(
+    decisions: Annotated[Path, typer.Option("--decisions", help="Decisions, JSON Lines (batch output is fine: "
+                                            "records of other topics are skipped).")],
+    claims: Annotated[Path, typer.Option("--claims", help="The submitted lines (JSON Lines), or the 837P they "
+                                         "came from.")],
+    claim: Annotated[list[str] | None, typer.Option("--claim", help="Only this claim id (repeatable).")] = None,
+) -> None:
+    """Print the 835 for the decided claims (one transaction set per claim)."""
+    from edi import remit835
+    from edi.parse837 import parse
+
+    raw_claims = _read(claims)
+    if raw_claims.lstrip().startswith(b"ISA"):
+        parsed = parse(raw_claims)
+        if parsed.error is not None:
+            _fail(f"{claims}: {parsed.error.code}: {parsed.error.message}")
+        lines = parsed.lines
+    else:
+        lines = list(_jsonl(raw_claims, claims))
+    wanted = set(claim or [])
+    records = []
+    for rec in _jsonl(_read(decisions), decisions):
+        if rec.get("topic", "claims.lines.adjudicated") != "claims.lines.adjudicated" or "status" not in rec:
+            continue
+        if wanted and rec.get("claim_id") not in wanted:
+            continue
+        records.append(rec)
+    if not records:
+        _fail("no decisions to remit" + (f" for {sorted(wanted)}" if wanted else ""), 1)
+    try:
+        text = remit835.build(lines, records)
+    except (remit835.RemittanceError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    sys.stdout.write(text)
+
+
+def _jsonl(raw: bytes, path: Path) -> Iterable[dict[str, Any]]:
+    for number, text in enumerate(raw.splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            _fail(f"{path}:{number}: not JSON: {exc}")
+        if not isinstance(value, dict):
+            _fail(f"{path}:{number}: not a JSON object")
+        yield value
+
+
+def main() -> None:  # pragma: no cover - for `python -m edi.cli`
+    x12_app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

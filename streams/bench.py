@@ -1,0 +1,255 @@
+"""`claims-pipeline bench`: how fast the pipeline decides lines end to end, what it costs,
+and the same figures for a pass-through baseline with the same number of Faust hops,
+measured in the same run so every figure is also a ratio. Plus batch-mode figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from rules import engine, frontend
+from rules.reference import TABLES, ReferenceData
+from rules.rulebook import default_rulebooks
+from streams import client, passthrough, topics
+from streams.admin import TopicSpec, ensure_topics
+from streams.broker import EmbeddedBroker, free_port
+from streams.pipeline import run_batch, utcnow
+from streams.settings import Settings
+from streams.synthetic import Workload, generate
+from streams.worker import topic_specs
+
+
+@dataclass
+class RunFigures:
+    name: str
+    lines: int
+    seconds: float
+    lines_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    worker_cpu_s: float
+    worker_cpu_ms_per_line: float
+    broker_cpu_s: float
+    worker_peak_rss_mb: float
+    broker_peak_rss_mb: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def _line_key(raw: bytes) -> tuple[str, int] | None:
+    try:
+        obj = orjson.loads(raw)
+        return (obj["claim_id"], obj["line_number"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+async def _offer(bootstrap: str, topic: str, lines: list[bytes], rate: float, sent: dict, key_of: Callable) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        for i, raw in enumerate(lines):
+            if rate > 0:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            key = key_of(raw)
+            sent.setdefault(key, time.time())
+            await producer.send(topic, key=client.submission_key(raw), value=raw)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _drain(bootstrap: str, names: list[str], want: set, received: dict, key_of: Callable, timeout: float) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(n, p) for n in names for p in (consumer.partitions_for_topic(n) or {0})]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        while not want <= received.keys() and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for rec in batch:
+                    received.setdefault(key_of(rec.value), now)
+    finally:
+        await consumer.stop()
+
+
+def _measure(name: str, bootstrap: str, procs: list[int], broker_pid: int | None, lines: list[bytes], rate: float,
+             in_topic: str, out_topics: list[str], key_of: Callable, timeout: float) -> RunFigures:
+    want = {k for k in map(key_of, lines) if k is not None}
+    sent: dict = {}
+    received: dict = {}
+    cpu0 = sum(_cpu_seconds(p) for p in procs)
+    bcpu0 = _cpu_seconds(broker_pid) if broker_pid else 0.0
+    t0 = time.monotonic()
+
+    async def both() -> None:
+        await asyncio.gather(_offer(bootstrap, in_topic, lines, rate, sent, key_of),
+                             _drain(bootstrap, out_topics, want, received, key_of, timeout))
+
+    asyncio.run(both())
+    seconds = time.monotonic() - t0
+    done = [k for k in want if k in received]
+    lat = [(received[k] - sent[k]) * 1000 for k in done]
+    cpu = sum(_cpu_seconds(p) for p in procs) - cpu0
+    return RunFigures(
+        name=name, lines=len(done), seconds=round(seconds, 2), lines_per_s=round(len(done) / seconds, 1),
+        p50_ms=round(_percentile(lat, 0.50), 1), p95_ms=round(_percentile(lat, 0.95), 1), p99_ms=round(_percentile(lat, 0.99), 1),
+        worker_cpu_s=round(cpu, 2), worker_cpu_ms_per_line=round(cpu * 1000 / max(len(done), 1), 3),
+        broker_cpu_s=round((_cpu_seconds(broker_pid) - bcpu0) if broker_pid else float("nan"), 2),
+        worker_peak_rss_mb=round(max(_peak_rss_mb(p) for p in procs), 1),
+        broker_peak_rss_mb=round(_peak_rss_mb(broker_pid), 1) if broker_pid else float("nan"),
+    )
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310 - loopback
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("worker not ready in time")
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env={**os.environ, **env}, stdout=open(log, "ab"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def engine_figures(work: Workload) -> dict[str, float]:
+    """Lines/s of the pure engine (no ledger, no I/O) and of batch mode (`adjudicate`)."""
+    books = default_rulebooks()
+    ref = ReferenceData()
+    for table, rows in work.reference.items():
+        ref.load(table, [TABLES[table][0].model_validate(r) for r in rows])
+    claims: dict[str, list] = {}
+    for raw in work.lines:
+        try:
+            line = frontend.validate(frontend.parse(raw))
+        except frontend.NotAnObject:
+            continue
+        if not isinstance(line, list):
+            claims.setdefault(line.claim_id, []).append(line)
+    now = utcnow()
+    n = sum(len(v) for v in claims.values())
+    histories: dict[str, engine.History] = {}
+    t = time.perf_counter()
+    for lines in claims.values():
+        history = histories.setdefault(lines[0].member_id, engine.History())
+        outcome = engine.decide(lines, ref, history, books, now)
+        history.paid_fingerprints.update(f for f, _, _ in outcome.paid)
+    pure = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    records = sum(1 for _ in run_batch(work.lines, ref, books))
+    batch = records / (time.perf_counter() - t)
+    return {"engine_lines_per_s": round(pure), "batch_lines_per_s": round(batch)}
+
+
+def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap: str | None, baseline: bool,
+              timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+    work = generate(lines, members=max(lines // 10, 50), seed=42)
+    say(f"workload: {len(work.lines)} submitted lines; measuring the pure engine and batch mode ...")
+    figures: dict[str, Any] = {"lines": len(work.lines), "rate": rate, "workers": workers, "partitions": partitions,
+                               **engine_figures(work)}
+    with tempfile.TemporaryDirectory(prefix="claims-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = None if bootstrap else EmbeddedBroker(log_path=workdir / "broker.log")
+        if broker:
+            broker.start()
+            broker.wait_ready()
+        boot = bootstrap or broker.bootstrap
+        broker_pid = broker.pid if broker else None
+        try:
+            settings = Settings(bootstrap_servers=boot, partitions=partitions)
+            asyncio.run(ensure_topics(boot, [*topic_specs(settings), *(TopicSpec(t, partitions) for t in passthrough.TOPICS)]))
+            asyncio.run(client.produce(boot, [(topics.REFERENCE[t].name, TABLES[t][1](TABLES[t][0].model_validate(r)).encode(),
+                                               orjson.dumps(r)) for t, rows in work.reference.items() for r in rows]))
+            env = {"CLAIMS_BOOTSTRAP_SERVERS": boot, "CLAIMS_PARTITIONS": str(partitions), "CLAIMS_DATA_DIR": str(workdir / "data"),
+                   "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}", "CLAIMS_APP_ID": f"bench-{os.getpid()}"}
+            if baseline:
+                say("baseline: a 4-hop Faust pass-through ...")
+                procs = [_spawn(["-m", "streams.passthrough"], env, workdir / "passthrough.log")]
+                time.sleep(9)  # first assignment takes about session_timeout/2 + 1 s
+                try:
+                    base = _measure("pass-through (4 hops)", boot, [p.pid for p in procs], broker_pid, work.lines, rate,
+                                    passthrough.TOPICS[0], [passthrough.TOPICS[-1]], _line_key, timeout)
+                finally:
+                    _stop(procs)
+                figures["baseline"] = asdict(base)
+            say(f"pipeline: {workers} worker process(es) ...")
+            ports = [free_port() for _ in range(workers)]
+            procs = [_spawn(["-m", "streams.cli", "worker"], {**env, "CLAIMS_WEB_PORT": str(port)}, workdir / f"w{i}.log")
+                     for i, port in enumerate(ports)]
+            try:
+                for port, proc in zip(ports, procs):
+                    _wait_ready(port, proc)
+                run = _measure("pipeline", boot, [p.pid for p in procs], broker_pid, work.lines, rate,
+                               topics.SUBMITTED.name, [topics.ADJUDICATED.name, topics.REJECTED.name], _output_key, timeout)
+            finally:
+                _stop(procs)
+            figures["pipeline"] = asdict(run)
+        finally:
+            if broker:
+                broker.stop()
+    return figures
+
+
+def _output_key(value: bytes) -> tuple[str, int] | None:
+    try:
+        obj = orjson.loads(value)
+        return (obj.get("claim_id"), obj.get("line_number")) if obj.get("claim_id") is not None else None
+    except orjson.JSONDecodeError:
+        return None

@@ -1,0 +1,349 @@
+"""The /v1 HTTP API end to end: a real worker subprocess on the embedded broker, claims in
+over HTTP, decisions back from `?wait` identical to batch mode's, JSON errors for every
+refusal, and a bounded load test (200 concurrent submissions on loopback).
+
+The first test runs on `fresh_bootstrap` (its own broker, worker and ledger). The error
+and load tests share one worker on a broker of this module (`api`), so the file starts
+few workers and stays well under two minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import statistics
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from rules import frontend
+from streams.broker import EmbeddedBroker, free_port
+from streams.models import ClaimLine
+from streams.synthetic import generate
+from tests.harness import Pipeline, batch_expectation
+
+pytestmark = pytest.mark.broker
+
+SAMPLES = Path(__file__).resolve().parents[1] / "streams" / "sample_data"
+TOKEN = f"test-{uuid.uuid4().hex}"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JSON = {"Content-Type": "application/json"}
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes")
+LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to", "units",
+               "charge_amount", "drug")
+TIME_FIELDS = ("adjudicated_at", "rejected_at")
+
+
+class ApiPipeline(Pipeline):
+    """The harness's pipeline with the worker's web port known and the API token set
+    (an empty token: the API stays disabled). One worker per instance: one port."""
+
+    def __init__(self, bootstrap: str, workdir: Path, token: str = TOKEN, **kwargs: Any):
+        super().__init__(bootstrap, workdir, **kwargs)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env["CLAIMS_WEB_PORT"] = str(self.port)
+        self.env["CLAIMS_API_TOKEN"] = token
+
+    def wait_for(self, path: str = "/readyz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.workers.items():
+                assert proc.poll() is None, f"worker {name} died: see {self.workdir / (name + '.log')}"
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.url}{path} not 200 after {timeout}s")
+
+
+def call(url: str, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    request = urllib.request.Request(url + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=40) as resp:
+            status, head, raw = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        status, head, raw = err.code, dict(err.headers), err.read()
+    assert head.get("Content-Type", "").startswith("application/json"), (status, head, raw[:200])
+    return status, head, orjson.loads(raw)
+
+
+def api_claims(raw_lines: list[bytes]) -> list[tuple[dict[str, Any], list[bytes]]]:
+    """The claims of a line stream that an HTTP client can send (each line once and valid,
+    one header, line_count right), as (request body, the claim's raw lines by line number),
+    in the order the claims completed in the stream."""
+    by_claim: dict[str, list[tuple[int, bytes, dict]]] = {}
+    for i, raw in enumerate(raw_lines):
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("claim_id"), str):
+            by_claim.setdefault(obj["claim_id"], []).append((i, raw, obj))
+    out = []
+    for items in sorted(by_claim.values(), key=lambda items: items[-1][0]):
+        objs = sorted((o for _, _, o in items), key=lambda o: o.get("line_number") or 0)
+        n = len(objs)
+        if ([o.get("line_number") for o in objs] != list(range(1, n + 1))
+                or any(o.get("line_count") != n for o in objs)
+                or any(any(o.get(f) != objs[0].get(f) for f in HEADER_FIELDS) for o in objs)
+                or any(not isinstance(frontend.validate(o), ClaimLine) for o in objs)):
+            continue
+        body = {**{f: objs[0][f] for f in HEADER_FIELDS if f in objs[0]},
+                "lines": [{f: o[f] for f in LINE_FIELDS if f in o} for o in objs]}
+        raws = [raw for _, raw, _ in sorted(items, key=lambda t: t[2]["line_number"])]
+        out.append((body, raws))
+    return out
+
+
+def timeless(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in TIME_FIELDS} for r in records]
+
+
+# --- real-time adjudication == batch mode -------------------------------------------------------
+
+
+def test_http_claims_get_the_decisions_batch_mode_gives(fresh_bootstrap, tmp_path):
+    """The sample claims (every rule), up to 4 per member: one member's claims one after the
+    other (cross-claim state: duplicates, authorized units, drug days), members at once."""
+    reference = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
+                 for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    chains: dict[str, list[tuple[dict, list[bytes]]]] = {}
+    for body, raws in api_claims((SAMPLES / "claims.jsonl").read_bytes().splitlines()):
+        if len(chains.setdefault(body["member_id"], [])) < 4:
+            chains[body["member_id"]].append((body, raws))
+    claims = [c for chain in chains.values() for c in chain]
+    assert len(claims) >= 20 and len(chains) >= 8
+    expected = batch_expectation([raw for chain in chains.values() for _, raws in chain for raw in raws], reference)
+    by_claim: dict[str, list[dict]] = {}
+    for record in expected:
+        by_claim.setdefault(record["claim_id"], []).append(record)
+    assert {r["status"] for r in expected if "status" in r} == {"PAID", "DENIED"}
+
+    pipe = ApiPipeline(fresh_bootstrap, tmp_path)
+    pipe.load_reference(reference)
+    pipe.start()
+    try:
+        pipe.wait_for("/readyz")
+        answers = asyncio.run(_submit_chains(pipe.url, list(chains.values())))
+        status, _, again = call(pipe.url, "GET", f"/v1/claims/{claims[0][0]['claim_id']}", headers=AUTH)
+    finally:
+        pipe.stop_all()
+    for (body, _), (code, answer) in zip(claims, answers):
+        claim_id = body["claim_id"]
+        assert code == 200, (claim_id, answer)
+        assert answer["claim_id"] == claim_id and answer["status_url"] == f"/v1/claims/{claim_id}"
+        assert answer["status"] == "DECIDED"
+        assert timeless(answer["lines"]) == timeless(by_claim[claim_id]), claim_id
+    assert status == 200 and timeless(again["lines"]) == timeless(by_claim[claims[0][0]["claim_id"]])
+
+
+async def _submit_chains(url: str, chains: list[list[tuple[dict, list[bytes]]]]) -> list[tuple[int, dict]]:
+    async with aiohttp.ClientSession(headers={**AUTH, **JSON}) as session:
+        async def chain(items):
+            out = []
+            for body, _ in items:
+                async with session.post(f"{url}/v1/claims?wait=10", data=orjson.dumps(body)) as resp:
+                    out.append((resp.status, await resp.json()))
+            return out
+
+        results = await asyncio.gather(*(chain(c) for c in chains))
+    return [answer for chain_answers in results for answer in chain_answers]
+
+
+# --- one worker for the error and load tests ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like `fresh_bootstrap`, for the tests of this module that share one worker."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        yield external
+        return
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("api-broker") / "tansu.log") as broker:
+        yield broker.bootstrap
+
+
+LOAD = generate(900, members=400, seed=31)
+
+
+@pytest.fixture(scope="module")
+def api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
+    pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("api-worker"))
+    pipe.load_reference(LOAD.reference)
+    pipe.start()
+    try:
+        pipe.wait_for("/readyz")
+        yield pipe
+    finally:
+        pipe.stop_all()
+
+
+def _claim(claim_id: str | None = None, **line_changes: Any) -> dict[str, Any]:
+    body, _ = api_claims(LOAD.lines)[0]
+    body = orjson.loads(orjson.dumps(body))
+    body["claim_id"] = claim_id or f"T-{uuid.uuid4().hex[:12]}"
+    body["lines"] = [body["lines"][0], {**body["lines"][0], "line_number": 2, **line_changes}]
+    return body
+
+
+def test_submit_without_wait_answers_202_with_a_status_url(api):
+    body = _claim()
+    status, _, answer = call(api.url, "POST", "/v1/claims", orjson.dumps(body), {**AUTH, **JSON})
+    assert status == 202 and answer == {"claim_id": body["claim_id"], "status_url": f"/v1/claims/{body['claim_id']}",
+                                        "status": "ACCEPTED"}
+    deadline, status_url = time.monotonic() + 20, answer["status_url"]
+    while time.monotonic() < deadline:
+        status, _, answer = call(api.url, "GET", status_url, headers=AUTH)
+        if status == 200 and answer["status"] != "PENDING":
+            break
+        time.sleep(0.2)
+    assert status == 200 and answer["status"] == "DECIDED"
+    assert [r["line_number"] for r in answer["lines"]] == [1, 2]
+
+
+@pytest.mark.parametrize("headers, detail", [
+    ({}, "missing"),
+    ({"Authorization": "Bearer wrong-token"}, "invalid"),
+    ({"Authorization": f"Basic {TOKEN}"}, "missing"),
+    ({"Authorization": f"Bearer {TOKEN}x"}, "invalid"),
+])
+def test_no_valid_token_gets_401(api, headers, detail):
+    for method, path, body in (("POST", "/v1/claims?wait=1", orjson.dumps(_claim())), ("GET", "/v1/claims/X", None)):
+        status, head, answer = call(api.url, method, path, body, {**JSON, **headers})
+        assert status == 401 and head["WWW-Authenticate"].startswith("Bearer")
+        assert answer["error"]["code"] == "UNAUTHORIZED" and detail in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("change, field, code", [
+    ({"lines": "units"}, "lines[1].units", "SCHEMA"),
+    ({"line": {"units": "-2"}}, "lines[1].units", "SCHEMA"),
+    ({"line": {"drug": {"quantity": "zero"}}}, "lines[1].drug.quantity", "SCHEMA"),
+    ({"line": {"modifiers": ["SH", "TOOLONG"]}}, "lines[1].modifiers[1]", "SCHEMA"),
+    ({"line": {"service_date_to": "2099-01-01"}}, "lines[1].service_date_to", "MULTI_DATE"),
+    ({"line": {"line_number": 1}}, "lines[1].line_number", "DUPLICATE_LINE_NUMBER"),
+    ({"line": {"line_number": 7}}, "lines[1].line_number", "LINE_NUMBER"),
+    ({"line": {"member_id": "SOMEONE-ELSE"}}, "lines[1].member_id", "HEADER_MISMATCH"),
+    ({"header": {"provider_npi": "1234567890"}}, "provider_npi", "NPI"),
+    ({"header": {"form": "UB-04"}}, "form", "FORM"),
+    ({"header": {"claim_id": ""}}, "claim_id", "SCHEMA"),
+    ({"header": {"lines": []}}, "lines", "SCHEMA"),
+    ({"header": {"line_count": 5}}, "line_count", "LINE_NUMBER"),
+])
+def test_invalid_claim_gets_422_naming_the_field(api, change, field, code):
+    body = _claim()
+    if "lines" in change:
+        del body["lines"][1][change["lines"]]
+    body["lines"][1].update(change.get("line", {}))
+    body.update(change.get("header", {}))
+    status, _, answer = call(api.url, "POST", "/v1/claims?wait=1", orjson.dumps(body), {**AUTH, **JSON})
+    assert status == 422, answer
+    assert answer["error"]["field"] == field and answer["error"]["code"] == code, answer
+    assert answer["error"]["message"]
+    if body["claim_id"]:
+        status, _, _ = call(api.url, "GET", f"/v1/claims/{body['claim_id']}", headers=AUTH)
+        assert status == 404, "nothing of a refused claim is published"
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"{not json", "MALFORMED_JSON"), (b"\xff\xfe{}", "MALFORMED_JSON"), (b"", "MALFORMED_JSON"),
+])
+def test_malformed_json_gets_400(api, body, code):
+    status, _, answer = call(api.url, "POST", "/v1/claims", body, {**AUTH, **JSON})
+    assert status == 400 and answer["error"]["code"] == code
+
+
+@pytest.mark.parametrize("wait", ["31", "-1", "soon", "nan", "inf", ""])
+def test_wait_out_of_range_gets_400(api, wait):
+    status, _, answer = call(api.url, "POST", f"/v1/claims?wait={wait}", orjson.dumps(_claim()), {**AUTH, **JSON})
+    assert status == 400 and answer["error"]["field"] == "wait"
+
+
+def test_oversized_body_gets_413(api):
+    big = orjson.dumps({**_claim(), "padding": "x" * 1_100_000})
+    status, _, answer = call(api.url, "POST", "/v1/claims", big, {**AUTH, **JSON})
+    assert status == 413 and answer["error"]["code"] == "TOO_LARGE"
+    # no Content-Length (chunked): the limit holds while reading
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+    conn.request("POST", "/v1/claims", body=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                 headers={**AUTH, **JSON}, encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and orjson.loads(resp.read())["error"]["code"] == "TOO_LARGE"
+    conn.close()
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/json; charset=latin-1"])
+def test_wrong_content_type_gets_415(api, content_type):
+    headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+    status, _, answer = call(api.url, "POST", "/v1/claims", orjson.dumps(_claim()), headers)
+    assert status == 415 and answer["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_unknown_claim_gets_404_and_other_methods_405(api):
+    status, _, answer = call(api.url, "GET", "/v1/claims/NO-SUCH-CLAIM", headers=AUTH)
+    assert status == 404 and answer["error"] == {"code": "NOT_FOUND", "field": "claim_id", "message": answer["error"]["message"]}
+    status, _, answer = call(api.url, "DELETE", "/v1/claims/NO-SUCH-CLAIM", headers=AUTH)
+    assert status == 405 and answer["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_operational_pages_need_no_token(api):
+    for path in ("/healthz", "/readyz", "/metrics"):
+        with urllib.request.urlopen(api.url + path, timeout=5) as resp:
+            assert resp.status == 200
+
+
+def test_api_is_disabled_without_a_token(module_bootstrap, tmp_path):
+    pipe = ApiPipeline(module_bootstrap, tmp_path, token="")
+    pipe.start()
+    try:
+        pipe.wait_for("/healthz")
+        for method, path, body in (("POST", "/v1/claims", orjson.dumps(_claim())), ("GET", "/v1/claims/X", None)):
+            status, _, answer = call(pipe.url, method, path, body, {**AUTH, **JSON})
+            assert status == 503 and answer["error"]["code"] == "API_DISABLED" and "CLAIMS_API_TOKEN" in answer["error"]["message"]
+    finally:
+        pipe.stop_all()
+
+
+# --- bounded load test -----------------------------------------------------------------------------
+
+
+def test_200_concurrent_submissions_are_all_decided(api, capsys):
+    claims = [body for body, _ in api_claims(LOAD.lines)]
+    assert len(claims) >= 200
+    claims = [{**body, "claim_id": f"L-{body['claim_id']}"} for body in claims[:200]]
+    results = asyncio.run(_load(api.url, claims))
+    failures = [(claim["claim_id"], code, answer) for claim, (code, answer, _) in zip(claims, results)
+                if code != 200 or answer.get("status") != "DECIDED" or len(answer["lines"]) != len(claim["lines"])]
+    assert not failures, failures[:3]
+    seconds = sorted(t for _, _, t in results)
+    p50, p99 = statistics.quantiles(seconds, n=100)[49], statistics.quantiles(seconds, n=100)[98]
+    with capsys.disabled():
+        print(f"\n200 concurrent POST /v1/claims?wait=30 ({sum(len(c['lines']) for c in claims)} lines): "
+              f"p50 {p50:.2f}s, p99 {p99:.2f}s, max {seconds[-1]:.2f}s")
+
+
+async def _load(url: str, claims: list[dict]) -> list[tuple[int, dict, float]]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, headers={**AUTH, **JSON},
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def one(body):
+            started = time.perf_counter()
+            async with session.post(f"{url}/v1/claims?wait=30", data=orjson.dumps(body)) as resp:
+                answer = await resp.json()
+                return resp.status, answer, time.perf_counter() - started
+
+        return await asyncio.gather(*(one(body) for body in claims))
