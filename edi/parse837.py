@@ -160,6 +160,7 @@ class FunctionalGroup:
     transactions: list[TransactionSet] = field(default_factory=list)
     syntax_codes: list[str] = field(default_factory=list)  # AK905..AK909
     rejected_by_interchange: bool = False
+    span: tuple[int, int] = field(default=(0, 0), repr=False)  # its segments GS..GE in the interchange
 
     @property
     def accepted_count(self) -> int:
@@ -311,43 +312,51 @@ def _parse(text: str | bytes, strict: bool) -> Interchange837:
         result.error = ParseError(
             "UNSUPPORTED_VERSION",
             f"interchange version {result.version} is not supported; send X12 005010X222A1", TA1_VERSION_NOT_SUPPORTED)
+    unsupported = []
     for g in result.groups:
         if g.functional_id != "HC":
             g.syntax_codes.append(AK9_GROUP_NOT_SUPPORTED)
         elif g.version not in SUPPORTED_VERSIONS:
             g.syntax_codes.append(AK9_VERSION_NOT_SUPPORTED)
-            if result.error is None or result.error.code == "UNSUPPORTED_VERSION":
-                result.error = ParseError(
-                    "UNSUPPORTED_VERSION",
-                    f"{g.version or 'an unlabelled version'} is not supported; send 005010X222A1 "
-                    "(the 005010X222A2 errata label is accepted)",
-                    TA1_VERSION_NOT_SUPPORTED if result.version != "00501" else None)
+            unsupported.append(g.version or "an unlabelled version")
         for t in g.transactions:
             if t.identifier != "837":
                 t.syntax_codes.append(IK5_NOT_SUPPORTED)
             elif t.version not in SUPPORTED_VERSIONS:
                 t.syntax_codes.append(IK5_IMPLEMENTATION_NOT_SUPPORTED)
+    if result.error is None and (result.version != "00501" or (unsupported and len(unsupported) == len(result.groups))):
+        # the whole interchange is of a version we do not take (one bad group among good ones
+        # is only that group's rejection, in its AK9)
+        label = ", ".join(dict.fromkeys(unsupported)) or f"interchange version {result.version}"
+        result.error = ParseError(
+            "UNSUPPORTED_VERSION",
+            f"{label} is not supported; send 005010X222A1 (the 005010X222A2 errata label is accepted)",
+            TA1_VERSION_NOT_SUPPORTED if result.version != "00501" else None)
     if result.error is not None:
         for g in result.groups:
             g.rejected_by_interchange = True
         return result
 
-    # TR3 validation by pyx12, on a copy relabelled to the A1 map it ships.
+    # TR3 validation by pyx12 (of the groups it can read), on a copy relabelled to the A1 map
+    # it ships.
+    checked = [g for g in result.groups if not g.syntax_codes]
     report = None
-    try:
-        report = pyx12_gate.validate(_for_pyx12(segs, d))
-    except pyx12_gate.ValidatorFailed as exc:
-        result.notes.append(str(exc))
-        for t in result.transactions:
-            t.syntax_codes.append(IK5_IMPLEMENTATION_SEGMENTS_IN_ERROR)
-            t.notes.append(str(exc))
+    if checked:
+        try:
+            report = pyx12_gate.validate(_for_pyx12(segs, d, checked))
+        except pyx12_gate.ValidatorFailed as exc:
+            result.notes.append(str(exc))
+            for g in checked:
+                for t in g.transactions:
+                    t.syntax_codes.append(IK5_IMPLEMENTATION_SEGMENTS_IN_ERROR)
+                    t.notes.append(str(exc))
     loops = {}
     for g in result.groups:
         for t in g.transactions:
             body = bodies[id(t)]
             loops[id(t)] = _loops(body)
     if report is not None:
-        _apply_pyx12(result, report, loops)
+        _apply_pyx12(checked, report, loops)
 
     # Claims, per transaction set, by x12sdk; then the strictness policy.
     for g in result.groups:
@@ -423,13 +432,16 @@ def _scan_group(result: Interchange837, segs: list[Segment], i: int, bodies: dic
                             time=gs.get(5), control_number=gs.get(6), version=gs.get(8))
     result.groups.append(group)
     n = len(segs)
+    start = i
     i += 1
     while True:
         if i >= n or segs[i].id in ("GS", "IEA"):
+            group.span = (start, i)
             group.syntax_codes.append(AK9_TRAILER_MISSING)
             return i
         s = segs[i]
         if s.id == "GE":
+            group.span = (start, i + 1)
             group.declared_count = _int(s.get(1))
             if s.get(2) != group.control_number:
                 group.syntax_codes.append(AK9_CONTROL_MISMATCH)
@@ -476,18 +488,22 @@ def _scan_transaction(group: FunctionalGroup, segs: list[Segment], i: int, bodie
     return j
 
 
-def _for_pyx12(segs: list[Segment], d: Delimiters) -> str:
-    """The interchange as pyx12 should see it: the A2 errata label read as A1 (pyx12 only
-    ships the A1 map; the two differ in no segment this pipeline reads)."""
-    out = []
-    for s in segs:
+def _for_pyx12(segs: list[Segment], d: Delimiters, groups: list[FunctionalGroup]) -> str:
+    """The interchange as pyx12 should see it: only the given groups, and the A2 errata label
+    read as A1 (pyx12 only ships the A1 map; the two differ in no segment read here)."""
+    out = [segs[0]]
+    for g in groups:
+        out.extend(segs[g.span[0]:g.span[1]])
+    lines = []
+    for s in out:
         elements = list(s.elements)
         if s.id == "GS" and len(elements) > 8 and elements[8] == "005010X222A2":
             elements[8] = "005010X222A1"
         elif s.id == "ST" and len(elements) > 3 and elements[3] == "005010X222A2":
             elements[3] = "005010X222A1"
-        out.append(d.element.join(elements))
-    return (d.segment + "\n").join(out) + d.segment + "\n"
+        lines.append(d.element.join(elements))
+    lines.append(d.element.join(["IEA", str(len(groups)), segs[0].get(13)]))
+    return (d.segment + "\n").join(lines) + d.segment + "\n"
 
 
 # --- loops ----------------------------------------------------------------------------------
@@ -581,9 +597,9 @@ _COUNTER_CODES = {
 }
 
 
-def _apply_pyx12(result: Interchange837, report: pyx12_gate.Report, loops: dict[int, list[str | None]]) -> None:
+def _apply_pyx12(groups: list[FunctionalGroup], report: pyx12_gate.Report, loops: dict[int, list[str | None]]) -> None:
     theirs_groups = [g for i in report.tree.get("interchanges", []) for g in i.get("groups", [])]
-    for gi, g in enumerate(result.groups):
+    for gi, g in enumerate(groups):
         tg = theirs_groups[gi] if gi < len(theirs_groups) else None
         if tg is None:
             for t in g.transactions:

@@ -30,6 +30,8 @@ from streams.models import (
     Finding,
     LineWork,
     Pricing,
+    build,
+    evolve,
 )
 
 CENT = Decimal("0.01")
@@ -77,7 +79,8 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
         member_id=first.member_id,
         policy_version=book.version,
         submitted_at=submitted_at,
-        lines=tuple(LineWork(line=ln) for ln in ordered),
+        lines=tuple(build(LineWork, line=ln, ndc11=None, findings=(), pricing=None, priced_amount=None,
+                          price_finding=None, approved_units=None, package_type=None) for ln in ordered),
     )
 
 
@@ -87,7 +90,7 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
 def enrich(work: ClaimWork, ref: ReferenceData, books: Rulebooks) -> ClaimWork:
     """Eligibility, prior authorization and drug data for every line."""
     book = books.get(work.policy_version)
-    return work.model_copy(update={"lines": tuple(_enrich_line(lw, ref, book) for lw in work.lines)})
+    return evolve(work, lines=tuple(_enrich_line(lw, ref, book) for lw in work.lines))
 
 
 def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
@@ -97,14 +100,8 @@ def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
     if drug_finding:
         findings.append(drug_finding)
     auth = ref.authorizations.get(line.authorization_number or "")
-    return lw.model_copy(
-        update={
-            "ndc11": ndc11,
-            "findings": tuple(findings),
-            "approved_units": auth.approved_units if auth else None,
-            "package_type": package_type,
-        }
-    )
+    return evolve(lw, ndc11=ndc11, findings=tuple(findings),
+                  approved_units=auth.approved_units if auth else None, package_type=package_type)
 
 
 def _eligibility(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> Finding | None:
@@ -168,7 +165,7 @@ def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str
 
 def price(work: ClaimWork, ref: ReferenceData) -> ClaimWork:
     """Price the lines still payable; the rest are not priced (pricing is for payable lines)."""
-    return work.model_copy(update={"lines": tuple(_price_line(lw, ref) if not lw.findings else lw for lw in work.lines)})
+    return evolve(work, lines=tuple(_price_line(lw, ref) if not lw.findings else lw for lw in work.lines))
 
 
 def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
@@ -177,20 +174,20 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
     if line.drug is not None:
         awp = ref.awp_on(lw.ndc11 or "", line.service_date)
         if awp is None:
-            return lw.model_copy(update={"price_finding": Finding(rule="PRICE-NO-AWP")})
+            return evolve(lw, price_finding=Finding(rule="PRICE-NO-AWP"))
         pct = HUNDRED - (contract.awp_discount_pct if contract else Decimal(0))
-        pricing = Pricing(method="AWP", unit_price=awp.awp_per_unit, quantity=line.drug.quantity,
+        pricing = build(Pricing, method="AWP", unit_price=awp.awp_per_unit, quantity=line.drug.quantity,
                           effective_from=awp.effective_from, contract_pct=pct)
     else:
         fee = ref.fee_on(line.procedure_code, line.service_date)
         if fee is None:
-            return lw.model_copy(update={"price_finding": Finding(rule="PRICE-NO-FEE")})
+            return evolve(lw, price_finding=Finding(rule="PRICE-NO-FEE"))
         pct = contract.fee_schedule_pct if contract else HUNDRED
-        pricing = Pricing(method="FEE_SCHEDULE", unit_price=fee.rate, quantity=line.units,
+        pricing = build(Pricing, method="FEE_SCHEDULE", unit_price=fee.rate, quantity=line.units,
                           effective_from=fee.effective_from, contract_pct=pct)
     with localcontext(prec=PRICE_PRECISION):  # exact: the only rounding is half-up to cents, once
         amount = pricing.unit_price * pricing.quantity * pricing.contract_pct / HUNDRED
-    return lw.model_copy(update={"pricing": pricing, "priced_amount": amount})
+    return evolve(lw, pricing=pricing, priced_amount=amount)
 
 
 # --- finalize: sections 5 and 7 -----------------------------------------------------------------
@@ -208,7 +205,7 @@ def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime)
         line = lw.line
         stored = history.decided.get(line.line_number)
         if stored is not None:
-            outcome.decisions.append(stored.model_copy(update={"adjudicated_at": now}))
+            outcome.decisions.append(evolve(stored, adjudicated_at=now))
             continue
         denials = [*lw.findings, *day_findings.get(line.line_number, ())]
         fingerprint = line_fingerprint(lw)
@@ -248,7 +245,7 @@ def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str
         reduction = (charge - allowed).quantize(CENT, rounding=ROUND_HALF_UP)
         adjustments = [book.adjustment("PRICE-CONTRACT-REDUCTION", reduction)] if reduction > 0 else []
         status, pricing = "PAID", lw.pricing
-    return AdjudicatedLine(
+    return build(AdjudicatedLine, 
         claim_id=line.claim_id,
         line_number=line.line_number,
         member_id=line.member_id,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from streams.models import Adjustment
+from streams.models import Adjustment, build
 
 #: Every rule id the engine can raise; a rulebook missing one of them does not load.
 ENGINE_RULES = frozenset(
@@ -153,7 +153,7 @@ class Rulebook:
     def adjustment(self, rule_id: str, amount, detail: str = "") -> Adjustment:
         spec = self.rules[rule_id]
         text = f"{spec.message} {detail}" if detail else spec.message
-        return Adjustment(
+        return build(Adjustment, 
             group=spec.group, carc=spec.carc, rarc=spec.rarc, amount=amount,
             rule=rule_id, message=f"{text} [policy section {spec.section}]",
         )

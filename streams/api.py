@@ -39,6 +39,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiohttp import web as aiohttp_web
 from prometheus_client import Counter, Histogram
 
 from rules import frontend
@@ -102,8 +103,9 @@ class ApiError(Exception):
 
 
 def _json(web: Any, value: Any, status: int, headers: dict[str, str] | None = None) -> Any:
-    # orjson: Decimal-free plain data only reaches here, and it is fast
-    return web.bytes(orjson.dumps(value), content_type="application/json", status=status, headers=headers)
+    """A JSON answer; never cached anywhere on the way (it carries PHI)."""
+    return web.bytes(orjson.dumps(value), content_type="application/json", status=status,
+                     headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 class ApiView(faust.web.View):
@@ -119,8 +121,6 @@ class ApiView(faust.web.View):
             response = await super().dispatch(request)
         except ApiError as exc:
             response = _json(self.web, exc.body(), exc.status, exc.headers)
-        except asyncio.CancelledError:
-            raise
         except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
             log.exception("%s %s failed", request.method, request.path)
             response = _json(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
@@ -380,6 +380,25 @@ def _status_url(claim_id: str) -> str:
 
 
 # --- views --------------------------------------------------------------------------------
+
+
+@aiohttp_web.middleware
+async def _json_http_errors(request: Any, handler: Any) -> Any:
+    """aiohttp's own refusals under /v1 (no such route, a malformed request) in the API's
+    JSON error shape too; the views answer everything else themselves."""
+    try:
+        return await handler(request)
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith(API_PREFIX + "/"):
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
+        error = ApiError(exc.status, code, exc.reason or code.lower().replace("_", " "))
+        REQUESTS.labels("other", str(exc.status)).inc()
+        return aiohttp_web.Response(body=orjson.dumps(error.body()), status=exc.status, content_type="application/json",
+                                    headers={"Cache-Control": "no-store"})
+
+
+app.web.web_app.middlewares.append(_json_http_errors)
 
 
 @app.page(f"{API_PREFIX}/claims", base=ApiView, name="api_claims")

@@ -186,3 +186,18 @@ def test_summary_is_json_ready() -> None:
 
     summary = parse(GOOD.replace("SE*32*0101", "SE*31*0101")).summary()
     assert json.loads(json.dumps(summary))["status"] == "R"
+
+
+def test_a_group_of_another_version_is_rejected_alone() -> None:
+    lines = GOOD.rstrip("\n").split("\n")
+    gs = next(i for i, ln in enumerate(lines) if ln.startswith("GS*"))
+    ge = next(i for i, ln in enumerate(lines) if ln.startswith("GE*"))
+    other = [ln.replace("005010X222A1", "005010X223A2").replace("*101*", "*102*").replace("GE*1*101", "GE*1*102")
+             for ln in lines[gs:ge + 1]]
+    text = "\n".join(lines[:ge + 1] + other + lines[ge + 1:]).replace("IEA*1*", "IEA*2*") + "\n"
+    result = parse(text)
+    assert result.error is None and result.status == "P"
+    assert [g.status for g in result.groups] == ["A", "R"]
+    assert [c.claim_id for c in result.claims] == ["X12-0101"]
+    ak9 = ack_segments(result, "AK9")
+    assert ak9[0] == ["AK9", "A", "1", "1", "1"] and ak9[1][:5] == ["AK9", "R", "1", "1", "0"] and "2" in ak9[1][5:]
