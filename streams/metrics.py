@@ -161,7 +161,7 @@ CONSUMER_LAG = Gauge(
 )
 COMMITS = Counter(
     "claims_offset_commits_total",
-    "Consumer offset commits, by stage.",
+    "Consumer offset commits completed; one consumer commits for every agent of a worker (stage=\"all\").",
     ["stage"],
     registry=REGISTRY,
 )
@@ -184,9 +184,9 @@ ProcessCollector(registry=REGISTRY)
 for _stage in STAGES:
     LINES_IN.labels(stage=_stage)
     STAGE_SECONDS.labels(stage=_stage)
-    COMMITS.labels(stage=_stage)
     for _outcome in OUTCOMES:
         LINES_OUT.labels(stage=_stage, outcome=_outcome)
+COMMITS.labels(stage="all")
 WORKER_READY.set(0)
 del _stage, _outcome
 

@@ -4,12 +4,14 @@ the readiness flags behind `/readyz`."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any, Callable, TypeVar
 
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks, default_rulebooks
+from streams import metrics
 from streams.ledger import Ledger, LedgerUnavailable
 from streams.settings import Settings
 
@@ -35,9 +37,12 @@ class Runtime:
         unavailable, so a message is never dropped or dead-lettered for an outage."""
         delay = 0.2
         loop = asyncio.get_running_loop()
+        timer = metrics.LEDGER_SECONDS.labels(getattr(fn, "__name__", "call").strip("_"))
         while True:
             try:
+                started = time.perf_counter()
                 result = await loop.run_in_executor(self._ledger_thread, lambda: fn(*args))
+                timer.observe(time.perf_counter() - started)
                 self.ledger_ok = True
                 return result
             except LedgerUnavailable:

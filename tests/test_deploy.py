@@ -273,7 +273,7 @@ def test_render_exposes_text_format():
     text = body.decode()
     assert "# TYPE claims_worker_ready gauge" in text
     assert "process_resident_memory_bytes" in text
-    assert 'claims_offset_commits_total{stage="intake"} 0.0' in text
+    assert 'claims_offset_commits_total{stage="all"} 0.0' in text
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (deploy/validate.sh installs it)")
