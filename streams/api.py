@@ -277,33 +277,52 @@ async def publish_lines(lines: Sequence[dict[str, Any]]) -> None:
 
 # --- answers from the ledger ------------------------------------------------------------------
 
+Answers = tuple[str | None, list[dict[str, Any]]]  # (the ledger's claim status, the line records)
 
-def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
-    """The line numbers of each claim that have a decision or a rejection (one transaction)."""
+
+def _answered(q: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {c: set() for c in claim_ids}
-    with ledger._tx() as q:  # noqa: SLF001 - read-only, in the ledger's own transaction helper
-        for start in range(0, len(claim_ids), 400):
-            chunk = list(claim_ids[start:start + 400])
-            marks = ",".join("?" * len(chunk))
-            for table in ("decisions", "rejections"):
-                for claim_id, number in q(f"SELECT claim_id, line_number FROM {table} WHERE claim_id IN ({marks})", *chunk):
-                    if number is not None:
-                        out[claim_id].add(number)
+    for start in range(0, len(claim_ids), 400):
+        chunk = list(claim_ids[start:start + 400])
+        marks = ",".join("?" * len(chunk))
+        for table in ("decisions", "rejections"):
+            for claim_id, number in q(f"SELECT claim_id, line_number FROM {table} WHERE claim_id IN ({marks})", *chunk):
+                if number is not None:
+                    out[claim_id].add(number)
     return out
 
 
-def claim_answers(ledger: Any, claim_id: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
-    and the claim's records (decisions and rejections, as published, with their `topic`),
-    by line number."""
-    with ledger._tx() as q:  # noqa: SLF001
-        row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
-        decided = q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()
-        rejected = q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id).fetchall()
-    records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)}) for n, body in decided]
-    records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)}) for n, body in rejected]
+def _answers(q: Any, claim_id: str) -> Answers:
+    row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
+    records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)})
+               for n, body in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id)]
+    records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)})
+                for n, body in q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id)]
     records.sort(key=lambda r: (r[0] is None, r[0] or 0))
     return (row[0] if row else None), [r for _, r in records]
+
+
+def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
+    """The line numbers of each claim that have a decision or a rejection (one transaction)."""
+    with ledger._tx() as q:  # noqa: SLF001 - a read, in the ledger's own transaction helper
+        return _answered(q, claim_ids)
+
+
+def claim_answers(ledger: Any, claim_id: str) -> Answers:
+    """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
+    and the claim's records (decisions and rejections, as published, plus their `topic`),
+    by line number."""
+    with ledger._tx() as q:  # noqa: SLF001
+        return _answers(q, claim_id)
+
+
+def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> dict[str, Answers]:
+    """For the claims of which some wanted set of line numbers is fully answered, their
+    answers; one transaction for every waiting request."""
+    with ledger._tx() as q:  # noqa: SLF001
+        answered = _answered(q, list(wanted))
+        return {claim_id: _answers(q, claim_id) for claim_id, sets in wanted.items()
+                if any(numbers <= answered[claim_id] for numbers in sets)}
 
 
 def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]]) -> str:
@@ -320,18 +339,19 @@ def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]])
 
 
 class ClaimWatcher:
-    """Every pending `?wait` of this process, served by one ledger poll every
-    `POLL_INTERVAL_S` (one query for all claims, however many requests wait), so waiting
-    costs the ledger the same at 1 or 1,000 concurrent requests."""
+    """Every pending `?wait` of this process, served by one ledger call every
+    `POLL_INTERVAL_S`: one transaction finds the claims now answered and reads their
+    records, however many requests wait, so waiting costs the ledger (and its one thread,
+    shared with the agents) the same at 1 or 1,000 concurrent requests."""
 
     def __init__(self, interval: float = POLL_INTERVAL_S):
         self.interval = interval
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
 
-    async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> bool:
-        """True once every line in `numbers` of the claim has an answer in the ledger; False
-        when `timeout` ran out first."""
+    async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
+        """The claim's answers once every line in `numbers` has a decision or a rejection
+        in the ledger; None when `timeout` ran out first."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (frozenset(numbers), fut)
         self._waiting.setdefault(claim_id, []).append(entry)
@@ -340,7 +360,7 @@ class ClaimWatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
-            return False
+            return None
         finally:
             entries = self._waiting.get(claim_id, [])
             if entry in entries:
@@ -350,16 +370,17 @@ class ClaimWatcher:
 
     async def _poll(self) -> None:
         while self._waiting:
-            ids = list(self._waiting)
+            wanted = {claim_id: [numbers for numbers, _ in entries] for claim_id, entries in self._waiting.items()}
             try:
-                answered = await runtime.in_ledger(answered_lines, runtime.ledger, ids)
+                done = await runtime.in_ledger(completed_claims, runtime.ledger, wanted)
             except Exception as exc:  # noqa: BLE001 - keep polling; the waits time out at worst
                 log.warning("claim watcher: ledger poll failed: %s", type(exc).__name__)
-                answered = {}
-            for claim_id, have in answered.items():
+                done = {}
+            for claim_id, answers in done.items():
+                have = {r["line_number"] for r in answers[1]}
                 for numbers, fut in self._waiting.get(claim_id, []):
                     if numbers <= have and not fut.done():
-                        fut.set_result(True)
+                        fut.set_result(answers)
             await asyncio.sleep(self.interval)
 
 
@@ -419,11 +440,13 @@ class ClaimsView(ApiView):
         answer: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id)}
         if not wait:
             return _json(self.web, {**answer, "status": "ACCEPTED"}, 202)
-        decided = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
-        status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
-        WAIT_SECONDS.observe(time.perf_counter() - started)
-        if not decided:
+        answers = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
+        if answers is None:  # the wait ran out: what there is so far
+            _, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+            WAIT_SECONDS.observe(time.perf_counter() - started)
             return _json(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
+        WAIT_SECONDS.observe(time.perf_counter() - started)
+        status, records = answers
         return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
 
 

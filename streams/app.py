@@ -17,6 +17,27 @@ from streams.settings import Settings
 settings = Settings()
 
 
+def _tune_fetch_wait() -> None:
+    """Faust hard-codes the consumer's fetch_max_wait_ms at 1500: with four hops that alone
+    adds seconds of latency when a partition is momentarily empty. Use the configured wait."""
+    from faust.transport.drivers import aiokafka as driver
+
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "_claims_tuned", False):
+        return
+
+    def create_tuned(self, transport):
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # noqa: SLF001 - read at start()
+        return consumer
+
+    create_tuned._claims_tuned = True
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_tuned
+
+
+_tune_fetch_wait()
+
+
 def create_app(s: Settings) -> faust.App:
     return faust.App(
         s.app_id,

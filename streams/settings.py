@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(200, ge=1, le=10_000, description="Messages an agent takes at once.")
     batch_within_s: float = Field(0.02, gt=0, description="How long an agent waits to fill a batch.")
     producer_linger_ms: int = Field(5, ge=0)
+    fetch_max_wait_ms: int = Field(100, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500).")
 
     ledger_url: str = Field("sqlite:///var/claims-ledger.db", description="sqlite:///path or postgresql://...")
     data_dir: Path = Field(Path("var"), description="Per-worker Faust data folders live under here.")
