@@ -1,8 +1,10 @@
 """Claims still incomplete after the assembly timeout are rejected line by line.
 
-A worker expires only claims whose first line came from an input partition it owns and
-has read to the end, so a claim is never expired while its other lines wait in a lagging
-partition. No input offset stands behind these rejections, so the ledger keeps them in
+Workers record in the ledger which input partitions they have read to the end; a claim
+is expired only when every input partition was read to the end within the last few
+timer rounds, so a claim is never expired while one of its lines still waits in a
+lagging partition (its lines may be spread over partitions when a producer keys them
+by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
 an outbox until they are published. The same timer reports consumer lag.
 """
 
@@ -15,8 +17,15 @@ from streams.pipeline import utcnow
 from streams.stage import app, runtime, settings
 
 
-def _expire_and_collect(partitions: list[int]):
-    runtime.ledger.expire(time.time() - settings.assembly_timeout_s, utcnow(), partitions)
+INTERVAL = min(2.0, settings.assembly_timeout_s / 3)
+
+
+def _expire_and_collect(read_to_end: list[int]):
+    ledger, now = runtime.ledger, time.time()
+    with ledger.transaction():
+        ledger.note_read_to_end(read_to_end, now)
+        if ledger.all_read_to_end(settings.partitions, since=now - 3 * INTERVAL):
+            ledger.expire(now - settings.assembly_timeout_s, utcnow())
     metrics.ASSEMBLY_PENDING.set(runtime.ledger.open_claims())
     return runtime.ledger.outbox()
 
@@ -35,7 +44,7 @@ def _read_to_end() -> list[int]:
     return done
 
 
-@app.timer(interval=min(2.0, settings.assembly_timeout_s / 3))
+@app.timer(interval=INTERVAL)
 async def expire_incomplete_claims() -> None:
     if app.rebalancing:
         return

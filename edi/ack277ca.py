@@ -130,7 +130,7 @@ def build(
     w = Writer(d)
     today = now.strftime("%Y%m%d")
     first = statuses[0].claim
-    batch = batch_reference or f"{first.transaction_set or control_number}"
+    batch = batch_reference or first.batch_reference or f"{first.transaction_set or control_number}"
     w.add("BHT", "0085", "08", batch, today, now.strftime("%H%M"), "TH")
     hl = 1
     w.add("HL", "1", "", "20", "1")

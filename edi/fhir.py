@@ -44,13 +44,14 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
     from fhir.resources.R4B.claimresponse import ClaimResponse
 
     lines: dict[int, AdjudicatedLine] = {}
+    claim_ids: set[str] = set()
     for raw in decisions:
         dec = raw if isinstance(raw, AdjudicatedLine) else AdjudicatedLine.model_validate(
             {k: v for k, v in raw.items() if k != "topic"})
-        lines[dec.line_number] = dec
+        lines[dec.line_number] = dec  # a repeat (retry, replay) is the same decision
+        claim_ids.add(dec.claim_id)
     if not lines:
         raise ValueError("no decisions")
-    claim_ids = {d.claim_id for d in lines.values()}
     if len(claim_ids) != 1:
         raise ValueError(f"decisions of several claims: {sorted(claim_ids)}")
     charges = {int(ln["line_number"]): Decimal(str(ln["charge_amount"]))

@@ -120,6 +120,7 @@ class Claim:
     payer_id: str | None = None
     submitter_name: str | None = None
     submitter_id: str | None = None
+    batch_reference: str | None = None  # BHT03 of its transaction set (277CA TRN*2 at loop 2200B)
 
     @property
     def line_count(self) -> int:
@@ -308,10 +309,6 @@ def _parse(text: str | bytes, strict: bool) -> Interchange837:
     )
     bodies = _scan_envelope(result, segs, rest)
 
-    if result.version != "00501" and result.error is None:
-        result.error = ParseError(
-            "UNSUPPORTED_VERSION",
-            f"interchange version {result.version} is not supported; send X12 005010X222A1", TA1_VERSION_NOT_SUPPORTED)
     unsupported = []
     for g in result.groups:
         if g.functional_id != "HC":
@@ -775,8 +772,7 @@ def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list
     loop_2300 = sc.claim
     clm = loop_2300.clm_segment
     claim_id = str(clm.patient_control_number)
-    location = str(clm.health_care_service_location_information or "")
-    parts = re.split(r"[:^|>]" if d.component not in location else re.escape(d.component), location)
+    parts = _components(str(clm.health_care_service_location_information or ""), d)  # CLM05: POS:B:frequency
     frequency = parts[2] if len(parts) > 2 and parts[2] else None
 
     subscriber_id = _nm109(sc.subscriber)
@@ -811,6 +807,7 @@ def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list
         payer_id=getattr(payer_nm1, "identification_code", None),
         submitter_name=submitter.get(3) if submitter else None,
         submitter_id=submitter.get(9) if submitter else None,
+        batch_reference=t.bht_reference,
     )
 
 

@@ -59,7 +59,7 @@ def money(value: Decimal) -> str:
 
 
 def build(
-    claim_lines: Iterable[Mapping[str, Any]],
+    claim_lines: Iterable[Mapping[str, Any]] | None,
     decisions: Iterable[AdjudicatedLine | Mapping[str, Any]],
     *,
     payer: Payer = Payer(),
@@ -73,7 +73,9 @@ def build(
     `claim_lines` are the submitted lines (contract dicts; they give the charges and units),
     `decisions` the AdjudicatedLine records (models, or dicts as published). Raises
     `RemittanceError` if a decided claim has an undecided or unknown line, or its amounts
-    do not balance.
+    do not balance. With `claim_lines=None` (the ledger keeps no submitted lines once a
+    claim is decided) each charge is the allowed amount plus the adjustments, as the
+    contract guarantees, and SVC05 (units) is left out.
     """
     now = now or datetime.now(timezone.utc)
     if control_number is None:
@@ -93,15 +95,22 @@ def build(
                     receiver=to, control_number=control_number, now=now, d=d)
 
 
-def _group(claim_lines: Iterable[Mapping[str, Any]], decisions: Iterable[AdjudicatedLine | Mapping[str, Any]]
+def _group(claim_lines: Iterable[Mapping[str, Any]] | None,
+           decisions: Iterable[AdjudicatedLine | Mapping[str, Any]]
            ) -> "OrderedDict[str, tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]]":
     submitted: dict[str, dict[int, Mapping[str, Any]]] = {}
-    for line in claim_lines:
-        submitted.setdefault(str(line["claim_id"]), {})[int(line["line_number"])] = line
+    decided = [raw if isinstance(raw, AdjudicatedLine) else AdjudicatedLine.model_validate(
+        {k: v for k, v in raw.items() if k != "topic"}) for raw in decisions]
+    if claim_lines is None:  # derive the submitted charge from the decision
+        for dec in decided:
+            charge = dec.allowed_amount + sum((a.amount for a in dec.adjustments), Decimal(0))
+            submitted.setdefault(dec.claim_id, {})[dec.line_number] = {
+                "claim_id": dec.claim_id, "line_number": dec.line_number, "charge_amount": str(charge)}
+    else:
+        for line in claim_lines:
+            submitted.setdefault(str(line["claim_id"]), {})[int(line["line_number"])] = line
     out: OrderedDict[str, tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]] = OrderedDict()
-    for raw in decisions:
-        decision = raw if isinstance(raw, AdjudicatedLine) else AdjudicatedLine.model_validate(
-            {k: v for k, v in raw.items() if k != "topic"})
+    for decision in decided:
         lines = submitted.get(decision.claim_id)
         if lines is None:
             raise RemittanceError(f"claim {decision.claim_id}: no submitted lines for its decisions")

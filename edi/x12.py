@@ -10,7 +10,7 @@ correct SE count, and `envelope` wraps them in ISA/GS ... GE/IEA.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 

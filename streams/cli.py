@@ -151,6 +151,15 @@ def bench(
         json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
 
+def _register_x12() -> None:
+    from edi.cli import x12_app
+
+    app.add_typer(x12_app, name="x12", help="X12 837P intake (with its 999) and 835 remittance.")
+
+
+_register_x12()
+
+
 def main() -> None:
     app()
 

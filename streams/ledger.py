@@ -86,6 +86,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL,
     PRIMARY KEY (claim_id, line_number)
 );
+CREATE TABLE IF NOT EXISTS input_progress (
+    input_partition INTEGER PRIMARY KEY,
+    read_to_end_at DOUBLE PRECISION NOT NULL  -- last time a worker saw it with nothing left
+);
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
@@ -356,6 +360,21 @@ class Ledger:
                 q("INSERT INTO outbox (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   r.claim_id, r.line_number, _dumps(r))
             return out
+
+    def note_read_to_end(self, partitions: list[int], at: float) -> None:
+        """Record that this worker has read these input partitions to the end."""
+        with self._tx() as q:
+            for p in partitions:
+                q("INSERT INTO input_progress (input_partition, read_to_end_at) VALUES (?, ?) "
+                  "ON CONFLICT (input_partition) DO UPDATE SET read_to_end_at = excluded.read_to_end_at", p, at)
+
+    def all_read_to_end(self, partitions: int, since: float) -> bool:
+        """Whether every input partition was read to the end by its owner since `since`: a
+        claim's lines may sit in any partition, so expiry waits for all of them."""
+        with self._tx() as q:
+            fresh = q("SELECT COUNT(*) FROM input_progress WHERE input_partition < ? AND read_to_end_at >= ?",
+                      partitions, since).fetchone()[0]
+        return fresh >= partitions
 
     def outbox(self, limit: int = 1000) -> list[RejectedLine]:
         """Timer-made rejections not yet known to be published."""

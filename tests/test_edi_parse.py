@@ -119,6 +119,7 @@ def test_other_delimiters() -> None:
     result = parse(isa + body)
     assert result.status == "A", result.summary()
     assert result.lines == parse(GOOD).lines
+    assert result.claims[0].frequency_code == "1"
 
 
 def test_the_a2_errata_label_is_accepted() -> None:

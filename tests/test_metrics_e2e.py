@@ -73,17 +73,26 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Sample:
+    """One parsed sample (a `_bucket`, `_count`, `_total`, ... line of the exposition)."""
+
     name: str
     labels: dict[str, str]
     value: float
 
 
-def parse(text: str) -> list[Sample]:
-    return [Sample(s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(text) for s in family.samples]
+class Scrape(list):
+    """The samples of one /metrics response (a short repr keeps assertion messages legible)."""
+
+    def __repr__(self) -> str:
+        return f"<scrape: {len(self)} samples>"
 
 
-def scrape(port: int) -> list[Sample]:
+def parse(text: str) -> Scrape:
+    return Scrape(Sample(s.name, dict(s.labels), s.value)
+                  for family in text_string_to_metric_families(text) for s in family.samples)
+
+
+def scrape(port: int) -> Scrape:
     status, text = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200, text[:500]
     return parse(text)
@@ -113,20 +122,28 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
         time.sleep(every)
 
 
+def output_key(record: dict[str, Any]) -> tuple:
+    """(topic, claim, line), or a DLQ record's bytes: what every output is counted by."""
+    if record["topic"] == topics.DLQ.name:
+        return comparable(record)
+    return (record["topic"], record.get("claim_id"), record.get("line_number"))
+
+
 def collect_outputs(pipe: Pipeline, expected: list[dict], timeout: float = 60) -> list[dict[str, Any]]:
-    """Read the output topics until every record batch mode gives arrived, with repeats
-    (`Pipeline.collect` cannot be used: its `keyed` rejects the sample data's two different
-    DUPLICATE_LINE_NUMBER rejections of one line number)."""
-    wanted = Counter(comparable(r) for r in expected)
+    """Read the output topics until an output arrived for every output batch mode gives,
+    repeats included. Matched by (topic, claim, line) only: `Pipeline.collect` cannot be used
+    (its `keyed` rejects the sample data's two different DUPLICATE_LINE_NUMBER rejections of
+    one line number), and the contents are test_pipeline_e2e's business, not this file's."""
+    wanted = Counter(output_key(r) for r in expected)
 
     def done(records: list[dict]) -> bool:
         for name, proc in pipe.workers.items():
             assert proc.poll() is None, f"worker {name} died: see {pipe.workdir / (name + '.log')}"
-        return not wanted - Counter(comparable(r) for r in records)
+        return not wanted - Counter(output_key(r) for r in records)
 
     records = asyncio.run(client.collect(pipe.bootstrap, done, timeout))
-    missing = wanted - Counter(comparable(r) for r in records)
-    assert not missing, f"{sum(missing.values())} expected records did not arrive in {timeout:.0f}s"
+    missing = wanted - Counter(output_key(r) for r in records)
+    assert not missing, f"no output in {timeout:.0f}s for {sorted(missing)[:5]}"
     return records
 
 
@@ -170,13 +187,13 @@ def settled(port: int, submitted: int, quiet_for: float = 2.0, timeout: float = 
 @dataclass
 class Run:
     port: int
-    lines: list[bytes]
-    reference: dict[str, list[dict]]
-    first: list[Sample]  # the first /metrics scrape, before anyone asked /readyz
-    records: list[dict[str, Any]] = field(default_factory=list)
-    final: list[Sample] = field(default_factory=list)  # scraped after the records were read
+    lines: list[bytes] = field(repr=False)
+    reference: dict[str, list[dict]] = field(repr=False)
+    first: list[Sample] = field(repr=False)  # the last settling scrape, before anyone asked /readyz
+    records: list[dict[str, Any]] = field(repr=False)
+    final: list[Sample] = field(repr=False)  # scraped after the records were read
     started: float = 0.0
-    by_topic: dict[str, list[dict]] = field(default_factory=dict)
+    by_topic: dict[str, list[dict]] = field(default_factory=dict, repr=False)
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +263,14 @@ def test_lines_out_by_outcome_match_the_output_topics(run):
     # (nothing in the sample data makes those stages dead-letter a claim)
     forwarded = [total(run.final, "claims_stage_lines_out_total", stage=s, outcome="forwarded") for s in ("intake", "enrich", "price")]
     assert forwarded[0] > 0 and len(set(forwarded)) == 1, forwarded
-    # what adjudicate published plus stored decisions intake replayed for resubmitted lines
-    decided = {(d["claim_id"], d["line_number"]) for d in run.by_topic[topics.ADJUDICATED.name]}
-    assert total(run.final, "claims_stage_lines_out_total", stage="adjudicate", outcome="adjudicated") == len(decided)
+    # decisions come from adjudicate, plus the stored decisions intake replays for resubmitted
+    # lines; a claim assembled again (a retry of a line arrived before its claim was decided)
+    # is published again by adjudicate with its stored decisions, so repeats come from both
+    decisions = run.by_topic[topics.ADJUDICATED.name]
+    from_adjudicate = total(run.final, "claims_stage_lines_out_total", stage="adjudicate", outcome="adjudicated")
+    from_intake = total(run.final, "claims_stage_lines_out_total", stage="intake", outcome="adjudicated")
+    assert from_adjudicate + from_intake == len(decisions)
+    assert from_adjudicate >= len({(d["claim_id"], d["line_number"]) for d in decisions})
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -270,10 +292,11 @@ def test_offset_commits_are_counted(run):
 
 
 def test_end_to_end_latency_observed_once_per_decision_of_the_adjudicate_stage(run):
-    decided = {(d["claim_id"], d["line_number"]) for d in run.by_topic[topics.ADJUDICATED.name]}
+    decisions = run.by_topic[topics.ADJUDICATED.name]
     count = total(run.final, "claims_end_to_end_latency_seconds_count")
     assert count == total(run.final, "claims_stage_lines_out_total", stage="adjudicate", outcome="adjudicated")
-    assert count == len(decided)
+    # every decided line observed at least once; only intake's replays are not observed
+    assert len({(d["claim_id"], d["line_number"]) for d in decisions}) <= count <= len(decisions)
     # every line was submitted after `started` and decided before the scrape
     elapsed = time.time() - run.started
     assert 0 < total(run.final, "claims_end_to_end_latency_seconds_sum") <= count * elapsed

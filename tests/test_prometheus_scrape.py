@@ -1,0 +1,300 @@
+"""A real Prometheus scrapes a running worker, and every query of the Grafana dashboard
+returns data from it through Prometheus' HTTP API (`/api/v1/query`); the alert rules load and
+evaluate without error.
+
+Prometheus is Debian's `prometheus` package (`/usr/bin/prometheus`), which deploy/validate.sh
+installs with promtool; without the binary the module is skipped. One run per module: the
+embedded broker, one worker (web port on loopback), Prometheus scraping it every second with
+deploy/prometheus/alerts.yml loaded, then the sample claims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams import topics
+from streams.broker import EmbeddedBroker, free_port
+from tests.harness import Pipeline, batch_expectation
+from tests.test_metrics_e2e import collect_outputs, http_get, sample_lines, sample_reference, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "claims-pipeline.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+JOB = "claims-pipeline"  # the dashboard's and the alerts' job label (deploy/prometheus/prometheus.yml)
+PROMETHEUS = shutil.which("prometheus") or next((p for p in ("/usr/bin/prometheus",) if os.access(p, os.X_OK)), None)
+
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(PROMETHEUS is None, reason=(
+        "no prometheus binary: install Debian's `prometheus` package (deploy/validate.sh does, "
+        "with promtool) to run a real Prometheus against a worker")),
+]
+
+SCRAPE_INTERVAL_S = 1
+# Grafana's built-in variables, as Grafana would expand them for this run: $__rate_interval
+# is at least 4 scrape intervals (30 s covers the whole burst of the sample claims), $__range
+# the dashboard's time range (a short one: the run is short, increase() extrapolates).
+GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$__interval": "1s"}
+
+
+# --- the dashboard's queries --------------------------------------------------------------
+
+
+def _panels(panels: list[dict]) -> Iterator[dict]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))
+
+
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def template_variables() -> dict[str, str]:
+    """Every query/custom variable of the dashboard as "All" (its allValue, else `.*`): a
+    regex matcher that matches every worker."""
+    out = {}
+    for var in dashboard().get("templating", {}).get("list", []):
+        if var.get("type") in ("query", "custom", "textbox", "constant"):
+            out[var["name"]] = var.get("allValue") or ".*"
+    return out
+
+
+def expand(expr: str) -> str:
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    for name, value in template_variables().items():
+        expr = re.sub(rf"\$\{{{name}(?::\w+)?\}}|\${name}\b|\[\[{name}\]\]", value, expr)
+    assert "$" not in expr, f"a dashboard variable this test does not expand: {expr}"
+    return expr
+
+
+@dataclass(frozen=True)
+class Query:
+    panel: str
+    ref: str
+    expr: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.panel} [{self.ref}]"
+
+
+def dashboard_queries() -> list[Query]:
+    return [Query(panel["title"], target.get("refId", "?"), expand(target["expr"]))
+            for panel in _panels(dashboard()["panels"]) for target in panel.get("targets", []) if target.get("expr")]
+
+
+QUERIES = dashboard_queries()
+
+# Queries that may legitimately return NaN (but must still return a series) in a short run:
+# a ratio or quantile whose denominator had no increase in its window. Everything else must
+# give at least one finite value.
+MAY_BE_NAN: dict[str, str] = {}
+
+
+# --- Prometheus ---------------------------------------------------------------------------
+
+
+def prometheus_config(worker_port: int) -> dict[str, Any]:
+    """A minimal prometheus.yml (written as JSON, which is YAML): the worker on loopback as
+    job claims-pipeline, every second, and the project's alert rules."""
+    return {
+        "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+                   "scrape_timeout": f"{SCRAPE_INTERVAL_S}s"},
+        "rule_files": [str(ALERTS)],
+        "scrape_configs": [{
+            "job_name": JOB,
+            "metrics_path": "/metrics",
+            "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+        }],
+    }
+
+
+@contextlib.contextmanager
+def running_prometheus(tmp: Path, worker_port: int) -> Iterator[str]:
+    config = tmp / "prometheus.yml"
+    config.write_text(json.dumps(prometheus_config(worker_port), indent=2))
+    port = free_port()
+    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, f"prometheus exited {proc.returncode}: see {tmp / 'prometheus.log'}"
+            with contextlib.suppress(OSError):
+                return http_get(f"{url}/-/ready", timeout=1)[0] == 200
+            return False
+
+        wait_for(ready, 30, "Prometheus to be ready", every=0.2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def api(url: str, path: str, **params: Any) -> Any:
+    status, body = http_get(f"{url}/api/v1/{path}?{urllib.parse.urlencode(params)}", timeout=10)
+    reply = json.loads(body)
+    assert status == 200 and reply["status"] == "success", f"{path} {params}: HTTP {status}: {body[:500]}"
+    return reply["data"]
+
+
+def instant(url: str, expr: str, at: float | None = None) -> list[dict]:
+    data = api(url, "query", query=expr, **({"time": f"{at:.3f}"} if at is not None else {}))
+    if data["resultType"] == "scalar":
+        return [{"metric": {}, "value": data["result"]}]
+    return data["result"]
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    url: str
+    worker_port: int
+    at: float  # every query is evaluated at this time: shortly after the last decision
+
+
+@contextlib.contextmanager
+def broker(tmp: Path) -> Iterator[str]:
+    """`fresh_bootstrap` for the module (a new embedded broker), or $CLAIMS_TEST_BROKER: this
+    file needs data, not exact counts."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        yield external
+        return
+    with EmbeddedBroker(log_path=tmp / "tansu.log") as embedded:
+        yield embedded.bootstrap
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    tmp = tmp_path_factory.mktemp("prometheus-scrape")
+    lines, reference = sample_lines(), sample_reference()
+    expected = batch_expectation(lines, reference)
+    with broker(tmp) as bootstrap:
+        pipe = Pipeline(bootstrap, tmp)
+        worker_port = free_port()
+        pipe.env["CLAIMS_WEB_PORT"] = str(worker_port)
+        pipe.load_reference(reference)
+        pipe.start()
+        try:
+            with running_prometheus(tmp, worker_port) as url:
+                # a first scrape of the idle worker, so rate() sees every counter rise
+                wait_for(lambda: any(float(r["value"][1]) == 1 for r in instant(url, f'up{{job="{JOB}"}}')),
+                         60, "Prometheus to scrape the worker")
+                wait_for(lambda: instant(url, f'claims_reference_records{{job="{JOB}",table="members"}} > 0'),
+                         60, "the worker to load the reference data")
+                pipe.submit(lines)
+                collect_outputs(pipe, expected)
+                # the lag gauge is refreshed every 2 s, then scraped: wait until it is seen at 0
+                # (everything committed), and a few more scrapes
+                wait_for(lambda: instant(url, f'max(claims_consumer_lag_messages{{job="{JOB}",topic="{topics.SUBMITTED.name}"}}) == 0'),
+                         30, "Prometheus to see the input lag at 0")
+                time.sleep(3 * SCRAPE_INTERVAL_S)
+                yield Run(url, worker_port, time.time())
+        finally:
+            pipe.stop_all()
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_dashboard_has_queries_to_run():
+    assert len(QUERIES) >= 40, [q.id for q in QUERIES]
+    assert all(".*" in q.expr for q in QUERIES if "instance=~" in q.expr)
+
+
+def test_worker_target_is_up(run):
+    targets = [t for t in api(run.url, "targets", state="active")["activeTargets"] if t["labels"]["job"] == JOB]
+    assert len(targets) == 1, targets
+    assert targets[0]["health"] == "up" and not targets[0]["lastError"], targets[0]
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.id for q in QUERIES])
+def test_dashboard_query_returns_data(run, query):
+    result = instant(run.url, query.expr, run.at)
+    assert result, f"no data for {query.id}: {query.expr}"
+    values = [float(r["value"][1]) for r in result]
+    if query.id not in MAY_BE_NAN:
+        assert any(math.isfinite(v) for v in values), f"only NaN/Inf for {query.id}: {result}"
+
+
+def test_throughput_queries_saw_the_burst(run):
+    """A few dashboard numbers checked for value, not only presence."""
+    def one(expr: str) -> float:
+        (r,) = instant(run.url, expr, run.at)
+        return float(r["value"][1])
+
+    assert one(f'sum(claims_stage_lines_in_total{{job="{JOB}",stage="intake"}})') == len(sample_lines())
+    assert one(f'sum(increase(claims_dlq_messages_total{{job="{JOB}"}}[5m]))') > 0
+    assert one(f'sum(rate(claims_decisions_total{{job="{JOB}"}}[30s]))') > 0
+    assert one(f'histogram_quantile(0.99, sum by (le) (rate(claims_end_to_end_latency_seconds_bucket{{job="{JOB}"}}[30s])))') > 0
+
+
+def _rule_names(text: str) -> dict[str, set[str]]:
+    """{group: {alert or record names}} of a rules file, read without a YAML parser (PyYAML
+    is a deploy extra, not a test one)."""
+    groups: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if m := re.match(r"\s*-\s*name:\s*(\S+)", line):
+            current = groups.setdefault(m.group(1), set())
+        elif m := re.match(r"\s*-\s*(?:alert|record):\s*(\S+)", line):
+            current.add(m.group(1))
+    return groups
+
+
+def test_alert_rules_loaded_and_evaluate_without_error(run):
+    expected = _rule_names(ALERTS.read_text(encoding="utf-8"))
+    assert expected and all(expected.values())
+
+    def evaluated() -> list[dict] | None:
+        groups = api(run.url, "rules")["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return groups if rules and all(r.get("lastEvaluation", "").startswith("2") and
+                                       not r["lastEvaluation"].startswith("0001") for r in rules) else None
+
+    groups = wait_for(evaluated, 10, "every rule to be evaluated once")
+    assert {g["name"]: {r["name"] for r in g["rules"]} for g in groups} == expected
+    unhealthy = [(r["name"], r["health"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] != "ok"]
+    assert not unhealthy
+
+
+def test_dlq_alert_fires_and_worker_down_does_not(run):
+    """The sample claims hold 3 undecodable messages: ClaimsDLQMessages (no `for`) fires."""
+    def firing() -> list[dict] | None:
+        alerts = api(run.url, "alerts")["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "ClaimsDLQMessages" and a["state"] == "firing"] or None
+
+    dlq = wait_for(firing, 10, "ClaimsDLQMessages to fire")
+    assert {a["labels"]["source_topic"] for a in dlq} == {topics.SUBMITTED.name}
+    names = {a["labels"]["alertname"] for a in api(run.url, "alerts")["alerts"]}
+    assert not names & {"ClaimsWorkerDown", "ClaimsWorkersAbsent"}
