@@ -16,7 +16,6 @@ from streams import metrics, stage, topics
 from streams.pipeline import utcnow
 from streams.stage import app, runtime, settings
 
-
 INTERVAL = min(2.0, settings.assembly_timeout_s / 3)
 
 

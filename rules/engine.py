@@ -245,7 +245,7 @@ def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str
         reduction = (charge - allowed).quantize(CENT, rounding=ROUND_HALF_UP)
         adjustments = [book.adjustment("PRICE-CONTRACT-REDUCTION", reduction)] if reduction > 0 else []
         status, pricing = "PAID", lw.pricing
-    return build(AdjudicatedLine, 
+    return build(AdjudicatedLine,
         claim_id=line.claim_id,
         line_number=line.line_number,
         member_id=line.member_id,

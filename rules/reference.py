@@ -14,7 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams.models import Authorization, AwpPrice, Drug, FeeScheduleRate, Member, ProviderContract
+from streams.models import (
+    Authorization,
+    AwpPrice,
+    Drug,
+    FeeScheduleRate,
+    Member,
+    ProviderContract,
+)
 
 
 class _Dated:

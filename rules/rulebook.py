@@ -153,7 +153,7 @@ class Rulebook:
     def adjustment(self, rule_id: str, amount, detail: str = "") -> Adjustment:
         spec = self.rules[rule_id]
         text = f"{spec.message} {detail}" if detail else spec.message
-        return build(Adjustment, 
+        return build(Adjustment,
             group=spec.group, carc=spec.carc, rarc=spec.rarc, amount=amount,
             rule=rule_id, message=f"{text} [policy section {spec.section}]",
         )

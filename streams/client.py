@@ -4,7 +4,6 @@ benchmark and the end-to-end tests use it; so can an operator."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path

@@ -86,9 +86,9 @@ def run_demo(claims_file: Path | None = None, reference_dir: Path | None = None,
 
 
 async def _flow(bootstrap: str, lines: list[bytes], reference_dir: Path, expected: list[dict], worker, workdir: Path, timeout: float) -> int:
+    from streams.admin import ensure_topics
     from streams.settings import Settings
     from streams.worker import topic_specs
-    from streams.admin import ensure_topics
 
     await ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap)))
     n_ref = await client.produce(bootstrap, client.reference_records(reference_dir))

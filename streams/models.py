@@ -8,9 +8,9 @@ JSON numbers. Inputs ignore unknown fields; outputs are frozen and closed.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (

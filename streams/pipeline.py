@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from streams.topics import ADJUDICATED, DLQ, REJECTED
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
     result = ledger.accept(checked, obj, now, partition)
     step.absorb(result)
     if result.assembled:
-        submitted = datetime.fromtimestamp(received_at, timezone.utc)
+        submitted = datetime.fromtimestamp(received_at, UTC)
         step.assembled = engine.start(result.assembled, books, submitted)
     return step
 

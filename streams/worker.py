@@ -41,8 +41,12 @@ def run(loglevel: str = "warning") -> None:
     import faust
 
     import agents  # noqa: F401 - registers the agents
-    from streams import logs, metrics, web  # noqa: F401 - registers the pages
-    from streams import api  # noqa: F401 - registers the /v1 HTTP API
+    from streams import (  # noqa: F401 - registers the pages
+        api,  # noqa: F401 - registers the /v1 HTTP API
+        logs,
+        metrics,
+        web,
+    )
     from streams.app import app, settings
     from streams.stage import runtime
 

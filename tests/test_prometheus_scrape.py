@@ -194,6 +194,34 @@ def broker(tmp: Path) -> Iterator[str]:
         yield embedded.bootstrap
 
 
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def submit_like_a_stream(pipe: Pipeline, url: str, lines: list[bytes], chunks: int = 4, pause_s: float = 1.5) -> None:
+    """The undecodable messages first, together, right after a scrape (so they all land
+    between two scrapes); then the claim lines in file order, in `chunks` a `pause_s` apart,
+    so the rate() panels see traffic over several scrapes rather than one burst."""
+    undecodable = [ln for ln in lines if not _is_object(ln)]
+    claims = [ln for ln in lines if _is_object(ln)]
+
+    def just_scraped() -> bool:
+        (up,) = instant(url, f'timestamp(up{{job="{JOB}"}})')
+        return time.time() - float(up["value"][1]) < 0.15
+
+    wait_for(just_scraped, 10, "a scrape to have just happened", every=0.02)
+    pipe.submit(undecodable)
+    time.sleep(2.5 * SCRAPE_INTERVAL_S)
+    size = -(-len(claims) // chunks)
+    for i in range(0, len(claims), size):
+        if i:
+            time.sleep(pause_s)
+        pipe.submit(claims[i:i + size])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("prometheus-scrape")
@@ -212,7 +240,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                          60, "Prometheus to scrape the worker")
                 wait_for(lambda: instant(url, f'claims_reference_records{{job="{JOB}",table="members"}} > 0'),
                          60, "the worker to load the reference data")
-                pipe.submit(lines)
+                submit_like_a_stream(pipe, url, lines)
                 collect_outputs(pipe, expected)
                 # the lag gauge is refreshed every 2 s, then scraped: wait until it is seen at 0
                 # (everything committed), and a few more scrapes
@@ -298,3 +326,10 @@ def test_dlq_alert_fires_and_worker_down_does_not(run):
     assert {a["labels"]["source_topic"] for a in dlq} == {topics.SUBMITTED.name}
     names = {a["labels"]["alertname"] for a in api(run.url, "alerts")["alerts"]}
     assert not names & {"ClaimsWorkerDown", "ClaimsWorkersAbsent"}
+
+
+def test_debug_first_samples(run):
+    data = api(run.url, "query", query=f'{{job="{JOB}", __name__=~"claims_.*(_total|_count)"}}[10m]', time=f"{run.at:.3f}")
+    for r in data["result"]:
+        m = r["metric"]
+        print(m["__name__"], {k: v for k, v in m.items() if k not in ("__name__", "job", "instance")}, [v for _, v in r["values"][:3]], r["values"][-1][1])

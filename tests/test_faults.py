@@ -1,0 +1,266 @@
+"""Faults under load, on the real broker with worker subprocesses, counts asserted.
+
+* A graceful stop (SIGTERM) of one of two workers of a group while claims keep coming:
+  the other takes its partitions over, and every line is decided exactly as batch mode
+  decides it, none missing, authorized units counted once.
+* The ledger database unreachable for a while (a TCP proxy in front of PostgreSQL cuts
+  every connection and refuses new ones): the worker reports not ready, publishes nothing
+  it has not committed, and once the database is back it catches up, loses nothing and
+  counts no authorized unit twice.
+
+The kill -9 case is in test_pipeline_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import pytest
+
+from streams import client, topics
+from streams.broker import free_port
+from streams.demo import comparable
+from streams.ledger import Ledger
+from streams.synthetic import generate
+from tests.harness import Pipeline, batch_expectation, keyed
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.broker
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _get(port: int, path: str) -> tuple[int, bytes] | None:
+    """(status, body) of GET http://127.0.0.1:<port><path>, None if nobody answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def _ready(port: int) -> bool:
+    got = _get(port, "/readyz")
+    return got is not None and got[0] == 200
+
+
+def _lines_in(port: int, stage: str) -> float:
+    got = _get(port, "/metrics")
+    if got is None or got[0] != 200:
+        return 0.0
+    for line in got[1].decode().splitlines():
+        if line.startswith(f'claims_stage_lines_in_total{{stage="{stage}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, procs: dict | None = None) -> float:
+    """Poll `cond` until true; the seconds it took. Fails if a worker of `procs` died."""
+    started = time.monotonic()
+    while not cond():
+        for name, proc in (procs or {}).items():
+            assert proc.poll() is None, f"worker {name} died while waiting for {what}"
+        assert time.monotonic() - started < timeout, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _claim_id(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw).get("claim_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+def _chunks(lines: list[bytes], n: int) -> list[list[bytes]]:
+    """`n` chunks of about equal size, cut only between claims (a claim is never split:
+    its lines are submitted together, as a payer's integration does)."""
+    size = max(len(lines) // n, 1)
+    out, current = [], []
+    for i, raw in enumerate(lines):
+        current.append(raw)
+        nxt = lines[i + 1] if i + 1 < len(lines) else None
+        if len(current) >= size and (nxt is None or _claim_id(nxt) is None or _claim_id(nxt) != _claim_id(raw)):
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return out
+
+
+def _rows(ledger: Ledger, sql: str) -> list[tuple]:
+    with ledger._tx() as q:  # noqa: SLF001 - reading the ledger's own tables in a test
+        return q(sql).fetchall()
+
+
+def _decided(ledger: Ledger) -> int:
+    return _rows(ledger, "SELECT COUNT(*) FROM decisions")[0][0]
+
+
+def _unit_usage(ledger: Ledger) -> list[tuple]:
+    return _rows(ledger, "SELECT claim_id, line_number, authorization_number, units FROM unit_usage ORDER BY 1, 2")
+
+
+def _stored(ledger: Ledger) -> dict[tuple, tuple]:
+    """Every decision and rejection the ledger committed, as `comparable` records."""
+    out = {}
+    for table, topic in (("decisions", topics.ADJUDICATED.name), ("rejections", topics.REJECTED.name)):
+        for claim_id, number, body in _rows(ledger, f"SELECT claim_id, line_number, body FROM {table}"):
+            out[(topic, claim_id, number)] = comparable({"topic": topic, **orjson.loads(body)})
+    return out
+
+
+def _uncommitted(published: list[dict[str, Any]], stored: dict[tuple, tuple]) -> list[tuple]:
+    """Published decisions (and keyed rejections) the ledger does not hold identically."""
+    bad = []
+    for r in published:
+        if r["topic"] == topics.DLQ.name or r.get("claim_id") is None or r.get("line_number") is None:
+            continue
+        key = (r["topic"], r["claim_id"], r["line_number"])
+        if stored.get(key) != comparable(r):
+            bad.append(key)
+    return bad
+
+
+def _via_proxy(url: str, port: int) -> tuple[str, tuple[str, int]]:
+    """The URL pointed at 127.0.0.1:<port>, and the (host, port) it pointed at."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc)), (parts.hostname or "127.0.0.1", parts.port or 5432)
+
+
+# --- graceful stop ------------------------------------------------------------------------------
+
+
+def test_graceful_stop_of_one_of_two_workers_under_load(fresh_bootstrap, tmp_path: Path):
+    work = generate(2400, members=160, seed=23)
+    batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
+    expected = batch_expectation(work.lines, work.reference, batch_ledger)
+    pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=4)
+    pipe.load_reference(work.reference)
+    ports = {}
+    for name in ("w1", "w2"):
+        ports[name] = free_port()
+        pipe.env["CLAIMS_WEB_PORT"] = str(ports[name])
+        pipe.start(name)
+    chunks = _chunks(work.lines, 16)
+    timings: dict[str, float] = {}
+    try:
+        timings["both_ready_s"] = _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
+        # load until both workers have taken lines from their own partitions
+        started = time.monotonic()
+        while not all(_lines_in(p, "intake") > 0 for p in ports.values()):
+            assert chunks[1:], "ran out of claims before both workers got partitions"
+            assert time.monotonic() - started < 60, "the two workers never shared the input partitions"
+            pipe.submit(chunks.pop(0))
+            time.sleep(1.0)
+        timings["shared_after_s"] = time.monotonic() - started
+        assert len(chunks) >= 6, "too little load left for the stop"
+        # keep submitting while w2 stops; w2 leaves the group (LeaveGroup), w1 takes over
+        w2 = pipe.workers.pop("w2")
+        stop_sent = None
+        for i, chunk in enumerate(chunks):
+            pipe.submit(chunk)
+            if i == 1:
+                w2.send_signal(signal.SIGTERM)
+                stop_sent = time.monotonic()
+            time.sleep(0.3)
+        w2.wait(30)
+        timings["w2_exit_s"] = time.monotonic() - stop_sent
+        records = pipe.collect(expected, timeout=150)
+        timings["drained_after_stop_s"] = time.monotonic() - stop_sent
+        assert pipe.workers["w1"].poll() is None, "w1 died"
+    finally:
+        pipe.stop_all()
+    assert w2.returncode == 0, f"w2 did not stop cleanly on SIGTERM (exit {w2.returncode}); see {tmp_path / 'w2.log'}"
+    assert keyed(records) == keyed(expected)
+    assert len(keyed(records)) == len(keyed(expected))
+    assert _unit_usage(Ledger(pipe.ledger_url)) == _unit_usage(batch_ledger)
+    print(f"graceful stop: {len(work.lines)} lines, {len(records)} records "
+          f"({len(records) - len(expected)} at-least-once repeats); {timings}")
+
+
+# --- ledger outage ------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fresh_bootstrap, tmp_path: Path, postgres_url):
+    work = generate(1500, members=120, seed=29)
+    batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
+    expected = batch_expectation(work.lines, work.reference, batch_ledger)
+    expected_decisions = sum(1 for e in expected if e["topic"] == topics.ADJUDICATED.name)
+    _, upstream = _via_proxy(postgres_url, 0)
+    proxy = TcpProxy(*upstream).start()
+    worker_url, _ = _via_proxy(postgres_url, proxy.port)
+    direct = Ledger(postgres_url)  # the test's own view of the ledger, around the proxy
+    pipe = Pipeline(fresh_bootstrap, tmp_path, ledger_url=worker_url, partitions=4)
+    port = free_port()
+    pipe.env["CLAIMS_WEB_PORT"] = str(port)
+    pipe.load_reference(work.reference)
+    pipe.start("w1")
+    chunks = _chunks(work.lines, 3)
+    readiness: list[tuple[float, int | None, dict]] = []
+    timings: dict[str, float] = {}
+    try:
+        timings["ready_s"] = _wait(lambda: _ready(port), 90, "the worker ready", pipe.workers)
+        pipe.submit(chunks[0])
+        _wait(lambda: _decided(direct) >= 100, 60, "the first decisions", pipe.workers)
+
+        proxy.block()  # the database is gone: connections reset, new ones refused
+        blocked_at = time.monotonic()
+        decided_at_block = _decided(direct)
+        pipe.submit(chunks[1])
+        pipe.submit(chunks[2])
+        while time.monotonic() - blocked_at < 7.0:
+            got = _get(port, "/readyz")
+            readiness.append((time.monotonic() - blocked_at, got and got[0], json.loads(got[1]) if got else {}))
+            time.sleep(0.25)
+        # everything published so far, read while the ledger is still unreachable: each
+        # decision must already be committed (nothing can commit it from now until unblock)
+        during = asyncio.run(client.collect(fresh_bootstrap, lambda r: False, 2.0))
+        stored_during = _stored(direct)
+        decided_during = _decided(direct)
+        proxy.unblock()
+        timings["blocked_s"] = time.monotonic() - blocked_at
+
+        records = pipe.collect(expected, timeout=150)
+        timings["drained_after_unblock_s"] = time.monotonic() - blocked_at - timings["blocked_s"]
+        timings["ready_again_s"] = _wait(lambda: _ready(port), 30, "the worker ready again", pipe.workers)
+        assert pipe.workers["w1"].poll() is None, "the worker died"
+    finally:
+        pipe.stop_all()
+        proxy.stop()
+    stored = _stored(direct)
+    usage = _unit_usage(direct)
+    direct.close()
+
+    # the outage was real and hit work in flight
+    assert proxy.refused > 0, "the worker never tried the database while it was blocked"
+    assert decided_during == decided_at_block, "something committed through a blocked proxy"
+    assert decided_during < expected_decisions, "everything was decided before the outage; it tested nothing"
+    # not ready while the ledger is unreachable, with the reason
+    not_ready = [r for r in readiness if r[1] == 503 and r[2].get("checks", {}).get("ledger_reachable") is False]
+    assert not_ready, f"/readyz never reported the ledger unreachable: {readiness[-5:]}"
+    # no decision published without its ledger commit
+    assert not _uncommitted(during, stored_during), "published during the outage but not committed"
+    assert not _uncommitted(records, stored), "published but not in the ledger identically"
+    # nothing lost, nothing decided differently, no authorized unit counted twice
+    assert keyed(records) == keyed(expected)
+    assert usage == _unit_usage(batch_ledger)
+    print(f"ledger outage: {len(work.lines)} lines; {decided_at_block} decided before the block, "
+          f"{len([r for r in during if r['topic'] == topics.ADJUDICATED.name])} published by its end; "
+          f"{proxy.refused} connections refused; first 503 after {not_ready[0][0]:.1f}s; {timings}")
