@@ -3,8 +3,9 @@
     claims.lines.submitted -> intake -> claims.internal.assembled -> enrich
       -> claims.internal.enriched -> price -> claims.internal.priced -> adjudicate
       -> claims.lines.adjudicated            (rejections -> claims.lines.rejected, DLQ -> claims.lines.dlq)
+      adjudicate -> claims.internal.decided -> remittance -> claims.remittance.835 (one 835 per decided claim)
 """
 
-from agents import adjudicate, enrich, expiry, intake, price, reference
+from agents import adjudicate, enrich, expiry, intake, price, reference, remittance
 
-__all__ = ["adjudicate", "enrich", "expiry", "intake", "price", "reference"]
+__all__ = ["adjudicate", "enrich", "expiry", "intake", "price", "reference", "remittance"]

@@ -1,14 +1,19 @@
 """Stage 4: claim-day edits, duplicates and authorized units against the ledger, one
-transaction per claim, then publish every line's decision."""
+transaction per claim, then publish every line's decision, and hand the decided claims on
+to the remittance agent (`claims.internal.decided`, one message per source partition of a
+batch, on the same partition number, like the other internal topics). The 835 is built
+there, not here, so this stage only pays for one more send per batch."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 from faust.types import EventT
 
 from streams import pipeline, stage, topics
-from streams.models import AdjudicatedLine, ClaimWork
+from streams.models import AdjudicatedLine, ClaimWork, build
+from streams.remit_models import DecidedBatch, DecidedClaim
 from streams.stage import app, runtime
 
 
@@ -31,11 +36,24 @@ def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exc
 
 
 async def handle(events: Sequence[EventT]) -> None:
-    claims = [claim for event in events for claim in stage.decode_batch(event).claims]
-    results = await runtime.in_ledger(_decide_all, claims)
-    for work, decisions in zip(claims, results):
+    claims = [(event.message.partition, claim) for event in events for claim in stage.decode_batch(event).claims]
+    results = await runtime.in_ledger(_decide_all, [work for _, work in claims])
+    decided: dict[int, list[DecidedClaim]] = defaultdict(list)
+    for (partition, work), decisions in zip(claims, results):
         if isinstance(decisions, Exception):
             await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, decisions)
             continue
         for decision in decisions:
             await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
+        if decisions:  # [] when the claim was rejected in the meantime: nothing to remit
+            # trusted values (the ledger's own decisions): no validation on the hot path
+            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(decisions)))
+    for partition, done in decided.items():
+        await forward_decided(done, partition)
+
+
+async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:
+    """One `claims.internal.decided` message for the claims of one source partition, sent
+    after their decisions (so an offset commit covers both)."""
+    batch = build(DecidedBatch, claims=tuple(claims))
+    await stage.topic(topics.DECIDED).send(key=None, value=batch.model_dump_json().encode(), partition=partition)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import sys
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,6 +46,16 @@ def _apply(topic: str, key: bytes | None, value: bytes | None) -> str | None:
     return None
 
 
+#: how far this worker has read each reference partition, across reconnects: a broker that
+#: comes back with shorter partitions has lost records, and the view must be rebuilt
+_read_to: dict[TopicPartition, int] = {}
+
+
+class ReferenceLost(RuntimeError):
+    """The broker no longer holds what this worker read (an embedded broker restarted, or
+    a topic was deleted): the in-memory view must be rebuilt from scratch."""
+
+
 async def _consume_forever() -> None:
     names = [t.name for t in topics.REFERENCE.values()]
     consumer = AIOKafkaConsumer(
@@ -58,8 +71,12 @@ async def _consume_forever() -> None:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         started = time.monotonic()
+        read_to = _read_to
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            try:  # getmany can block for as long as the broker is away
+                batches = await asyncio.wait_for(consumer.getmany(timeout_ms=200, max_records=5000), timeout=2)
+            except TimeoutError:
+                batches = {}
             for tp, records in batches.items():
                 for rec in records:
                     error = _apply(tp.topic, rec.key, rec.value)
@@ -67,14 +84,24 @@ async def _consume_forever() -> None:
                         await stage.dead_letter("reference", topics.REFERENCE[topics.TABLE_BY_TOPIC[tp.topic]],
                                                 rec.value, rec.key, error, "invalid_reference")
                 if records:
+                    read_to[tp] = records[-1].offset + 1
                     metrics.REFERENCE_UPDATED.labels(topics.TABLE_BY_TOPIC[tp.topic]).set(time.time())
             for table, size in runtime.reference.sizes().items():
                 metrics.REFERENCE_RECORDS.labels(table).set(size)
-            if not runtime.reference_ready.is_set() and await _caught_up(consumer, parts):
+            _check_not_truncated(consumer, read_to)
+            if not runtime.reference_ready.is_set() and runtime.reference.members and await _caught_up(consumer, parts):
                 runtime.reference_ready.set()
                 log.info("reference data loaded in %.1fs: %s", time.monotonic() - started, runtime.reference.sizes())
     finally:
         await consumer.stop()
+
+
+def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartition, int]) -> None:
+    """A partition whose end is now before what we already read has lost its records."""
+    for tp, offset in read_to.items():
+        high = consumer.highwater(tp)
+        if high is not None and high < offset:
+            raise ReferenceLost(f"{tp.topic}[{tp.partition}] now ends at {high}, before offset {offset} already read")
 
 
 async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
@@ -95,15 +122,67 @@ async def _caught_up(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) ->
     return True
 
 
-@app.task
-async def follow_reference_topics() -> None:
+async def _feed() -> None:
+    """Keep the view current; whenever the feed breaks, decide nothing until the topics are
+    read to the end again."""
     delay = 1.0
     while True:
         try:
             await _consume_forever()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - keep following; readiness stays as it was
-            log.error("reference feed failed (%s); retrying in %.0fs", type(exc).__name__, delay)
+        except ReferenceLost as exc:
+            _restart_in_place(exc)
+        except Exception as exc:  # noqa: BLE001 - keep following, but decide nothing meanwhile
+            runtime.reference_ready.clear()
+            log.error("reference feed failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 10.0)
+
+
+def _restart_in_place(cause: Exception) -> None:
+    """The broker lost records this worker already consumed (an embedded broker restarts
+    empty): every consumer position and offset the worker holds is void. Start over as a
+    fresh process (same pid, same settings); the ledger keeps every decision and all state,
+    so nothing is decided twice, and the new process decides nothing before the reference
+    data is back."""
+    runtime.reference_ready.clear()
+    log.error("broker lost consumed records (%s); restarting the worker in place", cause)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "streams.cli", *sys.argv[1:]])
+
+
+def _broker_reachable() -> bool:
+    """A TCP connection to any bootstrap server (works for TLS listeners too)."""
+    for server in settings.bootstrap_list:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+async def _watch(reachable: bool) -> None:
+    """Return once the broker's reachability differs from `reachable`."""
+    while await asyncio.to_thread(_broker_reachable) == reachable:
+        await asyncio.sleep(2.0)
+
+
+@app.task
+async def follow_reference_topics() -> None:
+    """Run the feed while the broker is reachable. When it goes away, the worker is not
+    ready and decides nothing; when it is back, a new feed checks what the broker still
+    holds (an embedded broker comes back empty) before the worker decides again."""
+    while True:
+        runtime.broker_ok = True
+        feed = asyncio.ensure_future(_feed())
+        await _watch(reachable=True)
+        runtime.broker_ok = False
+        runtime.reference_ready.clear()
+        log.error("broker unreachable; not ready until it is back and the reference data is verified")
+        feed.cancel()
+        await asyncio.wait({feed}, timeout=5)
+        await _watch(reachable=False)

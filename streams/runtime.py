@@ -25,6 +25,7 @@ class Runtime:
         self.reference = ReferenceData()
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
+        self.broker_ok = False
         # One thread owns the ledger connection: the event loop never blocks on it.
         self._ledger_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
 

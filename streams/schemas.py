@@ -109,6 +109,8 @@ KEYS: dict[str, tuple[dict[str, Any], str]] = {
     topics.REJECTED.name: ({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "null"}]},
                            "The claim_id of the rejected line where it is known; null (no key) otherwise."),
     topics.DLQ.name: ({"type": ["string", "null"]}, "The key of the original message, unchanged (null: it had none)."),
+    topics.REMITTANCE_835.name: ({"type": "string", "minLength": 1, "maxLength": 38},
+                                 "The claim_id of the remitted claim (CLP01 of the 835)."),
     topics.REFERENCE["members"].name: (_STRING_KEY, "member_id."),
     topics.REFERENCE["authorizations"].name: (_STRING_KEY, "authorization_number."),
     topics.REFERENCE["drugs"].name: ({"type": "string", "pattern": r"^[0-9]{11}$"}, "The 11-digit NDC."),
@@ -124,6 +126,17 @@ DLQ_VALUE = {
     "contentMediaType": "application/octet-stream",
     "description": "The raw bytes of the message that could not be decoded (not JSON, not a JSON object, "
                    "or over 64 KiB), unchanged. Validate it, if at all, as the bytes decoded as UTF-8.",
+}
+#: topics whose value is raw text that is not JSON (and not a dead letter): the value schema
+RAW_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    topics.REMITTANCE_835.name: ({
+        "type": "string",
+        "contentMediaType": "application/edi-x12",
+        "pattern": "^ISA",
+        "description": "One X12 835 interchange (005010X221A1) with one transaction set: the claim's CLP, an SVC "
+                       "per decided line with its CAS adjustments, REF*6R and LQ*HE remarks. Validate it, if at "
+                       "all, as the bytes decoded as UTF-8 (plain ASCII in practice).",
+    }, "X12 text, not JSON."),
 }
 DLQ_HEADERS = {
     "type": "object",
@@ -213,6 +226,10 @@ def generate() -> dict[str, dict[str, Any]]:
     for t in external_topics():
         key_schema, key_text = KEYS[t.name]
         out[f"{t.name}.key.json"] = _document(t, "key", key_schema, f"Key of {t.name}: {key_text} A UTF-8 string.")
+        if t.name in RAW_VALUES:
+            value_schema, value_text = RAW_VALUES[t.name]
+            out[f"{t.name}.value.json"] = _document(t, "value", value_schema, f"Value of {t.name}: {value_text}")
+            continue
         if t.value is None:
             out[f"{t.name}.value.json"] = _document(t, "value", DLQ_VALUE, f"Value of {t.name}: raw bytes, not JSON.")
             out[f"{t.name}.headers.json"] = _document(t, "headers", DLQ_HEADERS, f"Headers of {t.name}.")

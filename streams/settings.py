@@ -1,7 +1,8 @@
 """Frozen worker settings, from `CLAIMS_*` environment variables (or a `.env` file).
 
 Everything needed to point the worker at a real Apache Kafka cluster (bootstrap servers,
-TLS, SASL) and at PostgreSQL is here; secrets are `SecretStr` so they never print.
+TLS, SASL) and at PostgreSQL is here; secrets are `SecretStr` so they never print, and the
+ledger URL prints with its password masked (`redact_url`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,28 @@ import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_serializer
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (in the user info or a `password=` query parameter)
+    replaced by `***`, for repr, str and dumps of the settings; other URLs unchanged."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and "password" not in parts.query.lower():
+            return url
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.split(':', 1)[0]}:***@{host}"
+        query = urlencode([(k, "***" if k.lower() == "password" else v)
+                           for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "***"
 
 
 class Settings(BaseSettings):
@@ -45,6 +65,14 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=0, le=65535)
     api_token: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    @field_serializer("ledger_url")
+    def _ledger_url_without_password(self, url: str) -> str:
+        return redact_url(url)
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "ledger_url" else value
 
     @cached_property
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -20,6 +20,7 @@ from streams.models import (
     ProviderContract,
     RejectedLine,
 )
+from streams.remit_models import DecidedBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,14 @@ SUBMITTED = TopicDef("claims.lines.submitted", "member_id", ClaimLine)
 ADJUDICATED = TopicDef("claims.lines.adjudicated", "claim_id", AdjudicatedLine)
 REJECTED = TopicDef("claims.lines.rejected", "claim_id where known", RejectedLine)
 DLQ = TopicDef("claims.lines.dlq", "the original key", None)
+#: one 835 (005010X221A1, X12 text as bytes, not JSON) per decided claim (issue 5)
+REMITTANCE_835 = TopicDef("claims.remittance.835", "claim_id", None)
 
 ASSEMBLED = TopicDef("claims.internal.assembled", "none (partition = input partition)", ClaimBatch, internal=True)
 ENRICHED = TopicDef("claims.internal.enriched", "none (partition = input partition)", ClaimBatch, internal=True)
 PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)", ClaimBatch, internal=True)
+#: adjudicate -> remittance: the decisions of the claims a batch decided
+DECIDED = TopicDef("claims.internal.decided", "none (partition = input partition)", DecidedBatch, internal=True)
 
 #: reference table name -> its compacted topic
 REFERENCE = {
@@ -51,4 +56,5 @@ REFERENCE = {
 }
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
-ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, ASSEMBLED, ENRICHED, PRICED, *REFERENCE.values())
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, ASSEMBLED, ENRICHED, PRICED, DECIDED,
+       *REFERENCE.values())

@@ -23,7 +23,7 @@ def readiness() -> dict[str, bool]:
         "reference_loaded": runtime.reference_ready.is_set(),
         "ledger_reachable": runtime.ledger_ok,
         "agents_running": bool(app.agents) and all(not agent.should_stop for agent in app.agents.values()),
-        "broker_connected": consumer is not None and not app.rebalancing and consumer.assignment() is not None,
+        "broker_connected": runtime.broker_ok and consumer is not None and not app.rebalancing,
     }
     metrics.WORKER_READY.set(1 if all(checks.values()) else 0)
     return checks

@@ -48,6 +48,8 @@ STREAM_TOPICS = {
     "claims.internal.assembled",
     "claims.internal.enriched",
     "claims.internal.priced",
+    "claims.internal.decided",
+    "claims.remittance.835",
 }
 COMPACTED_TOPICS = {
     "reference.members",

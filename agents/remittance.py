@@ -1,0 +1,43 @@
+"""Stage 5 (issue 5): one 835 per decided claim on `claims.remittance.835` (key claim_id,
+value the X12 text as bytes), built from the decisions the adjudicate stage hands on over
+`claims.internal.decided`.
+
+A claim whose 835 cannot be written (`RemittanceError`: e.g. a claim id longer than the 38
+characters CLP01 holds) goes to `claims.lines.dlq` with its decisions as the value and the
+usual headers (`error`, `source-topic` = claims.internal.decided, `stage` = remittance).
+
+At least once: a re-delivered batch, or a claim decided again on a re-delivery upstream,
+publishes the claim's 835 again, with the same claim, amounts, codes and control numbers
+(ISA13/TRN02 derive from the claim id); only the production date and time differ. Readers
+deduplicate by key (claim_id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from faust.types import EventT
+
+from edi.remit835 import RemittanceError
+from streams import stage, topics
+from streams.remit_models import DecidedBatch, build_835
+from streams.stage import app
+
+
+@app.agent(stage.topic(topics.DECIDED), name="remittance")
+async def remittance(stream):
+    await stage.run(stream, "remittance", topics.DECIDED, handle)
+
+
+async def handle(events: Sequence[EventT]) -> None:
+    channel = stage.topic(topics.REMITTANCE_835)
+    for event in events:
+        for claim in DecidedBatch.model_validate_json(event.message.value).claims:
+            key = claim.claim_id.encode()
+            try:
+                text = build_835(claim.claim_id, claim.decisions)
+            except RemittanceError as exc:
+                await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
+                                        error_type="remittance")
+                continue
+            await channel.send(key=key, value=text.encode())

@@ -1,0 +1,105 @@
+"""The embedded broker keeps nothing across a restart. The worker must notice, report not
+ready, decide nothing against missing reference data, and carry on once the topics and
+the reference data are back, with its ledger (and so every earlier decision) intact."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.ledger import Ledger
+from streams.synthetic import generate
+from tests.harness import Pipeline, batch_expectation, keyed
+
+pytestmark = pytest.mark.broker
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _claims_in(lines: list[bytes]) -> set[str]:
+    out = set()
+    for raw in lines:
+        try:
+            out.add(orjson.loads(raw)["claim_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+    return out
+
+
+def test_broker_restart_is_noticed_and_survived(tmp_path):
+    if __import__("os").environ.get("CLAIMS_TEST_BROKER"):
+        pytest.skip("restarts the embedded broker itself")
+    work = generate(600, members=60, seed=21)
+    half = len(work.lines) // 2
+    first, second = work.lines[:half], work.lines[half:]
+    # keep claims whole on each side
+    while _claims_in(first[-1:]) & _claims_in(second[:1]):
+        first, second = first + second[:1], second[1:]
+    expected = batch_expectation(work.lines, work.reference)
+    port, web = free_port(), free_port()
+
+    broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker1.log")
+    broker.start()
+    broker.wait_ready()
+    pipe = Pipeline(broker.bootstrap, tmp_path)
+    pipe.env["CLAIMS_WEB_PORT"] = str(web)
+    pipe.load_reference(work.reference)
+    pipe.start("w1")
+    try:
+        pipe.submit(first)
+        exp_first = [r for r in expected if r.get("claim_id") in _claims_in(first)]
+        got_first = pipe.collect(exp_first, timeout=90)
+        assert _ready(web)
+
+        broker.stop()
+        assert _wait(lambda: not _ready(web), 30), "the worker must report not ready without its broker"
+
+        broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker2.log")
+        broker.start()
+        broker.wait_ready()
+        pipe2 = Pipeline(broker.bootstrap, tmp_path)  # the operator recreates the topics
+        pipe2.workers = pipe.workers
+        pipe2.env = pipe.env
+        pipe2.submit(second)
+        time.sleep(8)
+        assert not _ready(web), "no reference data yet: still not ready"
+        ledger = Ledger(pipe.ledger_url)
+        assert not (set(c for c in _claims_in(second)) & _decided_claims(ledger)), \
+            "nothing may be decided before the reference data is back"
+
+        pipe2.load_reference(work.reference)
+        exp_second = [r for r in expected if r.get("claim_id") in _claims_in(second)]
+        got_second = pipe2.collect(exp_second, timeout=120)
+        assert _wait(lambda: _ready(web), 30)
+        assert pipe.workers["w1"].poll() is None, "the worker must survive the restart"
+    finally:
+        pipe.stop_all()
+        broker.stop()
+    both = keyed(got_first) | keyed(got_second)
+    assert {k: v for k, v in both.items() if k[0] != "claims.lines.dlq"} == \
+        {k: v for k, v in keyed(expected).items() if k[0] != "claims.lines.dlq"}
+
+
+def _decided_claims(ledger: Ledger) -> set[str]:
+    with ledger.transaction() as q:
+        return {r[0] for r in q("SELECT DISTINCT claim_id FROM decisions").fetchall()}
