@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from faust.types import EventT
 
-from streams import pipeline, stage, topics
+from streams import metrics, pipeline, stage, topics
 from streams.models import ClaimWork
 from streams.stage import app, runtime
 
@@ -33,6 +33,7 @@ def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
 
 
 async def handle(events: Sequence[EventT]) -> None:
+    metrics.LINES_IN.labels("intake").inc(len(events))
     steps = await runtime.in_ledger(_accept_all, events)
     assembled: dict[int, list[ClaimWork]] = defaultdict(list)
     for event, step in zip(events, steps):

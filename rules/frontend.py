@@ -26,6 +26,14 @@ _CODE_BY_FIELD = {
 }
 
 
+#: every rejection code the front end and the ledger's assembly give
+REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "HEADER_MISMATCH",
+                   "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE")
+
+#: DLQ error types of undecodable input
+DLQ_KINDS = ("not_json", "not_object", "too_large")
+
+
 class NotAnObject(ValueError):
     """The message is not a JSON object: it goes to the DLQ with this error."""
 

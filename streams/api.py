@@ -4,6 +4,10 @@ same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
     POST /v1/claims[?wait=SECONDS]   a claim (header once, its lines) -> its lines published
     GET  /v1/claims/{claim_id}       the decisions and rejections recorded so far
 
+    POST /v1/x12/837[?wait=SECONDS]         an 837P -> its 999; the accepted claims published whole
+    GET  /v1/claims/{claim_id}/835          the decided claim's 835
+    GET  /v1/claims/{claim_id}/remittance   the same as a FHIR R4B ClaimResponse
+
 Why in the worker and not a separate process: the worker already owns a started Faust
 producer and the ledger connection (`runtime.in_ledger`), so a submission is one produce
 and a `?wait` is a ledger poll, with nothing else to deploy, scale or secure. Any worker
@@ -22,9 +26,13 @@ Security choices (docs/integration.md, "HTTP API"):
 * Every error is `{"error": {"code", "message", "field"}}`; an unexpected exception is
   logged and answered 500 `INTERNAL` without details, never a stack trace.
 
-Issue 5 (X12) builds on this module: subclass `ApiView` for auth and JSON errors, use
-`read_body` for the size and media-type checks, `publish_lines` to publish claim lines and
-`claim_answers` / `watcher.wait` for the answers.
+The X12 routes (issue 5, at the end of this module; docs/integration.md section 9) build
+on the same pieces: `ApiView` for auth and JSON errors, `read_body` for the size and
+media-type checks, `watcher.wait` / `claim_answers` for the answers. They parse in a thread
+of their own (CPU-bound; pyx12 and x12sdk are loaded once at worker start), publish each
+claim as one record batch through the worker's own producer (`publish_claims`), and build
+835s (`streams.remit_models.build_835`, the same as the remittance agent) and FHIR
+ClaimResponses in another thread.
 """
 
 from __future__ import annotations

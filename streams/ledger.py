@@ -241,23 +241,23 @@ class Ledger:
                 if stored is not None:
                     return stored
             if status == "DECIDED":
-                return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
-                                          "the claim is already adjudicated; submit corrections as a new claim", now)
+                return self._reject_closed(q, line, original, now)
             if status == "REJECTED":
                 why = RejectionReason.model_validate_json(reason)
                 return self._reject_lines(q, [(line.key, original)], why.code, why.field, why.message, now)
             rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
             lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
+            if status == "ASSEMBLED":
+                # complete but not yet decided: answer as if decided (a known line number gets
+                # the claim's decisions, whatever it carries now; a new one is closed out)
+                if number in lines:
+                    return Intake(assembled=list(lines.values()))
+                return self._reject_closed(q, line, original, now)
             if number in lines:
                 if lines[number] != line:
                     return self._reject_claim(q, claim_id, rows, (line.key, original), "DUPLICATE_LINE_NUMBER", "line_number",
                                               f"line number {number} was submitted twice with different content", now)
-                if status == "ASSEMBLED":
-                    return Intake(assembled=list(lines.values()))
                 return Intake()
-            if status == "ASSEMBLED":
-                return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "line_number",
-                                          "the claim is already complete", now)
             if lines:
                 first = next(iter(lines.values()))
                 conflicts = [f for f in first.header() if getattr(first, f) != getattr(line, f)]
@@ -271,6 +271,10 @@ class Ledger:
                 q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)
                 return Intake(assembled=[lines[n] for n in sorted(lines)])
             return Intake()
+
+    def _reject_closed(self, q, line: ClaimLine, original: Any, now: datetime) -> Intake:
+        return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
+                                  "the claim is already complete; submit corrections as a new claim", now)
 
     def reject_invalid(self, key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> Intake:
         """A line that failed the front-end checks. With a usable claim id, the claim it

@@ -199,3 +199,17 @@ def render() -> tuple[bytes, str]:
     and agent parses, rather than the client's newer ``CONTENT_TYPE_LATEST``.
     """
     return generate_latest(REGISTRY), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def prime(statuses_carcs: list[tuple[str, str]], reasons: list[str], dlq_sources: list[tuple[str, str]],
+          ledger_operations: list[str]) -> None:
+    """Create the known label sets at 0 at start-up, so the first increment of each is a
+    visible change to `rate()`/`increase()` and alerts (a series born at 1 is not)."""
+    for status, carc in statuses_carcs:
+        DECISIONS.labels(status=status, carc=carc)
+    for reason in reasons:
+        REJECTIONS.labels(reason=reason)
+    for source, error_type in dlq_sources:
+        DLQ.labels(source_topic=source, error_type=error_type)
+    for operation in ledger_operations:
+        LEDGER_SECONDS.labels(operation=operation)

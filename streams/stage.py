@@ -40,7 +40,6 @@ async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
     """The agent loop: batches of events, one `handle` call per batch, never dying."""
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         started = time.perf_counter()
-        metrics.LINES_IN.labels(stage).inc(len(events))
         try:
             await handle(events)
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
@@ -118,7 +117,13 @@ async def map_claims(stage: str, source: topics.TopicDef, target: topics.TopicDe
     a claim the step cannot handle is dead-lettered on its own."""
     for event in events:
         done = []
-        for claim in decode_batch(event).claims:
+        try:
+            batch = decode_batch(event)
+        except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
+            await dead_letter(stage, source, event.message.value, event.message.key, exc, "undecodable")
+            continue
+        metrics.LINES_IN.labels(stage).inc(sum(len(c.lines) for c in batch.claims))
+        for claim in batch.claims:
             try:
                 done.append(step(claim))
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch

@@ -33,3 +33,9 @@ def readiness() -> dict[str, bool]:
 async def readyz(self, request):
     checks = readiness()
     return self.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
+
+
+@app.timer(interval=2.0)
+async def refresh_readiness() -> None:
+    """Keep `claims_worker_ready` current even when nobody asks /readyz."""
+    readiness()

@@ -27,6 +27,20 @@ def create_topics(s: Settings) -> None:
     asyncio.run(ensure_topics(bootstrap, topic_specs(s), s.kafka_client_kwargs()))
 
 
+def _prime_metrics(books) -> None:
+    from rules.frontend import DLQ_KINDS, REJECTION_CODES
+    from streams import metrics
+
+    carcs = sorted({spec.carc for book in books.books for spec in book.rules.values()})
+    metrics.prime(
+        statuses_carcs=[("PAID", "none"), ("PAID", "45"), *(("DENIED", c) for c in carcs)],
+        reasons=list(REJECTION_CODES),
+        dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
+        + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
+        ledger_operations=["accept_all", "decide_all", "expire_and_collect", "outbox_sent"],
+    )
+
+
 def first_free_port(host: str, start: int, tries: int = 100) -> int:
     """The first port from `start` nobody listens on, so workers on one machine don't clash."""
     for port in range(start, start + tries):
@@ -53,6 +67,7 @@ def run(loglevel: str = "warning") -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     create_topics(settings)
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
+    _prime_metrics(runtime.books)
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id})
     logs.configure(loglevel)
     worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)

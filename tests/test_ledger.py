@@ -306,15 +306,29 @@ def test_cross_claim_state_duplicates_and_drug_days(ledger: Ledger) -> None:
     assert [a.carc for a in d3[0].adjustments] == ["18"]
 
 
-def test_decide_returns_none_for_a_claim_rejected_after_assembly(ledger: Ledger) -> None:
+def test_a_changed_line_after_assembly_gets_the_claims_decisions(ledger: Ledger) -> None:
+    """A complete claim is closed to changes, decided or not yet: a line number it has is
+    answered with the claim's decisions (as batch mode, where it is already decided)."""
     accept(ledger, line("Z", 1, 2))
     done = accept(ledger, line("Z", 2, 2))
-    # between assembly and decision, line 1 comes again with other content: the claim is rejected
     out = accept(ledger, line("Z", 1, 2, charge_amount="1.00"))
-    assert [code for _, _, code, _ in rejection_codes(out)] == ["DUPLICATE_LINE_NUMBER"] * 3
-    before = snapshot(ledger)
+    assert out.rejections == [] and out.assembled == done.assembled
+    decided = decide(ledger, done.assembled)
+    assert decided is not None and len(decided) == 2
+    again = accept(ledger, line("Z", 1, 2, charge_amount="1.00"))
+    assert again.rejections == [] and same_but_time(again.decisions[0], decided[0])
+
+
+def test_decide_returns_none_for_a_claim_rejected_before_it_is_decided(ledger: Ledger) -> None:
+    from rules.frontend import known_key
+
+    accept(ledger, line("Z2", 1, 2))
+    done = accept(ledger, line("Z2", 2, 2))
+    with ledger.transaction() as q:  # another worker rejected the claim meanwhile
+        q("UPDATE claims SET status = 'REJECTED' WHERE claim_id = ?", "Z2")
+    assert known_key(line("Z2", 1, 2)) == ("Z2", 1)
     assert decide(ledger, done.assembled) is None
-    assert snapshot(ledger) == before and ledger.decisions_for("Z") == []
+    assert ledger.decisions_for("Z2") == []
 
 
 def test_a_claim_rejected_while_it_is_being_decided_is_not_also_decided(store: Store) -> None:
@@ -400,7 +414,7 @@ def test_new_line_for_an_assembled_claim_is_closed(ledger: Ledger) -> None:
     accept(ledger, line("AS", 1, 2))
     accept(ledger, line("AS", 2, 2))
     out = accept(ledger, line("AS", 3, 3))
-    assert rejection_codes(out) == [("AS", 3, "CLAIM_CLOSED", "line_number")]
+    assert rejection_codes(out) == [("AS", 3, "CLAIM_CLOSED", "claim_id")]
 
 
 def test_expiry_rejects_incomplete_claims_line_by_line(store: Store) -> None:
