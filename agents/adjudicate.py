@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from faust.types import EventT
 
-from streams import pipeline, stage, topics
+from streams import metrics, pipeline, stage, topics
 from streams.models import AdjudicatedLine, ClaimWork, build
 from streams.remit_models import DecidedBatch, DecidedClaim
 from streams.stage import app, runtime
@@ -37,9 +37,10 @@ def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exc
 
 async def handle(events: Sequence[EventT]) -> None:
     claims = [(event.message.partition, claim) for event in events for claim in stage.decode_batch(event).claims]
+    metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
     results = await runtime.in_ledger(_decide_all, [work for _, work in claims])
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
-    for (partition, work), decisions in zip(claims, results):
+    for (partition, work), decisions in zip(claims, results, strict=True):
         if isinstance(decisions, Exception):
             await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, decisions)
             continue

@@ -538,15 +538,22 @@ def intake_837(body: bytes) -> tuple[parse837.Interchange837, str]:
 
 
 async def _parse_837(body: bytes) -> tuple[parse837.Interchange837, str]:
+    """`intake_837` in the parse thread; 503 BUSY when MAX_PENDING_PARSES are queued or
+    running (counted until the thread is done with one, also when its client went away)."""
     global _pending_parses
     if _pending_parses >= MAX_PENDING_PARSES:
         raise ApiError(503, "BUSY", f"{MAX_PENDING_PARSES} interchanges are being parsed on this worker; retry shortly",
                        headers={"Retry-After": "1"})
+    loop = asyncio.get_running_loop()
     _pending_parses += 1
-    try:
-        return await asyncio.get_running_loop().run_in_executor(_parse_pool, intake_837, body)
-    finally:
-        _pending_parses -= 1
+    job = _parse_pool.submit(intake_837, body)
+    job.add_done_callback(lambda _: loop.call_soon_threadsafe(_parse_finished))
+    return await asyncio.wrap_future(job)
+
+
+def _parse_finished() -> None:
+    global _pending_parses
+    _pending_parses -= 1
 
 
 def _claim_batches(claims: Sequence[parse837.Claim], compression: int, transactional: bool
@@ -640,14 +647,14 @@ async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, re
     claims = result.claims
     waited = await asyncio.gather(*(watcher.wait(c.claim_id, [line["line_number"] for line in c.lines], wait)
                                     for c in claims))
-    late = [c.claim_id for c, answers in zip(claims, waited) if answers is None]
+    late = [c.claim_id for c, answers in zip(claims, waited, strict=True) if answers is None]
     now = await _in_ledger(claims_answers, runtime.ledger, late) if late else {}
-    answers = [a if a is not None else now[c.claim_id] for c, a in zip(claims, waited)]
-    statuses = [front_end_status(c, status, records) for c, (status, records) in zip(claims, answers)]
+    answers = [a if a is not None else now[c.claim_id] for c, a in zip(claims, waited, strict=True)]
+    statuses = [front_end_status(c, status, records) for c, (status, records) in zip(claims, answers, strict=True)]
     combined, each = await asyncio.get_running_loop().run_in_executor(
         _build_pool, _acknowledgements, result, statuses, received)
     out = []
-    for claim, (status, records), ruling, text in zip(claims, answers, statuses, each):
+    for claim, (status, records), ruling, text in zip(claims, answers, statuses, each, strict=True):
         entry: dict[str, Any] = {
             "claim_id": claim.claim_id, "status_url": _status_url(claim.claim_id),
             "acknowledgement": "PENDING" if ruling is None else ("ACCEPTED" if ruling.accepted else "REJECTED"),

@@ -384,7 +384,7 @@ class Ledger:
         """Timer-made rejections not yet known to be published."""
         with self._tx() as q:
             rows = q(f"SELECT body FROM outbox ORDER BY claim_id, line_number LIMIT {int(limit)}").fetchall()
-        return [RejectedLine.model_validate_json(r[0]) for r in rows]
+        return [_load_rejection(r[0]) for r in rows]
 
     def outbox_sent(self, sent: list[RejectedLine]) -> None:
         with self._tx() as q:
@@ -455,7 +455,15 @@ def _restamp_decision(body: str, now: datetime) -> AdjudicatedLine:
 
 
 def _restamp_rejection(body: str, now: datetime) -> RejectedLine:
-    return RejectedLine.model_validate_json(body).model_copy(update={"rejected_at": now})
+    return _load_rejection(body).model_copy(update={"rejected_at": now})
+
+
+def _load_rejection(body: str) -> RejectedLine:
+    """A stored rejection. Parsed with orjson, not pydantic's JSON parser: a rejection
+    carries the submitted object as received (`original`), which may be nested deeper than
+    the 200 levels pydantic's parser accepts, and the ledger must read back what it wrote
+    (else a re-delivery fails, and an outbox row crashes the expiry timer on every start)."""
+    return RejectedLine.model_validate(orjson.loads(body))
 
 
 

@@ -65,7 +65,7 @@ __all__ = [
 
 REGISTRY = CollectorRegistry()
 
-STAGES = ("intake", "enrich", "price", "adjudicate", "expiry")
+STAGES = ("intake", "enrich", "price", "adjudicate", "expiry", "remittance")
 OUTCOMES = ("forwarded", "adjudicated", "rejected", "dlq")
 STATUSES = ("PAID", "DENIED")
 

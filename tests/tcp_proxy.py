@@ -18,7 +18,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from typing import Literal
+from typing import Literal, Self
 
 Mode = Literal["reset", "blackhole"]
 
@@ -57,7 +57,7 @@ class TcpProxy:
 
     # --- control ----------------------------------------------------------------------------
 
-    def start(self) -> TcpProxy:
+    def start(self) -> Self:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(self.listen)
@@ -111,7 +111,7 @@ class TcpProxy:
         with self._lock:
             return len(self._pairs)
 
-    def __enter__(self) -> TcpProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

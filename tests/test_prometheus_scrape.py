@@ -327,25 +327,16 @@ def test_worker_down_alerts_do_not_fire(run):
 # series instead of none at all"); here every counter and histogram count of the worker
 # must start at 0 in Prometheus' own storage (the worker was scraped idle before any claim).
 
-LABEL_SETS_NOT_PRECREATED = (
-    "streams/metrics.py creates no child of {metric} up front ({labels} are closed lists, so it "
-    "could); each child appears on its first inc()/observe(), so Prometheus' first sample of every "
-    "series already holds that increment and rate()/increase() never count it"
-)
 FIRST_SAMPLE_CASES = [
     pytest.param("claims_stage_lines_in_total", id="lines_in"),
     pytest.param("claims_stage_lines_out_total", id="lines_out"),
     pytest.param("claims_offset_commits_total", id="offset_commits"),
     pytest.param("claims_stage_processing_seconds_count", id="stage_processing"),
     pytest.param("claims_end_to_end_latency_seconds_count", id="end_to_end_latency"),
-    pytest.param("claims_decisions_total", id="decisions", marks=pytest.mark.xfail(strict=True, reason=(
-        LABEL_SETS_NOT_PRECREATED.format(metric="DECISIONS", labels="status x carc")))),
-    pytest.param("claims_rejections_total", id="rejections", marks=pytest.mark.xfail(strict=True, reason=(
-        LABEL_SETS_NOT_PRECREATED.format(metric="REJECTIONS", labels="reason codes")))),
-    pytest.param("claims_dlq_messages_total", id="dlq", marks=pytest.mark.xfail(strict=True, reason=(
-        LABEL_SETS_NOT_PRECREATED.format(metric="DLQ", labels="source topics x error types")))),
-    pytest.param("claims_ledger_transaction_seconds_count", id="ledger", marks=pytest.mark.xfail(strict=True, reason=(
-        LABEL_SETS_NOT_PRECREATED.format(metric="LEDGER_SECONDS", labels="ledger operation names")))),
+    pytest.param("claims_decisions_total", id="decisions"),
+    pytest.param("claims_rejections_total", id="rejections"),
+    pytest.param("claims_dlq_messages_total", id="dlq"),
+    pytest.param("claims_ledger_transaction_seconds_count", id="ledger"),
 ]
 
 
@@ -375,11 +366,6 @@ def test_undecodable_messages_landed_between_two_scrapes(run):
     assert sorted(set(values)) == [0, 3], values
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ClaimsDLQMessages (increase(claims_dlq_messages_total[15m]) > 0) never fires for DLQ "
-    "messages that arrive between two scrapes of a fresh series: claims_dlq_messages_total children "
-    "are created by their first inc(), so increase() sees no change; same cause as the "
-    "test_every_series_starts_at_zero_in_prometheus[dlq] xfail"))
 def test_dlq_alert_fires_for_the_sample_dlq_messages(run):
     def firing() -> list[dict] | None:
         alerts = api(run.url, "alerts")["alerts"]
@@ -389,9 +375,6 @@ def test_dlq_alert_fires_for_the_sample_dlq_messages(run):
     assert {a["labels"]["source_topic"] for a in dlq} == {topics.SUBMITTED.name}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the dashboard's 'DLQ messages in range' panel shows 0 after the sample's 3 DLQ messages: "
-    "claims_dlq_messages_total children are created by their first inc() (see the [dlq] xfail above)"))
 def test_dlq_panel_counts_the_sample_dlq_messages(run):
     (query,) = [q for q in QUERIES if q.panel == "DLQ messages in range"]
     (result,) = instant(run.url, query.expr, run.at)
