@@ -10,12 +10,15 @@ an outbox until they are published. The same timer reports consumer lag.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from streams import metrics, stage, topics
+from streams.ledger import LedgerUnavailable
 from streams.pipeline import utcnow
 from streams.stage import app, runtime, settings
 
+log = logging.getLogger("claims.expiry")
 INTERVAL = min(2.0, settings.assembly_timeout_s / 3)
 
 
@@ -45,11 +48,18 @@ def _read_to_end() -> list[int]:
 
 @app.timer(interval=INTERVAL)
 async def expire_incomplete_claims() -> None:
+    """One round; a round that fails is skipped (never retried with stale progress, and
+    never allowed to stop the worker): the next one starts from fresh facts."""
     if app.rebalancing:
         return
-    pending = await runtime.in_ledger(_expire_and_collect, _read_to_end())
-    for rejection in pending:
-        await stage.publish_rejection("expiry", rejection)
-    if pending:
-        await app.producer.flush()
-        await runtime.in_ledger(runtime.ledger.outbox_sent, pending)
+    try:
+        pending = await runtime.in_ledger(_expire_and_collect, _read_to_end(), retry=False)
+        for rejection in pending:
+            await stage.publish_rejection("expiry", rejection)
+        if pending:
+            await app.producer.flush()
+            await runtime.in_ledger(runtime.ledger.outbox_sent, pending)
+    except LedgerUnavailable:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round
+        log.error("expiry round failed: %s: %s", type(exc).__name__, str(exc)[:200])

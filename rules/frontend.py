@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from streams.models import HEADER_FIELDS, ClaimLine, RejectionReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DEPTH = 32  # a claim line nests 3 levels; deeper JSON cannot be a claim line
 
 #: rejection code by the field a validation error is about; anything else is SCHEMA
 _CODE_BY_FIELD = {
@@ -31,7 +32,7 @@ REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "HEADER
                    "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE")
 
 #: DLQ error types of undecodable input
-DLQ_KINDS = ("not_json", "not_object", "too_large")
+DLQ_KINDS = ("not_json", "not_object", "too_large", "too_deep")
 
 
 class NotAnObject(ValueError):
@@ -49,7 +50,23 @@ def parse(raw: bytes | str | None) -> dict[str, Any]:
         raise NotAnObject(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise NotAnObject(f"JSON {type(value).__name__}, not an object")
+    if raw.count(b"{" if isinstance(raw, bytes) else "{") + raw.count(b"[" if isinstance(raw, bytes) else "[") > MAX_DEPTH \
+            and _depth(value) > MAX_DEPTH:
+        raise NotAnObject(f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node if isinstance(v, (dict, list)))
+    return deepest
 
 
 #: validation error types that mean "a line number outside 1..line_count"
@@ -105,6 +122,6 @@ def known_key(obj: dict[str, Any]) -> tuple[str | None, int | None]:
     claim_id = obj.get("claim_id")
     number = obj.get("line_number")
     return (
-        claim_id if isinstance(claim_id, str) and 0 < len(claim_id) <= 64 else None,
+        claim_id if isinstance(claim_id, str) and 0 < len(claim_id) <= 64 and claim_id.isprintable() else None,
         number if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 999 else None,
     )

@@ -137,10 +137,10 @@ class ApiView(faust.web.View):
         except ApiError as exc:
             response = _json(self.web, exc.body(), exc.status, exc.headers)
         except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method, self.route_label)
             response = _json(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
         REQUESTS.labels(self.route_label, str(response.status)).inc()
-        log.debug("%s %s -> %s in %.3fs", request.method, request.path, response.status, time.perf_counter() - started)
+        log.debug("%s %s -> %s in %.3fs", request.method, self.route_label, response.status, time.perf_counter() - started)
         return response
 
     async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:

@@ -136,7 +136,11 @@ class Ledger:
     def _connect(self) -> None:
         try:
             if self.postgres:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                # keepalives and a TCP user timeout: a silent partition fails the call
+                # within seconds instead of hanging it
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, keepalives=1,
+                                             keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                                             tcp_user_timeout=10_000)
                 with self._conn.transaction():
                     self._conn.execute("SELECT pg_advisory_xact_lock(724501)")
                     for statement in filter(str.strip, SCHEMA.split(";")):

@@ -76,6 +76,8 @@ IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=15, decimal_places=2, allow_inf_nan=False), DecimalStr]
 Quantity = Annotated[Decimal, Field(gt=0, max_digits=15, decimal_places=4, allow_inf_nan=False), DecimalStr]
 Code = Annotated[str, BeforeValidator(_upper_strip), Field(min_length=1, max_length=16)]
+#: identifiers: printable text only (control characters cannot be stored or echoed safely)
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Text = Annotated[str, Field(max_length=200)]
 
 
@@ -133,13 +135,13 @@ class DrugDetails(_Input):
 class ClaimLine(_Input):
     """One submitted claim line (a CMS-1500 service line or its 837P loop 2400)."""
 
-    claim_id: Annotated[str, Field(min_length=1, max_length=64)]
+    claim_id: Ident
     line_number: Annotated[int, Field(ge=1, le=999, strict=True)]
     line_count: Annotated[int, Field(ge=1, le=999, strict=True)]
     form: Annotated[str, AfterValidator(lambda f: f if f in FORMS else _bad_form(f))]
-    member_id: Annotated[str, Field(min_length=1, max_length=64)]
+    member_id: Ident
     provider_npi: Annotated[str, AfterValidator(_valid_npi)]
-    authorization_number: Annotated[str, Field(max_length=64)] | None = None
+    authorization_number: Annotated[str, Field(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
     service_date: IsoDate
     service_date_to: IsoDate | None = None
     procedure_code: Annotated[Code, Field(pattern=r"^[A-Z0-9]{5}$")]

@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 
 class Runtime:
+    LEDGER_STALL_S = 4.0
     def __init__(self, settings: Settings):
         self.settings = settings
         self.books: Rulebooks = default_rulebooks()
@@ -26,6 +27,7 @@ class Runtime:
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False
+        self._inflight: list[float] = []  # start times of ledger calls waiting on the thread
         # One thread owns the ledger connection: the event loop never blocks on it.
         self._ledger_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
 
@@ -33,7 +35,7 @@ class Runtime:
     def ledger(self) -> Ledger:
         return Ledger(self.settings.ledger_url)
 
-    async def in_ledger(self, fn: Callable[..., T], *args: Any) -> T:
+    async def in_ledger(self, fn: Callable[..., T], *args: Any, retry: bool = True) -> T:
         """Run `fn` (which uses the ledger) on the ledger thread; retry while the store is
         unavailable, so a message is never dropped or dead-lettered for an outage."""
         delay = 0.2
@@ -42,14 +44,26 @@ class Runtime:
         while True:
             try:
                 started = time.perf_counter()
-                result = await loop.run_in_executor(self._ledger_thread, lambda: fn(*args))
+                self._inflight.append(time.monotonic())
+                try:
+                    result = await loop.run_in_executor(self._ledger_thread, lambda: fn(*args))
+                finally:
+                    self._inflight.pop(0)
                 timer.observe(time.perf_counter() - started)
                 self.ledger_ok = True
                 return result
             except LedgerUnavailable:
                 self.ledger_ok = False
+                if not retry:
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def ledger_reachable(self) -> bool:
+        """The last call succeeded and none has been waiting on the store for long (a
+        frozen database or a silent network partition raises nothing for a while)."""
+        stalled = bool(self._inflight) and time.monotonic() - self._inflight[0] > self.LEDGER_STALL_S
+        return self.ledger_ok and not stalled
 
     def close(self) -> None:
         self._ledger_thread.shutdown(wait=True)

@@ -140,5 +140,7 @@ def _dlq_kind(dead: DeadLetter) -> str:
         return "not_json"
     if "exceeds" in dead.error:
         return "too_large"
+    if "nested deeper" in dead.error:
+        return "too_deep"
     return "not_object"
 

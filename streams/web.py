@@ -21,7 +21,7 @@ def readiness() -> dict[str, bool]:
     consumer = app.consumer if app._consumer is not None else None  # noqa: SLF001 - no public "started?"
     checks = {
         "reference_loaded": runtime.reference_ready.is_set(),
-        "ledger_reachable": runtime.ledger_ok,
+        "ledger_reachable": runtime.ledger_reachable(),
         "agents_running": bool(app.agents) and all(not agent.should_stop for agent in app.agents.values()),
         "broker_connected": runtime.broker_ok and consumer is not None and not app.rebalancing,
     }

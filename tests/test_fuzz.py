@@ -16,11 +16,9 @@ the ledger (pydantic's JSON parser stops at 200 levels); the expiry timer's outb
 crashed the worker on every start. Fixed in streams/ledger.py (`_load_rejection`); the
 regression test is `test_ledger_reads_back_deep_originals`.
 
-Pinned here (xfail strict, see the tests):
-  * a JSON object with an unknown field nested 254..1023 levels deep makes `intake` raise
-    (orjson's and pydantic's serialization depth limits are lower than orjson's parse limit);
-  * on PostgreSQL, a claim_id or member_id holding a NUL character makes the ledger raise
-    `psycopg.DataError`, so the stream dead-letters a valid line that batch mode decides.
+Also pinned here: JSON nested deeper than the front end's limit goes to the DLQ (it could
+not be stored or echoed), and identifiers with control characters are rejected the same
+on PostgreSQL as on SQLite (PostgreSQL text cannot hold NUL).
 
 Replay a failing broker run: CLAIMS_FUZZ_REPLAY=<the fuzz-input.b64 file the failure names>.
 """
@@ -368,14 +366,17 @@ def _deep_line(depth: int, valid: bool) -> bytes:
     return orjson.dumps(obj)[:-1] + b',"x_nested":' + _nested(depth) + b"}"
 
 
-@pytest.mark.parametrize("depth", [200, 1024])
+@pytest.mark.parametrize("depth", [20, 200, 1024])
 @pytest.mark.parametrize("valid", [True, False], ids=["valid", "rejected"])
 def test_deep_unknown_field_outside_the_serializer_band(depth: int, valid: bool) -> None:
-    """Nesting the serializers handle, and nesting the parser refuses (a dead letter)."""
+    """Nesting a claim line can carry is decided; deeper nesting is a dead letter."""
+    from rules.frontend import MAX_DEPTH
+
     raw = _deep_line(depth, valid)
     out = list(run_batch([raw], ReferenceData(), BOOKS))
     assert len(out) == 1
-    assert out[0]["topic"] == (topics.DLQ.name if depth >= 1024 else topics.ADJUDICATED.name if valid else topics.REJECTED.name)
+    deep = depth + 1 > MAX_DEPTH
+    assert out[0]["topic"] == (topics.DLQ.name if deep else topics.ADJUDICATED.name if valid else topics.REJECTED.name)
 
 
 @pytest.mark.parametrize("depth", [199, 200, 253])
@@ -384,30 +385,40 @@ def test_ledger_reads_back_deep_originals(depth: int, valid: bool) -> None:
     """Regression (fixed in streams/ledger.py `_load_rejection`): a rejection whose `original`
     nests 199..253 levels was written fine but read back with pydantic's JSON parser (200
     levels): the outbox read crashed the expiry timer - and with it the worker, on every
-    start - and a re-delivered line raised. Found by the broker fuzz run."""
+    start - and a re-delivered line raised. Found by the broker fuzz run. The front end now
+    refuses such nesting (a dead letter); the ledger still reads back what it stored."""
+    from rules.frontend import validate
+    from streams.models import ClaimLine, RejectionReason
+
     obj = {**next(t for t in TEMPLATES if t.get("drug")), "claim_id": f"DEEP-{depth}", "line_number": 1,
            "line_count": 2 if valid else 1}
     if not valid:
         obj["form"] = "UB-04"
     raw = orjson.dumps(obj)[:-1] + b',"x_nested":' + _nested(depth) + b"}"
+    original = orjson.loads(raw)
     ledger = Ledger("sqlite:///:memory:")
-    first = intake(ledger, raw, 0.0, BOOKS)
-    expired = ledger.expire(float("inf"), utcnow())
-    assert len(first.rejections) + len(expired) == 1
-    assert [r.claim_id for r in ledger.outbox()] == [r.claim_id for r in expired]  # the timer's read
-    again = intake(ledger, raw, 0.0, BOOKS)  # a re-delivery gets the stored answer
-    assert len(again.rejections) == 1 and not again.dead
-    assert again.rejections[0].original == orjson.loads(raw)
+    assert intake(ledger, raw, 0.0, BOOKS).dead, "the front end refuses this nesting"
+    checked = validate(original)
+    if valid:
+        assert isinstance(checked, ClaimLine)
+        ledger.accept(checked, original, utcnow())
+        expired = ledger.expire(float("inf"), utcnow())
+    else:
+        expired = ledger.reject_invalid((obj["claim_id"], 1), original, [RejectionReason(code="FORM", field="form", message="x")],
+                                        utcnow()).rejections
+    assert len(expired) == 1
+    if valid:
+        assert [r.claim_id for r in ledger.outbox()] == [obj["claim_id"]]  # the timer's read
+        again = ledger.accept(checked, original, utcnow())  # a re-delivery gets the stored answer
+    else:
+        again = ledger.reject_invalid((obj["claim_id"], 1), original, [RejectionReason(code="FORM", field="form", message="x")],
+                                      utcnow())
+    assert len(again.rejections) == 1
+    assert again.rejections[0].original == original
     again.rejections[0].model_dump_json()
     ledger.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a JSON object whose unknown field is nested 254..1023 levels deep parses (orjson allows 1024) but "
-    "cannot be re-serialized: Ledger.accept's orjson.dumps(original) raises TypeError 'Recursion limit reached' "
-    "(streams/ledger.py, accept) and a rejection's model_dump_json raises PydanticSerializationError "
-    "(streams/ledger.py _store_rejection / RejectedLine). Batch mode crashes; the stream dead-letters a JSON "
-    "object. Fix in rules/frontend.parse: refuse (DLQ) nesting deeper than the serializers can write, e.g. > 200."))
 @pytest.mark.parametrize("depth", [256, 600, 1023])
 @pytest.mark.parametrize("valid", [True, False], ids=["valid", "rejected"])
 def test_deep_unknown_field_in_the_serializer_band(depth: int, valid: bool) -> None:
@@ -416,11 +427,6 @@ def test_deep_unknown_field_in_the_serializer_band(depth: int, valid: bool) -> N
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: PostgreSQL TEXT cannot hold NUL; a valid line whose claim_id (or member_id) contains U+0000 makes "
-    "psycopg raise DataError in Ledger.accept/decide, so on PostgreSQL the stream dead-letters a JSON object "
-    "that batch mode (SQLite) decides. Fix: reject control characters in identifiers at the front end "
-    "(rules/frontend.py / streams/models.py), the same on both backends."))
 @pytest.mark.parametrize("field", ["claim_id", "member_id"])
 def test_nul_in_identifier_same_on_postgres_as_sqlite(field: str, postgres_url: str) -> None:
     obj = {**TEMPLATES[0], "line_number": 1, "line_count": 1, "claim_id": "NUL-1"}

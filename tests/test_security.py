@@ -437,9 +437,5 @@ def test_worker_log_has_no_member_id_or_diagnosis_code(debug_run: DebugRun) -> N
 
 
 @pytest.mark.broker
-@pytest.mark.xfail(strict=True, reason=(
-    "streams/logs.py promises log lines never carry raw claim or member ids (claim_ref() instead), but "
-    "streams/api.py ApiView.dispatch logs request.path at debug: 'GET /v1/claims/<claim_id> -> 200'. "
-    "Fix: log the route label (self.route_label) or claim_ref(claim_id) instead of the raw path."))
 def test_worker_log_has_no_raw_claim_id(debug_run: DebugRun) -> None:
     assert not _occurrences(debug_run.log, debug_run.claim_ids), "raw claim ids in the worker log"
