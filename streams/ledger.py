@@ -203,7 +203,7 @@ class Ledger:
             finally:
                 self._depth = depth
 
-    _tx = transaction
+    _tx = transaction  # tests read the ledger's tables through it
 
     def _drop_broken(self) -> None:
         if self.postgres and self._conn is not None and (self._conn.closed or self._conn.broken):
@@ -238,7 +238,7 @@ class Ledger:
         `partition` is where it came from, so expiry can wait until that partition is read."""
         claim_id, number = line.key
         seen = now.timestamp()
-        with self._tx() as q:
+        with self.transaction() as q:
             status, reason = self._claim_row(q, claim_id, seen, partition)
             if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
                 stored = self._stored_answer(q, claim_id, number, now)
@@ -286,7 +286,7 @@ class Ledger:
         claim_id, number = key
         if claim_id is None:
             return Intake(rejections=[_rejection(key, original, reasons, now)])
-        with self._tx() as q:
+        with self.transaction() as q:
             if number is not None:
                 stored = self._stored_answer(q, claim_id, number, now)
                 if stored is not None and stored.rejections:
@@ -350,7 +350,7 @@ class Ledger:
         No input message stands behind these rejections, so they also go to the outbox
         until `outbox_sent` says they were published (a crash in between republishes them).
         """
-        with self._tx() as q:
+        with self.transaction() as q:
             skip = " FOR UPDATE SKIP LOCKED" if self.postgres else ""
             if partitions is not None and not partitions:
                 return []
@@ -371,7 +371,7 @@ class Ledger:
 
     def note_read_to_end(self, partitions: list[int], at: float) -> None:
         """Record that this worker has read these input partitions to the end."""
-        with self._tx() as q:
+        with self.transaction() as q:
             for p in partitions:
                 q("INSERT INTO input_progress (input_partition, read_to_end_at) VALUES (?, ?) "
                   "ON CONFLICT (input_partition) DO UPDATE SET read_to_end_at = excluded.read_to_end_at", p, at)
@@ -379,24 +379,24 @@ class Ledger:
     def all_read_to_end(self, partitions: int, since: float) -> bool:
         """Whether every input partition was read to the end by its owner since `since`: a
         claim's lines may sit in any partition, so expiry waits for all of them."""
-        with self._tx() as q:
+        with self.transaction() as q:
             fresh = q("SELECT COUNT(*) FROM input_progress WHERE input_partition < ? AND read_to_end_at >= ?",
                       partitions, since).fetchone()[0]
         return fresh >= partitions
 
     def outbox(self, limit: int = 1000) -> list[RejectedLine]:
         """Timer-made rejections not yet known to be published."""
-        with self._tx() as q:
+        with self.transaction() as q:
             rows = q(f"SELECT body FROM outbox ORDER BY claim_id, line_number LIMIT {int(limit)}").fetchall()
         return [_load_rejection(r[0]) for r in rows]
 
     def outbox_sent(self, sent: list[RejectedLine]) -> None:
-        with self._tx() as q:
+        with self.transaction() as q:
             for r in sent:
                 q("DELETE FROM outbox WHERE claim_id = ? AND line_number = ?", r.claim_id, r.line_number)
 
     def open_claims(self) -> int:
-        with self._tx() as q:
+        with self.transaction() as q:
             return q("SELECT COUNT(*) FROM claims WHERE status = 'OPEN'").fetchone()[0]
 
     # --- adjudication -----------------------------------------------------------------------------
@@ -405,7 +405,7 @@ class Ledger:
         """Decide one assembled claim in one transaction. Returns None when the claim was
         rejected in the meantime (its lines were answered then)."""
         claim_id, member = work.claim_id, work.member_id
-        with self._tx() as q:
+        with self.transaction() as q:
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
@@ -443,12 +443,12 @@ class Ledger:
     # --- read side (API, tests) -------------------------------------------------------------------
 
     def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
-        with self._tx() as q:
+        with self.transaction() as q:
             rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
 
     def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
-        with self._tx() as q:
+        with self.transaction() as q:
             rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
                      authorization_number).fetchall()
         return [(c, n, Decimal(u)) for c, n, u in rows]

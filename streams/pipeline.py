@@ -22,6 +22,8 @@ from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
 from streams.topics import ADJUDICATED, DLQ, REJECTED
 
+__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "load_reference_dir"]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -78,9 +80,6 @@ def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> list[Adjudi
 
 
 # --- batch mode -------------------------------------------------------------------------------
-
-
-__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "load_reference_dir"]
 
 
 class BatchError(ValueError):
