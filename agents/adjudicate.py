@@ -36,7 +36,12 @@ def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exc
 
 
 async def handle(events: Sequence[EventT]) -> None:
-    claims = [(event.message.partition, claim) for event in events for claim in stage.decode_batch(event).claims]
+    claims = []
+    for event in events:
+        try:
+            claims += [(event.message.partition, claim) for claim in stage.decode_batch(event).claims]
+        except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
+            await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
     results = await runtime.in_ledger(_decide_all, [work for _, work in claims])
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)

@@ -32,7 +32,12 @@ async def remittance(stream):
 async def handle(events: Sequence[EventT]) -> None:
     channel = stage.topic(topics.REMITTANCE_835)
     for event in events:
-        for claim in DecidedBatch.model_validate_json(event.message.value).claims:
+        try:
+            batch = DecidedBatch.model_validate_json(event.message.value)
+        except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
+            await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
+            continue
+        for claim in batch.claims:
             key = claim.claim_id.encode()
             try:
                 text = build_835(claim.claim_id, claim.decisions)
