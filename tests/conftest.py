@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +22,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log_path) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="module")
+def module_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker)."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        yield external
+        return
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as broker:
         yield broker.bootstrap
 
 

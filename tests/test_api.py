@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
 import statistics
 import time
 import urllib.error
@@ -26,7 +25,7 @@ import orjson
 import pytest
 
 from rules import frontend
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
 from streams.models import ClaimLine
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation
@@ -165,17 +164,6 @@ async def _submit_chains(url: str, chains: list[list[tuple[dict, list[bytes]]]])
 
 
 # --- one worker for the error and load tests ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def module_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Like `fresh_bootstrap`, for the tests of this module that share one worker."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("api-broker") / "tansu.log") as broker:
-        yield broker.bootstrap
 
 
 LOAD = generate(900, members=400, seed=31)

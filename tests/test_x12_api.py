@@ -36,7 +36,6 @@ from edi.parse837 import parse
 from edi.validate import validate
 from edi.x12 import tokenize
 from streams import topics
-from streams.broker import EmbeddedBroker
 from tests.test_api import TOKEN, ApiPipeline
 
 pytestmark = pytest.mark.broker
@@ -111,20 +110,8 @@ def read_topic(bootstrap: str, name: str, done=_never, timeout: float = 30.0) ->
 
 
 @pytest.fixture(scope="module")
-def x12_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import os
-
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("x12-broker") / "tansu.log") as broker:
-        yield broker.bootstrap
-
-
-@pytest.fixture(scope="module")
-def worker(x12_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
-    pipe = ApiPipeline(x12_bootstrap, tmp_path_factory.mktemp("x12-worker"))
+def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
+    pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("x12-worker"))
     pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
                          for p in sorted((HERE / "reference").glob("*.jsonl"))})
     pipe.start()
@@ -239,9 +226,9 @@ def test_fhir_claim_response(worker, posted):
             assert [(c["system"], c["code"]) for c in carcs] == [(CARC_SYSTEM, a["carc"]) for a in dec["adjustments"]]
 
 
-def test_remittance_topic_carries_one_835_per_decided_claim(worker, posted, x12_bootstrap):
+def test_remittance_topic_carries_one_835_per_decided_claim(worker, posted, module_bootstrap):
     decided = decided_claims(posted)
-    records = read_topic(x12_bootstrap, topics.REMITTANCE_835.name,
+    records = read_topic(module_bootstrap, topics.REMITTANCE_835.name,
                          done=lambda recs: set(decided) <= {r.key.decode() for r in recs})
     by_claim: dict[str, list[remit835.RemitClaim]] = {}
     for record in records:
@@ -262,7 +249,7 @@ def test_remittance_topic_carries_one_835_per_decided_claim(worker, posted, x12_
         assert validate(next(r.value.decode() for r in records if r.key.decode() == claim_id)).ok
 
 
-def test_835_of_unknown_rejected_and_undecided_claims(worker, posted, x12_bootstrap):
+def test_835_of_unknown_rejected_and_undecided_claims(worker, posted, module_bootstrap):
     status, _, raw = request(worker.url, "GET", "/v1/claims/NO-SUCH-CLAIM/835", headers=AUTH)
     assert status == 404 and orjson.loads(raw)["error"]["code"] == "NOT_FOUND"
     (rejected,) = posted["10_date_range_rejected"]["claims"]
@@ -282,7 +269,7 @@ def test_835_of_unknown_rejected_and_undecided_claims(worker, posted, x12_bootst
     assert status == 409 and orjson.loads(raw)["error"]["code"] == "NOT_DECIDED", raw
 
 
-def test_an_835_that_cannot_be_written_goes_to_the_dlq(worker, x12_bootstrap):
+def test_an_835_that_cannot_be_written_goes_to_the_dlq(worker, module_bootstrap):
     """CLP01 holds 38 characters; the JSON API takes claim ids up to 64."""
     line = parse(fixture_text("06_nursing_99601_99602")).lines[0]
     claim_id = "LONG-" + uuid.uuid4().hex + "-X"  # 39 characters
@@ -293,7 +280,7 @@ def test_an_835_that_cannot_be_written_goes_to_the_dlq(worker, x12_bootstrap):
     status, _, raw = request(worker.url, "POST", "/v1/claims?wait=20", orjson.dumps(body),
                              {**AUTH, "Content-Type": "application/json"})
     assert status == 200 and orjson.loads(raw)["status"] == "DECIDED", raw
-    dead = read_topic(x12_bootstrap, topics.DLQ.name, done=lambda recs: any(r.key == claim_id.encode() for r in recs))
+    dead = read_topic(module_bootstrap, topics.DLQ.name, done=lambda recs: any(r.key == claim_id.encode() for r in recs))
     (record,) = [r for r in dead if r.key == claim_id.encode()]
     headers = {k: v.decode() for k, v in record.headers}
     assert headers["source-topic"] == topics.DECIDED.name and headers["stage"] == "remittance"
@@ -419,7 +406,7 @@ def fuzzed_bodies(n: int = 60, seed: int = 837) -> list[bytes]:
     return out
 
 
-def test_fuzzed_837s_never_crash_the_worker_nor_publish_part_of_a_claim(worker, x12_bootstrap):
+def test_fuzzed_837s_never_crash_the_worker_nor_publish_part_of_a_claim(worker, module_bootstrap):
     bodies = fuzzed_bodies()
     expected_lines: Counter = Counter()
     answers = Counter()
@@ -439,7 +426,7 @@ def test_fuzzed_837s_never_crash_the_worker_nor_publish_part_of_a_claim(worker, 
     def fuzz_claim(record: Any) -> bool:
         return orjson.loads(record.value).get("claim_id", "").startswith("FZ")
 
-    submitted = read_topic(x12_bootstrap, topics.SUBMITTED.name, done=lambda recs: sum(map(fuzz_claim, recs)) >= sum(expected_lines.values()))
+    submitted = read_topic(module_bootstrap, topics.SUBMITTED.name, done=lambda recs: sum(map(fuzz_claim, recs)) >= sum(expected_lines.values()))
     published = [r for r in submitted if fuzz_claim(r)]
     assert Counter(r.value for r in published) == expected_lines
     by_claim: dict[str, list[Any]] = {}
