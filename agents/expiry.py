@@ -50,7 +50,7 @@ def _read_to_end() -> list[int]:
 async def expire_incomplete_claims() -> None:
     """One round; a round that fails is skipped (never retried with stale progress, and
     never allowed to stop the worker): the next one starts from fresh facts."""
-    if app.rebalancing:
+    if app.rebalancing or not runtime.reference_ready.is_set():
         return
     try:
         pending = await runtime.in_ledger(_expire_and_collect, _read_to_end(), retry=False)

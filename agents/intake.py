@@ -33,6 +33,8 @@ def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
 
 
 async def handle(events: Sequence[EventT]) -> None:
+    # a worker that is not sure of its broker (or has no reference data yet) takes nothing in
+    await runtime.reference_ready.wait()
     metrics.LINES_IN.labels("intake").inc(len(events))
     steps = await runtime.in_ledger(_accept_all, events)
     assembled: dict[int, list[ClaimWork]] = defaultdict(list)
