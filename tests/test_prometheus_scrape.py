@@ -28,9 +28,15 @@ from typing import Any
 import pytest
 
 from streams import metrics, topics
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
 from tests.harness import Pipeline, batch_expectation
-from tests.test_metrics_e2e import collect_outputs, http_get, sample_lines, sample_reference, wait_for
+from tests.test_metrics_e2e import (
+    collect_outputs,
+    http_get,
+    sample_lines,
+    sample_reference,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "claims-pipeline.json"
@@ -177,18 +183,6 @@ class Run:
     at: float  # every query is evaluated at this time: shortly after the last decision
 
 
-@contextlib.contextmanager
-def broker(tmp: Path) -> Iterator[str]:
-    """`fresh_bootstrap` for the module (a new embedded broker), or $CLAIMS_TEST_BROKER: this
-    file needs data, not exact counts."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker(log_path=tmp / "tansu.log") as embedded:
-        yield embedded.bootstrap
-
-
 def _is_object(line: bytes) -> bool:
     try:
         return isinstance(json.loads(line), dict)
@@ -218,33 +212,33 @@ def submit_like_a_stream(pipe: Pipeline, url: str, lines: list[bytes], chunks: i
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """This file needs data, not exact counts: $CLAIMS_TEST_BROKER is fine too."""
     tmp = tmp_path_factory.mktemp("prometheus-scrape")
     lines, reference = sample_lines(), sample_reference()
     expected = batch_expectation(lines, reference)
-    with broker(tmp) as bootstrap:
-        pipe = Pipeline(bootstrap, tmp)
-        worker_port = free_port()
-        pipe.env["CLAIMS_WEB_PORT"] = str(worker_port)
-        pipe.load_reference(reference)
-        pipe.start()
-        try:
-            with running_prometheus(tmp, worker_port) as url:
-                # a first scrape of the idle worker, so rate() sees every counter rise
-                wait_for(lambda: any(float(r["value"][1]) == 1 for r in instant(url, f'up{{job="{JOB}"}}')),
-                         60, "Prometheus to scrape the worker")
-                wait_for(lambda: instant(url, f'claims_reference_records{{job="{JOB}",table="members"}} > 0'),
-                         60, "the worker to load the reference data")
-                submit_like_a_stream(pipe, url, lines)
-                collect_outputs(pipe, expected)
-                # the lag gauge is refreshed every 2 s, then scraped: wait until it is seen at 0
-                # (everything committed), and a few more scrapes
-                wait_for(lambda: instant(url, f'max(claims_consumer_lag_messages{{job="{JOB}",topic="{topics.SUBMITTED.name}"}}) == 0'),
-                         30, "Prometheus to see the input lag at 0")
-                time.sleep(3 * SCRAPE_INTERVAL_S)
-                yield Run(url, worker_port, time.time())
-        finally:
-            pipe.stop_all()
+    pipe = Pipeline(module_bootstrap, tmp)
+    worker_port = free_port()
+    pipe.env["CLAIMS_WEB_PORT"] = str(worker_port)
+    pipe.load_reference(reference)
+    pipe.start()
+    try:
+        with running_prometheus(tmp, worker_port) as url:
+            # a first scrape of the idle worker, so rate() sees every counter rise
+            wait_for(lambda: any(float(r["value"][1]) == 1 for r in instant(url, f'up{{job="{JOB}"}}')),
+                     60, "Prometheus to scrape the worker")
+            wait_for(lambda: instant(url, f'claims_reference_records{{job="{JOB}",table="members"}} > 0'),
+                     60, "the worker to load the reference data")
+            submit_like_a_stream(pipe, url, lines)
+            collect_outputs(pipe, expected)
+            # the lag gauge is refreshed every 2 s, then scraped: wait until it is seen at 0
+            # (everything committed), and a few more scrapes
+            wait_for(lambda: instant(url, f'max(claims_consumer_lag_messages{{job="{JOB}",topic="{topics.SUBMITTED.name}"}}) == 0'),
+                     30, "Prometheus to see the input lag at 0")
+            time.sleep(3 * SCRAPE_INTERVAL_S)
+            yield Run(url, worker_port, time.time())
+    finally:
+        pipe.stop_all()
 
 
 # --- tests --------------------------------------------------------------------------------
