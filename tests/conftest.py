@@ -11,6 +11,29 @@ import pytest
 
 from streams.broker import EmbeddedBroker
 
+_POSTGRES = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start a throwaway PostgreSQL for the session unless $CLAIMS_TEST_POSTGRES names one
+    (an empty value skips the PostgreSQL cases). It runs before the test modules are
+    imported, so they all read the one URL from the environment."""
+    global _POSTGRES
+    if "CLAIMS_TEST_POSTGRES" in os.environ or hasattr(config, "workerinput"):
+        return
+    from tests.pgserver import EmbeddedPostgres
+
+    _POSTGRES = EmbeddedPostgres().start()
+    os.environ["CLAIMS_TEST_POSTGRES"] = _POSTGRES.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _POSTGRES
+    if _POSTGRES is not None:
+        _POSTGRES.stop()
+        os.environ.pop("CLAIMS_TEST_POSTGRES", None)
+        _POSTGRES = None
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """The ledger on both backends: SQLite (a temporary file) and PostgreSQL (a schema per test).
 
-PostgreSQL is the machine's server on 127.0.0.1:5432 (database `test`); set
-CLAIMS_TEST_POSTGRES to another URL, or to an empty string to skip those cases.
+PostgreSQL is the test session's own throwaway server (tests/pgserver.py), or the one
+$CLAIMS_TEST_POSTGRES names; an empty $CLAIMS_TEST_POSTGRES skips those cases.
 """
 
 from __future__ import annotations
