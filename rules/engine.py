@@ -292,6 +292,8 @@ def claim_day_edits(work: ClaimWork, history: History, book: Rulebook) -> dict[i
         if form in book.multi_ndc_forms:
             _multi_ndc(lines, book, found)
         _wastage(lines, book, found)
+        if book.no_wastage_edit:
+            _no_wastage(lines, book, found)
     return found
 
 
@@ -393,6 +395,27 @@ def _wastage(lines: list[LineWork], book: Rulebook, found) -> None:
             found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-NO-ADMINISTERED"))
         if lw.package_type == "MULTI_USE":
             found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-MULTI-USE"))
+
+
+def _no_wastage(lines: list[LineWork], book: Rulebook, found) -> None:
+    """JZ (no drug wasted) on the administered lines of single-use drugs, where a version
+    switches the edit on. Lines without a catalog drug are not checked: their NDC is already
+    denied (or they bill no drug)."""
+    jz, jw = book.mod.no_wastage, book.mod.wastage
+    wasted = {lw.ndc11 for lw in lines if jw in lw.line.modifiers and lw.ndc11}
+    for lw in lines:
+        if lw.package_type is None:
+            continue
+        mods, number = lw.line.modifiers, lw.line.line_number
+        if jw in mods or lw.package_type != "SINGLE_USE":
+            if jz in mods:
+                why = "JZ on a wastage (JW) line." if jw in mods else "JZ on a multi-use drug."
+                found[number].append(Finding(rule="EDIT-JZ-WRONG", detail=why))
+        elif lw.ndc11 in wasted:
+            if jz in mods:
+                found[number].append(Finding(rule="EDIT-JZ-WRONG", detail="JZ while wastage (JW) is billed for this drug and date."))
+        elif jz not in mods:
+            found[number].append(Finding(rule="EDIT-JZ-MISSING"))
 
 
 # --- the whole engine, for batch mode and tests --------------------------------------------------

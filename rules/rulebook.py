@@ -34,6 +34,8 @@ ENGINE_RULES = frozenset(
         "PRICE-NO-AWP", "PRICE-NO-FEE", "PRICE-CONTRACT-REDUCTION",
     }
 )
+#: Rules of the edits a version may switch on; a version that switches one on must define them.
+OPTIONAL_EDIT_RULES = {"no_wastage_attestation": frozenset({"EDIT-JZ-MISSING", "EDIT-JZ-WRONG"})}
 
 CodeRange = tuple[str, str]
 
@@ -80,6 +82,13 @@ class Modifiers(_Strict):
     multi_ndc_first: str
     multi_ndc_subsequent: str
     wastage: str
+    no_wastage: str = "JZ"
+
+
+class Edits(_Strict):
+    """Claim-day edits a version switches on beyond those every version applies."""
+
+    no_wastage_attestation: bool = False
 
 
 class Coverage(_Strict):
@@ -99,7 +108,13 @@ class RulebookFile(_Strict):
     modifiers: Modifiers
     coverage: Coverage
     multi_ndc: MultiNdc
+    edits: Edits = Edits()
     rules: dict[str, RuleSpec]
+
+    @property
+    def required_rules(self) -> frozenset[str]:
+        on = [OPTIONAL_EDIT_RULES[name] for name, enabled in self.edits if enabled]
+        return ENGINE_RULES.union(*on)
 
 
 def _expand(ranges: list[CodeRange]) -> frozenset[str]:
@@ -124,6 +139,7 @@ class Rulebook:
     restricted_plan: str
     mandated_dx_prefixes: tuple[str, ...]
     multi_ndc_forms: frozenset[str]
+    no_wastage_edit: bool
     mod: Modifiers
     rules: dict[str, RuleSpec]
 
@@ -143,6 +159,7 @@ class Rulebook:
             restricted_plan=data.coverage.restricted_plan,
             mandated_dx_prefixes=tuple(p.replace(".", "") for p in data.coverage.state_mandated_diagnosis_prefixes),
             multi_ndc_forms=frozenset(data.multi_ndc.forms_checked),
+            no_wastage_edit=data.edits.no_wastage_attestation,
             mod=data.modifiers,
             rules=dict(data.rules),
         )
@@ -191,7 +208,7 @@ def load_file(path: Path) -> Rulebook:
         data = RulebookFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise RulebookError(f"{path.name}: {exc}".splitlines()[0]) from exc
-    missing = ENGINE_RULES - data.rules.keys()
+    missing = data.required_rules - data.rules.keys()
     if missing:
         raise RulebookError(f"{path.name}: rules missing: {', '.join(sorted(missing))}")
     return Rulebook.compile(data)
@@ -202,6 +219,17 @@ def load(directory: Path | None = None) -> Rulebooks:
     if directory is None:
         return default_rulebooks()
     return Rulebooks([load_file(p) for p in sorted(Path(directory).glob("*.toml"))])
+
+
+def load_single(path: Path) -> Rulebooks:
+    """One version alone in effect for every date of service: `adjudicate --rulebook`,
+    and the candidate of a shadow (Monitor Mode)."""
+    return Rulebooks([load_file(Path(path))])
+
+
+def candidate_path(name: str) -> Path:
+    """A candidate version shipped with the package (not in effect): `rulebook/candidates/`."""
+    return Path(str(resources.files("rules") / "rulebook" / "candidates" / name))
 
 
 @cache

@@ -68,6 +68,8 @@ CODES = {
     "EDIT-WASTAGE-NO-ADMINISTERED": ("4", ["N823"]),
     "EDIT-WASTAGE-MULTI-USE": ("4", ["N823"]),
     "EDIT-DUPLICATE": ("18", []),
+    "EDIT-JZ-MISSING": ("4", ["N822"]),  # the candidate JZ update (POLICY.md), not in effect
+    "EDIT-JZ-WRONG": ("4", ["N823"]),
     "PRICE-NO-AWP": ("16", []),
     "PRICE-NO-FEE": ("16", []),
 }
