@@ -24,27 +24,63 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
-def adjudicate(
-    file: Annotated[Path, typer.Argument(help="Claim lines, JSON Lines, in submission order.")],
-    reference: Annotated[Path, typer.Option("--reference", help="Folder of reference .jsonl files.")],
-) -> None:
-    """Batch mode: adjudicate FILE against the reference data in DIR, no broker."""
-    from rules.rulebook import RulebookError, default_rulebooks
-    from streams.pipeline import BatchError, load_reference_dir, run_batch
+def _batch_inputs(file: Path, reference: Path, rulebook: Path | None):
+    """(rulebooks, reference data, submitted lines) for a batch command, or one clear error."""
+    from rules.rulebook import RulebookError, default_rulebooks, load_single
+    from streams.pipeline import BatchError, load_reference_dir
 
     try:
-        books = default_rulebooks()
+        books = load_single(rulebook) if rulebook else default_rulebooks()
         ref = load_reference_dir(reference)
         lines = file.read_bytes().splitlines()
     except (BatchError, RulebookError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"{file}: {exc.strerror or exc}")
+    return books, ref, [ln for ln in lines if ln.strip()]
+
+
+def _write_jsonl(records) -> None:
     out = sys.stdout.buffer
-    for record in run_batch((ln for ln in lines if ln.strip()), ref, books):
+    for record in records:
         out.write(orjson.dumps(record) + b"\n")
     out.flush()
+
+
+@app.command()
+def adjudicate(
+    file: Annotated[Path, typer.Argument(help="Claim lines, JSON Lines, in submission order.")],
+    reference: Annotated[Path, typer.Option("--reference", help="Folder of reference .jsonl files.")],
+    rulebook: Annotated[Path | None, typer.Option(help="A rulebook version (TOML) to apply alone, to every date of service.")] = None,
+) -> None:
+    """Batch mode: adjudicate FILE against the reference data in DIR, no broker."""
+    from streams.pipeline import run_batch
+
+    books, ref, lines = _batch_inputs(file, reference, rulebook)
+    _write_jsonl(run_batch(lines, ref, books))
+
+
+@app.command()
+def shadow(
+    claims: Annotated[Path, typer.Argument(help="Claim lines, JSON Lines, in submission order.")],
+    reference: Annotated[Path, typer.Option("--reference", help="Folder of reference .jsonl files.")],
+    candidate: Annotated[Path, typer.Option(help="The candidate rulebook version (TOML), in effect for every date.")],
+    table: Annotated[bool, typer.Option(help="A table for people instead of JSON Lines.")] = False,
+) -> None:
+    """Monitor Mode over a file: the lines a candidate policy decides differently, and the totals."""
+    from rules.rulebook import default_rulebooks
+    from streams.shadow import run_shadow
+
+    books, ref, lines = _batch_inputs(claims, reference, candidate)
+    report = run_shadow(lines, ref, default_rulebooks(), books)
+    if not table:
+        _write_jsonl(report)
+        return
+    from rich.console import Console
+
+    from streams.shadow import render_table
+
+    render_table(list(report), books.versions[0], Console())
 
 
 @app.command()
