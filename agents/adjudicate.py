@@ -6,15 +6,19 @@ there, not here, so this stage only pays for one more send per batch."""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
 from faust.types import EventT
 
+from rules.monitor import ShadowResult, compare_claim
 from streams import metrics, pipeline, stage, topics
 from streams.models import AdjudicatedLine, ClaimWork, build
 from streams.remit_models import DecidedBatch, DecidedClaim
 from streams.stage import app, runtime
+
+log = logging.getLogger("claims.adjudicate")
 
 
 @app.agent(stage.topic(topics.PRICED), name="adjudicate")
@@ -22,17 +26,30 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
-def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exception]:
+def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[list[AdjudicatedLine] | Exception], list[ShadowResult]]:
+    """Every claim in one ledger transaction; with a candidate rulebook (Monitor Mode) each is
+    also decided under it, from the same history, recording nothing."""
     out: list[list[AdjudicatedLine] | Exception] = []
+    shadows: list[ShadowResult] = []
     with runtime.ledger.transaction():
         for work in claims:
+            seen: list[ShadowResult] = []
+            observe = None
+            if runtime.shadow is not None:
+                def observe(history, outcome, work=work, seen=seen):  # noqa: ANN001 - pipeline.Observer
+                    try:
+                        seen.append(compare_claim(work, history, outcome.new_decisions, runtime.reference, runtime.shadow))
+                    except Exception as exc:  # noqa: BLE001 - the candidate never touches the live decision
+                        metrics.SHADOW_FAILED.inc()
+                        log.error("monitor mode: the candidate could not decide a claim (%s)", type(exc).__name__)
             try:
-                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books))
+                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, observe))
+                shadows += seen  # only once the claim's own savepoint holds
             except pipeline.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
                 out.append(exc)
-    return out
+    return out, shadows
 
 
 async def handle(events: Sequence[EventT]) -> None:
@@ -43,7 +60,7 @@ async def handle(events: Sequence[EventT]) -> None:
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
             await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
-    results = await runtime.in_ledger(_decide_all, [work for _, work in claims])
+    results, shadows = await runtime.in_ledger(_decide_all, [work for _, work in claims])
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
     for (partition, work), decisions in zip(claims, results, strict=True):
         if isinstance(decisions, Exception):
@@ -56,6 +73,8 @@ async def handle(events: Sequence[EventT]) -> None:
             decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(decisions)))
     for partition, done in decided.items():
         await forward_decided(done, partition)
+    for shadow in shadows:
+        await stage.publish_shadow(shadow)
 
 
 async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:

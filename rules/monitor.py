@@ -17,7 +17,7 @@ from typing import Any
 from rules import engine
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
-from streams.models import AdjudicatedLine, ClaimWork
+from streams.models import AdjudicatedLine, ClaimWork, ShadowDifference, build
 
 Record = dict[str, Any]
 ZERO = Decimal("0.00")
@@ -40,15 +40,20 @@ def decision_outcome(d: AdjudicatedLine) -> tuple[str, Decimal, frozenset[str]]:
 REDUCTION = "PRICE-CONTRACT-REDUCTION"
 
 
-def deciding_rules(before: Record | None, after: Record | None) -> list[str]:
+def _rule_amounts(decision: Record | AdjudicatedLine | None) -> dict[str, Decimal]:
+    if decision is None:
+        return {}
+    if isinstance(decision, AdjudicatedLine):
+        return {a.rule: a.amount for a in decision.adjustments}
+    return {a["rule"]: Decimal(a["amount"]) for a in decision.get("adjustments", [])}
+
+
+def deciding_rules(before: Record | AdjudicatedLine | None, after: Record | AdjudicatedLine | None) -> list[str]:
     """The rule ids found on one side only (the contract reduction only when nothing else
     differs); when both name the same rules (a price that moved), those whose amounts differ."""
-    def adjustments(r: Record | None) -> dict[str, Decimal]:
-        return {a["rule"]: Decimal(a["amount"]) for a in (r or {}).get("adjustments", [])}
-
-    b, a = adjustments(before), adjustments(after)
+    b, a = _rule_amounts(before), _rule_amounts(after)
     only = b.keys() ^ a.keys()
-    return sorted(only - {REDUCTION} or only) or sorted(rule for rule in b if b[rule] != a[rule])
+    return sorted(only - {REDUCTION} or only) or sorted(rule for rule in b if b[rule] != a.get(rule))
 
 
 def difference(before: Record | None, after: Record | None) -> Record:
@@ -89,13 +94,32 @@ def shadow_decisions(work: ClaimWork, ref: ReferenceData, candidate: Rulebooks,
     return engine.finalize(again, history, candidate, now).new_decisions
 
 
-def compare_claim(live: list[AdjudicatedLine], shadow: list[AdjudicatedLine], as_record) -> list[Record]:
-    """The differences between a claim's live and candidate decisions, line by line;
-    `as_record` turns a decision into its published JSON form (only for changed lines)."""
-    by_line = {d.line_number: d for d in shadow}
-    out = []
+@dataclass(slots=True)
+class ShadowResult:
+    """One claim's comparison, for the topic and the metrics."""
+
+    compared: int = 0
+    allowed_live: Decimal = ZERO
+    allowed_candidate: Decimal = ZERO
+    differences: list[ShadowDifference] = field(default_factory=list)
+
+
+def compare_claim(work: ClaimWork, history: engine.History, live: list[AdjudicatedLine], ref: ReferenceData,
+                  candidate: Rulebooks) -> ShadowResult:
+    """The claim's newly decided lines (`live`) against the candidate's decisions of them."""
+    result = ShadowResult()
+    if not live:
+        return result  # a re-delivery: compared when it was first decided
+    shadow = {d.line_number: d for d in shadow_decisions(work, ref, candidate, history, live[0].adjudicated_at)}
     for d in live:
-        other = by_line.get(d.line_number)
-        if other is not None and decision_outcome(d) != decision_outcome(other):
-            out.append(difference(as_record(d), as_record(other)))
-    return out
+        other = shadow.get(d.line_number)
+        if other is None:
+            continue
+        result.compared += 1
+        result.allowed_live += d.allowed_amount
+        result.allowed_candidate += other.allowed_amount
+        if decision_outcome(d) != decision_outcome(other):
+            result.differences.append(build(
+                ShadowDifference, claim_id=d.claim_id, line_number=d.line_number,
+                candidate_version=other.policy_version, before=d, after=other, rules=deciding_rules(d, other)))
+    return result

@@ -102,17 +102,20 @@ def worker(
     ledger: Annotated[str | None, typer.Option(help="Ledger URL: sqlite:///path or postgresql://...")] = None,
     web_port: Annotated[int | None, typer.Option(help="HTTP port for /metrics, /healthz, /readyz (default: first free from 6066).")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level of the pipeline's own JSON logs.")] = "info",
+    shadow: Annotated[Path | None, typer.Option(help="Monitor Mode: also decide every claim under this candidate rulebook (TOML), recording nothing.")] = None,
 ) -> None:
     """Run one pipeline worker (all agents). Start several to scale out."""
     import os
 
     from pydantic import ValidationError
 
-    for name, value in (("CLAIMS_BOOTSTRAP_SERVERS", bootstrap), ("CLAIMS_LEDGER_URL", ledger)):
+    for name, value in (("CLAIMS_BOOTSTRAP_SERVERS", bootstrap), ("CLAIMS_LEDGER_URL", ledger),
+                        ("CLAIMS_SHADOW_RULEBOOK", str(shadow) if shadow else None)):
         if value:
             os.environ[name] = value
     if web_port is not None:
         os.environ["CLAIMS_WEB_PORT"] = str(web_port)
+    from rules.rulebook import RulebookError
     from streams import worker as worker_module
     from streams.ledger import LedgerUnavailable
     from streams.settings import Settings
@@ -128,6 +131,8 @@ def worker(
         fail(f"setting CLAIMS_{str(err['loc'][0]).upper()}: {err['msg']}")
     except (LedgerUnavailable, OSError) as exc:
         fail(str(exc))
+    except RulebookError as exc:
+        fail(f"shadow rulebook {exc}")
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"{type(exc).__name__}: {exc}")
 

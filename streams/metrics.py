@@ -165,6 +165,30 @@ COMMITS = Counter(
     ["stage"],
     registry=REGISTRY,
 )
+SHADOW_LINES = Counter(
+    "claims_shadow_lines_compared_total",
+    "Monitor Mode: newly decided lines also decided under the candidate rulebook.",
+    registry=REGISTRY,
+)
+SHADOW_FAILED = Counter(
+    "claims_shadow_claims_failed_total",
+    "Monitor Mode: claims the candidate rulebook could not decide (the live decision stands).",
+    registry=REGISTRY,
+)
+SHADOW_CHANGED = Counter(
+    "claims_shadow_lines_changed_total",
+    "Monitor Mode: lines the candidate decides differently (status, allowed amount or CARCs), "
+    "by rule that made the difference (a line counts once per such rule).",
+    ["rule"],
+    registry=REGISTRY,
+)
+SHADOW_ALLOWED = Counter(
+    "claims_shadow_allowed_dollars_total",
+    "Monitor Mode: allowed amounts of the compared lines, live and under the candidate; "
+    "their difference is the candidate's effect on payments.",
+    ["policy"],
+    registry=REGISTRY,
+)
 WORKER_READY = Gauge(
     "claims_worker_ready",
     "1 when the worker is ready (/readyz answers 200), else 0.",
@@ -213,3 +237,13 @@ def prime(statuses_carcs: list[tuple[str, str]], reasons: list[str], dlq_sources
         DLQ.labels(source_topic=source, error_type=error_type)
     for operation in ledger_operations:
         LEDGER_SECONDS.labels(operation=operation)
+
+
+def prime_shadow(rules: list[str]) -> None:
+    """The Monitor Mode series at 0, for a worker with a candidate rulebook."""
+    SHADOW_LINES.inc(0)
+    SHADOW_FAILED.inc(0)
+    for policy in ("live", "candidate"):
+        SHADOW_ALLOWED.labels(policy=policy)
+    for rule in rules:
+        SHADOW_CHANGED.labels(rule=rule)

@@ -296,6 +296,18 @@ class RejectedLine(_Output):
     rejected_at: datetime
 
 
+class ShadowDifference(_Output):
+    """A line the candidate policy decides differently from the live one, on
+    `claims.shadow.differences` (key: claim_id): both decisions and the rules that differ."""
+
+    claim_id: str
+    line_number: int
+    candidate_version: str
+    before: AdjudicatedLine
+    after: AdjudicatedLine
+    rules: list[str]
+
+
 # --- internal messages between stages ----------------------------------------------------
 
 

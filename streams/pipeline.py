@@ -6,7 +6,7 @@ way it comes in. `Step` collects what a step wants published, by topic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,10 +73,22 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
     return step
 
 
-def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> list[AdjudicatedLine]:
-    """Claim-day edits, duplicates and authorized units against the ledger, in one transaction."""
+#: sees the history a claim was decided against and its outcome, inside the transaction
+Observer = Callable[[engine.History, engine.Outcome], None]
+
+
+def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Observer | None = None) -> list[AdjudicatedLine]:
+    """Claim-day edits, duplicates and authorized units against the ledger, in one transaction.
+    `observe` (Monitor Mode) sees the same history and the outcome, and records nothing."""
     now = utcnow()
-    return ledger.decide(work, lambda history: engine.finalize(work, history, books, now)) or []
+
+    def run(history: engine.History) -> engine.Outcome:
+        outcome = engine.finalize(work, history, books, now)
+        if observe is not None:
+            observe(history, outcome)
+        return outcome
+
+    return ledger.decide(work, run) or []
 
 
 # --- batch mode -------------------------------------------------------------------------------

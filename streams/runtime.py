@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any, Callable, TypeVar
 
 from rules.reference import ReferenceData
-from rules.rulebook import Rulebooks, default_rulebooks
+from rules.rulebook import Rulebooks, default_rulebooks, load_single
 from streams import metrics
 from streams.ledger import Ledger, LedgerUnavailable
 from streams.settings import Settings
@@ -23,6 +23,8 @@ class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.books: Rulebooks = default_rulebooks()
+        # Monitor Mode: validated here, so a broken candidate stops the worker at start
+        self.shadow: Rulebooks | None = load_single(settings.shadow_rulebook) if settings.shadow_rulebook else None
         self.reference = ReferenceData()
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False

@@ -95,9 +95,13 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("RejectedLine", "rejected_at"): "When the rejection was (re)published.",
     ("RejectionReason", "code"): "SCHEMA, FORM, MULTI_DATE, NPI, LINE_NUMBER, HEADER_MISMATCH, DUPLICATE_LINE_NUMBER, CLAIM_REJECTED, CLAIM_CLOSED or INCOMPLETE.",
     ("RejectionReason", "field"): "The field at fault (dotted path), where there is one.",
+    ("ShadowDifference", "candidate_version"): "The candidate rulebook version (Monitor Mode), not in effect.",
+    ("ShadowDifference", "before"): "The live decision, as published on claims.lines.adjudicated.",
+    ("ShadowDifference", "after"): "The decision the candidate would have made, from the same ledger history; never published.",
+    ("ShadowDifference", "rules"): "Rule ids on one side only (or whose amounts differ): what made the difference.",
 }
 
-_OUTPUTS = {topics.ADJUDICATED.name, topics.REJECTED.name}
+_OUTPUTS = {topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name}
 
 #: key schemas: (schema, description) per external topic
 _STRING_KEY = {"type": "string", "minLength": 1}
@@ -108,6 +112,8 @@ KEYS: dict[str, tuple[dict[str, Any], str]] = {
     topics.ADJUDICATED.name: ({"type": "string", "minLength": 1, "maxLength": 64}, "The claim_id of the decision."),
     topics.REJECTED.name: ({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "null"}]},
                            "The claim_id of the rejected line where it is known; null (no key) otherwise."),
+    topics.SHADOW_DIFFERENCES.name: ({"type": "string", "minLength": 1, "maxLength": 64},
+                                     "The claim_id of the line decided differently."),
     topics.DLQ.name: ({"type": ["string", "null"]}, "The key of the original message, unchanged (null: it had none)."),
     topics.REMITTANCE_835.name: ({"type": "string", "minLength": 1, "maxLength": 38},
                                  "The claim_id of the remitted claim (CLP01 of the 835)."),

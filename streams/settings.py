@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     ledger_url: str = Field("sqlite:///var/claims-ledger.db", description="sqlite:///path or postgresql://...")
     data_dir: Path = Field(Path("var"), description="Per-worker Faust data folders live under here.")
 
+    shadow_rulebook: Path | None = Field(
+        None, description="Monitor Mode: a candidate rulebook (TOML) every claim is also decided under, recording nothing.")
+
     web_bind: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     api_token: SecretStr | None = None

@@ -19,6 +19,7 @@ from faust.types import EventT
 
 from streams import metrics, topics
 from streams.app import app, channel, settings
+from rules.monitor import ShadowResult
 from streams.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline import DeadLetter, Step
 from streams.runtime import Runtime
@@ -99,6 +100,18 @@ async def publish_rejection(stage: str, rejection: RejectedLine) -> None:
     for reason in rejection.reasons:
         metrics.REJECTIONS.labels(reason.code).inc()
     metrics.LINES_OUT.labels(stage, "rejected").inc()
+
+
+async def publish_shadow(result: ShadowResult) -> None:
+    """Monitor Mode: each line the candidate decides differently, and the comparison's
+    metrics (dollars as floats there: a metric is a gauge of the effect, the topic is exact)."""
+    for diff in result.differences:
+        await topic(topics.SHADOW_DIFFERENCES).send(key=diff.claim_id.encode(), value=diff.model_dump_json().encode())
+        for rule in diff.rules:
+            metrics.SHADOW_CHANGED.labels(rule).inc()
+    metrics.SHADOW_LINES.inc(result.compared)
+    metrics.SHADOW_ALLOWED.labels("live").inc(float(max(result.allowed_live, 0)))
+    metrics.SHADOW_ALLOWED.labels("candidate").inc(float(max(result.allowed_candidate, 0)))
 
 
 async def forward(stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:

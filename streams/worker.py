@@ -68,7 +68,10 @@ def run(loglevel: str = "warning") -> None:
     create_topics(settings)
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     _prime_metrics(runtime.books)
-    metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id})
+    if runtime.shadow is not None:
+        metrics.prime_shadow(sorted({rule for book in runtime.shadow.books for rule in book.rules}))
+    metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
+                              "shadow_version": ",".join(runtime.shadow.versions) if runtime.shadow else ""})
     logs.configure(loglevel)
     worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
     try:
