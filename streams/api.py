@@ -2,6 +2,7 @@
 same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
 
     POST /v1/claims[?wait=SECONDS]   a claim (header once, its lines) -> its lines published
+    POST /v1/claims/simulate[?candidate=true]   the same body -> the decisions it would get now
     GET  /v1/claims/{claim_id}       the decisions and rejections recorded so far
 
     POST /v1/x12/837[?wait=SECONDS]         an 837P -> its 999; the accepted claims published whole
@@ -57,7 +58,7 @@ from prometheus_client import Counter, Histogram
 from edi import ack277ca, ack999, fhir, parse837, remit835
 from edi.x12 import TA1_INVALID_CONTENT, Party
 from rules import frontend
-from streams import metrics, stage, topics
+from streams import metrics, pipeline, stage, topics
 from streams.app import app, settings
 from streams.models import ClaimLine
 from streams.remit_models import build_835
@@ -465,20 +466,66 @@ class ClaimsView(ApiView):
         return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
 
 
+def _candidate_param(request: Any) -> bool:
+    raw = request.query.get("candidate", "false").lower()
+    if raw not in ("true", "false"):
+        raise ApiError(400, "BAD_REQUEST", "candidate must be true or false", field="candidate")
+    if raw == "true" and runtime.shadow is None:
+        raise ApiError(400, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
+                       "or CLAIMS_SHADOW_RULEBOOK)", field="candidate")
+    return raw == "true"
+
+
+# registered before /v1/claims/{claim_id}, which would otherwise take this path
+@app.page(f"{API_PREFIX}/claims/simulate", base=ApiView, name="api_claims_simulate")
+class SimulateView(ApiView):
+    """What-if: the decisions a claim would get now (current reference data, the member's
+    ledger history), under the live policy or the candidate, recording and publishing
+    nothing and consuming no units."""
+
+    route_label = "simulate"
+
+    async def post(self, request: Any) -> Any:
+        candidate = _candidate_param(request)
+        body = await read_body(request)
+        try:
+            claim = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+        lines = claim_lines(claim)
+        if not runtime.reference_ready.is_set():
+            raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
+                           headers={"Retry-After": "1"})
+        books = runtime.shadow if candidate else runtime.books
+        records = await _in_ledger(pipeline.simulate, runtime.ledger, [orjson.dumps(obj) for obj in lines],
+                                   runtime.reference, books)
+        claim_id = lines[0]["claim_id"]
+        return _json(self.web, {"claim_id": claim_id, "simulated": True, "policy_versions": books.versions,
+                                "status": overall_status("DECIDED", records), "lines": records}, 200)
+
+    async def get(self, request: Any) -> Any:  # a claim whose id is "simulate"
+        return await claim_status(self.web, "simulate")
+
+
+async def claim_status(web: Any, claim_id: str) -> Any:
+    """GET /v1/claims/{claim_id}: the decisions and rejections recorded so far."""
+    if not 0 < len(claim_id) <= 64:
+        raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
+    status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+    if status is None and not records:
+        raise ApiError(404, "NOT_FOUND",
+                       f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
+                       field="claim_id")
+    return _json(web, {"claim_id": claim_id, "status_url": _status_url(claim_id),
+                       "status": overall_status(status, records), "lines": records}, 200)
+
+
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
 class ClaimView(ApiView):
     route_label = "status"
 
     async def get(self, request: Any, claim_id: str) -> Any:
-        if not 0 < len(claim_id) <= 64:
-            raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
-        status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
-        if status is None and not records:
-            raise ApiError(404, "NOT_FOUND",
-                           f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
-                           field="claim_id")
-        return _json(self.web, {"claim_id": claim_id, "status_url": _status_url(claim_id),
-                                "status": overall_status(status, records), "lines": records}, 200)
+        return await claim_status(self.web, claim_id)
 
 
 # --- X12 (issue 5): 837P in, 999 and 277CA back; 835 and FHIR ClaimResponse out -------------------

@@ -96,6 +96,10 @@ CREATE TABLE IF NOT EXISTS member_locks (
 """
 
 
+class _Undo(Exception):
+    """Ends a `rolled_back` transaction."""
+
+
 class LedgerUnavailable(RuntimeError):
     """The store cannot be reached or the transaction failed for a transient reason; the
     caller retries the same message later (it is never a DLQ case)."""
@@ -204,6 +208,17 @@ class Ledger:
                 self._depth = depth
 
     _tx = transaction  # tests read the ledger's tables through it
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[Callable[..., Any]]:
+        """A transaction whose work is always undone: the methods called inside it run as
+        savepoints of it, see their own changes, and leave nothing behind (what-if answers)."""
+        try:
+            with self.transaction() as q:
+                yield q
+                raise _Undo
+        except _Undo:
+            pass
 
     def _drop_broken(self) -> None:
         if self.postgres and self._conn is not None and (self._conn.closed or self._conn.broken):

@@ -22,7 +22,7 @@ from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
 from streams.topics import ADJUDICATED, DLQ, REJECTED
 
-__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "load_reference_dir"]
+__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
 
 
 def utcnow() -> datetime:
@@ -133,13 +133,25 @@ def run_batch(lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks, ledg
     would in the stream.
     """
     ledger = ledger or Ledger("sqlite:///:memory:")
+    yield from _run_lines(ledger, lines, ref, books)
+    yield from _records(Step(rejections=ledger.expire(float("inf"), utcnow(), limit=1_000_000)))
+
+
+def simulate(ledger: Ledger, lines: list[bytes], ref: ReferenceData, books: Rulebooks) -> list[dict[str, Any]]:
+    """The records these lines would get now, against the ledger's history, in a transaction
+    that is always rolled back: nothing recorded, no units consumed (the what-if API)."""
+    with ledger.rolled_back():
+        return list(_run_lines(ledger, lines, ref, books))
+
+
+def _run_lines(ledger: Ledger, lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks) -> Iterator[dict[str, Any]]:
+    """Every stage, line after line, in submission order (batch mode and simulations)."""
     for offset, raw in enumerate(lines):
         step = intake(ledger, raw, float(offset), books)
         yield from _records(step)
         if step.assembled is not None:
             work = engine.price(engine.enrich(step.assembled, ref, books), ref)
             yield from _records(Step(decisions=adjudicate(ledger, work, books)))
-    yield from _records(Step(rejections=ledger.expire(float("inf"), utcnow(), limit=1_000_000)))
 
 
 def _records(step: Step) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,120 @@
+"""POST /v1/claims/simulate end to end: a real worker (with a candidate rulebook), claims with
+history behind them, and what-if answers equal to what batch mode gives the claim submitted
+next, while the ledger and every topic stay exactly as they were."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from rules.rulebook import candidate_path
+from streams import topics
+from streams.ledger import SCHEMA, Ledger
+from streams.synthetic import generate
+from tests.harness import batch_expectation
+from tests.test_api import AUTH, JSON, ApiPipeline, api_claims, call, timeless
+
+pytestmark = pytest.mark.broker
+
+#: every table but input_progress, the expiry timer's own clock, which the idle worker moves
+TABLES = [t for stmt in SCHEMA.split(";") if "CREATE TABLE" in stmt
+          for t in [stmt.split("(")[0].split()[-1]] if t != "input_progress"]
+
+
+def ledger_rows(url: str) -> dict[str, list[tuple]]:
+    with Ledger(url)._tx() as q:  # noqa: SLF001 - the test reads every table whole
+        return {t: sorted(map(tuple, q(f"SELECT * FROM {t}").fetchall()), key=repr) for t in TABLES}
+
+
+def topic_contents(bootstrap: str) -> dict[tuple[str, int], list[tuple]]:
+    """Every record of every pipeline topic, as raw (offset, key, value), read to the end."""
+    async def read() -> dict[tuple[str, int], list[tuple]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(t.name, p) for t in topics.ALL for p in consumer.partitions_for_topic(t.name) or ()]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            out: dict[tuple[str, int], list[tuple]] = {(tp.topic, tp.partition): [] for tp in parts}
+            while batches := await consumer.getmany(timeout_ms=1500):
+                for tp, batch in batches.items():
+                    out[(tp.topic, tp.partition)] += [(r.offset, r.key, r.value) for r in batch]
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def setup(module_bootstrap, tmp_path_factory):
+    work = generate(240, members=12, seed=31)
+    claims = api_claims(work.lines)
+    history, later = claims[:-12], claims[-12:]
+    pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("simulate"))
+    pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
+    pipe.load_reference(work.reference)
+    submitted = [raw for _, raws in history for raw in raws]
+    pipe.submit(submitted)
+    pipe.start()
+    pipe.wait_for()
+    pipe.collect(batch_expectation(submitted, work.reference))
+    yield pipe, work, submitted, later
+    pipe.stop_all()
+
+
+def test_simulate_answers_what_batch_mode_gives_the_next_claim_and_changes_nothing(setup):
+    pipe, work, submitted, later = setup
+    ledger_before, topics_before = ledger_rows(pipe.ledger_url), topic_contents(pipe.bootstrap)
+    for body, raws in later:
+        expected = [r for r in batch_expectation(submitted + raws, work.reference) if r.get("claim_id") == body["claim_id"]]
+        status, _, answer = call(pipe.url, "POST", "/v1/claims/simulate", orjson.dumps(body), {**AUTH, **JSON})
+        assert status == 200, answer
+        assert answer["simulated"] is True and answer["policy_versions"] == ["HIT-PP-2021-08-26.1"]
+        assert timeless(answer["lines"]) == timeless(expected)
+        assert answer["status"] in ("DECIDED", "REJECTED", "PARTIALLY_REJECTED")
+        status, _, again = call(pipe.url, "POST", "/v1/claims/simulate", orjson.dumps(body), {**AUTH, **JSON})
+        assert timeless(again["lines"]) == timeless(answer["lines"])  # no units consumed, nothing recorded
+        status, _, cand = call(pipe.url, "POST", "/v1/claims/simulate?candidate=true", orjson.dumps(body), {**AUTH, **JSON})
+        assert status == 200 and cand["policy_versions"] == ["2027-01-01-jz"]
+        assert {r["policy_version"] for r in cand["lines"] if r["topic"] == topics.ADJUDICATED.name} <= {"2027-01-01-jz"}
+    assert ledger_rows(pipe.ledger_url) == ledger_before
+    assert topic_contents(pipe.bootstrap) == topics_before
+
+
+def test_simulating_a_decided_claim_answers_its_stored_decisions(setup):
+    pipe, work, submitted, later = setup
+    claim_id = orjson.loads(submitted[-1])["claim_id"]
+    raws = [raw for raw in submitted if orjson.loads(raw)["claim_id"] == claim_id]
+    body = {**{f: orjson.loads(raws[0])[f] for f in ("claim_id", "form", "member_id", "provider_npi", "authorization_number",
+                                                      "diagnosis_codes")},
+            "lines": [{k: v for k, v in orjson.loads(r).items() if k not in ("claim_id", "form", "member_id", "provider_npi",
+                                                                                 "authorization_number", "diagnosis_codes",
+                                                                                 "line_count")} for r in raws]}
+    status, _, answer = call(pipe.url, "POST", "/v1/claims/simulate", orjson.dumps(body), {**AUTH, **JSON})
+    _, _, stored = call(pipe.url, "GET", f"/v1/claims/{claim_id}", None, AUTH)
+    assert status == 200 and timeless(answer["lines"]) == timeless(stored["lines"])
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "code", "error"), [
+    ("/v1/claims/simulate", b"{not json", {**AUTH, **JSON}, 400, "MALFORMED_JSON"),
+    ("/v1/claims/simulate", b'{"claim_id": "X"}', {**AUTH, **JSON}, 422, "SCHEMA"),
+    ("/v1/claims/simulate", b"{}", {**AUTH, "Content-Type": "text/plain"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ("/v1/claims/simulate", b"{}", JSON, 401, "UNAUTHORIZED"),
+    ("/v1/claims/simulate?candidate=maybe", b"{}", {**AUTH, **JSON}, 400, "BAD_REQUEST"),
+])
+def test_bad_input_is_answered_like_post_claims(setup, path, body, headers, code, error):
+    pipe = setup[0]
+    status, _, answer = call(pipe.url, "POST", path, body, headers)
+    assert (status, answer["error"]["code"]) == (code, error)
+    if path == "/v1/claims/simulate":
+        same = call(pipe.url, "POST", "/v1/claims", body, headers)
+        assert (same[0], same[2]["error"]["code"]) == (code, error)
+
+
+def test_a_claim_named_simulate_is_still_found_by_get(setup):
+    status, _, answer = call(setup[0].url, "GET", "/v1/claims/simulate", None, AUTH)
+    assert status == 404 and answer["error"]["code"] == "NOT_FOUND"
