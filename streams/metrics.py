@@ -167,7 +167,9 @@ COMMITS = Counter(
 )
 SHADOW_LINES = Counter(
     "claims_shadow_lines_compared_total",
-    "Monitor Mode: newly decided lines also decided under the candidate rulebook.",
+    "Monitor Mode: newly decided lines also decided under the candidate rulebook, by outcome "
+    "(same, changed: status, allowed amount or CARCs differ).",
+    ["outcome"],
     registry=REGISTRY,
 )
 SHADOW_FAILED = Counter(
@@ -241,7 +243,8 @@ def prime(statuses_carcs: list[tuple[str, str]], reasons: list[str], dlq_sources
 
 def prime_shadow(rules: list[str]) -> None:
     """The Monitor Mode series at 0, for a worker with a candidate rulebook."""
-    SHADOW_LINES.inc(0)
+    for outcome in ("same", "changed"):
+        SHADOW_LINES.labels(outcome=outcome)
     SHADOW_FAILED.inc(0)
     for policy in ("live", "candidate"):
         SHADOW_ALLOWED.labels(policy=policy)

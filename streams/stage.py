@@ -109,7 +109,8 @@ async def publish_shadow(result: ShadowResult) -> None:
         await topic(topics.SHADOW_DIFFERENCES).send(key=diff.claim_id.encode(), value=diff.model_dump_json().encode())
         for rule in diff.rules:
             metrics.SHADOW_CHANGED.labels(rule).inc()
-    metrics.SHADOW_LINES.inc(result.compared)
+    metrics.SHADOW_LINES.labels("changed").inc(len(result.differences))
+    metrics.SHADOW_LINES.labels("same").inc(result.compared - len(result.differences))
     metrics.SHADOW_ALLOWED.labels("live").inc(float(max(result.allowed_live, 0)))
     metrics.SHADOW_ALLOWED.labels("candidate").inc(float(max(result.allowed_candidate, 0)))
 

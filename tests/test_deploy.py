@@ -50,6 +50,7 @@ STREAM_TOPICS = {
     "claims.internal.priced",
     "claims.internal.decided",
     "claims.remittance.835",
+    "claims.shadow.differences",
 }
 COMPACTED_TOPICS = {
     "reference.members",
@@ -69,6 +70,7 @@ DASHBOARD_ROWS = [
     "Consumer lag",
     "Reference data freshness",
     "Worker health",
+    "Candidate policy",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from rules.rulebook import candidate_path
 from streams import metrics, topics
 from streams.broker import free_port
 from tests.harness import Pipeline, batch_expectation
@@ -220,6 +221,8 @@ def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     pipe = Pipeline(module_bootstrap, tmp)
     worker_port = free_port()
     pipe.env["CLAIMS_WEB_PORT"] = str(worker_port)
+    # Monitor Mode on, so the "Candidate policy" panels have data too
+    pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
     pipe.load_reference(reference)
     pipe.start()
     try:
