@@ -1,0 +1,180 @@
+"""The /v1 API's OpenAPI document (docs/openapi.json, GET /v1/openapi.json) and its reference
+page (GET /v1/docs): current with the models, valid OpenAPI 3.1, listing every route the
+worker registers; then, against one real worker with the sample reference data, a bounded
+schemathesis run driven by the document alone, and Swagger UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from rules.rulebook import candidate_path
+from streams import api, api_models, openapi
+from streams.app import app
+from tests.test_api import TOKEN, ApiPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
+METHODS = ("get", "post", "put", "patch", "delete")
+#: routes that answer for another documented operation: a claim whose id is "simulate"
+SAME_AS = {("get", "/v1/claims/simulate"): ("get", "/v1/claims/{claim_id}")}
+#: the schemathesis run: the checks the issue asks for, bounded, reproducible
+FUZZ_CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+FUZZ_EXAMPLES = 50
+FUZZ_SEED = 20261201
+FUZZ_TIMEOUT_S = 240
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def documented() -> set[tuple[str, str]]:
+    return {(method, path) for path, ops in openapi.document()["paths"].items() for method in ops}
+
+
+# --- no worker ----------------------------------------------------------------------------------------
+
+
+def test_committed_document_is_current():
+    assert not openapi.stale(), ("docs/openapi.json is stale: a model or route changed; run `python -m streams.openapi` "
+                                 "and commit the result (review the diff: it is an API change)")
+
+
+def test_check_command_detects_a_model_change(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "openapi.json"
+    assert openapi.main(["--out", str(out)]) == 0
+    assert openapi.main(["--check", "--out", str(out)]) == 0
+
+    class ErrorAnswer(api_models.ErrorAnswer):
+        request_id: str | None = None
+
+    monkeypatch.setattr(openapi, "MODELS", tuple((ErrorAnswer if m is api_models.ErrorAnswer else m, mode)
+                                                 for m, mode in openapi.MODELS))
+    openapi.document.cache_clear()
+    openapi.render.cache_clear()
+    try:
+        assert openapi.main(["--check", "--out", str(out)]) == 1
+        assert "stale" in capsys.readouterr().err
+    finally:
+        monkeypatch.undo()
+        openapi.document.cache_clear()
+        openapi.render.cache_clear()
+
+
+def test_document_is_valid_openapi_3_1():
+    document = openapi.document()
+    assert document["openapi"].startswith("3.1.")
+    errors = [e.message for e in OpenAPIV31SpecValidator(document).iter_errors()]
+    assert not errors, errors[:5]
+
+
+def test_document_lists_every_api_route():
+    """Every method a /v1 view answers (not with 405) is an operation of the document, and
+    nothing else is; the reference routes themselves are not API operations."""
+    registered = {(method, path) for path, view in app.web.views.items() if isinstance(view, api.ApiView)
+                  for method in METHODS if getattr(type(view), method) is not api.ApiView._not_allowed}  # noqa: SLF001
+    assert {SAME_AS.get(r, r) for r in registered} == documented()
+
+
+def test_request_example_is_a_claim_the_api_accepts():
+    example = openapi.document()["paths"]["/v1/claims"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    lines = api.claim_lines(example)  # ApiError if the front end refused it
+    assert len(lines) == len(example["lines"]) and lines[0]["claim_id"] == example["claim_id"]
+
+
+# --- one worker, the sample reference data --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
+    """A worker with the sample reference data and a candidate rulebook (so `?candidate=true`
+    is answered too)."""
+    pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("openapi-worker"))
+    pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
+    pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
+                         for p in SAMPLE_REFERENCE.glob("*.jsonl")})
+    pipe.start()
+    try:
+        pipe.wait_for("/readyz")
+        yield pipe
+    finally:
+        pipe.stop_all()
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:  # no token
+        return resp.status, dict(resp.headers), resp.read()
+
+
+@pytest.mark.broker
+def test_worker_serves_the_document_and_the_page_without_a_token(worker):
+    status, head, body = fetch(worker.url + "/v1/openapi.json")
+    assert status == 200 and head["Content-Type"].startswith("application/json")
+    assert json.loads(body) == json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    status, head, page = fetch(worker.url + "/v1/docs")
+    assert status == 200 and head["Content-Type"].startswith("text/html") and "script-src 'self'" in head["Content-Security-Policy"]
+    for asset in re.findall(rb'(?:src|href)="([^"]+)"', page):
+        status, _, content = fetch(f"{worker.url}/v1/{asset.decode()}")
+        assert status == 200 and content, asset
+
+
+@pytest.mark.broker
+def test_schemathesis_finds_nothing(worker, tmp_path):
+    """schemathesis, driven by the served document alone (every phase: its examples, boundary
+    coverage, fuzzing, stateful sequences through the inferred links), with the token."""
+    report = tmp_path / "schemathesis"
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{worker.url}/v1/openapi.json", "--url", worker.url,
+           "-H", f"Authorization: Bearer {TOKEN}", "--checks", FUZZ_CHECKS, "--max-examples", str(FUZZ_EXAMPLES),
+           "--seed", str(FUZZ_SEED), "--generation-database", "none", "--workers", "1", "--request-timeout", "40",
+           "--no-color", "--report", "junit", "--report-dir", str(report)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=FUZZ_TIMEOUT_S, cwd=ROOT,
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"})
+    summary = done.stdout[done.stdout.rfind("SUMMARY"):] if "SUMMARY" in done.stdout else done.stdout[-3000:]
+    print(f"\nschemathesis (report in {report}):\n{summary}")
+    assert done.returncode == 0, f"schemathesis found problems:\n{done.stdout[-20000:]}\n{done.stderr[-3000:]}"
+    assert "6 selected / 6 total" in done.stdout
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs Debian's chromium: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); the reference page is not checked in a browser")
+    return found
+
+
+def browse(binary: str, profile: Path, url: str, *extra: str) -> subprocess.CompletedProcess:
+    """One headless Chromium run on `url`, given virtual time for the page's scripts."""
+    profile.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([binary, *BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+                           "--window-size=1280,2400", *extra, url], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.broker
+def test_reference_page_lists_every_operation_in_a_browser(worker, tmp_path):
+    binary = _chromium()
+    done = browse(binary, tmp_path / "profile-dom", worker.url + "/v1/docs", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-3000:]
+    dom = done.stdout
+    shown = {(method.lower(), path) for method, path in re.findall(
+        r'opblock-summary-method">(\w+)</span>.*?data-path="([^"]+)"', dom, re.DOTALL)}
+    assert shown == documented(), f"Swagger UI shows {sorted(shown)}"
+    servers = re.findall(r'<option value="([^"]*)">', dom)
+    assert servers == ["/"], servers  # "try it out" goes to the page's own origin
+    shot = tmp_path / "v1-docs.png"
+    done = browse(binary, tmp_path / "profile-shot", worker.url + "/v1/docs", f"--screenshot={shot}")
+    assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-3000:]
+    print(f"\nscreenshot of /v1/docs: {shot}")
