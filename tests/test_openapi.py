@@ -133,7 +133,10 @@ def test_schemathesis_finds_nothing(worker, tmp_path):
     """schemathesis, driven by the served document alone (every phase: its examples, boundary
     coverage, fuzzing, stateful sequences through the inferred links), with the token."""
     report = tmp_path / "schemathesis"
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{worker.url}/v1/openapi.json", "--url", worker.url,
+    config = tmp_path / "schemathesis.toml"  # no crash cache: a run replays nothing of an earlier one
+    config.write_text("[cache]\nenabled = false\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+           f"{worker.url}/v1/openapi.json", "--url", worker.url,
            "-H", f"Authorization: Bearer {TOKEN}", "--checks", FUZZ_CHECKS, "--max-examples", str(FUZZ_EXAMPLES),
            "--seed", str(FUZZ_SEED), "--generation-database", "none", "--workers", "1", "--request-timeout", "40",
            "--no-color", "--report", "junit", "--report-dir", str(report)]
