@@ -204,7 +204,7 @@ def _string_branch(prop: dict[str, Any]) -> dict[str, Any] | None:
 def _declared_by(cls: type[BaseModel], field_name: str) -> str:
     """The name of the model that declares a field (a subclass, e.g. the API's records with
     their topic, gets its parent's descriptions and formats)."""
-    return next(c.__name__ for c in cls.__mro__ if field_name in getattr(c, "__annotations__", {}))
+    return next(c.__name__ for c in cls.__mro__ if field_name in c.__dict__.get("__annotations__", {}))
 
 
 def _decorate(schema: dict[str, Any], model: type[BaseModel], output: bool) -> None:
