@@ -149,9 +149,16 @@ class ApiView(faust.web.View):
         return response
 
     async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
-        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}")
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}",
+                       headers={"Allow": ", ".join(self.allowed_methods())})
 
     get = post = put = patch = delete = _not_allowed
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this view answers other than with 405 (HEAD with GET), for `Allow`."""
+        answered = [m.upper() for m in ("get", "post", "put", "patch", "delete") if getattr(cls, m) is not ApiView._not_allowed]
+        return answered + (["HEAD"] if "GET" in answered else [])
 
 
 def authorize(request: Any) -> None:
@@ -448,10 +455,23 @@ async def _json_http_errors(request: Any, handler: Any) -> Any:
         if exc.status < 400 or not request.path.startswith(API_PREFIX + "/"):
             raise
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
-        error = ApiError(exc.status, code, exc.reason or code.lower().replace("_", " "))
+        allow = await _allowed_at(request) if exc.status == 405 else None
+        message = f"{request.method} is not allowed on {request.path}" if allow else exc.reason
+        error = ApiError(exc.status, code, message or code.lower().replace("_", " "))
         REQUESTS.labels("other", str(exc.status)).inc()
         return aiohttp_web.Response(body=orjson.dumps(error.body()), status=exc.status, content_type="application/json",
-                                    headers={"Cache-Control": "no-store"})
+                                    headers={"Cache-Control": "no-store", **({"Allow": allow} if allow else {})})
+
+
+async def _allowed_at(request: Any) -> str | None:
+    """`Allow` for a method no view registers (TRACE, OPTIONS, ...): what the /v1 view at
+    the request's path answers."""
+    for resource in request.app.router.resources():
+        _, registered = await resource.resolve(request)
+        view = app.web.views.get(resource.canonical) if registered else None
+        if isinstance(view, ApiView):
+            return ", ".join(view.allowed_methods())
+    return None
 
 
 app.web.web_app.middlewares.append(_json_http_errors)
