@@ -11,18 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from rules.rulebook import candidate_path
 from streams import api, api_models, openapi
 from streams.app import app
 from tests import swagger_ui
-from tests.test_api import TOKEN, ApiPipeline
+from tests.test_api import TOKEN, ApiPipeline, api_claims, call
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
@@ -109,10 +112,9 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
         pipe.stop_all()
 
 
-def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as resp:  # no token
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET, with no token unless `headers` give one."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as resp:
         return resp.status, dict(resp.headers), resp.read()
 
 
@@ -126,6 +128,68 @@ def test_worker_serves_the_document_and_the_page_without_a_token(worker):
     for asset in re.findall(rb'(?:src|href)="([^"]+)"', page):
         status, _, content = fetch(f"{worker.url}/v1/{asset.decode()}")
         assert status == 200 and content, asset
+
+
+@pytest.mark.broker
+def test_reference_is_served_with_the_api_disabled(module_bootstrap, tmp_path):
+    """A worker without CLAIMS_API_TOKEN answers every operation 503, and still documents them."""
+    pipe = ApiPipeline(module_bootstrap, tmp_path, token="")
+    pipe.start()
+    try:
+        pipe.wait_for("/healthz")
+        status, _, body = fetch(pipe.url + "/v1/openapi.json")
+        assert status == 200 and json.loads(body) == openapi.document()
+        assert fetch(pipe.url + "/v1/docs")[0] == 200
+    finally:
+        pipe.stop_all()
+
+
+def answer_validator(path: str, method: str, status: int, media: str = "application/json") -> Draft202012Validator:
+    """The JSON Schema (2020-12, as OpenAPI 3.1 has it) of one documented answer."""
+    document = openapi.document()
+    response = document["paths"][path][method]["responses"][str(status)]
+    if "$ref" in response:
+        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    return Draft202012Validator({**response["content"][media]["schema"], "components": document["components"]})
+
+
+def assert_documented(path: str, method: str, status: int, answer: Any, media: str = "application/json") -> None:
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in answer_validator(path, method, status, media).iter_errors(answer)]
+    assert not errors, f"{method.upper()} {path} {status} does not meet the document: {errors[:5]}"
+
+
+@pytest.mark.broker
+def test_every_kind_of_answer_meets_the_document(worker):
+    """Every sample claim over HTTP (every rule: PAID and DENIED lines), a line added to a
+    decided claim (a rejection), what-if live and candidate, the 835, the ClaimResponse and
+    a waited 837P: each answer meets the document's schema for its status."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    statuses, kinds = set(), set()
+    claims = [body for body, _ in api_claims((ROOT / "streams" / "sample_data" / "claims.jsonl").read_bytes().splitlines())]
+    first = claims[0]
+    closed = {**first, "lines": [*first["lines"], {**first["lines"][0], "line_number": len(first["lines"]) + 1}]}
+    for body in [*claims, closed]:
+        status, _, answer = call(worker.url, "POST", "/v1/claims?wait=10", orjson.dumps(body), headers)
+        assert_documented("/v1/claims", "post", status, answer)
+        statuses.add(answer["status"])
+        kinds |= {(r["topic"], r.get("status")) for r in answer.get("lines", [])}
+    assert {"DECIDED", "PARTIALLY_REJECTED"} <= statuses
+    assert {("claims.lines.adjudicated", "PAID"), ("claims.lines.adjudicated", "DENIED"),
+            ("claims.lines.rejected", None)} <= kinds
+    for query in ("", "?candidate=true"):
+        status, _, answer = call(worker.url, "POST", f"/v1/claims/simulate{query}", orjson.dumps(claims[1]), headers)
+        assert status == 200 and answer["simulated"] is True
+        assert_documented("/v1/claims/simulate", "post", status, answer)
+    status, head, raw = fetch(f"{worker.url}/v1/claims/{first['claim_id']}/remittance", headers)
+    answer = json.loads(raw)
+    assert status == 200 and head["Content-Type"] == api.FHIR_MEDIA_TYPE and answer["resourceType"] == "ClaimResponse"
+    assert_documented("/v1/claims/{claim_id}/remittance", "get", status, answer, api.FHIR_MEDIA_TYPE)
+    x12 = (ROOT / "streams" / "sample_data" / "claims.837").read_bytes()
+    status, _, answer = call(worker.url, "POST", "/v1/x12/837?wait=15", x12,
+                             {**headers, "Content-Type": api.X12_MEDIA_TYPE})
+    assert status == 200 and answer["claims"][0]["status"] == "DECIDED", answer
+    assert_documented("/v1/x12/837", "post", status, answer)
 
 
 @pytest.mark.broker
