@@ -19,8 +19,9 @@ from streams import topics
 from streams.models import AdjudicatedLine, ClaimLine, RejectedLine
 from streams.schemas import DESCRIPTIONS
 
-#: what `streams.api.overall_status` answers for a claim (plus ACCEPTED: published, not waited for)
-CLAIM_STATUSES = ("ACCEPTED", "PENDING", "DECIDED", "REJECTED", "PARTIALLY_REJECTED")
+#: a claim's status in the API's answers: ACCEPTED (published, not waited for), what
+#: `streams.api.overall_status` says, or REPLACED / VOIDED (reversed by a correction)
+CLAIM_STATUSES = ("ACCEPTED", "PENDING", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED")
 
 
 class _Answer(BaseModel):
@@ -91,13 +92,19 @@ class ClaimAccepted(_Answer):
 
 
 class ClaimAnswer(_Answer):
-    """A claim's decisions and rejections recorded so far, one record per answered line, by line number."""
+    """A claim's decisions and rejections recorded so far, one record per answered line, by line number,
+    and what corrections (claim frequency 7 and 8) say of it."""
 
     claim_id: str
     status_url: str = Field(description="Where to look the claim up: GET it (the claim id URL-encoded).")
     status: ClaimStatus = Field(description="PENDING while lines are unanswered; then DECIDED (every line "
-                                            "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED.")
+                                            "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED; "
+                                            "REPLACED or VOIDED once a replacement or void reversed it.")
     lines: list[LineRecord]
+    reversed_by: str | None = Field(None, description="The replacement or void that reversed this claim.")
+    reversed: list[Decision] | None = Field(None, description="The REVERSED records of this claim's lines.")
+    reverses: str | None = Field(None, description="The claim this replacement or void reversed.")
+    reversals: list[Decision] | None = Field(None, description="The REVERSED records this replacement or void caused.")
 
 
 class SimulatedAnswer(_Answer):
