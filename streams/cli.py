@@ -193,7 +193,7 @@ def bench(
 
 
 def _register_x12() -> None:
-    from edi.cli import x12_app
+    from streams.x12_cli import x12_app
 
     app.add_typer(x12_app, name="x12", help="X12 837P intake (with its 999) and 835 remittance.")
 
