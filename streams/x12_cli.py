@@ -48,12 +48,12 @@ def _read(path: Path) -> bytes:
 
 @x12_app.command("837")
 def intake_837(
-    file: Annotated[Path, typer.Argument(help="An 837P interchange (005010X222A1/A2); - for standard input.")],
-    ack: Annotated[Path | None, typer.Option("--ack", help="Write the 999 here instead of standard error.")] = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="An 837P interchange (005010X222A1/A2); - for standard input.")],
+    ack: Annotated[Path | None, typer.Option("--ack", metavar="FILE", help="Write the 999 here instead of standard error.")] = None,
     publish: Annotated[bool, typer.Option(
         "--publish", help="Publish the lines to claims.lines.submitted on the configured brokers (CLAIMS_BOOTSTRAP_SERVERS).")] = False,
     bootstrap: Annotated[str | None, typer.Option(
-        "--bootstrap", help="Publish to these brokers (HOST:PORT,...) instead; implies --publish.")] = None,
+        "--bootstrap", metavar="HOST:PORT", help="Publish to these brokers (HOST:PORT,...) instead; implies --publish.")] = None,
     strict: Annotated[bool, typer.Option(help="Reject HL numbering and 2010CA NM109 deviations too.")] = False,
 ) -> None:
     """Parse an 837P: contract lines to stdout (JSON Lines), the 999 to stderr or --ack."""
@@ -124,11 +124,11 @@ async def publish_claims(bootstrap: str, claims: Iterable[Any], topic: str = SUB
 
 @x12_app.command("835")
 def remit_835(
-    decisions: Annotated[Path, typer.Option("--decisions", help="Decisions, JSON Lines (batch output is fine: "
+    decisions: Annotated[Path, typer.Option("--decisions", metavar="FILE", help="Decisions, JSON Lines (batch output is fine: "
                                             "records of other topics are skipped).")],
-    claims: Annotated[Path, typer.Option("--claims", help="The submitted lines (JSON Lines), or the 837P they "
+    claims: Annotated[Path, typer.Option("--claims", metavar="FILE", help="The submitted lines (JSON Lines), or the 837P they "
                                          "came from.")],
-    claim: Annotated[list[str] | None, typer.Option("--claim", help="Only this claim id (repeatable).")] = None,
+    claim: Annotated[list[str] | None, typer.Option("--claim", metavar="ID", help="Only this claim id (repeatable).")] = None,
 ) -> None:
     """Print the 835 for the decided claims (one transaction set per claim)."""
     from edi import remit835

@@ -89,6 +89,7 @@ def test_wait_that_runs_out_answers_202_pending(setup: Setup):
     status, _, answer = setup.post("/v1/claims?wait=1", body("F-PENDING"))
     assert status == 202, answer
     assert answer["status"] == "PENDING" and answer["lines"] == [] and answer["status_url"] == "/v1/claims/F-PENDING"
+    assert "no reference data yet" in answer["reason"] and "reference load" in answer["reason"]
     setup.pipe.load_reference(sample_reference())
     setup.pipe.wait_for("/readyz", 60)
     wait_for(lambda: call(setup.pipe.url, "GET", "/v1/claims/F-PENDING", None, AUTH)[2].get("status") == "DECIDED",
