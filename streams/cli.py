@@ -218,6 +218,7 @@ def bench(
     bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh embedded one.")] = None,
     baseline: Annotated[bool, typer.Option(help="Also measure a 4-hop pass-through in the same run.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all decisions.")] = 600,
+    shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Run the workers in Monitor Mode with this candidate rulebook.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
@@ -228,7 +229,7 @@ def bench(
 
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, shadow)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
@@ -247,6 +248,9 @@ def bench(
     console.print(table)
     console.print(f"pure engine: {figures['engine_lines_per_s']:,} lines/s on one core; "
                   f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s")
+    if shadow:
+        console.print(f"Monitor Mode adds {figures['shadow_us_per_line']} us of CPU per line (the candidate's decision "
+                      f"and the comparison, pure engine)")
     if json_out:
         json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
 
