@@ -70,13 +70,15 @@ async def _consume_forever() -> None:
                 parts.append(TopicPartition(name, p))
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        started = time.monotonic()
+        first_record: float | None = None  # the load is timed from here, not from start-up
         read_to = _read_to
         while True:
             try:  # getmany can block for as long as the broker is away
                 batches = await asyncio.wait_for(consumer.getmany(timeout_ms=200, max_records=5000), timeout=2)
             except TimeoutError:
                 batches = {}
+            if batches and first_record is None:
+                first_record = time.monotonic()
             for tp, records in batches.items():
                 for rec in records:
                     error = _apply(tp.topic, rec.key, rec.value)
@@ -91,7 +93,8 @@ async def _consume_forever() -> None:
             _check_not_truncated(consumer, read_to)
             if not runtime.reference_ready.is_set() and runtime.reference.members and await _caught_up(consumer, parts):
                 runtime.reference_ready.set()
-                log.info("reference data loaded in %.1fs: %s", time.monotonic() - started, runtime.reference.sizes())
+                log.info("reference data loaded in %.1fs: %s", time.monotonic() - (first_record or time.monotonic()),
+                         runtime.reference.sizes())
     finally:
         await consumer.stop()
 

@@ -3,8 +3,9 @@ value the X12 text as bytes), built from the decisions the adjudicate stage hand
 `claims.internal.decided`.
 
 A claim whose 835 cannot be written (`RemittanceError`: e.g. a claim id longer than the 38
-characters CLP01 holds) goes to `claims.lines.dlq` with its decisions as the value and the
-usual headers (`error`, `source-topic` = claims.internal.decided, `stage` = remittance).
+characters CLP01 holds) goes to `claims.remittance.dlq` (not the input DLQ, which holds
+undecodable submissions) with its decisions as the value and the headers `error`,
+`source-topic` = claims.internal.decided and `stage` = remittance.
 
 At least once: a re-delivered batch, or a claim decided again on a re-delivery upstream,
 publishes the claim's 835 again, with the same claim, amounts, codes and control numbers
@@ -43,6 +44,6 @@ async def handle(events: Sequence[EventT]) -> None:
                 text = build_835(claim.claim_id, claim.decisions)
             except RemittanceError as exc:
                 await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
-                                        error_type="remittance")
+                                        error_type="remittance", target=topics.REMITTANCE_DLQ)
                 continue
             await channel.send(key=key, value=text.encode())

@@ -493,6 +493,8 @@ class ClaimsView(ApiView):
         claim_id = lines[0]["claim_id"]
         await publish_lines(lines)
         answer: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id)}
+        if reason := _not_ready_reason():
+            answer["reason"] = reason
         if not wait:
             return _json(self.web, {**answer, "status": "ACCEPTED"}, 202)
         answers = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
@@ -503,6 +505,14 @@ class ClaimsView(ApiView):
         WAIT_SECONDS.observe(time.perf_counter() - started)
         status, records = answers
         return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
+
+
+def _not_ready_reason() -> str | None:
+    """Why a claim accepted now is not decided soon, when the worker knows: no reference data."""
+    if runtime.reference_ready.is_set():
+        return None
+    return ("the pipeline has no reference data yet (load it with `claims-pipeline reference load DIR`); "
+            "the claim is published and will be decided once it is loaded")
 
 
 def _candidate_param(request: Any) -> bool:

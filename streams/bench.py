@@ -22,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from rules import engine, frontend
 from rules.reference import TABLES, ReferenceData
-from rules.rulebook import default_rulebooks
+from rules.monitor import compare_claim
+from rules.rulebook import default_rulebooks, load_single
 from streams import client, passthrough, topics
 from streams.admin import TopicSpec, ensure_topics
 from streams.broker import EmbeddedBroker, free_port
@@ -169,8 +170,10 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def engine_figures(work: Workload) -> dict[str, float]:
-    """Lines/s of the pure engine (no ledger, no I/O) and of batch mode (`adjudicate`)."""
+def engine_figures(work: Workload, shadow: Path | None = None) -> dict[str, float]:
+    """Lines/s of the pure engine (no ledger, no I/O) and of batch mode (`adjudicate`); with a
+    candidate rulebook, also the CPU the live shadow adds per line (its second decision and
+    the comparison, as the adjudicate stage runs them)."""
     books = default_rulebooks()
     ref = ReferenceData()
     for table, rows in work.reference.items():
@@ -195,15 +198,35 @@ def engine_figures(work: Workload) -> dict[str, float]:
     t = time.perf_counter()
     records = sum(1 for _ in run_batch(work.lines, ref, books))
     batch = records / (time.perf_counter() - t)
-    return {"engine_lines_per_s": round(pure), "batch_lines_per_s": round(batch)}
+    figures = {"engine_lines_per_s": round(pure), "batch_lines_per_s": round(batch)}
+    if shadow is not None:
+        figures["shadow_us_per_line"] = round(_shadow_cost(claims, ref, books, load_single(shadow), now), 1)
+    return figures
+
+
+def _shadow_cost(claims: dict[str, list], ref: ReferenceData, books, candidate, now) -> float:
+    """Microseconds per line of Monitor Mode: `compare_claim` after each live decision."""
+    histories: dict[str, engine.History] = {}
+    works = []
+    for lines in claims.values():
+        history = histories.setdefault(lines[0].member_id, engine.History())
+        work = engine.price(engine.enrich(engine.start(lines, books, now), ref, books), ref)
+        seen = engine.History(paid_fingerprints=set(history.paid_fingerprints))  # what the live decision saw
+        outcome = engine.finalize(work, history, books, now)
+        history.paid_fingerprints.update(f for f, _, _ in outcome.paid)
+        works.append((work, seen, outcome.new_decisions))
+    t = time.perf_counter()
+    for work, history, live in works:
+        compare_claim(work, history, live, ref, candidate)
+    return (time.perf_counter() - t) * 1e6 / sum(len(w.lines) for w, _, _ in works)
 
 
 def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap: str | None, baseline: bool,
-              timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+              timeout: float, say: Callable[[str], None], shadow: Path | None = None) -> dict[str, Any]:
     work = generate(lines, members=max(lines // 10, 50), seed=42)
     say(f"workload: {len(work.lines)} submitted lines; measuring the pure engine and batch mode ...")
     figures: dict[str, Any] = {"lines": len(work.lines), "rate": rate, "workers": workers, "partitions": partitions,
-                               **engine_figures(work)}
+                               **engine_figures(work, shadow)}
     with tempfile.TemporaryDirectory(prefix="claims-bench-") as tmp:
         workdir = Path(tmp)
         broker = None if bootstrap else EmbeddedBroker(log_path=workdir / "broker.log")
@@ -218,7 +241,8 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
             asyncio.run(client.produce(boot, [(topics.REFERENCE[t].name, TABLES[t][1](TABLES[t][0].model_validate(r)).encode(),
                                                orjson.dumps(r)) for t, rows in work.reference.items() for r in rows]))
             env = {"CLAIMS_BOOTSTRAP_SERVERS": boot, "CLAIMS_PARTITIONS": str(partitions), "CLAIMS_DATA_DIR": str(workdir / "data"),
-                   "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}", "CLAIMS_APP_ID": f"bench-{os.getpid()}"}
+                   "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}", "CLAIMS_APP_ID": f"bench-{os.getpid()}",
+                   **({"CLAIMS_SHADOW_RULEBOOK": str(shadow)} if shadow else {})}
             if baseline:
                 say("baseline: a 4-hop Faust pass-through ...")
                 procs = [_spawn(["-m", "streams.passthrough"], env, workdir / "passthrough.log")]

@@ -111,7 +111,8 @@ REJECTIONS = Counter(
 )
 DLQ = Counter(
     "claims_dlq_messages_total",
-    "Undecodable messages sent to claims.lines.dlq, by source topic and error type.",
+    "Messages dead-lettered, by source topic and error type: undecodable input on claims.lines.dlq, "
+    'and decided claims whose 835 cannot be written on claims.remittance.dlq (error_type="remittance").',
     ["source_topic", "error_type"],
     registry=REGISTRY,
 )

@@ -101,7 +101,7 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ShadowDifference", "rules"): "Rule ids on one side only (or whose amounts differ): what made the difference.",
 }
 
-_OUTPUTS = {topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name}
+_OUTPUTS = {topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name, topics.REMITTANCE_DLQ.name}
 
 #: key schemas: (schema, description) per external topic
 _STRING_KEY = {"type": "string", "minLength": 1}
@@ -112,6 +112,9 @@ KEYS: dict[str, tuple[dict[str, Any], str]] = {
     topics.ADJUDICATED.name: ({"type": "string", "minLength": 1, "maxLength": 64}, "The claim_id of the decision."),
     topics.REJECTED.name: ({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "null"}]},
                            "The claim_id of the rejected line where it is known; null (no key) otherwise."),
+    topics.REMITTANCE_DLQ.name: ({"type": "string", "minLength": 1, "maxLength": 64},
+                                 "The claim_id of the claim whose 835 could not be written. Headers: error, "
+                                 "source-topic (claims.internal.decided) and stage (remittance)."),
     topics.SHADOW_DIFFERENCES.name: ({"type": "string", "minLength": 1, "maxLength": 64},
                                      "The claim_id of the line decided differently."),
     topics.DLQ.name: ({"type": ["string", "null"]}, "The key of the original message, unchanged (null: it had none)."),

@@ -61,13 +61,14 @@ app.sensors.add(CommitSensor())
 
 
 async def dead_letter(stage: str, source: topics.TopicDef, raw: bytes | None, key: bytes | None,
-                      error: Exception | str, error_type: str | None = None) -> None:
-    """The original bytes, with `error` and `source-topic` headers; never retried."""
+                      error: Exception | str, error_type: str | None = None,
+                      target: topics.TopicDef = topics.DLQ) -> None:
+    """The original bytes, with `error` and `source-topic` headers, on `target`; never retried."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     kind = error_type or (type(error).__name__ if not isinstance(error, str) else "undecodable")
     if not isinstance(error, str):
         log.error("stage %s: %s", stage, "".join(traceback.format_exception_only(error)).strip()[:300])
-    await topic(topics.DLQ).send(
+    await topic(target).send(
         key=key, value=raw or b"",
         headers=[("error", text[:1000].encode()), ("source-topic", source.name.encode()), ("stage", stage.encode())],
     )

@@ -21,7 +21,7 @@ from streams.models import (
     RejectedLine,
     ShadowDifference,
 )
-from streams.remit_models import DecidedBatch
+from streams.remit_models import DecidedBatch, DecidedClaim
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ SUBMITTED = TopicDef("claims.lines.submitted", "member_id", ClaimLine)
 ADJUDICATED = TopicDef("claims.lines.adjudicated", "claim_id", AdjudicatedLine)
 REJECTED = TopicDef("claims.lines.rejected", "claim_id where known", RejectedLine)
 DLQ = TopicDef("claims.lines.dlq", "the original key", None)
+#: decided claims whose 835 cannot be written (value: the claim's decisions, headers error/stage)
+REMITTANCE_DLQ = TopicDef("claims.remittance.dlq", "claim_id", DecidedClaim)
 #: Monitor Mode: lines a candidate rulebook decides differently (only with a shadow configured)
 SHADOW_DIFFERENCES = TopicDef("claims.shadow.differences", "claim_id", ShadowDifference)
 #: one 835 (005010X221A1, X12 text as bytes, not JSON) per decided claim (issue 5)
@@ -59,5 +61,5 @@ REFERENCE = {
 }
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
-ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, SHADOW_DIFFERENCES, ASSEMBLED, ENRICHED, PRICED, DECIDED,
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, ASSEMBLED, ENRICHED, PRICED, DECIDED,
        *REFERENCE.values())

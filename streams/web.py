@@ -35,7 +35,17 @@ async def readyz(self, request):
     return self.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
 
 
-@app.timer(interval=2.0)
+_was_ready = False
+
+
+@app.timer(interval=1.0)
 async def refresh_readiness() -> None:
-    """Keep `claims_worker_ready` current even when nobody asks /readyz."""
-    readiness()
+    """Keep `claims_worker_ready` current even when nobody asks /readyz, and say on standard
+    output when the worker becomes ready (or stops being ready), with the check that failed."""
+    global _was_ready
+    checks = readiness()
+    ready = all(checks.values())
+    if ready != _was_ready:
+        failing = ", ".join(name for name, ok in checks.items() if not ok)
+        print(f"claims-pipeline worker: {'ready' if ready else 'not ready: ' + failing}", flush=True)
+        _was_ready = ready

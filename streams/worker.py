@@ -74,7 +74,12 @@ def run(loglevel: str = "warning") -> None:
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
                               "shadow_version": ",".join(runtime.shadow.versions) if runtime.shadow else ""})
     logs.configure(loglevel)
+    api_state = "on" if settings.api_token else "off (set CLAIMS_API_TOKEN)"
+    print(f"claims-pipeline worker: brokers {','.join(settings.bootstrap_list)}, ledger {runtime.ledger.describe()}, "
+          f"http://{settings.web_bind}:{settings.web_port} (/readyz, /metrics; /v1 API {api_state})"
+          + (f", Monitor Mode {','.join(runtime.shadow.versions)}" if runtime.shadow else ""), flush=True)
     worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
+    worker.spinner = None  # Faust's progress spinner writes terminal codes even into a file
     try:
         worker.execute_from_commandline()
     finally:

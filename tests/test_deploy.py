@@ -51,6 +51,7 @@ STREAM_TOPICS = {
     "claims.internal.decided",
     "claims.remittance.835",
     "claims.shadow.differences",
+    "claims.remittance.dlq",
 }
 COMPACTED_TOPICS = {
     "reference.members",

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edi import remit835
-from edi.cli import publish_claims, x12_app
+from streams.x12_cli import publish_claims, x12_app
 from edi.parse837 import parse
 from edi.validate import validate
 from rules.rulebook import default_rulebooks
@@ -113,3 +113,43 @@ def test_publish_whole_claims_keyed_by_member(kafka_bootstrap: str) -> None:
         placed = by_claim[claim.claim_id]
         assert len({p for p, _ in placed}) == 1  # one partition: the member's
         assert [n for _, n in placed] == list(range(1, len(claim.lines) + 1))  # whole, in order
+
+
+@pytest.mark.broker
+def test_publish_uses_the_configured_brokers_and_says_what_it_wrote(kafka_bootstrap: str) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.admin import TopicSpec, ensure_topics
+
+    topic = "claims.lines.submitted"
+    asyncio.run(ensure_topics(kafka_bootstrap, [TopicSpec(topic, partitions=4)]))
+    result = runner().invoke(x12_app, ["837", str(HERE / "05_jw_wastage.edi"), "--publish", "--ack", "/dev/null"],
+                             env={"CLAIMS_BOOTSTRAP_SERVERS": kafka_bootstrap})
+    assert result.exit_code == 0, result.stderr
+    assert f"published 5 lines of 1 claims to {topic} on {kafka_bootstrap}" in result.stderr
+
+    async def read() -> list[dict]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            got: list[dict] = []
+            while batches := await consumer.getmany(timeout_ms=1000):
+                got += [orjson.loads(r.value) for recs in batches.values() for r in recs]
+            return got
+        finally:
+            await consumer.stop()
+
+    mine = [x for x in asyncio.run(read()) if x["claim_id"] == "X12-0501"]
+    assert sorted(x["line_number"] for x in mine) == [1, 2, 3, 4, 5]
+
+
+def test_publish_to_an_unreachable_broker_is_one_line() -> None:
+    result = runner().invoke(x12_app, ["837", str(HERE / "05_jw_wastage.edi"), "--bootstrap", "127.0.0.1:1",
+                                       "--ack", "/dev/null"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "claims-pipeline: error: publishing to 127.0.0.1:1 failed: KafkaConnectionError: Unable to bootstrap from "
+        "[('127.0.0.1', 1, <AddressFamily.AF_INET: 2>)]"]

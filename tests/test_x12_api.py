@@ -269,7 +269,7 @@ def test_835_of_unknown_rejected_and_undecided_claims(worker, posted, module_boo
     assert status == 409 and orjson.loads(raw)["error"]["code"] == "NOT_DECIDED", raw
 
 
-def test_an_835_that_cannot_be_written_goes_to_the_dlq(worker, module_bootstrap):
+def test_an_835_that_cannot_be_written_goes_to_the_remittance_dlq(worker, module_bootstrap):
     """CLP01 holds 38 characters; the JSON API takes claim ids up to 64."""
     line = parse(fixture_text("06_nursing_99601_99602")).lines[0]
     claim_id = "LONG-" + uuid.uuid4().hex + "-X"  # 39 characters
@@ -280,7 +280,7 @@ def test_an_835_that_cannot_be_written_goes_to_the_dlq(worker, module_bootstrap)
     status, _, raw = request(worker.url, "POST", "/v1/claims?wait=20", orjson.dumps(body),
                              {**AUTH, "Content-Type": "application/json"})
     assert status == 200 and orjson.loads(raw)["status"] == "DECIDED", raw
-    dead = read_topic(module_bootstrap, topics.DLQ.name, done=lambda recs: any(r.key == claim_id.encode() for r in recs))
+    dead = read_topic(module_bootstrap, topics.REMITTANCE_DLQ.name, done=lambda recs: any(r.key == claim_id.encode() for r in recs))
     (record,) = [r for r in dead if r.key == claim_id.encode()]
     headers = {k: v.decode() for k, v in record.headers}
     assert headers["source-topic"] == topics.DECIDED.name and headers["stage"] == "remittance"

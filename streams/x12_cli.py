@@ -1,20 +1,23 @@
 """`claims-pipeline x12 ...`: 837P files in (lines as JSON Lines, a 999, optionally published
 to Kafka), 835s out. Register with `app.add_typer(x12_app, name="x12")`.
 
-    claims-pipeline x12 837 FILE [--ack FILE] [--bootstrap HOST:PORT] [--strict]
+    claims-pipeline x12 837 FILE [--ack FILE] [--publish] [--bootstrap HOST:PORT] [--strict]
     claims-pipeline x12 835 --decisions FILE --claims FILE [--claim ID]
 
 `837` prints one contract line per service line of every accepted claim to standard output
-and the 999 to standard error (or to `--ack FILE`). With `--bootstrap` it publishes the lines
-to `claims.lines.submitted`, keyed by member_id, one Kafka record batch per claim on the
-partition of that key, so a claim is written whole or not at all. Exit status: 0 when at
-least one transaction set was accepted, 1 when the interchange was rejected, 2 on a usage
-error (unreadable file, broker unreachable).
+and the 999 to standard error (or to `--ack FILE`). With `--publish` it publishes the lines
+to `claims.lines.submitted` on the configured brokers (`CLAIMS_BOOTSTRAP_SERVERS` and the
+TLS/SASL settings, as the worker reads them; `--bootstrap` names others), keyed by
+member_id, one Kafka record batch per claim on the partition of that key, so a claim is
+written whole or not at all. Exit status: 0 when at least one transaction set was
+accepted, 1 when the interchange was rejected, 2 on a usage error (unreadable file, broker
+unreachable). The X12 work itself is `edi/`'s; this module is its command line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,10 +48,12 @@ def _read(path: Path) -> bytes:
 
 @x12_app.command("837")
 def intake_837(
-    file: Annotated[Path, typer.Argument(help="An 837P interchange (005010X222A1/A2); - for standard input.")],
-    ack: Annotated[Path | None, typer.Option("--ack", help="Write the 999 here instead of standard error.")] = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="An 837P interchange (005010X222A1/A2); - for standard input.")],
+    ack: Annotated[Path | None, typer.Option("--ack", metavar="FILE", help="Write the 999 here instead of standard error.")] = None,
+    publish: Annotated[bool, typer.Option(
+        "--publish", help="Publish the lines to claims.lines.submitted on the configured brokers (CLAIMS_BOOTSTRAP_SERVERS).")] = False,
     bootstrap: Annotated[str | None, typer.Option(
-        "--bootstrap", help="Publish the lines to claims.lines.submitted on this Kafka (HOST:PORT).")] = None,
+        "--bootstrap", metavar="HOST:PORT", help="Publish to these brokers (HOST:PORT,...) instead; implies --publish.")] = None,
     strict: Annotated[bool, typer.Option(help="Reject HL numbering and 2010CA NM109 deviations too.")] = False,
 ) -> None:
     """Parse an 837P: contract lines to stdout (JSON Lines), the 999 to stderr or --ack."""
@@ -70,11 +75,19 @@ def intake_837(
         sys.stderr.write(acknowledgement)
     if result.error is not None:
         typer.echo(f"claims-pipeline: 837 rejected: {result.error.code}: {result.error.message}", err=True)
-    if bootstrap and result.claims:
+    if (publish or bootstrap) and result.claims:
+        from streams.settings import Settings
+
+        settings = Settings()
+        servers = bootstrap or ",".join(settings.bootstrap_list)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it all
         try:
-            asyncio.run(publish_claims(bootstrap, result.claims))
+            written = asyncio.run(publish_claims(servers, result.claims, **settings.kafka_client_kwargs()))
         except Exception as exc:  # broker down, topic missing: say so, no traceback
-            _fail(f"publishing to {bootstrap} failed: {type(exc).__name__}: {exc}")
+            reason = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+            _fail(f"publishing to {servers} failed: {reason}")
+        typer.echo(f"claims-pipeline: published {written} lines of {len(result.claims)} claims to "
+                   f"{SUBMITTED_TOPIC} on {servers}", err=True)
     raise typer.Exit(0 if result.status in ("A", "E", "P") else 1)
 
 
@@ -86,13 +99,11 @@ async def publish_claims(bootstrap: str, claims: Iterable[Any], topic: str = SUB
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
 
-    if not kwargs:
-        kwargs = _security_kwargs()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=MAX_CLAIM_BATCH_BYTES,
                                 max_request_size=MAX_CLAIM_BATCH_BYTES + 65_536, **kwargs)
-    await producer.start()
     written = 0
     try:
+        await producer.start()
         partitions = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
         for claim in claims:
@@ -111,23 +122,13 @@ async def publish_claims(bootstrap: str, claims: Iterable[Any], topic: str = SUB
     return written
 
 
-def _security_kwargs() -> dict[str, Any]:
-    """TLS/SASL settings from the environment, as the worker reads them."""
-    try:
-        from streams.settings import Settings
-
-        return Settings().kafka_client_kwargs()
-    except Exception:
-        return {}
-
-
 @x12_app.command("835")
 def remit_835(
-    decisions: Annotated[Path, typer.Option("--decisions", help="Decisions, JSON Lines (batch output is fine: "
+    decisions: Annotated[Path, typer.Option("--decisions", metavar="FILE", help="Decisions, JSON Lines (batch output is fine: "
                                             "records of other topics are skipped).")],
-    claims: Annotated[Path, typer.Option("--claims", help="The submitted lines (JSON Lines), or the 837P they "
+    claims: Annotated[Path, typer.Option("--claims", metavar="FILE", help="The submitted lines (JSON Lines), or the 837P they "
                                          "came from.")],
-    claim: Annotated[list[str] | None, typer.Option("--claim", help="Only this claim id (repeatable).")] = None,
+    claim: Annotated[list[str] | None, typer.Option("--claim", metavar="ID", help="Only this claim id (repeatable).")] = None,
 ) -> None:
     """Print the 835 for the decided claims (one transaction set per claim)."""
     from edi import remit835
@@ -170,11 +171,3 @@ def _jsonl(raw: bytes, path: Path) -> Iterable[dict[str, Any]]:
         if not isinstance(value, dict):
             _fail(f"{path}:{number}: not a JSON object")
         yield value
-
-
-def main() -> None:  # pragma: no cover - for `python -m edi.cli`
-    x12_app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
