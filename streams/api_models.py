@@ -79,6 +79,8 @@ class Rejection(RejectedLine):
     topic: Literal[topics.REJECTED.name]  # type: ignore[valid-type]
 
 
+#: `streams.api._not_ready_reason`
+NOT_READY = "Why the claim will not be decided soon, when the worker knows (it has no reference data yet)."
 LineRecord = Annotated[Decision | Rejection, Field(discriminator="topic")]
 ClaimStatus = Literal[CLAIM_STATUSES]  # type: ignore[valid-type]
 
@@ -89,6 +91,7 @@ class ClaimAccepted(_Answer):
     claim_id: str
     status_url: str = Field(description="Where to look the claim up: GET it (the claim id URL-encoded).")
     status: Literal["ACCEPTED"]
+    reason: str | None = Field(None, description=NOT_READY)
 
 
 class ClaimAnswer(_Answer):
@@ -101,6 +104,7 @@ class ClaimAnswer(_Answer):
                                             "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED; "
                                             "REPLACED or VOIDED once a replacement or void reversed it.")
     lines: list[LineRecord]
+    reason: str | None = Field(None, description=NOT_READY)
     reversed_by: str | None = Field(None, description="The replacement or void that reversed this claim.")
     reversed: list[Decision] | None = Field(None, description="The REVERSED records of this claim's lines.")
     reverses: str | None = Field(None, description="The claim this replacement or void reversed.")

@@ -193,6 +193,27 @@ def test_every_kind_of_answer_meets_the_document(worker):
 
 
 @pytest.mark.broker
+def test_answers_of_a_worker_without_reference_data_meet_the_document(module_bootstrap, tmp_path):
+    """Accepted and pending claims say why they wait (no reference data); what-if is 503
+    NOT_READY with Retry-After: each as the document says."""
+    pipe = ApiPipeline(module_bootstrap, tmp_path)
+    pipe.start()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    body = orjson.dumps(openapi.document()["paths"]["/v1/claims"]["post"]["requestBody"]["content"]["application/json"]["example"])
+    try:
+        pipe.wait_for("/healthz")
+        for query in ("", "?wait=0.5"):
+            status, _, answer = call(pipe.url, "POST", f"/v1/claims{query}", body, headers)
+            assert status == 202 and "reference data" in answer["reason"], answer
+            assert_documented("/v1/claims", "post", status, answer)
+        status, head, answer = call(pipe.url, "POST", "/v1/claims/simulate", body, headers)
+        assert status == 503 and answer["error"]["code"] == "NOT_READY" and head["Retry-After"] == "1"
+        assert_documented("/v1/claims/simulate", "post", status, answer)
+    finally:
+        pipe.stop_all()
+
+
+@pytest.mark.broker
 def test_schemathesis_finds_nothing(worker, tmp_path):
     """schemathesis, driven by the served document alone (every phase: its examples, boundary
     coverage, fuzzing, stateful sequences through the inferred links), with the token."""
