@@ -54,11 +54,13 @@ import orjson
 from aiohttp import web as aiohttp_web
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
 
 from edi import ack277ca, ack999, fhir, parse837, remit835
 from edi.x12 import TA1_INVALID_CONTENT, Party
 from rules import frontend
 from streams import metrics, pipeline, stage, topics
+from streams.api_models import claim_request_model
 from streams.app import app, settings
 from streams.models import ClaimLine
 from streams.remit_models import build_835
@@ -82,6 +84,8 @@ LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "se
 _PUBLISHED_ORDER = ("claim_id", "line_number", "line_count", "form", "member_id", "provider_npi",
                     "authorization_number", "service_date", "service_date_to", "procedure_code", "modifiers",
                     "units", "charge_amount", "diagnosis_codes", "drug")
+#: the request body's model (the OpenAPI document's schema; `claim_structure` checks with it)
+ClaimRequest = claim_request_model(HEADER_FIELDS, LINE_FIELDS, MAX_LINES)
 
 REQUESTS = Counter(
     "claims_api_requests_total",
@@ -145,9 +149,16 @@ class ApiView(faust.web.View):
         return response
 
     async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
-        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}")
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}",
+                       headers={"Allow": ", ".join(self.allowed_methods())})
 
     get = post = put = patch = delete = _not_allowed
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this view answers other than with 405 (HEAD with GET), for `Allow`."""
+        answered = [m.upper() for m in ("get", "post", "put", "patch", "delete") if getattr(cls, m) is not ApiView._not_allowed]
+        return answered + (["HEAD"] if "GET" in answered else [])
 
 
 def authorize(request: Any) -> None:
@@ -210,6 +221,26 @@ def _path(prefix: str, dotted: str | None) -> str:
     return out
 
 
+def claim_structure(claim: Any) -> set[int]:
+    """The structural check of a claim request with `ClaimRequest`: `ApiError(422)` for a
+    body that is not a claim object or whose `lines` is not a list of 1 to MAX_LINES, else
+    the indexes of the lines that are not objects. The field values are left to the front
+    end, whose rejection codes the API answers with."""
+    try:
+        ClaimRequest.model_validate(claim)
+        return set()
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+    for problem in problems:
+        if problem["loc"] == ():
+            raise ApiError(422, "SCHEMA", "the body must be a JSON object (a claim)")
+        if problem["loc"] == ("lines",):
+            if problem["type"] == "too_long":
+                raise ApiError(422, "LINE_NUMBER", f"a claim has at most {MAX_LINES} lines", field="lines")
+            raise ApiError(422, "SCHEMA", "lines must be a non-empty list of claim lines", field="lines")
+    return {p["loc"][1] for p in problems if len(p["loc"]) == 2 and p["loc"][0] == "lines" and p["type"] == "model_type"}
+
+
 def claim_lines(claim: Any) -> list[dict[str, Any]]:
     """The claim-line objects a claim request stands for, exactly as they will be published,
     or `ApiError(422)` naming every field at fault.
@@ -220,13 +251,8 @@ def claim_lines(claim: Any) -> list[dict[str, Any]]:
     with the pipeline's own front end (`rules.frontend.validate`, the `ClaimLine` model), so
     the error codes are the rejection codes the topic path would give.
     """
-    if not isinstance(claim, dict):
-        raise ApiError(422, "SCHEMA", "the body must be a JSON object (a claim)")
-    lines = claim.get("lines")
-    if not isinstance(lines, list) or not lines:
-        raise ApiError(422, "SCHEMA", "lines must be a non-empty list of claim lines", field="lines")
-    if len(lines) > MAX_LINES:
-        raise ApiError(422, "LINE_NUMBER", f"a claim has at most {MAX_LINES} lines", field="lines")
+    not_objects = claim_structure(claim)
+    lines = claim["lines"]
     errors: list[dict[str, Any]] = []
     count = len(lines)
     if "line_count" in claim and claim["line_count"] != count:
@@ -238,7 +264,7 @@ def claim_lines(claim: Any) -> list[dict[str, Any]]:
     numbers: dict[Any, int] = {}
     for i, line in enumerate(lines):
         where = f"lines[{i}]"
-        if not isinstance(line, dict):
+        if i in not_objects:
             errors.append({"code": "SCHEMA", "field": where, "message": "a claim line must be a JSON object"})
             continue
         for f in (*HEADER_FIELDS, "line_count"):
@@ -429,10 +455,23 @@ async def _json_http_errors(request: Any, handler: Any) -> Any:
         if exc.status < 400 or not request.path.startswith(API_PREFIX + "/"):
             raise
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
-        error = ApiError(exc.status, code, exc.reason or code.lower().replace("_", " "))
+        allow = await _allowed_at(request) if exc.status == 405 else None
+        message = f"{request.method} is not allowed on {request.path}" if allow else exc.reason
+        error = ApiError(exc.status, code, message or code.lower().replace("_", " "))
         REQUESTS.labels("other", str(exc.status)).inc()
         return aiohttp_web.Response(body=orjson.dumps(error.body()), status=exc.status, content_type="application/json",
-                                    headers={"Cache-Control": "no-store"})
+                                    headers={"Cache-Control": "no-store", **({"Allow": allow} if allow else {})})
+
+
+async def _allowed_at(request: Any) -> str | None:
+    """`Allow` for a method no view registers (TRACE, OPTIONS, ...): what the /v1 view at
+    the request's path answers."""
+    for resource in request.app.router.resources():
+        _, registered = await resource.resolve(request)
+        view = app.web.views.get(resource.canonical) if registered else None
+        if isinstance(view, ApiView):
+            return ", ".join(view.allowed_methods())
+    return None
 
 
 app.web.web_app.middlewares.append(_json_http_errors)

@@ -182,10 +182,17 @@ def _models(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
     """The model and every model nested in it, by name."""
     found = {model.__name__: model}
     for field in model.model_fields.values():
-        for candidate in (_base_type(field.annotation), *typing.get_args(_base_type(field.annotation))):
+        for candidate in _types_in(field.annotation):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate.__name__ not in found:
                 found.update(_models(candidate))
     return found
+
+
+def _types_in(annotation: Any) -> typing.Iterator[Any]:
+    """An annotation and everything it is made of (through Annotated, unions, containers)."""
+    yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _types_in(arg)
 
 
 def _string_branch(prop: dict[str, Any]) -> dict[str, Any] | None:
@@ -197,21 +204,28 @@ def _string_branch(prop: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _declared_by(cls: type[BaseModel], field_name: str) -> str:
+    """The name of the model that declares a field (a subclass, e.g. the API's records with
+    their topic, gets its parent's descriptions and formats)."""
+    return next(c.__name__ for c in cls.__mro__ if field_name in c.__dict__.get("__annotations__", {}))
+
+
 def _decorate(schema: dict[str, Any], model: type[BaseModel], output: bool) -> None:
     for name, cls in _models(model).items():
         node = schema if cls is model else schema.get("$defs", {}).get(name)
         if node is None:
             continue
         for field_name, field in cls.model_fields.items():
-            prop = node["properties"][field_name]
-            if (name, field_name) in DESCRIPTIONS:
-                prop["description"] = DESCRIPTIONS[(name, field_name)]
+            prop = node["properties"][field.alias or field_name]
+            owner = _declared_by(cls, field_name)
+            if (owner, field_name) in DESCRIPTIONS:
+                prop["description"] = DESCRIPTIONS[(owner, field_name)]
             if not output:
                 continue
             target = _string_branch(prop)
             if _base_type(field.annotation) is Decimal and target is not None:
                 target.setdefault("pattern", DECIMAL_STRING)
-            extra = OUTPUT_FORMATS.get((name, field_name))
+            extra = OUTPUT_FORMATS.get((owner, field_name))
             if extra:
                 branch = target if target is not None else prop
                 if "anyOf" in prop and target is None:  # e.g. an optional integer

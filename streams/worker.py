@@ -57,6 +57,7 @@ def run(loglevel: str = "warning") -> None:
     import agents  # noqa: F401 - registers the agents
     from streams import (  # noqa: F401 - registers the pages
         api,  # noqa: F401 - registers the /v1 HTTP API
+        api_reference,  # noqa: F401 - /v1/openapi.json and /v1/docs
         logs,
         metrics,
         web,

@@ -1,0 +1,176 @@
+"""Pydantic models of the /v1 HTTP API's bodies: the claim request (derived from
+`streams.models.ClaimLine`), the answers and the error object. `streams.openapi` writes the
+OpenAPI document from them, and `streams.api` checks a claim request's structure with
+`ClaimRequest`, so the document and the code cannot drift apart.
+
+The records in an answer's `lines` are the contract records (`AdjudicatedLine`,
+`RejectedLine`) plus the `topic` they were published on: a field added to a contract model
+appears in the API's answers and in the document with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from streams import topics
+from streams.models import AdjudicatedLine, ClaimLine, RejectedLine
+from streams.schemas import DESCRIPTIONS
+
+#: a claim's status in the API's answers: ACCEPTED (published, not waited for), what
+#: `streams.api.overall_status` says, or REPLACED / VOIDED (reversed by a correction)
+CLAIM_STATUSES = ("ACCEPTED", "PENDING", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED")
+
+
+class _Answer(BaseModel):
+    """An answer body: closed, as the API writes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _request_field(name: str, optional: bool = False) -> tuple[Any, Any]:
+    """`ClaimLine`'s field `name` (type, constraints, default, contract description) for a
+    request model; `optional`: the request may leave it out (then it is null)."""
+    field = ClaimLine.model_fields[name]
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    description = DESCRIPTIONS.get(("ClaimLine", name))
+    if optional:
+        return annotation | None, Field(None, description=description)
+    if field.is_required():
+        return annotation, Field(description=description)
+    return annotation, Field(field.default, description=description)
+
+
+def claim_request_model(header_fields: Sequence[str], line_fields: Sequence[str], max_lines: int) -> type[BaseModel]:
+    """The body of `POST /v1/claims`: the claim-level fields once, then 1 to `max_lines`
+    lines of the line-level fields, each with `ClaimLine`'s type and constraints. A line
+    may leave out `line_number` (its position), the claim `line_count` (the number of lines).
+    Unknown fields are ignored, as on the topic."""
+    config = ClaimLine.model_config
+    line = create_model(
+        "ClaimRequestLine", __config__=config,
+        __doc__="A line of a claim request: the line-level fields of a claim line (the claim-level ones are given "
+                "once, in the claim; repeated here they must have the claim's value).",
+        **{f: _request_field(f, optional=f == "line_number") for f in line_fields})
+    return create_model(
+        "ClaimRequest", __config__=config,
+        __doc__="One claim: its claim-level (header) fields once, and its lines. Checked with the pipeline's own "
+                "front-end rules before anything is published.",
+        **{f: _request_field(f) for f in header_fields},
+        line_count=_request_field("line_count", optional=True),
+        lines=(list[line], Field(min_length=1, max_length=max_lines, description=f"The claim's lines, 1 to {max_lines}.")),
+    )
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+class Decision(AdjudicatedLine):
+    """A line's decision, exactly as published on claims.lines.adjudicated, plus its topic."""
+
+    topic: Literal[topics.ADJUDICATED.name]  # type: ignore[valid-type]
+
+
+class Rejection(RejectedLine):
+    """A line's front-end rejection, exactly as published on claims.lines.rejected, plus its topic."""
+
+    topic: Literal[topics.REJECTED.name]  # type: ignore[valid-type]
+
+
+#: `streams.api._not_ready_reason`
+NOT_READY = "Why the claim will not be decided soon, when the worker knows (it has no reference data yet)."
+LineRecord = Annotated[Decision | Rejection, Field(discriminator="topic")]
+ClaimStatus = Literal[CLAIM_STATUSES]  # type: ignore[valid-type]
+
+
+class ClaimAccepted(_Answer):
+    """A claim published, not waited for (`202`): look it up at `status_url`."""
+
+    claim_id: str
+    status_url: str = Field(description="Where to look the claim up: GET it (the claim id URL-encoded).")
+    status: Literal["ACCEPTED"]
+    reason: str | None = Field(None, description=NOT_READY)
+
+
+class ClaimAnswer(_Answer):
+    """A claim's decisions and rejections recorded so far, one record per answered line, by line number,
+    and what corrections (claim frequency 7 and 8) say of it."""
+
+    claim_id: str
+    status_url: str = Field(description="Where to look the claim up: GET it (the claim id URL-encoded).")
+    status: ClaimStatus = Field(description="PENDING while lines are unanswered; then DECIDED (every line "
+                                            "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED; "
+                                            "REPLACED or VOIDED once a replacement or void reversed it.")
+    lines: list[LineRecord]
+    reason: str | None = Field(None, description=NOT_READY)
+    reversed_by: str | None = Field(None, description="The replacement or void that reversed this claim.")
+    reversed: list[Decision] | None = Field(None, description="The REVERSED records of this claim's lines.")
+    reverses: str | None = Field(None, description="The claim this replacement or void reversed.")
+    reversals: list[Decision] | None = Field(None, description="The REVERSED records this replacement or void caused.")
+
+
+class SimulatedAnswer(_Answer):
+    """What a claim would get if it were submitted now; nothing is recorded or published."""
+
+    claim_id: str
+    simulated: Literal[True]
+    policy_versions: list[str] = Field(description="The rulebook versions the claim was decided under.")
+    status: ClaimStatus
+    lines: list[LineRecord]
+
+
+class X12Claim(_Answer):
+    """One claim of a waited 837P: its front-end acknowledgement, its state and its 277CA."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    claim_id: str = Field(description="CLM01.")
+    status_url: str
+    acknowledgement: Literal["ACCEPTED", "REJECTED", "PENDING"]
+    status: ClaimStatus
+    lines: list[LineRecord]
+    ack_277ca: str | None = Field(alias="277ca", description="This claim's own 277CA (X12), or null while not known.")
+    remittance_url: str | None = Field(None, description="The claim's 835, once it is decided.")
+    claim_response_url: str | None = Field(None, description="The claim's FHIR ClaimResponse, once it is decided.")
+
+
+class X12Answer(_Answer):
+    """The answer of a waited `POST /v1/x12/837`: the 999, the 277CA, every claim's answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    interchange_control_number: str = Field(description="ISA13 of the 837.")
+    status: Literal["A", "E", "P", "R"] = Field(description="The 999's verdict (AK9): accepted, accepted with "
+                                                          "errors, partially accepted, rejected.")
+    ack_999: str = Field(alias="999", description="The 999 (X12), as answered without wait.")
+    ack_277ca: str | None = Field(alias="277ca", description="One 277CA for every claim whose front-end outcome is "
+                                                            "known; null when none is known yet.")
+    claims: list[X12Claim]
+    interchange: dict[str, Any] = Field(description="The parser's account of the interchange (groups, transaction "
+                                                    "sets, their errors): the 999's content as JSON.")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class Problem(_Answer):
+    """One problem of a refused request."""
+
+    code: str = Field(description="Stable code, e.g. SCHEMA, NPI, UNAUTHORIZED.")
+    field: str | None = Field(description="The field at fault: a path into the request body (lines[1].units "
+                                          "is the units of the second line), a query parameter or a header; or null.")
+    message: str
+
+
+class ErrorDetail(Problem):
+    """The first problem, and with several of them, every one in `errors`."""
+
+    errors: list[Problem] | None = Field(None, description="Every problem, when there are several.")
+
+
+class ErrorAnswer(_Answer):
+    """Every refusal: `{"error": {"code", "message", "field"[, "errors"]}}`, never a stack trace."""
+
+    error: ErrorDetail
