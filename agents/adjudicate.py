@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from faust.types import EventT
 
 from streams import metrics, pipeline, stage, topics
-from streams.models import AdjudicatedLine, ClaimWork, build
+from streams.models import ClaimWork, build
 from streams.remit_models import DecidedBatch, DecidedClaim
 from streams.stage import app, runtime
 
@@ -22,8 +22,8 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
-def _decide_all(claims: Sequence[ClaimWork]) -> list[list[AdjudicatedLine] | Exception]:
-    out: list[list[AdjudicatedLine] | Exception] = []
+def _decide_all(claims: Sequence[ClaimWork]) -> list[pipeline.Step | Exception]:
+    out: list[pipeline.Step | Exception] = []
     with runtime.ledger.transaction():
         for work in claims:
             try:
@@ -45,15 +45,17 @@ async def handle(events: Sequence[EventT]) -> None:
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
     results = await runtime.in_ledger(_decide_all, [work for _, work in claims])
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
-    for (partition, work), decisions in zip(claims, results, strict=True):
-        if isinstance(decisions, Exception):
-            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, decisions)
+    for (partition, work), step in zip(claims, results, strict=True):
+        if isinstance(step, Exception):
+            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)
             continue
-        for decision in decisions:
+        for decision in step.decisions:  # a correction's reversals first, then its own decisions
             await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
-        if decisions:  # [] when the claim was rejected in the meantime: nothing to remit
+        for rejection in step.rejections:  # a correction whose original fails the check
+            await stage.publish_rejection("adjudicate", rejection)
+        if step.decisions:  # none when the claim was rejected: nothing to remit
             # trusted values (the ledger's own decisions): no validation on the hot path
-            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(decisions)))
+            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions)))
     for partition, done in decided.items():
         await forward_decided(done, partition)
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import orjson
 import psycopg
 
 from rules.engine import History, Outcome
+from streams import corrections_store
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
 
 SCHEMA = """
@@ -75,10 +76,24 @@ CREATE TABLE IF NOT EXISTS unit_usage (
     PRIMARY KEY (claim_id, line_number)
 );
 CREATE INDEX IF NOT EXISTS unit_usage_auth ON unit_usage (authorization_number);
-CREATE TABLE IF NOT EXISTS drug_days (
+CREATE TABLE IF NOT EXISTS claim_drug_days (
+    claim_id TEXT NOT NULL,           -- the claim whose drug line supports per diem that day
     member_id TEXT NOT NULL,
     service_date TEXT NOT NULL,
-    PRIMARY KEY (member_id, service_date)
+    PRIMARY KEY (claim_id, service_date)
+);
+CREATE INDEX IF NOT EXISTS claim_drug_days_member ON claim_drug_days (member_id);
+CREATE TABLE IF NOT EXISTS reversals (
+    claim_id TEXT NOT NULL,           -- the reversed (original) line (its decision stays in decisions)
+    line_number INTEGER NOT NULL,
+    reversed_by TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS reversals_by ON reversals (reversed_by);
+CREATE TABLE IF NOT EXISTS corrections (
+    original_claim_id TEXT PRIMARY KEY,  -- a claim is reversed at most once
+    claim_id TEXT NOT NULL UNIQUE        -- the replacement or void that reversed it
 );
 CREATE TABLE IF NOT EXISTS outbox (
     claim_id TEXT NOT NULL,
@@ -309,7 +324,9 @@ class Ledger:
             return out
 
     def _stored_answer(self, q, claim_id: str, number: int, now: datetime) -> Intake | None:
-        row = q("SELECT body FROM decisions WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+        """The line's latest record: its reversal once its claim was corrected, else its decision."""
+        row = (q("SELECT body FROM reversals WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+               or q("SELECT body FROM decisions WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone())
         if row:
             return Intake(decisions=[_restamp_decision(row[0], now)])
         row = q("SELECT body FROM rejections WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
@@ -401,31 +418,53 @@ class Ledger:
 
     # --- adjudication -----------------------------------------------------------------------------
 
-    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> list[AdjudicatedLine] | None:
-        """Decide one assembled claim in one transaction. Returns None when the claim was
-        rejected in the meantime (its lines were answered then)."""
+    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> Intake | None:
+        """Decide one assembled claim in one transaction: its decisions (after the reversals
+        a replacement or void made), or the rejection of a correction that fails its check.
+        Returns None when the claim was rejected in the meantime (its lines were answered
+        then)."""
         claim_id, member = work.claim_id, work.member_id
+        head = work.lines[0].line
         with self.transaction() as q:
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
-            row = q(f"SELECT status FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
             if row is not None and row[0] == "REJECTED":
-                return None
+                if not corrections_store.rejected_when_adjudicated(row[1]):
+                    return None
+                # a correction rejected by its check, delivered again (a crash before its
+                # rejections were published): the stored rejections again
+                rows = q("SELECT body FROM rejections WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return Intake(rejections=[_restamp_rejection(r[0], datetime.now(UTC)) for r in rows])
+            # a correction is decided against the state without what its original established
+            # (the release); if it fails its check it decides nothing, so that does not matter
+            released = head.original_claim_id or ""
             history = History(
-                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
-                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
-                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ?", member).fetchall()},
-                drug_days={date.fromisoformat(r[0]) for r in q("SELECT service_date FROM drug_days WHERE member_id = ?", member).fetchall()},
+                decided=corrections_store.latest(q, claim_id),
+                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
+                                                   member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(
+                    "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?", member, released).fetchall()},
+                original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
+                caused=corrections_store.caused(q, claim_id),
             )
             for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
                 history.units_used[auth] = sum(
-                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ?", auth).fetchall()),
+                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?",
+                                              auth, released).fetchall()),
                     Decimal(0),
                 )
             outcome = run(history)
+            if outcome.rejection is not None:
+                why = outcome.rejection
+                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
+                                          datetime.now(UTC))
+            if outcome.reverses is not None:
+                corrections_store.reverse(q, outcome.reverses, claim_id, outcome.reversals)
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, _dumps(d))
             for fingerprint, number, member_id in outcome.paid:
@@ -435,10 +474,11 @@ class Ledger:
                 q("INSERT INTO unit_usage (claim_id, line_number, authorization_number, units) VALUES (?, ?, ?, ?)",
                   claim_id, number, auth, str(units))
             for day in outcome.drug_days:
-                q("INSERT INTO drug_days (member_id, service_date) VALUES (?, ?) ON CONFLICT DO NOTHING", member, day.isoformat())
+                q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                  claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
-            return outcome.decisions
+            return Intake(decisions=[*outcome.reversals, *outcome.decisions])
 
     # --- read side (API, tests) -------------------------------------------------------------------
 

@@ -73,10 +73,16 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
     return step
 
 
-def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> list[AdjudicatedLine]:
-    """Claim-day edits, duplicates and authorized units against the ledger, in one transaction."""
+def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks) -> Step:
+    """Claim-day edits, duplicates and authorized units against the ledger, in one
+    transaction; for a replacement or void, first the check of its original and the
+    reversals (published before the claim's own decisions), or the rejection of every line."""
     now = utcnow()
-    return ledger.decide(work, lambda history: engine.finalize(work, history, books, now)) or []
+    step = Step()
+    decided = ledger.decide(work, lambda history: engine.finalize(work, history, books, now))
+    if decided is not None:
+        step.absorb(decided)
+    return step
 
 
 # --- batch mode -------------------------------------------------------------------------------
@@ -126,7 +132,7 @@ def run_batch(lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks, ledg
         yield from _records(step)
         if step.assembled is not None:
             work = engine.price(engine.enrich(step.assembled, ref, books), ref)
-            yield from _records(Step(decisions=adjudicate(ledger, work, books)))
+            yield from _records(adjudicate(ledger, work, books))
     yield from _records(Step(rejections=ledger.expire(float("inf"), utcnow(), limit=1_000_000)))
 
 
