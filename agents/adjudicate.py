@@ -13,7 +13,7 @@ from faust.types import EventT
 
 from streams import metrics, pipeline, stage, topics
 from streams.models import ClaimWork, build
-from streams.remit_models import DecidedBatch, DecidedClaim
+from streams.remit_models import DecidedClaim
 from streams.stage import app, runtime
 
 
@@ -60,8 +60,30 @@ async def handle(events: Sequence[EventT]) -> None:
         await forward_decided(done, partition)
 
 
+#: the most a `claims.internal.decided` message carries, well under the producer's 1 MiB
+#: request limit (a backlog after a restart decides many claims, with their reversals, at once)
+DECIDED_MESSAGE_BYTES = 512 * 1024
+
+
 async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:
-    """One `claims.internal.decided` message for the claims of one source partition, sent
-    after their decisions (so an offset commit covers both)."""
-    batch = build(DecidedBatch, claims=tuple(claims))
-    await stage.topic(topics.DECIDED).send(key=None, value=batch.model_dump_json().encode(), partition=partition)
+    """`claims.internal.decided` messages (as few as fit the size limit) for the claims of
+    one source partition, sent after their decisions (so an offset commit covers both)."""
+    for value in decided_messages(claims):
+        await stage.topic(topics.DECIDED).send(key=None, value=value, partition=partition)
+
+
+def decided_messages(claims: Sequence[DecidedClaim], limit: int = DECIDED_MESSAGE_BYTES) -> list[bytes]:
+    """`DecidedBatch` JSON values of at most `limit` bytes each (or one claim, if bigger)."""
+    out: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for claim in claims:
+        part = claim.model_dump_json().encode()
+        if parts and size + len(part) + 1 > limit:
+            out.append(b'{"claims":[' + b",".join(parts) + b"]}")
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        out.append(b'{"claims":[' + b",".join(parts) + b"]}")
+    return out
