@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from faust.types import EventT
 
 from streams import metrics, pipeline, stage, topics
-from streams.models import ClaimWork, build
+from streams.models import VOID, ClaimWork, build
 from streams.remit_models import DecidedClaim
 from streams.stage import app, runtime
 
@@ -53,6 +53,11 @@ async def handle(events: Sequence[EventT]) -> None:
             await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
         for rejection in step.rejections:  # a correction whose original fails the check
             await stage.publish_rejection("adjudicate", rejection)
+        head = work.lines[0].line
+        if head.is_correction:
+            metrics.count_correction("void" if head.claim_frequency == VOID else "replacement",
+                                     sum(d.status == "REVERSED" for d in step.decisions),
+                                     [r.reasons[0].code for r in step.rejections])
         if step.decisions:  # none when the claim was rejected: nothing to remit
             # trusted values (the ledger's own decisions): no validation on the hot path
             decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions)))
