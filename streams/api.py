@@ -57,7 +57,7 @@ from prometheus_client import Counter, Histogram
 from edi import ack277ca, ack999, fhir, parse837, remit835
 from edi.x12 import TA1_INVALID_CONTENT, Party
 from rules import frontend
-from streams import metrics, stage, topics
+from streams import corrections_store, metrics, stage, topics
 from streams.app import app, settings
 from streams.models import ClaimLine
 from streams.remit_models import build_835
@@ -73,14 +73,15 @@ PUBLISH_TIMEOUT_S = 15.0     # broker acks for every line of a submission
 MAX_LINES = 999
 
 #: claim-level fields: given once in the request, repeated on every published line
-HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes")
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes",
+                 "claim_frequency", "original_claim_id")
 #: line-level fields, in the order they are published
 LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to",
                "units", "charge_amount", "drug")
 #: the published object's field order (CONTRACT.md's table order)
 _PUBLISHED_ORDER = ("claim_id", "line_number", "line_count", "form", "member_id", "provider_npi",
                     "authorization_number", "service_date", "service_date_to", "procedure_code", "modifiers",
-                    "units", "charge_amount", "diagnosis_codes", "drug")
+                    "units", "charge_amount", "diagnosis_codes", "drug", "claim_frequency", "original_claim_id")
 
 REQUESTS = Counter(
     "claims_api_requests_total",
@@ -310,11 +311,27 @@ def _answered(q: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
 def _answers(q: Any, claim_id: str) -> Answers:
     row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
     records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)})
-               for n, body in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id)]
+               for table in ("decisions", "reversals")  # a line's decision, then its reversal
+               for n, body in q(f"SELECT line_number, body FROM {table} WHERE claim_id = ?", claim_id)]
     records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)})
                 for n, body in q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id)]
     records.sort(key=lambda r: (r[0] is None, r[0] or 0))
     return (row[0] if row else None), [r for _, r in records]
+
+
+def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API's answer for a claim: its status and records, and what corrections say of it.
+    A claim reversed by a replacement or void has status REPLACED or VOIDED and names that
+    claim in `reversed_by`; a replacement or void that reversed a claim names it in
+    `reverses` and carries the REVERSED records it caused in `reversals`."""
+    with ledger._tx() as q:  # noqa: SLF001
+        state = corrections_store.state(q, claim_id)
+    view: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id), "status": status, "lines": records}
+    if state["reversed_by"]:
+        view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"])
+    if state["reverses"]:
+        view.update(reverses=state["reverses"], reversals=[{"topic": topics.ADJUDICATED.name, **r} for r in state["reversals"]])
+    return view
 
 
 def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
@@ -462,7 +479,8 @@ class ClaimsView(ApiView):
             return _json(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
         WAIT_SECONDS.observe(time.perf_counter() - started)
         status, records = answers
-        return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
+        view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        return _json(self.web, view, 200)
 
 
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
@@ -477,8 +495,8 @@ class ClaimView(ApiView):
             raise ApiError(404, "NOT_FOUND",
                            f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
                            field="claim_id")
-        return _json(self.web, {"claim_id": claim_id, "status_url": _status_url(claim_id),
-                                "status": overall_status(status, records), "lines": records}, 200)
+        view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        return _json(self.web, view, 200)
 
 
 # --- X12 (issue 5): 837P in, 999 and 277CA back; 835 and FHIR ClaimResponse out -------------------

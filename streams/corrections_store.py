@@ -9,9 +9,12 @@ claim's decisions commit together or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+import orjson
 
 from rules.corrections import CORRECTION_REJECTIONS, OriginalClaim
-from streams.models import AdjudicatedLine, RejectionReason
+from streams.models import VOID, AdjudicatedLine, ClaimLine, RejectionReason
 
 
 def latest(q, claim_id: str) -> dict[int, AdjudicatedLine]:
@@ -40,13 +43,15 @@ def caused(q, claim_id: str) -> list[AdjudicatedLine]:
     return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
 
 
-def reverse(q, original_claim_id: str, by: str, reversals: Iterable[AdjudicatedLine]) -> None:
-    """Record the reversal of `original_claim_id` by `by` and release what it established.
-    The corrections table's key makes a second reversal of one claim fail the transaction."""
-    q("INSERT INTO corrections (original_claim_id, claim_id) VALUES (?, ?)", original_claim_id, by)
+def reverse(q, original_claim_id: str, by: ClaimLine, reversals: Iterable[AdjudicatedLine]) -> None:
+    """Record the reversal of `original_claim_id` by the claim of `by` (a line of the
+    replacement or void) and release what it established. The corrections table's key makes
+    a second reversal of one claim fail the transaction."""
+    q("INSERT INTO corrections (original_claim_id, claim_id, claim_frequency) VALUES (?, ?, ?)",
+      original_claim_id, by.claim_id, by.claim_frequency)
     for r in reversals:
         q("INSERT INTO reversals (claim_id, line_number, reversed_by, body) VALUES (?, ?, ?, ?)",
-          r.claim_id, r.line_number, by, r.model_dump_json())
+          r.claim_id, r.line_number, by.claim_id, r.model_dump_json())
     for table in ("paid_lines", "unit_usage", "claim_drug_days"):
         q(f"DELETE FROM {table} WHERE claim_id = ?", original_claim_id)
 
@@ -55,3 +60,17 @@ def rejected_when_adjudicated(reason: str | None) -> bool:
     """Whether a REJECTED claim's stored reason is a correction's failed check (made when
     it was adjudicated, not at the front end, whose rejections answered each line)."""
     return reason is not None and RejectionReason.model_validate_json(reason).code in CORRECTION_REJECTIONS
+
+
+def state(q, claim_id: str) -> dict[str, Any]:
+    """What corrections say about a claim, for the HTTP API: the replacement or void that
+    reversed it (and which of the two), the claim it reversed itself, and those reversals."""
+    by = q("SELECT claim_id, claim_frequency FROM corrections WHERE original_claim_id = ?", claim_id).fetchone()
+    reverses = q("SELECT original_claim_id FROM corrections WHERE claim_id = ?", claim_id).fetchone()
+    return {
+        "reversed_by": by[0] if by else None,
+        "voided": bool(by) and by[1] == VOID,
+        "reverses": reverses[0] if reverses else None,
+        "reversals": [orjson.loads(r[0]) for r in
+                      q("SELECT body FROM reversals WHERE reversed_by = ? ORDER BY claim_id, line_number", claim_id).fetchall()],
+    }

@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS reversals (
 CREATE INDEX IF NOT EXISTS reversals_by ON reversals (reversed_by);
 CREATE TABLE IF NOT EXISTS corrections (
     original_claim_id TEXT PRIMARY KEY,  -- a claim is reversed at most once
-    claim_id TEXT NOT NULL UNIQUE        -- the replacement or void that reversed it
+    claim_id TEXT NOT NULL UNIQUE,       -- the replacement or void that reversed it
+    claim_frequency TEXT NOT NULL        -- 7 (replacement) or 8 (void)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     claim_id TEXT NOT NULL,
@@ -464,7 +465,7 @@ class Ledger:
                 return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
                                           datetime.now(UTC))
             if outcome.reverses is not None:
-                corrections_store.reverse(q, outcome.reverses, claim_id, outcome.reversals)
+                corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, _dumps(d))
             for fingerprint, number, member_id in outcome.paid:
