@@ -3,9 +3,10 @@
 It holds lines waiting for the rest of their claim, every decision and rejection made,
 paid-line fingerprints (duplicates), authorized units used per line, and the drug days of
 each claim (per diem); for corrections and voids, the reversals and which claim reversed
-which (streams/corrections_store.py). Tables: streams/ledger_schema.py. SQLite is the embedded default (one file, shared by the workers of a machine
-through WAL and `BEGIN IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim
-and the member serialize the work that touches the same state).
+which (streams/corrections_store.py). Tables: streams/ledger_schema.py. SQLite is the
+embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
+IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim and the member serialize
+the work that touches the same state; a correction also locks the claim it names).
 
 Every public method is one transaction. Deciding a claim reads the member's history,
 runs the engine and records its outcome atomically; a claim or line already decided gets
