@@ -46,6 +46,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -311,26 +312,32 @@ def _answered(q: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
 def _answers(q: Any, claim_id: str) -> Answers:
     row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
     records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)})
-               for table in ("decisions", "reversals")  # a line's decision, then its reversal
-               for n, body in q(f"SELECT line_number, body FROM {table} WHERE claim_id = ?", claim_id)]
+               for n, body in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id)]
     records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)})
                 for n, body in q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id)]
     records.sort(key=lambda r: (r[0] is None, r[0] or 0))
     return (row[0] if row else None), [r for _, r in records]
 
 
+def correction_state(ledger: Any, claim_id: str) -> dict[str, Any]:
+    with ledger._tx() as q:  # noqa: SLF001
+        return corrections_store.state(q, claim_id)
+
+
 def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The API's answer for a claim: its status and records, and what corrections say of it.
-    A claim reversed by a replacement or void has status REPLACED or VOIDED and names that
-    claim in `reversed_by`; a replacement or void that reversed a claim names it in
-    `reverses` and carries the REVERSED records it caused in `reversals`."""
-    with ledger._tx() as q:  # noqa: SLF001
-        state = corrections_store.state(q, claim_id)
+    A claim reversed by a replacement or void has status REPLACED or VOIDED, names that
+    claim in `reversed_by` and carries its lines' REVERSED records in `reversed`; a
+    replacement or void that reversed a claim names it in `reverses` and carries the
+    REVERSED records it caused in `reversals`."""
+    state = correction_state(ledger, claim_id)
+    adjudicated = topics.ADJUDICATED.name
     view: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id), "status": status, "lines": records}
     if state["reversed_by"]:
-        view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"])
+        view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"],
+                    reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
     if state["reverses"]:
-        view.update(reverses=state["reverses"], reversals=[{"topic": topics.ADJUDICATED.name, **r} for r in state["reversals"]])
+        view.update(reverses=state["reverses"], reversals=[{"topic": adjudicated, **r} for r in state["reversals"]])
     return view
 
 
@@ -745,8 +752,9 @@ class Claim835View(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        try:
-            text = await _build(build_835, claim_id, decisions)
+        caused = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reversals"]
+        try:  # a replacement's or void's 835 starts with the reversal it made
+            text = await _build(build_835, claim_id, [*caused, *decisions])
         except remit835.RemittanceError as exc:
             raise ApiError(409, "NO_REMITTANCE", f"the decisions cannot be written as an 835: {exc}",
                            field="claim_id") from None
@@ -761,7 +769,8 @@ class ClaimRemittanceView(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        resource = await _build(fhir.claim_response, decisions)
+        replaces = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reverses"]
+        resource = await _build(partial(fhir.claim_response, replaces=replaces), decisions)
         return self.web.bytes(orjson.dumps(resource), content_type=FHIR_MEDIA_TYPE, status=200,
                               headers={"Cache-Control": "no-store"})
 

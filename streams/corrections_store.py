@@ -64,12 +64,15 @@ def rejected_when_adjudicated(reason: str | None) -> bool:
 
 def state(q, claim_id: str) -> dict[str, Any]:
     """What corrections say about a claim, for the HTTP API: the replacement or void that
-    reversed it (and which of the two), the claim it reversed itself, and those reversals."""
+    reversed it (which of the two, and its lines' reversals), and the claim it reversed
+    itself (and the reversals that made)."""
     by = q("SELECT claim_id, claim_frequency FROM corrections WHERE original_claim_id = ?", claim_id).fetchone()
     reverses = q("SELECT original_claim_id FROM corrections WHERE claim_id = ?", claim_id).fetchone()
     return {
         "reversed_by": by[0] if by else None,
         "voided": bool(by) and by[1] == VOID,
+        "reversed": [orjson.loads(r[0]) for r in
+                     q("SELECT body FROM reversals WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()],
         "reverses": reverses[0] if reverses else None,
         "reversals": [orjson.loads(r[0]) for r in
                       q("SELECT body FROM reversals WHERE reversed_by = ? ORDER BY claim_id, line_number", claim_id).fetchall()],
