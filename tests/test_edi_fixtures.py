@@ -251,8 +251,8 @@ def test_replacement_and_void_remit_reversals_first(runs: dict) -> None:
     remits = remit835.read(text)
     assert remit835.balance_errors(remits) == []
     assert [(c.claim_id, c.status, c.transaction) for c in remits] == [("X12-1901", "22", 0), ("X12-1902", "1", 0)]
-    assert remits[0].charge == Decimal("-210.00") and remits[0].paid == Decimal("-136.25")
-    assert remits[1].paid == Decimal("121.25")  # S9500 allowed at its lower charge, 100.00
+    assert remits[0].charge == Decimal("-210.00") and remits[0].paid == Decimal("-138.38")
+    assert remits[1].paid == Decimal("123.38")  # S9500 allowed at its lower charge, 100.00
     assert remits[0].payment == 0 and "PLB*1245678903*20261231*FB:X12-1902*-15.00" in text
 
     result, records = runs["20_void"]
@@ -264,4 +264,4 @@ def test_replacement_and_void_remit_reversals_first(runs: dict) -> None:
     remits = remit835.read(text)
     assert remit835.balance_errors(remits) == []
     assert [(c.claim_id, c.status) for c in remits] == [("X12-2001", "22")]
-    assert remits[0].payment == 0 and "BPR*H*0.00*C*NON" in text and "PLB*1245678903*20261231*FB:X12-2002*-136.25" in text
+    assert remits[0].payment == 0 and "BPR*H*0.00*C*NON" in text and "PLB*1245678903*20261231*FB:X12-2002*-138.38" in text

@@ -197,8 +197,14 @@ def test_835_matches_the_decisions_balances_and_is_valid(worker, posted):
         text = raw.decode()
         report = validate(text)
         assert report.ok, (claim_id, report.errors)
-        (remit,) = remit835.read(text)
-        assert remit835.balance_errors([remit]) == []
+        remits = remit835.read(text)
+        assert remit835.balance_errors(remits) == []
+        reversals = [r for r in remits if r.status == "22"]  # a replacement's or void's reversal comes first
+        assert remits[:len(reversals)] == reversals and all(r.paid <= 0 for r in reversals)
+        if all(d["status"] == "VOIDED" for d in decisions):
+            assert reversals and len(remits) == len(reversals), claim_id  # a void: only its reversal
+            continue
+        (remit,) = remits[len(reversals):]
         assert remit.claim_id == claim_id
         mine = sorted(decisions, key=lambda d: d["line_number"])
         assert remit.status == ("4" if all(d["status"] == "DENIED" for d in mine) else "1")
@@ -230,20 +236,21 @@ def test_remittance_topic_carries_one_835_per_decided_claim(worker, posted, modu
     decided = decided_claims(posted)
     records = read_topic(module_bootstrap, topics.REMITTANCE_835.name,
                          done=lambda recs: set(decided) <= {r.key.decode() for r in recs})
-    by_claim: dict[str, list[remit835.RemitClaim]] = {}
+    by_claim: dict[str, list[list[remit835.RemitClaim]]] = {}
     for record in records:
         text = record.value.decode()
         assert text.startswith("ISA")
-        (remit,) = remit835.read(text)
-        assert remit.claim_id == record.key.decode()
-        assert remit835.balance_errors([remit]) == []
-        by_claim.setdefault(remit.claim_id, []).append(remit)
+        remits = remit835.read(text)
+        assert remit835.balance_errors(remits) == []
+        own = [r for r in remits if r.status != "22"]  # after the reversals a correction made
+        assert [r.claim_id for r in own] in ([record.key.decode()], [])
+        by_claim.setdefault(record.key.decode(), []).append(remits)
     assert set(decided) <= set(by_claim), set(decided) - set(by_claim)
     for claim_id in decided:
         first, *repeats = by_claim[claim_id]
         assert all(r == first for r in repeats), claim_id  # at least once: a repeat is the same remittance
         _, _, raw = request(worker.url, "GET", f"/v1/claims/{claim_id}/835", headers=AUTH)
-        assert remit835.read(raw.decode()) == [first]  # the API writes the same 835
+        assert remit835.read(raw.decode()) == first  # the API writes the same 835
     # every 835 on the topic is valid X12 (checked on a few: pyx12 takes ~50 ms each)
     for claim_id in list(decided)[:4]:
         assert validate(next(r.value.decode() for r in records if r.key.decode() == claim_id)).ok
