@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from streams.models import VOID, AdjudicatedLine, ClaimLine, LineWork, RejectionReason, build, evolve
-
-ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
-ORIGINAL_ALREADY_REPLACED = "ORIGINAL_ALREADY_REPLACED"
-ORIGINAL_MISMATCH = "ORIGINAL_MISMATCH"
-#: the rejection codes a replacement or void can get when it is adjudicated
-CORRECTION_REJECTIONS = (ORIGINAL_NOT_FOUND, ORIGINAL_ALREADY_REPLACED, ORIGINAL_MISMATCH)
+from streams.models import (
+    ORIGINAL_ALREADY_REPLACED,
+    ORIGINAL_MISMATCH,
+    ORIGINAL_NOT_FOUND,
+    VOID,
+    AdjudicatedLine,
+    ClaimLine,
+    LineWork,
+    RejectionReason,
+    build,
+    evolve,
+)
 
 ZERO = Decimal("0.00")
 

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from rules.corrections import CORRECTION_REJECTIONS
-from streams.models import HEADER_FIELDS, ClaimLine, RejectionReason
+from streams.models import CORRECTION_REJECTIONS, HEADER_FIELDS, ClaimLine, RejectionReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DEPTH = 32  # a claim line nests 3 levels; deeper JSON cannot be a claim line

@@ -60,7 +60,7 @@ from edi.x12 import TA1_INVALID_CONTENT, Party
 from rules import frontend
 from streams import corrections_store, metrics, stage, topics
 from streams.app import app, settings
-from streams.models import ClaimLine
+from streams.models import CORRECTION_REJECTIONS, ClaimLine
 from streams.remit_models import build_835
 from streams.stage import runtime
 
@@ -646,7 +646,7 @@ def front_end_status(claim: parse837.Claim, ledger_status: str | None,
     it need not be decided yet), None while that is not known."""
     numbers = {int(line["line_number"]) for line in claim.lines}
     mine = [r for r in records if r.get("line_number") in numbers]
-    if any(r["topic"] == topics.REJECTED.name for r in mine):
+    if any(r["topic"] == topics.REJECTED.name and r["reasons"][0]["code"] not in CORRECTION_REJECTIONS for r in mine):
         return ack277ca.status_from_records(claim, mine)
     if ledger_status in ("ASSEMBLED", "DECIDED"):
         return ack277ca.ClaimStatus(claim, accepted=True)

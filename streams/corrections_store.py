@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from rules.corrections import CORRECTION_REJECTIONS, OriginalClaim
-from streams.models import VOID, AdjudicatedLine, ClaimLine, RejectionReason
+from rules.corrections import OriginalClaim
+from streams.models import CORRECTION_REJECTIONS, VOID, AdjudicatedLine, ClaimLine, RejectionReason
 
 
 def latest(q, claim_id: str) -> dict[int, AdjudicatedLine]:

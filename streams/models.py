@@ -120,6 +120,12 @@ def evolve(model: ModelT, **changes: Any) -> ModelT:
 #: claim frequency codes (CMS-1500 item 22 / 837P CLM05-3): original, replacement, void
 ORIGINAL, REPLACEMENT, VOID = "1", "7", "8"
 
+#: why a replacement or void is rejected when it is adjudicated (CONTRACT.md *Corrections and voids*)
+ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
+ORIGINAL_ALREADY_REPLACED = "ORIGINAL_ALREADY_REPLACED"
+ORIGINAL_MISMATCH = "ORIGINAL_MISMATCH"
+CORRECTION_REJECTIONS = (ORIGINAL_NOT_FOUND, ORIGINAL_ALREADY_REPLACED, ORIGINAL_MISMATCH)
+
 
 def _frequency_text(value: Any) -> Any:
     """Accept the code as a JSON number too (`7`), like the contract's other inputs."""

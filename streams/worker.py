@@ -28,8 +28,8 @@ def create_topics(s: Settings) -> None:
 
 
 def _prime_metrics(books) -> None:
-    from rules.corrections import CORRECTION_REJECTIONS
     from rules.frontend import DLQ_KINDS, REJECTION_CODES
+    from streams.models import CORRECTION_REJECTIONS
     from streams import metrics
 
     carcs = sorted({spec.carc for book in books.books for spec in book.rules.values()})
