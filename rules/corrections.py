@@ -1,4 +1,4 @@
-"""Corrections and voids (CONTRACT.md *Corrections and voids*, POLICY.md section 8): pure
+"""Corrections and voids (CONTRACT.md and POLICY.md *Corrections and voids*): pure
 functions over the claim a replacement (claim frequency 7) or void (8) names.
 
 `check` says whether the named original may be corrected, `reversal` turns one of the

@@ -7,6 +7,8 @@ The streaming stages and batch mode run the same four steps, so they agree line 
     price    AWP or fee schedule under the provider's contract   (section 6)
     finalize claim-day edits, duplicates, authorized units      (sections 5, 7)
              against the member's history, producing decisions and the state to record
+             (for a replacement or void: first the check of the original and its
+             reversals, rules/corrections.py)
 
 Nothing here does I/O; `finalize` gets the cross-claim state as a `History` snapshot and
 returns the changes for the ledger to commit in the same transaction.
@@ -209,7 +211,12 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
 
 def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime) -> Outcome:
     """Decide every line against the member's history. Lines already decided keep their
-    stored decision (only `adjudicated_at` changes) and change no state."""
+    stored decision (only `adjudicated_at` changes) and change no state.
+
+    A replacement or void first checks the claim it names (`history.original`): failing,
+    the outcome is only the rejection; passing, it carries the original's reversals, and
+    the lines are decided against `history`, which the ledger read without what the
+    original established (the release). A void's lines are VOIDED and establish nothing."""
     book = books.get(work.policy_version)
     head = work.lines[0].line
     outcome = Outcome(decisions=[])

@@ -124,6 +124,8 @@ def test_http_claims_get_the_decisions_batch_mode_gives(fresh_bootstrap, tmp_pat
                  for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
     chains: dict[str, list[tuple[dict, list[bytes]]]] = {}
     for body, raws in api_claims((SAMPLES / "claims.jsonl").read_bytes().splitlines()):
+        if "original_claim_id" in body:  # corrections over HTTP: test_replacement_and_void_...
+            continue
         if len(chains.setdefault(body["member_id"], [])) < 4:
             chains[body["member_id"]].append((body, raws))
     claims = [c for chain in chains.values() for c in chain]
