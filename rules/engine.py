@@ -50,7 +50,8 @@ PRICE_PRECISION = 200
 class History:
     """The member's cross-claim state as the ledger holds it when the claim is decided."""
 
-    decided: dict[int, AdjudicatedLine] = field(default_factory=dict)  # this claim's latest records, by line
+    decided: dict[int, AdjudicatedLine] = field(default_factory=dict)  # this claim's decisions, by line
+    reversed: dict[int, AdjudicatedLine] = field(default_factory=dict)  # their reversals, once it was corrected
     paid_fingerprints: set[str] = field(default_factory=set)
     drug_days: set[date] = field(default_factory=set)
     units_used: dict[str, Decimal] = field(default_factory=dict)  # by authorization number
@@ -211,7 +212,8 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
 
 def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime) -> Outcome:
     """Decide every line against the member's history. Lines already decided keep their
-    stored decision (only `adjudicated_at` changes) and change no state.
+    stored decision (only `adjudicated_at` changes), followed by its reversal once the claim
+    was replaced or voided, and change no state.
 
     A replacement or void first checks the claim it names (`history.original`): failing,
     the outcome is only the rejection; passing, it carries the original's reversals, and
@@ -238,7 +240,10 @@ def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime)
         line = lw.line
         stored = history.decided.get(line.line_number)
         if stored is not None:
-            outcome.decisions.append(evolve(stored, adjudicated_at=now))
+            # the claim again (a crash before its records were published): its decision,
+            # and its reversal if it was corrected since, so neither record is ever lost
+            outcome.decisions += [evolve(r, adjudicated_at=now)
+                                  for r in (stored, history.reversed.get(line.line_number)) if r is not None]
             continue
         if void:  # establishes nothing: no paid line, no units, no drug day
             decision = corrections.voided(lw, work.policy_version, now)

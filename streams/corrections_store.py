@@ -17,11 +17,10 @@ from rules.corrections import OriginalClaim
 from streams.models import CORRECTION_REJECTIONS, VOID, AdjudicatedLine, ClaimLine, RejectionReason
 
 
-def latest(q, claim_id: str) -> dict[int, AdjudicatedLine]:
-    """The latest record of each decided line of a claim: its reversal, else its decision."""
-    records = {n: b for n, b in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()}
-    records.update(q("SELECT line_number, body FROM reversals WHERE claim_id = ?", claim_id).fetchall())
-    return {n: AdjudicatedLine.model_validate_json(b) for n, b in records.items()}
+def reversed_lines(q, claim_id: str) -> dict[int, AdjudicatedLine]:
+    """The REVERSED records of a claim's lines, by line number (none unless it was corrected)."""
+    rows = q("SELECT line_number, body FROM reversals WHERE claim_id = ?", claim_id).fetchall()
+    return {n: AdjudicatedLine.model_validate_json(b) for n, b in rows}
 
 
 def original(q, claim_id: str | None, lock: str) -> OriginalClaim | None:

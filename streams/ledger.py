@@ -367,7 +367,9 @@ class Ledger:
             # (the release); if it fails its check it decides nothing, so that does not matter
             released = head.original_claim_id or ""
             history = History(
-                decided=corrections_store.latest(q, claim_id),
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
+                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
+                reversed=corrections_store.reversed_lines(q, claim_id),
                 paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
                                                    member, released).fetchall()},
                 drug_days={date.fromisoformat(r[0]) for r in q(

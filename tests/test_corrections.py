@@ -193,8 +193,10 @@ def test_redelivery_answers_with_the_latest_record_and_changes_nothing(ledger: L
     # either line again at intake: its latest record
     assert summary(accept(ledger, original).decisions) == [("O", 1, "REVERSED", "-310.00", "R", ["45"])]
     assert summary(accept(ledger, replacement).decisions) == [("R", 1, "PAID", "465.00", None, ["45"])]
-    # the original claim again at the adjudicate stage: its reversal, not its old decision
-    assert summary(decide(ledger, [ClaimLine.model_validate(original)]).decisions)[0][2] == "REVERSED"
+    # the original claim again at the adjudicate stage (a crash before it was published):
+    # its decision and its reversal, so a consumer never misses either
+    assert summary(decide(ledger, [ClaimLine.model_validate(original)]).decisions) == [
+        ("O", 1, "PAID", "310.00", None, ["45"]), ("O", 1, "REVERSED", "-310.00", "R", ["45"])]
     assert snapshot(ledger) == state
 
 
