@@ -13,7 +13,7 @@ from faust.types import EventT
 
 from streams import metrics, pipeline, stage, topics
 from streams.models import VOID, ClaimWork, build
-from streams.remit_models import DecidedClaim
+from streams.remit_models import DecidedClaim, decided_messages
 from streams.stage import app, runtime
 
 
@@ -65,30 +65,8 @@ async def handle(events: Sequence[EventT]) -> None:
         await forward_decided(done, partition)
 
 
-#: the most a `claims.internal.decided` message carries, well under the producer's 1 MiB
-#: request limit (a backlog after a restart decides many claims, with their reversals, at once)
-DECIDED_MESSAGE_BYTES = 512 * 1024
-
-
 async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:
     """`claims.internal.decided` messages (as few as fit the size limit) for the claims of
     one source partition, sent after their decisions (so an offset commit covers both)."""
     for value in decided_messages(claims):
         await stage.topic(topics.DECIDED).send(key=None, value=value, partition=partition)
-
-
-def decided_messages(claims: Sequence[DecidedClaim], limit: int = DECIDED_MESSAGE_BYTES) -> list[bytes]:
-    """`DecidedBatch` JSON values of at most `limit` bytes each (or one claim, if bigger)."""
-    out: list[bytes] = []
-    parts: list[bytes] = []
-    size = 0
-    for claim in claims:
-        part = claim.model_dump_json().encode()
-        if parts and size + len(part) + 1 > limit:
-            out.append(b'{"claims":[' + b",".join(parts) + b"]}")
-            parts, size = [], 0
-        parts.append(part)
-        size += len(part) + 1
-    if parts:
-        out.append(b'{"claims":[' + b",".join(parts) + b"]}")
-    return out

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from rules import engine
 from streams.ledger import Intake, Ledger
 from streams.models import AdjudicatedLine, ClaimLine
+from streams.remit_models import DecidedBatch, DecidedClaim, decided_messages
 from tests.test_ledger import BOOKS, REF, T0, Store, accept, ledger, line, snapshot, store  # noqa: F401 - fixtures
 
 MEMBER, AUTH, NPI = "M1004", "PA26-1004", "1245678903"  # PA26-1004: 6 approved units of 99601/99602/S5498
@@ -254,6 +255,16 @@ def test_two_workers_racing_reverse_a_claim_once(store: Store) -> None:
             assert q("SELECT COUNT(*) FROM reversals").fetchone()[0] == 1
     finally:
         other.close()
+
+
+def test_decided_messages_stay_under_the_size_limit():
+    """A restart's backlog (claims with their reversals) goes on in several messages, each
+    under the limit, the claims in order and all of them."""
+    claims = [DecidedClaim(claim_id=f"C{i:03d}", decisions=()) for i in range(50)]
+    messages = decided_messages(claims, limit=200)
+    assert len(messages) > 1 and all(len(m) <= 200 + 13 for m in messages)
+    assert [c for m in messages for c in DecidedBatch.model_validate_json(m).claims] == claims
+    assert decided_messages(claims) == [DecidedBatch(claims=tuple(claims)).model_dump_json().encode()]
 
 
 # --- properties -----------------------------------------------------------------------------------------------

@@ -77,15 +77,3 @@ def test_kill9_mid_stream_reverses_nothing_twice(fresh_bootstrap, tmp_path):
     assert _state(stream_ledger) == _state(batch_ledger)
     assert _reversals(stream_ledger) == _reversals(batch_ledger)
 
-
-def test_decided_messages_stay_under_the_size_limit():
-    """A restart's backlog (claims with their reversals) goes on in several messages, each
-    under the limit, the claims in order and all of them."""
-    from agents.adjudicate import decided_messages
-    from streams.remit_models import DecidedBatch, DecidedClaim
-
-    claims = [DecidedClaim(claim_id=f"C{i:03d}", decisions=()) for i in range(50)]
-    messages = decided_messages(claims, limit=200)
-    assert len(messages) > 1 and all(len(m) <= 200 + 13 for m in messages)
-    assert [c for m in messages for c in DecidedBatch.model_validate_json(m).claims] == claims
-    assert decided_messages(claims) == [DecidedBatch(claims=tuple(claims)).model_dump_json().encode()]
