@@ -283,6 +283,7 @@ operations = st.lists(
         st.tuples(st.just("replace"), claim_lines, st.integers(0, 20)),
         st.tuples(st.just("void"), claim_lines, st.integers(0, 20)),
         st.tuples(st.just("redeliver"), st.just([]), st.integers(0, 1000)),
+        st.tuples(st.just("replay"), st.just([]), st.integers(0, 1000)),
     ),
     min_size=1, max_size=14,
 )
@@ -307,11 +308,19 @@ def check_sequence(ledger: Ledger, ops: list[tuple[str, list, int]]) -> None:
     corrected: set[str] = set()
     voids: set[str] = set()
     for index, (op, spec, target) in enumerate(ops):
-        if op == "redeliver":
+        if op in ("redeliver", "replay"):
             if not sent:
                 continue
             before = snapshot(ledger)
-            out = submit(ledger, [sent[target % len(sent)]], float(index))
+            if op == "redeliver":  # a line again at intake
+                out = submit(ledger, [sent[target % len(sent)]], float(index))
+            else:  # a whole claim again at the adjudicate stage (a crash before its records were published)
+                claim_id = claims[target % len(claims)]
+                lines = [ClaimLine.model_validate(o) for o in sent if o["claim_id"] == claim_id]
+                out = decide(ledger, lines, T0 + timedelta(seconds=index)) or Intake()
+                if claim_id in decided:  # every record it ever had, again: its decision and any reversal
+                    mine = {(d.claim_id, d.line_number, d.status) for d in published if d.claim_id == claim_id}
+                    assert mine <= {(d.claim_id, d.line_number, d.status) for d in out.decisions}
             assert snapshot(ledger) == before, "a re-delivery changed the ledger"
         else:
             objs = _build(op, spec, target, index, claims)
@@ -336,15 +345,16 @@ def check_sequence(ledger: Ledger, ops: list[tuple[str, list, int]]) -> None:
         for d in out.decisions:
             fingerprint = f"{d.member_id}|{d.provider_npi}|{d.service_date}|{d.procedure_code}|" \
                           f"{','.join(sorted(set(d.modifiers)))}|{d.ndc11 or ''}"
+            new = (d.claim_id, d.line_number, d.status) not in {(p.claim_id, p.line_number, p.status) for p in published}
+            published.append(d)
+            if not new:  # a repeat is the stored record: decisions given are not revisited
+                continue
             if d.status == "PAID":
                 paid_now[fingerprint] = (d.claim_id, d.line_number)
             elif d.status == "REVERSED" and paid_now.get(fingerprint) == (d.claim_id, d.line_number):
                 del paid_now[fingerprint]
-            elif d.status == "DENIED" and any(a.carc == "18" for a in d.adjustments) \
-                    and (d.claim_id, d.line_number, d.status) not in {(p.claim_id, p.line_number, p.status) for p in published}:
-                # a new decision (a repeat is the stored one: decisions given are not revisited)
+            elif d.status == "DENIED" and any(a.carc == "18" for a in d.adjustments):
                 assert fingerprint in paid_now, "denied as a duplicate of a line that is not paid and in force"
-            published.append(d)
 
     # each line: one record per status, repeats identical but for the time, adding up to what is owed now
     by_line: dict[tuple[str, int], dict[str, AdjudicatedLine]] = defaultdict(dict)
