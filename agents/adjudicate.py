@@ -14,8 +14,8 @@ from faust.types import EventT
 
 from rules.monitor import ShadowResult, compare_claim
 from streams import metrics, pipeline, stage, topics
-from streams.models import AdjudicatedLine, ClaimWork, build
-from streams.remit_models import DecidedBatch, DecidedClaim
+from streams.models import VOID, ClaimWork, build
+from streams.remit_models import DecidedClaim, decided_messages
 from streams.stage import app, runtime
 
 log = logging.getLogger("claims.adjudicate")
@@ -26,10 +26,10 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
-def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[list[AdjudicatedLine] | Exception], list[ShadowResult]]:
+def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[pipeline.Step | Exception], list[ShadowResult]]:
     """Every claim in one ledger transaction; with a candidate rulebook (Monitor Mode) each is
     also decided under it, from the same history, recording nothing."""
-    out: list[list[AdjudicatedLine] | Exception] = []
+    out: list[pipeline.Step | Exception] = []
     shadows: list[ShadowResult] = []
     with runtime.ledger.transaction():
         for work in claims:
@@ -62,15 +62,22 @@ async def handle(events: Sequence[EventT]) -> None:
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
     results, shadows = await runtime.in_ledger(_decide_all, [work for _, work in claims])
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
-    for (partition, work), decisions in zip(claims, results, strict=True):
-        if isinstance(decisions, Exception):
-            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, decisions)
+    for (partition, work), step in zip(claims, results, strict=True):
+        if isinstance(step, Exception):
+            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)
             continue
-        for decision in decisions:
+        for decision in step.decisions:  # a correction's reversals first, then its own decisions
             await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
-        if decisions:  # [] when the claim was rejected in the meantime: nothing to remit
+        for rejection in step.rejections:  # a correction whose original fails the check
+            await stage.publish_rejection("adjudicate", rejection)
+        head = work.lines[0].line
+        if head.is_correction:
+            metrics.count_correction("void" if head.claim_frequency == VOID else "replacement",
+                                     sum(d.status == "REVERSED" for d in step.decisions),
+                                     [r.reasons[0].code for r in step.rejections])
+        if step.decisions:  # none when the claim was rejected: nothing to remit
             # trusted values (the ledger's own decisions): no validation on the hot path
-            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(decisions)))
+            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions)))
     for partition, done in decided.items():
         await forward_decided(done, partition)
     for shadow in shadows:
@@ -78,7 +85,7 @@ async def handle(events: Sequence[EventT]) -> None:
 
 
 async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:
-    """One `claims.internal.decided` message for the claims of one source partition, sent
-    after their decisions (so an offset commit covers both)."""
-    batch = build(DecidedBatch, claims=tuple(claims))
-    await stage.topic(topics.DECIDED).send(key=None, value=batch.model_dump_json().encode(), partition=partition)
+    """`claims.internal.decided` messages (as few as fit the size limit) for the claims of
+    one source partition, sent after their decisions (so an offset commit covers both)."""
+    for value in decided_messages(claims):
+        await stage.topic(topics.DECIDED).send(key=None, value=value, partition=partition)

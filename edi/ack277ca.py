@@ -23,6 +23,7 @@ from typing import Any
 
 from edi.parse837 import Claim
 from edi.x12 import Delimiters, Party, Writer, envelope, x12_date
+from streams.models import CORRECTION_REJECTIONS
 
 VERSION = "005010X214"
 ADJUDICATED = "claims.lines.adjudicated"
@@ -89,6 +90,11 @@ def status_from_records(claim: Claim, records: Iterable[Mapping[str, Any]]) -> C
         elif rec.get("topic") == REJECTED:
             reasons = [Reason(str(r.get("code", "")), r.get("field"), str(r.get("message", "")))
                        for r in rec.get("reasons", [])]
+            if reasons and all(r.code in CORRECTION_REJECTIONS for r in reasons):
+                # a replacement or void is accepted like any claim; the check of the claim it
+                # corrects comes later, when it is adjudicated (its outcome, not the front end's)
+                decided.add(int(rec["line_number"]))
+                continue
             rejected.setdefault(rec.get("line_number"), []).extend(reasons)
     if rejected:
         every = tuple(dict.fromkeys(r for rs in rejected.values() for r in rs))

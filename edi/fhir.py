@@ -32,15 +32,18 @@ CLAIM_ID_SYSTEM = "urn:claims-pipeline:claim-id"
 MEMBER_ID_SYSTEM = "urn:claims-pipeline:member-id"
 RARC_EXTENSION = "urn:claims-pipeline:fhir:StructureDefinition:remittance-advice-remark-code"
 POLICY_EXTENSION = "urn:claims-pipeline:fhir:StructureDefinition:policy-version"
+#: on the ClaimResponse of a replacement (claim frequency 7) or void (8): the claim it corrects
+REPLACES_EXTENSION = "urn:claims-pipeline:fhir:StructureDefinition:replaces-claim"
 
 
 def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
                    claim_lines: Iterable[Mapping[str, Any]] | None = None,
-                   insurer: str = "SYNTHETIC HEALTH PLAN") -> dict[str, Any]:
+                   insurer: str = "SYNTHETIC HEALTH PLAN", replaces: str | None = None) -> dict[str, Any]:
     """The ClaimResponse for the decisions of one claim, as a validated FHIR R4B JSON dict.
 
     The charge of a line is taken from `claim_lines` when given, else it is the allowed
-    amount plus the adjustments (the contract guarantees they add up)."""
+    amount plus the adjustments (the contract guarantees they add up). `replaces`: the
+    claim a replacement or void corrects (its `original_claim_id`), named in an extension."""
     from fhir.resources.R4B.claimresponse import ClaimResponse
 
     lines: dict[int, AdjudicatedLine] = {}
@@ -88,10 +91,14 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
         totals["eligible"] += allowed
         totals["benefit"] += allowed
     paid = sum(1 for d in lines.values() if d.status == "PAID")
-    denied = len(lines) - paid
+    voided = sum(1 for d in lines.values() if d.status == "VOIDED")
+    disposition = f"{paid} line(s) paid, {len(lines) - paid - voided} denied" + (f", {voided} voided" if voided else "")
+    extensions = [{"url": POLICY_EXTENSION, "valueString": first.policy_version}]
+    if replaces:
+        extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": CLAIM_ID_SYSTEM, "value": replaces}})
     resource: dict[str, Any] = {
         "resourceType": "ClaimResponse",
-        "extension": [{"url": POLICY_EXTENSION, "valueString": first.policy_version}],
+        "extension": extensions,
         "identifier": [{"system": CLAIM_ID_SYSTEM, "value": first.claim_id}],
         "status": "active",
         "type": {"coding": [{"system": CLAIM_TYPE_SYSTEM, "code": "professional"}]},
@@ -102,7 +109,7 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
         "requestor": {"identifier": {"system": NPI_SYSTEM, "value": first.provider_npi}},
         "request": {"identifier": {"system": CLAIM_ID_SYSTEM, "value": first.claim_id}},
         "outcome": "complete",
-        "disposition": f"{paid} line(s) paid, {denied} denied",
+        "disposition": disposition,
         "item": items,
         "total": [_amount(k, v) for k, v in totals.items()],
         "payment": {"type": {"coding": [{"system": PAYMENT_TYPE_SYSTEM, "code": "complete"}]},

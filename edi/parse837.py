@@ -783,11 +783,16 @@ def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list
     provider_npi = str(bp_nm1.identification_code) if bp_nm1 is not None and bp_nm1.identification_code else None
 
     claim_auth = _ref(getattr(loop_2300, "ref_segment", None), "G1")
+    correction = {"claim_frequency": frequency} if frequency else {}
+    original = _ref(getattr(loop_2300, "ref_segment", None), "F8")  # payer claim control number
+    if original:
+        correction["original_claim_id"] = original
     diagnoses = _diagnoses(getattr(loop_2300, "hi_segment", None) or [])
     service_lines = list(loop_2300.loop_2400 or [])
     lines: list[dict[str, Any]] = []
     for line in service_lines:
-        lines.append(_map_line(line, d, claim_id, len(service_lines), member_id, provider_npi, claim_auth, diagnoses))
+        lines.append({**_map_line(line, d, claim_id, len(service_lines), member_id, provider_npi, claim_auth, diagnoses),
+                      **correction})
     numbers = [ln["line_number"] for ln in lines]
     if numbers != list(range(1, len(lines) + 1)):
         raise ValueError(f"LX01 numbers {numbers} are not 1..{len(lines)}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -86,10 +86,9 @@ def build(
     d = Delimiters()
     transactions = []
     npis = set()
-    for n, (claim_id, (submitted, decided)) in enumerate(claims.items(), start=1):
-        transactions.append(_transaction(claim_id, submitted, decided, payer, payee_names or {}, now,
-                                         f"{n:04d}", f"{control_number:09d}{n:04d}", d))
-        npis.add(next(iter(decided.values())).provider_npi)
+    for n, (reference, payments) in enumerate(_payments(claims).items(), start=1):
+        transactions.append(_transaction(reference, payments, payer, payee_names or {}, now, f"{n:04d}", f"{control_number:09d}{n:04d}", d))
+        npis.add(next(iter(payments[0][2].values())).provider_npi)
     to = receiver or Party("ZZ", npis.pop() if len(npis) == 1 else "PROVIDERS")
     return envelope(transactions, functional_id="HP", version=VERSION, sender=payer.interchange_id,
                     receiver=to, control_number=control_number, now=now, d=d)
@@ -97,28 +96,32 @@ def build(
 
 def _group(claim_lines: Iterable[Mapping[str, Any]] | None,
            decisions: Iterable[AdjudicatedLine | Mapping[str, Any]]
-           ) -> "OrderedDict[str, tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]]":
-    submitted: dict[str, dict[int, Mapping[str, Any]]] = {}
+           ) -> "OrderedDict[tuple[str, bool], tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]]":
+    """{(claim id, whether a reversal): (its submitted lines, its decisions by line)}, in
+    first-seen order. A reversal's charges are its own (negated) amounts; a void's lines
+    are not remitted (its reversal is its effect)."""
+    submitted: dict[tuple[str, bool], dict[int, Mapping[str, Any]]] = {}
     decided = [raw if isinstance(raw, AdjudicatedLine) else AdjudicatedLine.model_validate(
         {k: v for k, v in raw.items() if k != "topic"}) for raw in decisions]
-    if claim_lines is None:  # derive the submitted charge from the decision
-        for dec in decided:
+    decided = [dec for dec in decided if dec.status != "VOIDED"]
+    for dec in decided:
+        if claim_lines is None or dec.status == "REVERSED":  # the charge from the decision
             charge = dec.allowed_amount + sum((a.amount for a in dec.adjustments), Decimal(0))
-            submitted.setdefault(dec.claim_id, {})[dec.line_number] = {
+            submitted.setdefault((dec.claim_id, dec.status == "REVERSED"), {})[dec.line_number] = {
                 "claim_id": dec.claim_id, "line_number": dec.line_number, "charge_amount": str(charge)}
-    else:
-        for line in claim_lines:
-            submitted.setdefault(str(line["claim_id"]), {})[int(line["line_number"])] = line
-    out: OrderedDict[str, tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]] = OrderedDict()
+    for line in claim_lines or ():
+        submitted.setdefault((str(line["claim_id"]), False), {})[int(line["line_number"])] = line
+    out: OrderedDict[tuple[str, bool], tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]] = OrderedDict()
     for decision in decided:
-        lines = submitted.get(decision.claim_id)
+        key = (decision.claim_id, decision.status == "REVERSED")
+        lines = submitted.get(key)
         if lines is None:
             raise RemittanceError(f"claim {decision.claim_id}: no submitted lines for its decisions")
-        entry = out.setdefault(decision.claim_id, (lines, {}))
+        entry = out.setdefault(key, (lines, {}))
         entry[1][decision.line_number] = decision  # a repeat (retry/replay) is the same decision
-    for claim_id, (lines, decided) in out.items():
-        missing = sorted(set(lines) - set(decided))
-        unknown = sorted(set(decided) - set(lines))
+    for (claim_id, _), (lines, decided_lines) in out.items():
+        missing = sorted(set(lines) - set(decided_lines))
+        unknown = sorted(set(decided_lines) - set(lines))
         if missing:
             raise RemittanceError(f"claim {claim_id}: lines {missing} are not decided yet")
         if unknown:
@@ -128,32 +131,61 @@ def _group(claim_lines: Iterable[Mapping[str, Any]] | None,
     return out
 
 
-def _transaction(claim_id: str, submitted: dict[int, Mapping[str, Any]], decided: dict[int, AdjudicatedLine],
-                 payer: Payer, payee_names: Mapping[str, str], now: datetime, control: str, trace: str,
-                 d: Delimiters) -> str:
-    rows = []
-    for number in sorted(decided):
-        rows.append(_line(claim_id, submitted[number], decided[number]))
-    charge = sum((r["charge"] for r in rows), Decimal(0))
-    paid = sum((r["paid"] for r in rows), Decimal(0))
-    patient = sum((a for r in rows for g, _, a in r["cas"] if g == "PR"), Decimal(0))
-    status = "4" if all(r["decision"].status == "DENIED" for r in rows) else "1"
-    first = rows[0]["decision"]
+Payment = tuple[str, dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]  # (claim id, submitted, decided)
+
+
+def _payments(claims: "OrderedDict[tuple[str, bool], tuple[dict, dict]]") -> dict[str, list[Payment]]:
+    """The claim payments of each transaction set: a reversal goes in the set of the
+    replacement or void that made it, before that claim's own payment."""
+    out: dict[str, list[Payment]] = {}
+    for (claim_id, reversal), (submitted, decided) in claims.items():
+        key = next(iter(decided.values())).reversed_by if reversal else claim_id
+        out.setdefault(key or claim_id, []).append((claim_id, submitted, decided))
+    return out
+
+
+def _transaction(reference: str, payments: list[Payment], payer: Payer, payee_names: Mapping[str, str], now: datetime,
+                 control: str, trace: str, d: Delimiters) -> str:
+    """One transaction set: BPR for the net of its claim payments (a reversal pays back: a
+    net below zero is paid as 0.00, the balance forwarded in PLB*FB naming `reference`, the
+    replacement or void), then each claim."""
+    paid = Decimal(0)
+    claims = []
+    for claim_id, submitted, decided in payments:
+        rows = [_line(claim_id, submitted[number], decided[number]) for number in sorted(decided)]
+        paid += sum((r["paid"] for r in rows), Decimal(0))
+        claims.append((claim_id, rows))
+    first = claims[0][1][0]["decision"]
+    npi = first.provider_npi
 
     w = Writer(d)
     if paid > 0:
         w.add("BPR", "I", money(paid), "C", "CHK", *[""] * 11, now.strftime("%Y%m%d"))
     else:
-        w.add("BPR", "H", money(paid), "C", "NON", *[""] * 11, now.strftime("%Y%m%d"))
+        w.add("BPR", "H", money(max(paid, Decimal(0))), "C", "NON", *[""] * 11, now.strftime("%Y%m%d"))
     w.add("TRN", "1", trace, "1" + payer.tax_id)
     w.add("DTM", "405", now.strftime("%Y%m%d"))
     w.add("N1", "PR", payer.name)
     w.add("N3", payer.address)
     w.add("N4", payer.city, payer.state, payer.zip)
     w.add("PER", "BL", payer.contact, "TE", payer.phone)
-    npi = first.provider_npi
     w.add("N1", "PE", payee_names.get(npi, f"PROVIDER {npi}"), "XX", npi)
     w.add("LX", "1")
+    for claim_id, rows in claims:
+        _claim_payment(w, claim_id, rows, payer)
+    if paid < 0:  # what the provider owes back is carried forward (FB), so BPR02 is not negative
+        w.add("PLB", npi, f"{now.year}1231", ("FB", reference), money(paid))
+    return w.transaction(("835",), control)
+
+
+def _claim_payment(w: Writer, claim_id: str, rows: list[dict[str, Any]], payer: Payer) -> None:
+    """CLP (status 22 for a reversal, 4 when every line is denied, else 1), NM1*QC, the lines."""
+    charge = sum((r["charge"] for r in rows), Decimal(0))
+    paid = sum((r["paid"] for r in rows), Decimal(0))
+    patient = sum((a for r in rows for g, _, a in r["cas"] if g == "PR"), Decimal(0))
+    statuses = {r["decision"].status for r in rows}
+    status = "22" if statuses == {"REVERSED"} else "4" if statuses == {"DENIED"} else "1"
+    first = rows[0]["decision"]
     w.add("CLP", claim_id, status, money(charge), money(paid), money(patient) if patient else None,
           payer.claim_filing_indicator, claim_id)
     w.add("NM1", "QC", "1", "", "", "", "", "", "MI", first.member_id)
@@ -176,7 +208,6 @@ def _transaction(claim_id: str, submitted: dict[int, Mapping[str, Any]], decided
         w.add("AMT", "B6", money(dec.allowed_amount))
         for rarc in r["rarcs"]:
             w.add("LQ", "HE", rarc)
-    return w.transaction(("835",), control)
 
 
 def line_control_number(claim_id: str, line_number: int) -> str:
@@ -241,6 +272,7 @@ class RemitClaim:
     lines: tuple[RemitLine, ...]
     payment: Decimal  # BPR02 of its transaction set
     transaction: int  # index of its transaction set in the interchange
+    provider_adjustment: Decimal = Decimal(0)  # the PLB amounts of its transaction set
 
 
 def read(text: str) -> list[RemitClaim]:
@@ -250,6 +282,7 @@ def read(text: str) -> list[RemitClaim]:
     d, segs, _ = tokenize(text)
     claims: list[RemitClaim] = []
     payment = Decimal(0)
+    plb: dict[int, Decimal] = {}
     transaction = -1
     clp: Any = None
     claim_cas: list[tuple[str, str, Decimal]] = []
@@ -290,16 +323,20 @@ def read(text: str) -> list[RemitClaim]:
             lines[-1]["control_number"] = s.get(2)
         elif s.id == "DTM" and lines and s.get(1) == "472":
             lines[-1]["service_date"] = s.get(2)
+        elif s.id == "PLB":
+            close()
+            plb[transaction] = plb.get(transaction, Decimal(0)) + sum(
+                (Decimal(s.get(i)) for i in range(4, 15, 2) if s.get(i)), Decimal(0))
         elif s.id == "SE":
             close()
     close()
-    return claims
+    return [replace(c, provider_adjustment=plb.get(c.transaction, Decimal(0))) for c in claims]
 
 
 def balance_errors(claims: list[RemitClaim]) -> list[str]:
     """Everything that does not add up to the cent: per line (SVC02 = SVC03 + line CAS), per
     claim (CLP03 = CLP04 + claim and line CAS; CLP03 = sum of SVC02; CLP05 = the PR
-    adjustments) and per transaction set (BPR02 = sum of CLP04, there being no PLB)."""
+    adjustments) and per transaction set (BPR02 = sum of CLP04 - the PLB amounts)."""
     problems = []
     payments: dict[int, tuple[Decimal, Decimal]] = {}
     for c in claims:
@@ -316,11 +353,11 @@ def balance_errors(claims: list[RemitClaim]) -> list[str]:
         pr = sum((a for g, _, a in everything if g == "PR"), Decimal(0))
         if c.patient_responsibility != pr:
             problems.append(f"{c.claim_id}: CLP05 {c.patient_responsibility} != PR adjustments {pr}")
-        bpr, paid = payments.get(c.transaction, (c.payment, Decimal(0)))
+        bpr, paid = payments.get(c.transaction, (c.payment + c.provider_adjustment, Decimal(0)))
         payments[c.transaction] = (bpr, paid + c.paid)
     for index, (bpr, paid) in payments.items():
         if bpr != paid:
-            problems.append(f"transaction set {index + 1}: BPR02 {bpr} != sum of CLP04 {paid}")
+            problems.append(f"transaction set {index + 1}: BPR02 + PLB {bpr} != sum of CLP04 {paid}")
     return problems
 
 

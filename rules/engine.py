@@ -7,6 +7,8 @@ The streaming stages and batch mode run the same four steps, so they agree line 
     price    AWP or fee schedule under the provider's contract   (section 6)
     finalize claim-day edits, duplicates, authorized units      (sections 5, 7)
              against the member's history, producing decisions and the state to record
+             (for a replacement or void: first the check of the original and its
+             reversals, rules/corrections.py)
 
 Nothing here does I/O; `finalize` gets the cross-claim state as a `History` snapshot and
 returns the changes for the ledger to commit in the same transaction.
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+from rules import corrections
+from rules.corrections import OriginalClaim
 from rules.ndc import normalize_ndc
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebook, Rulebooks
@@ -30,6 +34,7 @@ from streams.models import (
     Finding,
     LineWork,
     Pricing,
+    RejectionReason,
     build,
     evolve,
 )
@@ -45,10 +50,16 @@ PRICE_PRECISION = 200
 class History:
     """The member's cross-claim state as the ledger holds it when the claim is decided."""
 
-    decided: dict[int, AdjudicatedLine] = field(default_factory=dict)  # this claim, by line
+    decided: dict[int, AdjudicatedLine] = field(default_factory=dict)  # this claim's decisions, by line
+    reversed: dict[int, AdjudicatedLine] = field(default_factory=dict)  # their reversals, once it was corrected
     paid_fingerprints: set[str] = field(default_factory=set)
     drug_days: set[date] = field(default_factory=set)
     units_used: dict[str, Decimal] = field(default_factory=dict)  # by authorization number
+    #: for a replacement or void: the claim it names (None: unknown). The state above then
+    #: already leaves out what that claim established (the release), which matters only
+    #: when the correction passes its check.
+    original: OriginalClaim | None = None
+    caused: list[AdjudicatedLine] = field(default_factory=list)  # reversals this claim made earlier
 
 
 @dataclass(slots=True)
@@ -60,10 +71,16 @@ class Outcome:
     paid: list[tuple[str, int, str]] = field(default_factory=list)  # (fingerprint, line, member)
     units: list[tuple[str, int, Decimal]] = field(default_factory=list)  # (auth, line, units)
     drug_days: set[date] = field(default_factory=set)
+    #: a replacement or void that fails its check: every line is rejected with this
+    rejection: RejectionReason | None = None
+    #: the REVERSED records of the original (new ones when `reverses` is set, else the
+    #: stored ones again), published before the claim's own decisions
+    reversals: list[AdjudicatedLine] = field(default_factory=list)
+    reverses: str | None = None  # the claim this outcome reverses and releases
 
     @property
     def changes_state(self) -> bool:
-        return bool(self.new_decisions)
+        return bool(self.new_decisions) or self.rejection is not None
 
 
 # --- start -------------------------------------------------------------------------------
@@ -195,17 +212,43 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
 
 def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime) -> Outcome:
     """Decide every line against the member's history. Lines already decided keep their
-    stored decision (only `adjudicated_at` changes) and change no state."""
+    stored decision (only `adjudicated_at` changes), followed by its reversal once the claim
+    was replaced or voided, and change no state.
+
+    A replacement or void first checks the claim it names (`history.original`): failing,
+    the outcome is only the rejection; passing, it carries the original's reversals, and
+    the lines are decided against `history`, which the ledger read without what the
+    original established (the release). A void's lines are VOIDED and establish nothing."""
     book = books.get(work.policy_version)
-    day_findings = claim_day_edits(work, history, book)
+    head = work.lines[0].line
     outcome = Outcome(decisions=[])
+    if head.is_correction:
+        if history.decided:  # decided before: the reversals it made, again
+            outcome.reversals = [evolve(r, adjudicated_at=now) for r in history.caused]
+        else:
+            problem = corrections.check(head, history.original)
+            if problem is not None:
+                outcome.rejection = problem
+                return outcome
+            outcome.reverses = head.original_claim_id
+            outcome.reversals = [corrections.reversal(d, head.claim_id, now) for d in history.original.decisions]
+    void = corrections.is_void(head)
+    day_findings = {} if void else claim_day_edits(work, history, book)
     paid = set(history.paid_fingerprints)
     used = dict(history.units_used)
     for lw in work.lines:
         line = lw.line
         stored = history.decided.get(line.line_number)
         if stored is not None:
-            outcome.decisions.append(evolve(stored, adjudicated_at=now))
+            # the claim again (a crash before its records were published): its decision,
+            # and its reversal if it was corrected since, so neither record is ever lost
+            outcome.decisions += [evolve(r, adjudicated_at=now)
+                                  for r in (stored, history.reversed.get(line.line_number)) if r is not None]
+            continue
+        if void:  # establishes nothing: no paid line, no units, no drug day
+            decision = corrections.voided(lw, work.policy_version, now)
+            outcome.decisions.append(decision)
+            outcome.new_decisions.append(decision)
             continue
         denials = [*lw.findings, *day_findings.get(line.line_number, ())]
         fingerprint = line_fingerprint(lw)
@@ -260,6 +303,7 @@ def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str
         pricing=pricing,
         policy_version=version,
         adjudicated_at=now,
+        reversed_by=None,
     )
 
 

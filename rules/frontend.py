@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.models import HEADER_FIELDS, ClaimLine, RejectionReason
+from streams.models import CORRECTION_REJECTIONS, HEADER_FIELDS, ClaimLine, RejectionReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DEPTH = 32  # a claim line nests 3 levels; deeper JSON cannot be a claim line
@@ -26,10 +26,13 @@ _CODE_BY_FIELD = {
     "line_count": "LINE_NUMBER",
 }
 
+#: fields whose own code is only for a value of the right type that breaks the rule
+_RULE_ONLY = {"claim_frequency": "CLAIM_FREQUENCY", "original_claim_id": "ORIGINAL_CLAIM_ID"}
 
 #: every rejection code the front end and the ledger's assembly give
-REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "HEADER_MISMATCH",
-                   "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE")
+REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "CLAIM_FREQUENCY", "ORIGINAL_CLAIM_ID",
+                   "HEADER_MISMATCH", "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE",
+                   *CORRECTION_REJECTIONS)
 
 #: DLQ error types of undecodable input
 DLQ_KINDS = ("not_json", "not_object", "too_large", "too_deep")
@@ -95,6 +98,8 @@ def _code(top: str | None, err: dict[str, Any]) -> str:
         return "SCHEMA"
     if top == "service_date_to":  # a valid date, other than service_date
         return "MULTI_DATE" if kind == "value_error" and _is_iso_date(err.get("input")) else "SCHEMA"
+    if top in _RULE_ONLY:  # a string that is not an accepted code / not a consistent reference
+        return _RULE_ONLY[top] if kind in ("value_error", "literal_error") else "SCHEMA"
     if top in ("line_number", "line_count"):
         return "LINE_NUMBER" if kind in _LINE_NUMBER_ERRORS else "SCHEMA"
     return _CODE_BY_FIELD.get(top, "SCHEMA")

@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -59,10 +60,10 @@ from pydantic import ValidationError
 from edi import ack277ca, ack999, fhir, parse837, remit835
 from edi.x12 import TA1_INVALID_CONTENT, Party
 from rules import frontend
-from streams import metrics, pipeline, stage, topics
+from streams import corrections_store, metrics, pipeline, stage, topics
 from streams.api_models import claim_request_model
 from streams.app import app, settings
-from streams.models import ClaimLine
+from streams.models import CORRECTION_REJECTIONS, ClaimLine
 from streams.remit_models import build_835
 from streams.stage import runtime
 
@@ -76,14 +77,15 @@ PUBLISH_TIMEOUT_S = 15.0     # broker acks for every line of a submission
 MAX_LINES = 999
 
 #: claim-level fields: given once in the request, repeated on every published line
-HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes")
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes",
+                 "claim_frequency", "original_claim_id")
 #: line-level fields, in the order they are published
 LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to",
                "units", "charge_amount", "drug")
 #: the published object's field order (CONTRACT.md's table order)
 _PUBLISHED_ORDER = ("claim_id", "line_number", "line_count", "form", "member_id", "provider_npi",
                     "authorization_number", "service_date", "service_date_to", "procedure_code", "modifiers",
-                    "units", "charge_amount", "diagnosis_codes", "drug")
+                    "units", "charge_amount", "diagnosis_codes", "drug", "claim_frequency", "original_claim_id")
 #: the request body's model (the OpenAPI document's schema; `claim_structure` checks with it)
 ClaimRequest = claim_request_model(HEADER_FIELDS, LINE_FIELDS, MAX_LINES)
 
@@ -344,6 +346,28 @@ def _answers(q: Any, claim_id: str) -> Answers:
     return (row[0] if row else None), [r for _, r in records]
 
 
+def correction_state(ledger: Any, claim_id: str) -> dict[str, Any]:
+    with ledger._tx() as q:  # noqa: SLF001
+        return corrections_store.state(q, claim_id)
+
+
+def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API's answer for a claim: its status and records, and what corrections say of it.
+    A claim reversed by a replacement or void has status REPLACED or VOIDED, names that
+    claim in `reversed_by` and carries its lines' REVERSED records in `reversed`; a
+    replacement or void that reversed a claim names it in `reverses` and carries the
+    REVERSED records it caused in `reversals`."""
+    state = correction_state(ledger, claim_id)
+    adjudicated = topics.ADJUDICATED.name
+    view: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id), "status": status, "lines": records}
+    if state["reversed_by"]:
+        view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"],
+                    reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
+    if state["reverses"]:
+        view.update(reverses=state["reverses"], reversals=[{"topic": adjudicated, **r} for r in state["reversals"]])
+    return view
+
+
 def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
     """The line numbers of each claim that have a decision or a rejection (one transaction)."""
     with ledger._tx() as q:  # noqa: SLF001 - a read, in the ledger's own transaction helper
@@ -504,7 +528,8 @@ class ClaimsView(ApiView):
             return _json(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
         WAIT_SECONDS.observe(time.perf_counter() - started)
         status, records = answers
-        return _json(self.web, {**answer, "status": overall_status(status, records), "lines": records}, 200)
+        view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        return _json(self.web, view, 200)
 
 
 def _not_ready_reason() -> str | None:
@@ -565,8 +590,8 @@ async def claim_status(web: Any, claim_id: str) -> Any:
         raise ApiError(404, "NOT_FOUND",
                        f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
                        field="claim_id")
-    return _json(web, {"claim_id": claim_id, "status_url": _status_url(claim_id),
-                       "status": overall_status(status, records), "lines": records}, 200)
+    view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+    return _json(web, view, 200)
 
 
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
@@ -717,7 +742,7 @@ def front_end_status(claim: parse837.Claim, ledger_status: str | None,
     it need not be decided yet), None while that is not known."""
     numbers = {int(line["line_number"]) for line in claim.lines}
     mine = [r for r in records if r.get("line_number") in numbers]
-    if any(r["topic"] == topics.REJECTED.name for r in mine):
+    if any(r["topic"] == topics.REJECTED.name and r["reasons"][0]["code"] not in CORRECTION_REJECTIONS for r in mine):
         return ack277ca.status_from_records(claim, mine)
     if ledger_status in ("ASSEMBLED", "DECIDED"):
         return ack277ca.ClaimStatus(claim, accepted=True)
@@ -823,8 +848,9 @@ class Claim835View(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        try:
-            text = await _build(build_835, claim_id, decisions)
+        caused = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reversals"]
+        try:  # a replacement's or void's 835 starts with the reversal it made
+            text = await _build(build_835, claim_id, [*caused, *decisions])
         except remit835.RemittanceError as exc:
             raise ApiError(409, "NO_REMITTANCE", f"the decisions cannot be written as an 835: {exc}",
                            field="claim_id") from None
@@ -839,7 +865,8 @@ class ClaimRemittanceView(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        resource = await _build(fhir.claim_response, decisions)
+        replaces = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reverses"]
+        resource = await _build(partial(fhir.claim_response, replaces=replaces), decisions)
         return self.web.bytes(orjson.dumps(resource), content_type=FHIR_MEDIA_TYPE, status=200,
                               headers={"Cache-Control": "no-store"})
 

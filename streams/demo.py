@@ -101,8 +101,9 @@ async def _flow(bootstrap: str, lines: list[bytes], reference_dir: Path, expecte
         t = f"{time.monotonic() - started:5.1f}s"
         if record["topic"] == topics.ADJUDICATED.name:
             adj = record["adjustments"]
-            why = ", ".join(f"{a['group']}-{a['carc']} {a['rule']}" for a in adj) or "paid in full"
-            colour = "green" if record["status"] == "PAID" else "red"
+            why = _why(record) if record["status"] in CORRECTED else \
+                ", ".join(f"{a['group']}-{a['carc']} {a['rule']}" for a in adj) or "paid in full"
+            colour = {"PAID": "green", "DENIED": "red"}.get(record["status"], "cyan")
             console.print(f"{t} [{colour}]{record['status']:6}[/] {record['claim_id']}/{record['line_number']:<3} "
                           f"{record['procedure_code']:6} allowed {record['allowed_amount']:>9}  {why}")
         elif record["topic"] == topics.REJECTED.name:
@@ -120,6 +121,16 @@ async def _flow(bootstrap: str, lines: list[bytes], reference_dir: Path, expecte
     return _summary(records, expected, keys_wanted, time.monotonic() - started)
 
 
+#: the records of corrections and voids, and what the summary says of them
+CORRECTED = {"REVERSED": "reversed by a replacement or void", "VOIDED": "a void's line (its effect is the reversal)"}
+
+
+def _why(record: dict[str, Any]) -> str:
+    if record["status"] == "REVERSED":
+        return f"reversed by {record['reversed_by']}; amounts negated"
+    return "void: nothing allowed, the original is reversed"
+
+
 def _summary(records: list[dict], expected: list[dict], wanted: Counter, seconds: float) -> int:
     table = Table(title=f"{len(records)} records in {seconds:.1f}s")
     table.add_column("outcome")
@@ -127,7 +138,9 @@ def _summary(records: list[dict], expected: list[dict], wanted: Counter, seconds
     table.add_column("lines", justify="right")
     counts = Counter()
     for r in records:
-        if r["topic"] == topics.ADJUDICATED.name:
+        if r["topic"] == topics.ADJUDICATED.name and r["status"] in CORRECTED:
+            counts[(r["status"], CORRECTED[r["status"]])] += 1
+        elif r["topic"] == topics.ADJUDICATED.name:
             reason = (f"{r['adjustments'][0]['group']}-{r['adjustments'][0]['carc']} {r['adjustments'][0]['rule']}"
                       if r["adjustments"] else "paid in full")
             counts[(r["status"], reason)] += 1

@@ -1,10 +1,12 @@
 """The ledger: the state that must be exact, in one transactional store.
 
 It holds lines waiting for the rest of their claim, every decision and rejection made,
-paid-line fingerprints (duplicates), authorized units used per line, and member drug days
-(per diem). SQLite is the embedded default (one file, shared by the workers of a machine
-through WAL and `BEGIN IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim
-and the member serialize the work that touches the same state).
+paid-line fingerprints (duplicates), authorized units used per line, and the drug days of
+each claim (per diem); for corrections and voids, the reversals and which claim reversed
+which (streams/corrections_store.py). Tables: streams/ledger_schema.py. SQLite is the
+embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
+IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim and the member serialize
+the work that touches the same state; a correction also locks the claim it names).
 
 Every public method is one transaction. Deciding a claim reads the member's history,
 runs the engine and records its outcome atomically; a claim or line already decided gets
@@ -19,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,72 +30,9 @@ import orjson
 import psycopg
 
 from rules.engine import History, Outcome
+from streams import corrections_store
+from streams.ledger_schema import SCHEMA
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS claims (
-    claim_id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,             -- OPEN, ASSEMBLED, DECIDED, REJECTED
-    reason TEXT,                      -- why a REJECTED claim was rejected, for its later lines
-    source_partition INTEGER,         -- input partition of its first line (expiry waits for it)
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS claims_open ON claims (status, first_seen);
-CREATE TABLE IF NOT EXISTS claim_lines (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    body TEXT NOT NULL,               -- the validated line
-    original TEXT NOT NULL,           -- the object as received
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE TABLE IF NOT EXISTS decisions (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE TABLE IF NOT EXISTS paid_lines (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    member_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE INDEX IF NOT EXISTS paid_lines_member ON paid_lines (member_id);
-CREATE TABLE IF NOT EXISTS unit_usage (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    authorization_number TEXT NOT NULL,
-    units TEXT NOT NULL,
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE INDEX IF NOT EXISTS unit_usage_auth ON unit_usage (authorization_number);
-CREATE TABLE IF NOT EXISTS drug_days (
-    member_id TEXT NOT NULL,
-    service_date TEXT NOT NULL,
-    PRIMARY KEY (member_id, service_date)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    claim_id TEXT NOT NULL,
-    line_number INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (claim_id, line_number)
-);
-CREATE TABLE IF NOT EXISTS input_progress (
-    input_partition INTEGER PRIMARY KEY,
-    read_to_end_at DOUBLE PRECISION NOT NULL  -- last time a worker saw it with nothing left
-);
-CREATE TABLE IF NOT EXISTS member_locks (
-    member_id TEXT PRIMARY KEY
-);
-"""
 
 
 class _Undo(Exception):
@@ -324,7 +263,9 @@ class Ledger:
             return out
 
     def _stored_answer(self, q, claim_id: str, number: int, now: datetime) -> Intake | None:
-        row = q("SELECT body FROM decisions WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+        """The line's latest record: its reversal once its claim was corrected, else its decision."""
+        row = (q("SELECT body FROM reversals WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
+               or q("SELECT body FROM decisions WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone())
         if row:
             return Intake(decisions=[_restamp_decision(row[0], now)])
         row = q("SELECT body FROM rejections WHERE claim_id = ? AND line_number = ?", claim_id, number).fetchone()
@@ -416,31 +357,55 @@ class Ledger:
 
     # --- adjudication -----------------------------------------------------------------------------
 
-    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> list[AdjudicatedLine] | None:
-        """Decide one assembled claim in one transaction. Returns None when the claim was
-        rejected in the meantime (its lines were answered then)."""
+    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> Intake | None:
+        """Decide one assembled claim in one transaction: its decisions (after the reversals
+        a replacement or void made), or the rejection of a correction that fails its check.
+        Returns None when the claim was rejected in the meantime (its lines were answered
+        then)."""
         claim_id, member = work.claim_id, work.member_id
+        head = work.lines[0].line
         with self.transaction() as q:
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
-            row = q(f"SELECT status FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
             if row is not None and row[0] == "REJECTED":
-                return None
+                if not corrections_store.rejected_when_adjudicated(row[1]):
+                    return None
+                # a correction rejected by its check, delivered again (a crash before its
+                # rejections were published): the stored rejections again
+                rows = q("SELECT body FROM rejections WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return Intake(rejections=[_restamp_rejection(r[0], datetime.now(UTC)) for r in rows])
+            # a correction is decided against the state without what its original established
+            # (the release); if it fails its check it decides nothing, so that does not matter
+            released = head.original_claim_id or ""
             history = History(
                 decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
                          q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
-                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ?", member).fetchall()},
-                drug_days={date.fromisoformat(r[0]) for r in q("SELECT service_date FROM drug_days WHERE member_id = ?", member).fetchall()},
+                reversed=corrections_store.reversed_lines(q, claim_id),
+                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
+                                                   member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(
+                    "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?", member, released).fetchall()},
+                original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
+                caused=corrections_store.caused(q, claim_id),
             )
             for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
                 history.units_used[auth] = sum(
-                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ?", auth).fetchall()),
+                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?",
+                                              auth, released).fetchall()),
                     Decimal(0),
                 )
             outcome = run(history)
+            if outcome.rejection is not None:
+                why = outcome.rejection
+                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
+                                          datetime.now(UTC))
+            if outcome.reverses is not None:
+                corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, _dumps(d))
             for fingerprint, number, member_id in outcome.paid:
@@ -450,10 +415,11 @@ class Ledger:
                 q("INSERT INTO unit_usage (claim_id, line_number, authorization_number, units) VALUES (?, ?, ?, ?)",
                   claim_id, number, auth, str(units))
             for day in outcome.drug_days:
-                q("INSERT INTO drug_days (member_id, service_date) VALUES (?, ?) ON CONFLICT DO NOTHING", member, day.isoformat())
+                q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                  claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
-            return outcome.decisions
+            return Intake(decisions=[*outcome.reversals, *outcome.decisions])
 
     # --- read side (API, tests) -------------------------------------------------------------------
 

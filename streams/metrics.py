@@ -12,10 +12,13 @@ Label values, as the rest of the code must use them:
 
 - ``stage``: one of ``STAGES`` (intake, enrich, price, adjudicate, expiry).
 - ``outcome``: one of ``OUTCOMES`` (forwarded, adjudicated, rejected, dlq).
-- ``status``: ``PAID`` or ``DENIED``, as in the published decision.
+- ``status``: ``PAID``, ``DENIED``, ``REVERSED`` or ``VOIDED``, as in the published record.
+- ``kind``: ``replacement`` (claim frequency 7) or ``void`` (8).
 - ``carc``: the CARC of the line's first adjustment (``"none"`` for a line
   paid in full); a closed code list.
-- ``reason``: a rejection reason code (``reasons[].code``); a closed list.
+- ``reason``: a rejection reason code (``reasons[].code``); a closed list (for
+  rejected corrections: ``ORIGINAL_NOT_FOUND``, ``ORIGINAL_ALREADY_REPLACED``,
+  ``ORIGINAL_MISMATCH``).
 - ``source_topic``: the topic the undecodable message came from.
 - ``error_type``: a short fixed category (e.g. ``not_json``, ``not_object``,
   ``decode``), never an exception message.
@@ -50,6 +53,8 @@ __all__ = [
     "DECISIONS",
     "REJECTIONS",
     "DLQ",
+    "REVERSALS",
+    "CORRECTIONS_REJECTED",
     "STAGE_SECONDS",
     "E2E_SECONDS",
     "LEDGER_SECONDS",
@@ -67,7 +72,8 @@ REGISTRY = CollectorRegistry()
 
 STAGES = ("intake", "enrich", "price", "adjudicate", "expiry", "remittance")
 OUTCOMES = ("forwarded", "adjudicated", "rejected", "dlq")
-STATUSES = ("PAID", "DENIED")
+STATUSES = ("PAID", "DENIED", "REVERSED", "VOIDED")
+CORRECTION_KINDS = ("replacement", "void")
 
 # Per-message handler time: sub-millisecond lookups up to multi-second stalls.
 _STAGE_BUCKETS = (
@@ -98,7 +104,7 @@ LINES_OUT = Counter(
 )
 DECISIONS = Counter(
     "claims_decisions_total",
-    "Decisions published on claims.lines.adjudicated, by status (PAID, DENIED) "
+    "Decisions published on claims.lines.adjudicated, by status (PAID, DENIED, REVERSED, VOIDED) "
     'and CARC of the first adjustment ("none" for a line paid in full).',
     ["status", "carc"],
     registry=REGISTRY,
@@ -107,6 +113,20 @@ REJECTIONS = Counter(
     "claims_rejections_total",
     "Front-end rejections published on claims.lines.rejected, by reason code.",
     ["reason"],
+    registry=REGISTRY,
+)
+REVERSALS = Counter(
+    "claims_reversals_total",
+    "Claim lines reversed (REVERSED records published on claims.lines.adjudicated), by what "
+    "reversed them: a replacement (claim frequency 7) or a void (8).",
+    ["kind"],
+    registry=REGISTRY,
+)
+CORRECTIONS_REJECTED = Counter(
+    "claims_corrections_rejected_total",
+    "Replacement and void lines rejected when adjudicated because of the claim they name, "
+    "by kind and reason (ORIGINAL_NOT_FOUND, ORIGINAL_ALREADY_REPLACED, ORIGINAL_MISMATCH).",
+    ["kind", "reason"],
     registry=REGISTRY,
 )
 DLQ = Counter(
@@ -214,8 +234,10 @@ for _stage in STAGES:
     for _outcome in OUTCOMES:
         LINES_OUT.labels(stage=_stage, outcome=_outcome)
 COMMITS.labels(stage="all")
+for _kind in CORRECTION_KINDS:
+    REVERSALS.labels(kind=_kind)
 WORKER_READY.set(0)
-del _stage, _outcome
+del _stage, _outcome, _kind
 
 
 def render() -> tuple[bytes, str]:
@@ -229,13 +251,16 @@ def render() -> tuple[bytes, str]:
 
 
 def prime(statuses_carcs: list[tuple[str, str]], reasons: list[str], dlq_sources: list[tuple[str, str]],
-          ledger_operations: list[str]) -> None:
+          ledger_operations: list[str], correction_reasons: list[str]) -> None:
     """Create the known label sets at 0 at start-up, so the first increment of each is a
     visible change to `rate()`/`increase()` and alerts (a series born at 1 is not)."""
     for status, carc in statuses_carcs:
         DECISIONS.labels(status=status, carc=carc)
     for reason in reasons:
         REJECTIONS.labels(reason=reason)
+    for kind in CORRECTION_KINDS:
+        for reason in correction_reasons:
+            CORRECTIONS_REJECTED.labels(kind=kind, reason=reason)
     for source, error_type in dlq_sources:
         DLQ.labels(source_topic=source, error_type=error_type)
     for operation in ledger_operations:
@@ -251,3 +276,12 @@ def prime_shadow(rules: list[str]) -> None:
         SHADOW_ALLOWED.labels(policy=policy)
     for rule in rules:
         SHADOW_CHANGED.labels(rule=rule)
+
+
+def count_correction(kind: str, reversed_lines: int, rejection_reasons: list[str]) -> None:
+    """What one replacement or void did at the adjudicate stage: lines reversed, or the
+    reasons its lines were rejected."""
+    if reversed_lines:
+        REVERSALS.labels(kind=kind).inc(reversed_lines)
+    for reason in rejection_reasons:
+        CORRECTIONS_REJECTED.labels(kind=kind, reason=reason).inc()

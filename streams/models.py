@@ -117,6 +117,22 @@ def evolve(model: ModelT, **changes: Any) -> ModelT:
     return build(type(model), **{**model.__dict__, **changes})
 
 
+#: claim frequency codes (CMS-1500 item 22 / 837P CLM05-3): original, replacement, void
+ORIGINAL, REPLACEMENT, VOID = "1", "7", "8"
+
+#: why a replacement or void is rejected when it is adjudicated (CONTRACT.md *Corrections and voids*)
+ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
+ORIGINAL_ALREADY_REPLACED = "ORIGINAL_ALREADY_REPLACED"
+ORIGINAL_MISMATCH = "ORIGINAL_MISMATCH"
+CORRECTION_REJECTIONS = (ORIGINAL_NOT_FOUND, ORIGINAL_ALREADY_REPLACED, ORIGINAL_MISMATCH)
+
+
+def _frequency_text(value: Any) -> Any:
+    """Accept the code as a JSON number too (`7`), like the contract's other inputs."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+
 # --- input: claims.lines.submitted ------------------------------------------------------
 
 
@@ -153,6 +169,8 @@ class ClaimLine(_Input):
     charge_amount: Money
     diagnosis_codes: Annotated[list[Annotated[Code, Field(max_length=8)]], Field(max_length=12)] = []
     drug: DrugDetails | None = None
+    claim_frequency: Annotated[Literal["1", "7", "8"], BeforeValidator(_frequency_text)] = ORIGINAL
+    original_claim_id: Annotated[Ident | None, Field(validate_default=True)] = None
 
     @field_validator("line_count")
     @classmethod
@@ -168,6 +186,23 @@ class ClaimLine(_Input):
         if to is not None and to != info.data.get("service_date", to):
             raise ValueError("a line spans more than one date of service; itemize each date on its own line")
         return to
+
+    @field_validator("original_claim_id")
+    @classmethod
+    def _original_named_right(cls, original: str | None, info: ValidationInfo) -> str | None:
+        frequency, claim_id = info.data.get("claim_frequency"), info.data.get("claim_id")
+        if frequency == ORIGINAL and original is not None:
+            raise ValueError("an original claim (claim_frequency 1) names no original_claim_id")
+        if frequency in (REPLACEMENT, VOID) and original is None:
+            raise ValueError("a replacement (7) or void (8) must name the claim it corrects in original_claim_id")
+        if original is not None and original == claim_id:
+            raise ValueError("original_claim_id names the claim itself; name the claim being corrected")
+        return original
+
+    @property
+    def is_correction(self) -> bool:
+        """A replacement (7) or a void (8)."""
+        return self.claim_frequency != "1"
 
     @property
     def key(self) -> tuple[str, int]:
@@ -185,8 +220,9 @@ HEADER_FIELDS = (
     "authorization_number",
     "line_count",
     "diagnosis_codes",
+    "claim_frequency",
+    "original_claim_id",
 )
-
 
 def _bad_form(form: str) -> str:
     raise ValueError(f"form {form!r} is not accepted; submit CMS-1500 or 837P")
@@ -272,12 +308,14 @@ class AdjudicatedLine(_Output):
     modifiers: list[str]
     service_date: date
     ndc11: str | None
-    status: Literal["PAID", "DENIED"]
+    status: Literal["PAID", "DENIED", "REVERSED", "VOIDED"]
     allowed_amount: Money2
     adjustments: list[Adjustment]
     pricing: Pricing | None
     policy_version: str
     adjudicated_at: datetime
+    #: on a REVERSED record: the claim_id of the replacement or void that reversed it
+    reversed_by: str | None = None
 
 
 class RejectionReason(_Output):

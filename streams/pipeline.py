@@ -77,9 +77,12 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
 Observer = Callable[[engine.History, engine.Outcome], None]
 
 
-def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Observer | None = None) -> list[AdjudicatedLine]:
-    """Claim-day edits, duplicates and authorized units against the ledger, in one transaction.
-    `observe` (Monitor Mode) sees the same history and the outcome, and records nothing."""
+def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Observer | None = None) -> Step:
+    """Claim-day edits, duplicates and authorized units against the ledger, in one
+    transaction; for a replacement or void, first the check of its original and the
+    reversals (published before the claim's own decisions), or the rejection of every line.
+    `observe` (Monitor Mode) sees the history the claim was decided against and the outcome,
+    and records nothing."""
     now = utcnow()
 
     def run(history: engine.History) -> engine.Outcome:
@@ -88,7 +91,11 @@ def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Obser
             observe(history, outcome)
         return outcome
 
-    return ledger.decide(work, run) or []
+    step = Step()
+    decided = ledger.decide(work, run)
+    if decided is not None:
+        step.absorb(decided)
+    return step
 
 
 # --- batch mode -------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ def _run_lines(ledger: Ledger, lines: Iterable[bytes], ref: ReferenceData, books
         yield from _records(step)
         if step.assembled is not None:
             work = engine.price(engine.enrich(step.assembled, ref, books), ref)
-            yield from _records(Step(decisions=adjudicate(ledger, work, books)))
+            yield from _records(adjudicate(ledger, work, books))
 
 
 def _records(step: Step) -> Iterator[dict[str, Any]]:

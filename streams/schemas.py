@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rules.frontend import REJECTION_CODES
 from streams import topics
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -69,6 +70,8 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ClaimLine", "units"): "Service units, decimal > 0 (string, or a JSON number).",
     ("ClaimLine", "charge_amount"): "Billed charge, decimal >= 0 (string, or a JSON number).",
     ("ClaimLine", "diagnosis_codes"): "ICD-10-CM codes.",
+    ("ClaimLine", "claim_frequency"): '"1" original (default), "7" replacement, "8" void (CMS-1500 item 22, 837P CLM05-3); else rejected (CLAIM_FREQUENCY).',
+    ("ClaimLine", "original_claim_id"): "The claim a replacement or void corrects (837P REF*F8); required with 7/8, absent with 1 (else ORIGINAL_CLAIM_ID).",
     ("ClaimLine", "drug"): "Drug/biological details; required on every drug line (a J-code line without it is denied, not rejected).",
     ("DrugDetails", "ndc"): "NDC as printed: 11 digits, or hyphenated 5-4-2, 4-4-2, 5-3-2, 5-4-1.",
     ("DrugDetails", "quantity"): "Metric decimal quantity administered (three 0.5 ml vials = \"1.5\").",
@@ -77,8 +80,9 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("DrugDetails", "frequency"): "Frequency of administration.",
     ("DrugDetails", "duration_minutes"): "Duration of the infusion, where applicable.",
     ("AdjudicatedLine", "ndc11"): "11-digit normalized NDC whenever drug.ndc normalizes (whatever the status), else null.",
-    ("AdjudicatedLine", "status"): "PAID or DENIED.",
-    ("AdjudicatedLine", "allowed_amount"): 'Decimal string with two places; "0.00" when DENIED.',
+    ("AdjudicatedLine", "status"): "PAID or DENIED; REVERSED (a line of a replaced or voided claim) or VOIDED (a void's line).",
+    ("AdjudicatedLine", "allowed_amount"): 'Decimal string with two places; "0.00" when DENIED or VOIDED; negated when REVERSED.',
+    ("AdjudicatedLine", "reversed_by"): "On a REVERSED record: the claim_id of the replacement or void that reversed the line; else null.",
     ("AdjudicatedLine", "adjustments"): "835 CAS/LQ adjustments; their amounts add up to charge_amount - allowed_amount.",
     ("AdjudicatedLine", "pricing"): "How the allowed amount was computed, or null.",
     ("AdjudicatedLine", "policy_version"): "The rulebook version applied.",
@@ -93,7 +97,7 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("RejectedLine", "reasons"): "Why the line cannot enter adjudication.",
     ("RejectedLine", "original"): "The submitted object as received.",
     ("RejectedLine", "rejected_at"): "When the rejection was (re)published.",
-    ("RejectionReason", "code"): "SCHEMA, FORM, MULTI_DATE, NPI, LINE_NUMBER, HEADER_MISMATCH, DUPLICATE_LINE_NUMBER, CLAIM_REJECTED, CLAIM_CLOSED or INCOMPLETE.",
+    ("RejectionReason", "code"): ", ".join(REJECTION_CODES[:-1]) + " or " + REJECTION_CODES[-1] + ".",
     ("RejectionReason", "field"): "The field at fault (dotted path), where there is one.",
     ("ShadowDifference", "candidate_version"): "The candidate rulebook version (Monitor Mode), not in effect.",
     ("ShadowDifference", "before"): "The live decision, as published on claims.lines.adjudicated.",

@@ -44,11 +44,17 @@ class Workload:
     lines: list[bytes]
 
 
-def generate(n_lines: int, members: int = 500, seed: int = 7) -> Workload:
-    """About `n_lines` submitted lines (whole claims) and the reference data they need."""
+def generate(n_lines: int, members: int = 500, seed: int = 7, corrections: float = 0.0) -> Workload:
+    """About `n_lines` submitted lines (whole claims) and the reference data they need.
+
+    With `corrections` > 0, about that share of claims is followed by a replacement or void
+    of an earlier claim of the same member (sometimes one already corrected, unknown, or of
+    another provider), and by a re-delivery of an earlier line; the claims themselves are
+    the same as without (corrections draw from a random generator of their own)."""
     rng = random.Random(seed)
-    day0 = date(2026, 3, 2)
     npis = [_npi(i) for i in range(1, 21)]
+    fix = _Corrections(random.Random(seed + 1), corrections, npis)
+    day0 = date(2026, 3, 2)
     ref: dict[str, list[dict[str, Any]]] = {t: [] for t in
                                             ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
     for ndc, _, _, unit, pkg, awp in DRUGS:
@@ -79,9 +85,45 @@ def generate(n_lines: int, members: int = 500, seed: int = 7) -> Workload:
         m = rng.randrange(members)
         claim = _claim(rng, f"SYN-{claim_no:07d}", m, npis[rng.randrange(len(npis))], day0 + timedelta(days=rng.randrange(200)))
         lines += [orjson.dumps(ln) for ln in claim]
+        lines += [orjson.dumps(ln) for ln in fix.after(claim)]
         if rng.random() < 0.01:
             lines.append(b"\x00garbage-not-json")
     return Workload(reference=ref, lines=lines)
+
+
+class _Corrections:
+    """Replacements, voids and re-deliveries after the claims `generate` makes."""
+
+    def __init__(self, rng: random.Random, share: float, npis: list[str]):
+        self.rng, self.share, self.npis = rng, share, npis
+        self.by_member: dict[str, list[list[dict[str, Any]]]] = {}
+        self.sent: list[dict[str, Any]] = []
+
+    def after(self, claim: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.share:
+            return []
+        member = claim[0]["member_id"]
+        earlier = self.by_member.setdefault(member, [])
+        out: list[dict[str, Any]] = []
+        rng = self.rng
+        if earlier and rng.random() < self.share:
+            target = rng.choice(earlier)
+            claim_id = f"{claim[0]['claim_id']}-C"
+            original = target[0]["claim_id"] if rng.random() > 0.05 else "SYN-UNKNOWN"
+            npi = target[0]["provider_npi"] if rng.random() > 0.05 else rng.choice(self.npis)
+            if rng.random() < 0.65:  # a replacement: the lines again, some charges corrected
+                body = [{**ln, "charge_amount": str(Decimal(ln["charge_amount"]) + rng.choice([0, 5]))} for ln in target]
+                frequency = "7"
+            else:  # a void: its first line
+                body, frequency = [{**target[0], "line_count": 1}], "8"
+            out = [{**ln, "claim_id": claim_id, "provider_npi": npi, "line_count": len(body),
+                    "claim_frequency": frequency, "original_claim_id": original} for ln in body]
+            earlier.append(out)
+        earlier.append(claim)
+        self.sent += claim + out
+        if rng.random() < self.share / 2:
+            out.append(rng.choice(self.sent))  # a re-delivery of any earlier line
+        return out
 
 
 def _claim(rng: random.Random, claim_id: str, m: int, npi: str, day: date) -> list[dict[str, Any]]:

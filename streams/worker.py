@@ -29,15 +29,18 @@ def create_topics(s: Settings) -> None:
 
 def _prime_metrics(books) -> None:
     from rules.frontend import DLQ_KINDS, REJECTION_CODES
+    from streams.models import CORRECTION_REJECTIONS
     from streams import metrics
 
     carcs = sorted({spec.carc for book in books.books for spec in book.rules.values()})
     metrics.prime(
-        statuses_carcs=[("PAID", "none"), ("PAID", "45"), *(("DENIED", c) for c in carcs)],
+        statuses_carcs=[("PAID", "none"), ("PAID", "45"), ("VOIDED", "none"), ("REVERSED", "none"), ("REVERSED", "45"),
+                        *((status, c) for c in carcs for status in ("DENIED", "REVERSED"))],
         reasons=list(REJECTION_CODES),
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
         ledger_operations=["accept_all", "decide_all", "expire_and_collect", "outbox_sent"],
+        correction_reasons=list(CORRECTION_REJECTIONS),
     )
 
 

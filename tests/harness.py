@@ -120,10 +120,11 @@ class Pipeline:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    """(topic, claim, line) of a record; a DLQ record by its bytes as batch mode prints them."""
+    """(topic, claim, line, status) of a record, the consumers' dedupe key (a line can have a
+    decision and a reversal); a DLQ record by its bytes as batch mode prints them."""
     if record["topic"] == topics.DLQ.name:
         return comparable(record)
-    return (record["topic"], record.get("claim_id"), record.get("line_number"))
+    return (record["topic"], record.get("claim_id"), record.get("line_number"), record.get("status"))
 
 
 def summary(records: list[dict[str, Any]]) -> Counter:

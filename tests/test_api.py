@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "streams" / "sample_data"
 TOKEN = f"test-{uuid.uuid4().hex}"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"Content-Type": "application/json"}
-HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes")
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes",
+                 "claim_frequency", "original_claim_id")
 LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to", "units",
                "charge_amount", "drug")
 TIME_FIELDS = ("adjudicated_at", "rejected_at")
@@ -122,6 +124,8 @@ def test_http_claims_get_the_decisions_batch_mode_gives(fresh_bootstrap, tmp_pat
                  for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
     chains: dict[str, list[tuple[dict, list[bytes]]]] = {}
     for body, raws in api_claims((SAMPLES / "claims.jsonl").read_bytes().splitlines()):
+        if "original_claim_id" in body:  # corrections over HTTP: test_replacement_and_void_...
+            continue
         if len(chains.setdefault(body["member_id"], [])) < 4:
             chains[body["member_id"]].append((body, raws))
     claims = [c for chain in chains.values() for c in chain]
@@ -202,6 +206,43 @@ def test_submit_without_wait_answers_202_with_a_status_url(api):
         time.sleep(0.2)
     assert status == 200 and answer["status"] == "DECIDED"
     assert [r["line_number"] for r in answer["lines"]] == [1, 2]
+
+
+def test_replacement_and_void_show_what_they_reversed(api):
+    """?wait on a replacement answers with its decisions and the reversals it caused; the
+    replaced claim's status says what replaced it; a void of the replacement, then a second
+    void of the same claim (rejected: already voided)."""
+    headers = {**AUTH, **JSON}
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        status, _, answer = call(api.url, "POST", "/v1/claims?wait=20", orjson.dumps(body), headers)
+        assert status == 200, answer
+        return answer
+
+    original = _claim()
+    first = post(original)
+    assert first["status"] == "DECIDED" and "reversed_by" not in first and "reversals" not in first
+    replacement = {**_claim(), "claim_frequency": "7", "original_claim_id": original["claim_id"]}
+    answer = post(replacement)
+    assert answer["status"] == "DECIDED" and answer["reverses"] == original["claim_id"]
+    assert [(r["claim_id"], r["line_number"], r["status"], r["reversed_by"]) for r in answer["reversals"]] == \
+        [(original["claim_id"], n, "REVERSED", replacement["claim_id"]) for n in (1, 2)]
+    for decided, reversal in zip(first["lines"], answer["reversals"], strict=True):
+        assert Decimal(reversal["allowed_amount"]) == -Decimal(decided["allowed_amount"])
+    assert [r["status"] for r in answer["lines"]] == [r["status"] for r in first["lines"]]  # released: no duplicate
+    status, _, replaced = call(api.url, "GET", f"/v1/claims/{original['claim_id']}", headers=AUTH)
+    assert status == 200 and replaced["status"] == "REPLACED" and replaced["reversed_by"] == replacement["claim_id"]
+    assert timeless(replaced["lines"]) == timeless(first["lines"])  # its decisions stay as they were
+    assert timeless(replaced["reversed"]) == timeless(answer["reversals"])
+    void = {**_claim(), "claim_frequency": "8", "original_claim_id": replacement["claim_id"]}
+    void["lines"] = void["lines"][:1]
+    voided = post(void)
+    assert [r["status"] for r in voided["lines"]] == ["VOIDED"] and len(voided["reversals"]) == 2
+    status, _, state = call(api.url, "GET", f"/v1/claims/{replacement['claim_id']}", headers=AUTH)
+    assert state["status"] == "VOIDED" and state["reversed_by"] == void["claim_id"] and state["reverses"] == original["claim_id"]
+    again = post({**void, "claim_id": f"T-{uuid.uuid4().hex[:12]}"})
+    assert again["status"] == "REJECTED"
+    assert [r["reasons"][0]["code"] for r in again["lines"]] == ["ORIGINAL_ALREADY_REPLACED"]
 
 
 @pytest.mark.parametrize("headers, detail", [

@@ -21,16 +21,15 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
+from rules.frontend import REJECTION_CODES
 from streams import schemas
 from tests.test_api import TOKEN, ApiPipeline, call
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "integration.md"
 SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
-REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "HEADER_MISMATCH", "DUPLICATE_LINE_NUMBER",
-                   "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE")
 EXECUTED = {"submit-claim", "submit-claim-answer", "claim-status", "invalid-claim", "invalid-claim-answer",
-            "produce", "consume"}
+            "submit-replacement", "submit-replacement-answer", "submit-void", "submit-void-answer", "produce", "consume"}
 _FENCE = re.compile(r"^```(\w+)[ \t]+title=([\w-]+)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -44,8 +43,8 @@ def examples() -> dict[str, tuple[str, str]]:
 
 
 def timeless(answer: dict[str, Any]) -> dict[str, Any]:
-    return {**answer, "lines": [{k: v for k, v in r.items() if k not in ("adjudicated_at", "rejected_at")}
-                                for r in answer.get("lines", [])]}
+    return {**answer, **{key: [{k: v for k, v in r.items() if k not in ("adjudicated_at", "rejected_at")}
+                               for r in answer[key]] for key in ("lines", "reversals") if key in answer}}
 
 
 # --- static ---------------------------------------------------------------------------------------
@@ -69,10 +68,11 @@ def test_guide_lists_every_rule_and_rejection_code():
 
 
 def test_documented_decisions_meet_the_schema():
-    answer = json.loads(examples()["submit-claim-answer"][1])
-    for record in answer["lines"]:
-        topic = record.pop("topic")
-        assert not list(Draft202012Validator(schemas.load(f"{topic}.value.json")).iter_errors(record)), record
+    for title in ("submit-claim-answer", "submit-replacement-answer", "submit-void-answer"):
+        answer = json.loads(examples()[title][1])
+        for record in [*answer["lines"], *answer.get("reversals", [])]:
+            topic = record.pop("topic")
+            assert not list(Draft202012Validator(schemas.load(f"{topic}.value.json")).iter_errors(record)), record
 
 
 # --- against a real worker ------------------------------------------------------------------------------
@@ -104,6 +104,13 @@ def test_examples_run_against_a_worker(fresh_bootstrap, tmp_path):
         assert timeless(answer) == timeless(shown)
         assert timeless(json.loads(_run(*blocks["claim-status"], env))) == timeless(shown)
         assert json.loads(_run(*blocks["invalid-claim"], env)) == json.loads(blocks["invalid-claim-answer"][1])
+        # a replacement of that claim, then a void of the replacement (section 3.4)
+        corrections = []
+        for title in ("submit-replacement", "submit-void"):
+            answer = json.loads(_run(*blocks[title], env))
+            shown_correction = json.loads(blocks[f"{title}-answer"][1])
+            assert timeless(answer) == timeless(shown_correction), title
+            corrections += [*shown_correction["reversals"], *shown_correction["lines"]]
 
         # confluent-kafka: produce a line, then read every decision once
         out = _run(*blocks["produce"], env)
@@ -118,6 +125,6 @@ def test_examples_run_against_a_worker(fresh_bootstrap, tmp_path):
         consumed = _run(*blocks["consume"], env).splitlines()
     finally:
         pipe.stop_all()
-    expected = [f"{r['claim_id']}/{r['line_number']} {r['status']} {r['allowed_amount']}" for r in shown["lines"]]
+    expected = [f"{r['claim_id']}/{r['line_number']} {r['status']} {r['allowed_amount']}" for r in [*shown["lines"], *corrections]]
     expected.append(f"{claim_id}/1 PAID {state['lines'][0]['allowed_amount']}")
     assert sorted(" ".join(ln.split()[:3]) for ln in consumed) == sorted(expected), consumed

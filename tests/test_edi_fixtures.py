@@ -21,7 +21,7 @@ from edi.validate import validate
 from edi.x12 import tokenize
 from rules import frontend
 from rules.rulebook import default_rulebooks
-from streams.models import AdjudicatedLine, ClaimLine
+from streams.models import CORRECTION_REJECTIONS, AdjudicatedLine, ClaimLine
 from streams.pipeline import load_reference_dir, run_batch
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "x12"
@@ -65,7 +65,7 @@ def test_every_policy_rule_has_a_fixture() -> None:
              for c in line.get("carcs", [])}
     assert carcs >= {"4", "16", "18", "27", "31", "107", "197", "198", "204"}
     outcomes = {line["outcome"] for fx in EXPECTED.values() for claim in fx["claims"].values() for line in claim["lines"]}
-    assert outcomes == {"PAID", "DENIED", "REJECTED"}
+    assert outcomes == {"PAID", "DENIED", "REJECTED", "VOIDED"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -96,7 +96,8 @@ def test_fixture_decisions_are_as_reviewed(name: str, runs: dict) -> None:
     got: dict[tuple[str, int], dict[str, Any]] = {}
     for rec in records:
         assert rec["topic"] in (ADJUDICATED, REJECTED), rec
-        got[(rec["claim_id"], rec["line_number"])] = rec
+        if rec.get("status") != "REVERSED":  # a line's own decision (its reversal: below)
+            got[(rec["claim_id"], rec["line_number"])] = rec
     for claim_id, claim in EXPECTED[name]["claims"].items():
         for line in claim["lines"]:
             rec = got[(claim_id, line["line_number"])]
@@ -122,13 +123,17 @@ def test_round_trip_835_matches_the_decisions_and_balances(name: str, runs: dict
     assert report.ok, report.errors
     remits = remit835.read(text)
     assert remit835.balance_errors(remits) == []
-    by_claim = {c.claim_id: c for c in remits}
+    by_claim = {(c.claim_id, c.status == "22"): c for c in remits}
     submitted = {(x["claim_id"], x["line_number"]): x for x in result.lines}
-    for claim_id in dict.fromkeys(d.claim_id for d in decisions):
-        remit = by_claim[claim_id]
-        mine = sorted((d for d in decisions if d.claim_id == claim_id), key=lambda d: d.line_number)
-        assert remit.status == ("4" if all(d.status == "DENIED" for d in mine) else "1")
-        assert remit.charge == sum(Decimal(submitted[(claim_id, d.line_number)]["charge_amount"]) for d in mine)
+    remitted = [d for d in decisions if d.status != "VOIDED"]  # a void's effect is its reversal
+    assert len(remits) == len({(d.claim_id, d.status == "REVERSED") for d in remitted})
+    for claim_id, reversal in dict.fromkeys((d.claim_id, d.status == "REVERSED") for d in remitted):
+        remit = by_claim[(claim_id, reversal)]
+        mine = sorted((d for d in remitted if d.claim_id == claim_id and (d.status == "REVERSED") == reversal),
+                      key=lambda d: d.line_number)
+        assert remit.status == ("22" if reversal else "4" if all(d.status == "DENIED" for d in mine) else "1")
+        charges = [Decimal(submitted[(claim_id, d.line_number)]["charge_amount"]) for d in mine]
+        assert remit.charge == (-sum(charges) if reversal else sum(charges))
         assert remit.paid == sum(d.allowed_amount for d in mine)
         assert len(remit.lines) == len(mine)
         for svc, dec in zip(remit.lines, mine, strict=True):
@@ -149,7 +154,8 @@ def test_277ca_per_claim(name: str, runs: dict) -> None:
         status = ack277ca.status_from_records(claim, records)
         assert status is not None
         expected = EXPECTED[name]["claims"][claim.claim_id]["lines"]
-        assert status.accepted == all(x["outcome"] != "REJECTED" for x in expected)
+        # a replacement or void is accepted like any claim, whatever the check of its original says later
+        assert status.accepted == all(x["outcome"] != "REJECTED" or x["code"] in CORRECTION_REJECTIONS for x in expected)
         text = ack277ca.build(status, control_number=31, now=NOW)
         report = validate(text)
         assert report.ok, report.errors
@@ -181,9 +187,13 @@ def test_277ca_names_the_multi_date_line_and_a_bad_npi(runs: dict) -> None:
 def test_fhir_claim_response(name: str, runs: dict) -> None:
     result, records = runs[name]
     decided = [r for r in records if r["topic"] == ADJUDICATED]
-    for claim_id in dict.fromkeys(r["claim_id"] for r in decided):
-        mine = [r for r in decided if r["claim_id"] == claim_id]
-        resource = fhir.claim_response(mine, claim_lines=result.lines)
+    for claim_id in dict.fromkeys(r["claim_id"] for r in decided if r["status"] in ("PAID", "DENIED")):
+        mine = [r for r in decided if r["claim_id"] == claim_id and r["status"] != "REVERSED"]
+        original = next((x.get("original_claim_id") for x in result.lines if x["claim_id"] == claim_id), None)
+        resource = fhir.claim_response(mine, claim_lines=result.lines, replaces=original)
+        replaces = [e for e in resource["extension"] if e["url"] == fhir.REPLACES_EXTENSION]
+        assert replaces == ([{"url": fhir.REPLACES_EXTENSION, "valueIdentifier": {"system": fhir.CLAIM_ID_SYSTEM, "value": original}}]
+                            if original else [])
         assert resource["resourceType"] == "ClaimResponse" and resource["outcome"] == "complete"
         for item, rec in zip(resource["item"], sorted(mine, key=lambda r: r["line_number"]), strict=True):
             assert item["itemSequence"] == rec["line_number"]
@@ -215,9 +225,44 @@ def test_drug_note_and_ndc_are_mapped(runs: dict) -> None:
         "claim_id": "X12-0101", "line_number": 1, "line_count": 2, "form": "837P", "member_id": "M1001",
         "provider_npi": "1245678903", "authorization_number": "PA26-1001", "service_date": "2026-01-12",
         "service_date_to": None, "procedure_code": "S9500", "modifiers": [], "units": "1", "charge_amount": "150.00",
-        "diagnosis_codes": ["M86.171"], "drug": None,
+        "diagnosis_codes": ["M86.171"], "drug": None, "claim_frequency": "1",
     }
     assert drug["drug"] == {"ndc": "00143985810", "quantity": "2", "unit": "UN", "dosage": "2 g",
                             "frequency": "q24h", "duration_minutes": 30}
     jw = runs["05_jw_wastage"][0].lines[2]
     assert (jw["procedure_code"], jw["modifiers"]) == ("J0696", ["JW"])
+
+
+def test_replacement_and_void_remit_reversals_first(runs: dict) -> None:
+    """An 837P replacement (CLM05-3 = 7, REF*F8) reverses its original: in the 835 the
+    reversal is a claim payment with CLP02 22 and negated amounts, followed by the
+    replacement's own, in one transaction set; a void's 835 has only the reversal, the
+    amount owed back forwarded in PLB*FB so BPR02 is not negative."""
+    result, records = runs["19_replacement"]
+    assert [(c.claim_id, c.frequency_code) for c in result.claims] == [("X12-1901", "1"), ("X12-1902", "7")]
+    assert {(x["claim_id"], x["claim_frequency"], x.get("original_claim_id")) for x in result.lines} == \
+        {("X12-1901", "1", None), ("X12-1902", "7", "X12-1901")}
+    statuses = [(r["claim_id"], r["line_number"], r["status"]) for r in records]
+    assert statuses == [("X12-1901", 1, "PAID"), ("X12-1901", 2, "PAID"), ("X12-1901", 1, "REVERSED"),
+                        ("X12-1901", 2, "REVERSED"), ("X12-1902", 1, "PAID"), ("X12-1902", 2, "PAID")]
+    replacement = [AdjudicatedLine.model_validate({k: v for k, v in r.items() if k != "topic"})
+                   for r in records if r["claim_id"] == "X12-1902" or r["status"] == "REVERSED"]
+    text = remit835.build(None, replacement, control_number=41, now=NOW)
+    assert validate(text).ok, validate(text).errors
+    remits = remit835.read(text)
+    assert remit835.balance_errors(remits) == []
+    assert [(c.claim_id, c.status, c.transaction) for c in remits] == [("X12-1901", "22", 0), ("X12-1902", "1", 0)]
+    assert remits[0].charge == Decimal("-210.00") and remits[0].paid == Decimal("-138.38")
+    assert remits[1].paid == Decimal("123.38")  # S9500 allowed at its lower charge, 100.00
+    assert remits[0].payment == 0 and "PLB*1245678903*20261231*FB:X12-1902*-15.00" in text
+
+    result, records = runs["20_void"]
+    void = [AdjudicatedLine.model_validate({k: v for k, v in r.items() if k != "topic"})
+            for r in records if r.get("reversed_by") == "X12-2002" or r["claim_id"] == "X12-2002"]
+    assert [d.status for d in void] == ["REVERSED", "REVERSED", "VOIDED"]
+    text = remit835.build(None, void, control_number=42, now=NOW)
+    assert validate(text).ok, validate(text).errors
+    remits = remit835.read(text)
+    assert remit835.balance_errors(remits) == []
+    assert [(c.claim_id, c.status) for c in remits] == [("X12-2001", "22")]
+    assert remits[0].payment == 0 and "BPR*H*0.00*C*NON" in text and "PLB*1245678903*20261231*FB:X12-2002*-138.38" in text

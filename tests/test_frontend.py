@@ -282,17 +282,26 @@ def test_huge_integer_does_not_crash() -> None:
 
 
 def test_header_fields_are_the_policy_ones() -> None:
-    assert set(HEADER_FIELDS) == {"form", "member_id", "provider_npi", "authorization_number", "line_count", "diagnosis_codes"}
+    assert set(HEADER_FIELDS) == {"form", "member_id", "provider_npi", "authorization_number", "line_count", "diagnosis_codes",
+                                  "claim_frequency", "original_claim_id"}
 
 
 @pytest.mark.parametrize(("field", "value"), [
     ("form", "837P"), ("member_id", "M2"), ("provider_npi", "1987654328"), ("authorization_number", None),
     ("line_count", 3), ("diagnosis_codes", ["M86.171", "E11.9"]), ("diagnosis_codes", []),
 ])
-def test_header_conflicts(field: str, value: Any) -> None:
+def test_header_conflicts_of_original_fields(field: str, value: Any) -> None:
     first = validate(VALID)
     other = validate(with_(line_number=2, **{field: value}))
     assert header_conflicts(first, other) == [field]
+
+
+def test_header_conflicts_of_correction_fields() -> None:
+    """claim_frequency and original_claim_id are claim header fields (POLICY section 1)."""
+    first = validate(with_(claim_frequency="7", original_claim_id="C26-0"))
+    assert header_conflicts(first, validate(with_(line_number=2, claim_frequency="8", original_claim_id="C26-0"))) == ["claim_frequency"]
+    assert header_conflicts(first, validate(with_(line_number=2, claim_frequency="7", original_claim_id="C26-9"))) == ["original_claim_id"]
+    assert header_conflicts(first, validate(with_(line_number=2))) == ["claim_frequency", "original_claim_id"]
 
 
 def test_line_fields_are_not_header() -> None:
@@ -315,3 +324,34 @@ def test_line_fields_are_not_header() -> None:
 ])
 def test_known_key(obj: dict[str, Any], key: tuple[str | None, int | None]) -> None:
     assert known_key(obj) == key
+
+
+# --- corrections and voids (claim frequency 7 and 8) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "frequency", "original"), [
+    ({}, "1", None),
+    ({"claim_frequency": "1", "original_claim_id": None}, "1", None),
+    ({"claim_frequency": "7", "original_claim_id": "C26-0"}, "7", "C26-0"),
+    ({"claim_frequency": 8, "original_claim_id": " C26-0 "}, "8", "C26-0"),  # a JSON number; blanks stripped
+])
+def test_claim_frequency_accepted(changes: dict[str, Any], frequency: str, original: str | None) -> None:
+    line = validate(with_(**changes))
+    assert isinstance(line, ClaimLine)
+    assert (line.claim_frequency, line.original_claim_id, line.is_correction) == (frequency, original, frequency != "1")
+
+
+@pytest.mark.parametrize(("changes", "code", "field"), [
+    ({"claim_frequency": "2"}, "CLAIM_FREQUENCY", "claim_frequency"),
+    ({"claim_frequency": "6", "original_claim_id": "C26-0"}, "CLAIM_FREQUENCY", "claim_frequency"),
+    ({"claim_frequency": 0}, "CLAIM_FREQUENCY", "claim_frequency"),
+    ({"claim_frequency": "7"}, "ORIGINAL_CLAIM_ID", "original_claim_id"),
+    ({"claim_frequency": "8", "original_claim_id": None}, "ORIGINAL_CLAIM_ID", "original_claim_id"),
+    ({"claim_frequency": "7", "original_claim_id": "C26-1"}, "ORIGINAL_CLAIM_ID", "original_claim_id"),  # itself
+    ({"original_claim_id": "C26-0"}, "ORIGINAL_CLAIM_ID", "original_claim_id"),  # frequency 1 with an original
+    ({"claim_frequency": "7", "original_claim_id": ""}, "SCHEMA", "original_claim_id"),
+    ({"claim_frequency": "7", "original_claim_id": 7}, "SCHEMA", "original_claim_id"),
+    ({"claim_frequency": "7", "original_claim_id": "C\x00"}, "SCHEMA", "original_claim_id"),
+])
+def test_claim_frequency_rejections(changes: dict[str, Any], code: str, field: str) -> None:
+    assert codes(with_(**changes)) == [(code, field)]

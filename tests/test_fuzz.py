@@ -439,7 +439,8 @@ def test_nul_in_identifier_same_on_postgres_as_sqlite(field: str, postgres_url: 
         out = [*step.decisions, *step.rejections]
         if step.assembled is not None:
             ref = ReferenceData()
-            out += adjudicate(ledger, engine.price(engine.enrich(step.assembled, ref, BOOKS), ref), BOOKS)
+            decided = adjudicate(ledger, engine.price(engine.enrich(step.assembled, ref, BOOKS), ref), BOOKS)
+            out += [*decided.decisions, *decided.rejections]
     finally:
         ledger.close()
     assert [r["topic"] for r in sqlite_out] == [topics.ADJUDICATED.name if hasattr(o, "status") else topics.REJECTED.name for o in out]

@@ -114,7 +114,8 @@ def accept(ledger: Ledger, obj: dict[str, Any], seconds: float = 0.0) -> Intake:
 
 def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0) -> list[AdjudicatedLine] | None:
     work = engine.price(engine.enrich(engine.start(lines, BOOKS, now), REF, BOOKS), REF)
-    return ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now))
+    decided = ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now))
+    return None if decided is None else decided.decisions
 
 
 def accept_all(ledger: Ledger, objs: list[dict[str, Any]]) -> list[AdjudicatedLine]:
@@ -134,7 +135,8 @@ def rejection_codes(intake: Intake) -> list[tuple[str, int | None, str, str | No
 
 def snapshot(ledger: Ledger) -> dict[str, list[tuple]]:
     """Every row of every table, for 'nothing changed' checks."""
-    tables = ["claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage", "drug_days"]
+    tables = ["claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage", "claim_drug_days",
+              "reversals", "corrections"]
     with ledger._tx() as q:  # noqa: SLF001 - test-only inspection
         return {t: sorted(tuple(map(str, r)) for r in q(f"SELECT * FROM {t}").fetchall()) for t in tables}
 
@@ -353,7 +355,7 @@ def test_a_claim_rejected_while_it_is_being_decided_is_not_also_decided(store: S
             thread.join(0.5)  # it must wait for this transaction (claim row / write lock)
             return engine.finalize(work, history, BOOKS, T0)
 
-        decided = ledger.decide(work, run)
+        decided = ledger.decide(work, run).decisions
         thread.join(30)
         assert not thread.is_alive()
         assert decided is not None and len(decided) == 2

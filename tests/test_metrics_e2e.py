@@ -231,13 +231,13 @@ def test_outputs_were_read_after_the_counters_settled(run):
 
 
 def test_intake_lines_in_equals_submitted_messages(run):
-    assert total(run.final, "claims_stage_lines_in_total", stage="intake") == len(run.lines) == 137
+    assert total(run.final, "claims_stage_lines_in_total", stage="intake") == len(run.lines) == 148
 
 
 def test_decisions_by_status_and_carc_match_the_published_decisions(run):
     decisions = run.by_topic[topics.ADJUDICATED.name]
     expected = Counter((d["status"], d["adjustments"][0]["carc"] if d["adjustments"] else "none") for d in decisions)
-    assert {k for k, _ in expected} == {"PAID", "DENIED"}
+    assert {k for k, _ in expected} == {"PAID", "DENIED", "REVERSED", "VOIDED"}
     assert by(run.final, "claims_decisions_total", "status", "carc") == expected
 
 
@@ -246,6 +246,19 @@ def test_rejections_by_reason_match_the_published_rejections(run):
     expected = Counter(reason["code"] for r in rejections for reason in r["reasons"])
     assert "INCOMPLETE" in expected  # the expiry stage's rejections are counted too
     assert by(run.final, "claims_rejections_total", "reason") == expected
+
+
+def test_reversals_and_rejected_corrections_are_counted(run):
+    """The sample's replacement and void reverse their originals; three corrections fail the
+    check of the claim they name."""
+    decisions = run.by_topic[topics.ADJUDICATED.name]
+    reversed_lines = sum(d["status"] == "REVERSED" for d in decisions)
+    assert reversed_lines and total(run.final, "claims_reversals_total") == reversed_lines
+    assert set(by(run.final, "claims_reversals_total", "kind")) == {"replacement", "void"}
+    rejected = Counter(reason["code"] for r in run.by_topic[topics.REJECTED.name] for reason in r["reasons"]
+                       if reason["code"].startswith("ORIGINAL_") and reason["code"] != "ORIGINAL_CLAIM_ID")
+    assert len(rejected) == 3
+    assert by(run.final, "claims_corrections_rejected_total", "reason") == rejected
 
 
 def test_dlq_messages_match_the_dlq_records(run):

@@ -39,7 +39,7 @@ def batch_with_shadow(lines: list[bytes], reference: dict[str, list[dict]]) -> t
             def observe(history, outcome, work=work):  # noqa: ANN001
                 shadows.append(compare_claim(work, history, outcome.new_decisions, ref, candidate))
 
-            records += pipeline._records(pipeline.Step(decisions=pipeline.adjudicate(ledger, work, books, observe)))  # noqa: SLF001
+            records += pipeline._records(pipeline.adjudicate(ledger, work, books, observe))  # noqa: SLF001
     records += pipeline._records(pipeline.Step(rejections=ledger.expire(float("inf"), pipeline.utcnow(), limit=10**6)))  # noqa: SLF001
     return records, shadows
 

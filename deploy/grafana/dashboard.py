@@ -343,6 +343,19 @@ def decisions() -> list:
             span=12,
             stack=True,
         ),
+        ts(
+            "Corrections and voids",
+            LINES_PER_SECOND,
+            "Lines reversed per second by what reversed them (replacement, claim frequency 7; void, 8), "
+            "and replacement/void lines rejected per second because of the claim they name "
+            "(ORIGINAL_NOT_FOUND, ORIGINAL_ALREADY_REPLACED, ORIGINAL_MISMATCH).",
+            [
+                (f"sum by (kind) (rate(claims_reversals_total{{{SEL}}}[{RATE}]))", "reversed by {{kind}}"),
+                (f"sum by (kind, reason) (rate(claims_corrections_rejected_total{{{SEL}}}[{RATE}]))",
+                 "{{kind}} rejected: {{reason}}"),
+            ],
+            span=12,
+        ),
     ]
 
 

@@ -471,6 +471,48 @@ C["C26-0098"] = FE("C26-0098", [
     ("2026-03-13", "J0696", [], "8", "60.00", CEF1()),
     ("2026-03-13", "99601", [], "1", "180.00", None),
 ])
+# Corrections and voids (claim frequency 7 and 8; CONTRACT.md *Corrections and voids*).
+def corrects(lines, frequency, original):
+    """The lines of a replacement (7) or void (8) naming `original`."""
+    return [dict(ln, claim_frequency=frequency, original_claim_id=original) for ln in lines]
+
+
+# C26-0008's per diem and catheter care were denied (107: no drug that day); the provider
+# replaces the claim with the drug line added: C26-0008 is reversed (0.00 for its denied
+# lines) and the replacement is paid.
+C["C26-0100"] = corrects(claim("C26-0100", M, BAYSTATE, A, OPAT, [
+    ("2026-01-14", "S9500", [], "1", "150.00", None),
+    ("2026-01-14", "S5498", [], "1", "25.00", None),
+    ("2026-01-14", "J0696", [], "8", "60.00", CEF1()),
+]), "7", "C26-0008")
+# M1004's first nursing claim (3 units) is voided: reversed, the void's line VOIDED, and the 3
+# units are free again, so a later claim for 3 units is paid in full (6 of 6).
+C["C26-0101"] = corrects(claim("C26-0101", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-01-12", "99601", [], "1", "160.00", None),
+]), "8", "C26-0050")
+C["C26-0102"] = claim("C26-0102", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-02-09", "99601", [], "1", "160.00", None),
+    ("2026-02-09", "99602", [], "2", "145.00", None),
+])
+# Corrections that fail their check, every line rejected: C26-0050 was already voided; no
+# claim C26-0999; C26-0002 was billed by another provider.
+C["C26-0103"] = corrects(claim("C26-0103", "M1004", NORTHSHORE, U, NURSE, [
+    ("2026-01-12", "99601", [], "1", "160.00", None),
+]), "8", "C26-0050")
+C["C26-0104"] = corrects(claim("C26-0104", M, BAYSTATE, A, OPAT, [
+    ("2026-01-22", "S9500", [], "1", "150.00", None),
+]), "7", "C26-0999")
+C["C26-0105"] = corrects(claim("C26-0105", M, PIONEER, A, OPAT, [
+    ("2026-01-06", "S9500", [], "1", "150.00", None),
+]), "7", "C26-0002")
+# Front end: a replacement that names no original; a frequency the contract does not know.
+C["C26-0106"] = claim("C26-0106", M, BAYSTATE, A, OPAT, [
+    ("2026-01-23", "S9500", [], "1", "150.00", None, {"claim_frequency": "7"}),
+])
+C["C26-0107"] = claim("C26-0107", M, BAYSTATE, A, OPAT, [
+    ("2026-01-23", "S9500", [], "1", "150.00", None, {"claim_frequency": "5"}),
+])
+
 # A sixth line for C26-0001 after it was decided (the provider raised line_count): closed.
 C26_0001_LATE = dict(C["C26-0001"][4], line_number=6, line_count=6, procedure_code="S5501")
 
@@ -548,6 +590,15 @@ def arrival() -> list:
     order.append(C26_0001_LATE)
     order.append(raw('{"claim_id": "C26-0099", "line_number": 1, "line_count": 1, "form": "837P"'))
     add(L("C26-0081", 3, 1, 2))
+    # corrections and voids
+    add(L("C26-0100", 1, 2, 3))
+    add(L("C26-0101", 1))
+    add(L("C26-0102", 1, 2))
+    add(L("C26-0103", 1))
+    add(L("C26-0104", 1))
+    add(L("C26-0105", 1))
+    add(L("C26-0106", 1))
+    add(L("C26-0107", 1))
     return order
 
 

@@ -1,0 +1,84 @@
+"""The ledger's tables (SQLite and PostgreSQL alike), created at connect if missing.
+
+Statements are split on `;` for PostgreSQL: no semicolon inside a statement or comment.
+"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    claim_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,             -- OPEN, ASSEMBLED, DECIDED, REJECTED
+    reason TEXT,                      -- why a REJECTED claim was rejected, for its later lines
+    source_partition INTEGER,         -- input partition of its first line (expiry waits for it)
+    first_seen DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_open ON claims (status, first_seen);
+CREATE TABLE IF NOT EXISTS claim_lines (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,               -- the validated line
+    original TEXT NOT NULL,           -- the object as received
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS paid_lines (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    member_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS paid_lines_member ON paid_lines (member_id);
+CREATE TABLE IF NOT EXISTS unit_usage (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    authorization_number TEXT NOT NULL,
+    units TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS unit_usage_auth ON unit_usage (authorization_number);
+CREATE TABLE IF NOT EXISTS claim_drug_days (
+    claim_id TEXT NOT NULL,           -- the claim whose drug line supports per diem that day
+    member_id TEXT NOT NULL,
+    service_date TEXT NOT NULL,
+    PRIMARY KEY (claim_id, service_date)
+);
+CREATE INDEX IF NOT EXISTS claim_drug_days_member ON claim_drug_days (member_id);
+CREATE TABLE IF NOT EXISTS reversals (
+    claim_id TEXT NOT NULL,           -- the reversed (original) line (its decision stays in decisions)
+    line_number INTEGER NOT NULL,
+    reversed_by TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS reversals_by ON reversals (reversed_by);
+CREATE TABLE IF NOT EXISTS corrections (
+    original_claim_id TEXT PRIMARY KEY,  -- a claim is reversed at most once
+    claim_id TEXT NOT NULL UNIQUE,       -- the replacement or void that reversed it
+    claim_frequency TEXT NOT NULL        -- 7 (replacement) or 8 (void)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    claim_id TEXT NOT NULL,
+    line_number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS input_progress (
+    input_partition INTEGER PRIMARY KEY,
+    read_to_end_at DOUBLE PRECISION NOT NULL  -- last time a worker saw it with nothing left
+);
+CREATE TABLE IF NOT EXISTS member_locks (
+    member_id TEXT PRIMARY KEY
+);
+"""
