@@ -97,7 +97,7 @@ async def _drain(bootstrap: str, names: list[str], want: set, received: dict, ke
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        parts = [TopicPartition(n, p) for n in names for p in (consumer.partitions_for_topic(n) or {0})]
+        parts = [TopicPartition(n, p) for n in names for p in sorted(await client.partitions_of(consumer, n))]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + timeout

@@ -25,6 +25,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.kafka_broker import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +186,11 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp_log: Path | None = None  # our own log file when no log_path was given
 
+    name = "tansu broker"
+
+    def summary(self) -> str:
+        return f"pid {self.pid}, memory storage"
+
     @property
     def bootstrap(self) -> str:
         """``host:port`` for Kafka clients (the advertised listener)."""
@@ -321,34 +330,29 @@ class EmbeddedBroker:
     ) -> None:
         self.stop()
 
-    def run_foreground(self) -> None:
-        """Start, wait until ready, then block until SIGINT/SIGTERM and stop cleanly.
 
-        For ``claims-pipeline broker``. Must run in the main thread (signal handlers).
-        Raises ``BrokerError`` if the broker dies on its own.
-        """
-        stop_requested = threading.Event()
+def run_foreground(broker: EmbeddedBroker | KafkaCluster) -> None:
+    """Start ``broker``, wait until ready, then block until SIGINT/SIGTERM and stop it cleanly.
 
-        def _handler(signum: int, _frame: object) -> None:
-            stop_requested.set()
+    For ``claims-pipeline broker``. Must run in the main thread (signal handlers).
+    Raises ``BrokerError`` if the broker dies on its own.
+    """
+    stop_requested = threading.Event()
 
-        previous = {
-            sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            with self:
-                print(
-                    f"tansu broker ready on {self.bootstrap} (pid {self.pid}, memory "
-                    f"storage); Ctrl-C to stop",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                while not stop_requested.wait(0.5):
-                    if not self.is_running():
-                        raise BrokerError(
-                            f"tansu broker on {self.bootstrap} exited unexpectedly; "
-                            f"log tail:\n{self.log_tail()}"
-                        )
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _handler(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with broker:
+            print(f"{broker.name} ready on {broker.bootstrap} ({broker.summary()}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            while not stop_requested.wait(0.5):
+                if not broker.is_running():
+                    raise BrokerError(
+                        f"{broker.name} on {broker.bootstrap} exited unexpectedly; "
+                        f"log tail:\n{broker.log_tail()}"
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -48,16 +48,37 @@ def adjudicate(
 
 
 @app.command()
-def broker(port: Annotated[int, typer.Option(help="Port to listen on.")] = 9092) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory storage) in the foreground."""
-    from streams.broker import BrokerError, EmbeddedBroker
+def broker(
+    port: Annotated[int, typer.Option(help="Port to listen on (the first node's, with --engine kafka).")] = 9092,
+    engine: Annotated[str, typer.Option(help="tansu (embedded, memory only) or kafka (Apache Kafka via java and mvn).")] = "tansu",
+    brokers: Annotated[int, typer.Option(help="With --engine kafka: 1, or 3 for a KRaft cluster on consecutive ports.")] = 1,
+) -> None:
+    """Run a Kafka broker in the foreground: embedded Tansu, or Apache Kafka (KRaft) under var/."""
+    from streams.broker import BrokerError, EmbeddedBroker, run_foreground
 
+    if engine not in ("tansu", "kafka"):
+        fail(f"--engine must be tansu or kafka, not {engine!r}")
+    if engine == "tansu" and brokers != 1:
+        fail("--brokers needs --engine kafka (the embedded broker is a single node)")
     try:
-        b = EmbeddedBroker(port=port)
-        typer.echo(f"embedded broker starting on 127.0.0.1:{port} (memory storage; Ctrl-C stops it)")
-        b.run_foreground()
+        if engine == "tansu":
+            typer.echo(f"embedded broker starting on 127.0.0.1:{port} (memory storage; Ctrl-C stops it)")
+            run_foreground(EmbeddedBroker(port=port))
+        else:
+            import shutil
+
+            from streams.kafka_broker import KAFKA_VERSION, KafkaCluster, resolve_jars
+
+            if brokers not in (1, 3):
+                fail("--brokers must be 1 or 3")
+            data = Path("var/kafka") / f"run-{port}"
+            shutil.rmtree(data, ignore_errors=True)  # fresh storage and cluster id every run
+            typer.echo(f"Apache Kafka {KAFKA_VERSION}: resolving jars (cached in var/kafka/)")
+            resolve_jars()
+            typer.echo(f"starting {brokers} node(s) on 127.0.0.1:{port}.. (data in {data}; Ctrl-C stops it)")
+            run_foreground(KafkaCluster(brokers=brokers, port=port, data_dir=data))
     except BrokerError as exc:
-        fail(str(exc))
+        fail(str(exc).splitlines()[0])
 
 
 @app.command()
