@@ -77,6 +77,14 @@ def broker(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
             yield kafka.bootstrap
 
 
+@pytest.fixture
+def kafka_available() -> None:
+    """For tests of Apache Kafka alone (clusters, the launcher): skip, or fail in CI, as the
+    broker fixtures' kafka cases do."""
+    if reason := _skip_reason("kafka"):
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session", params=BROKER_KINDS)
 def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker of each kind for the session (topics shared by the tests that use it)."""

@@ -15,7 +15,6 @@ Each test gets a cluster of its own (about 10 s to start). Skipped without java 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from rules.reference import TABLES
 from streams import client, topics
-from streams.kafka_broker import KafkaCluster, tools_missing
+from streams.kafka_broker import KafkaCluster
 from streams.ledger import Ledger
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
@@ -41,13 +40,7 @@ INPUT_AND_INTERNAL = [topics.SUBMITTED.name, "claims.internal.assembled", "claim
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
-    if missing := tools_missing():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI runs the cluster tests: {missing}")
-        pytest.skip(missing)
-    if os.environ.get("CLAIMS_TEST_BROKERS", "kafka").split(",").count("kafka") == 0:
-        pytest.skip("$CLAIMS_TEST_BROKERS leaves out kafka")
+def cluster(kafka_available: None, tmp_path: Path) -> Iterator[KafkaCluster]:
     # the log cleaner looks every second and compacts as soon as anything is dirty
     config = {"log.cleaner.backoff.ms": "1000", "log.cleaner.min.compaction.lag.ms": "0"}
     with KafkaCluster(brokers=3, data_dir=tmp_path / "kafka", config=config) as kafka:
