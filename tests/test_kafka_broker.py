@@ -53,8 +53,8 @@ def test_broker_command_runs_kafka_in_the_foreground_and_stops_on_sigterm(kafka_
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--engine", "redpanda"], "--engine must be tansu or kafka"),
-    (["--brokers", "3"], "--brokers needs --engine kafka"),
+    (["--engine", "redpanda"], "--engine must be tansu or kafka, not 'redpanda'"),
+    (["--brokers", "3"], "--brokers needs --engine kafka (the embedded broker is a single node)"),
     (["--engine", "kafka", "--brokers", "2"], "--brokers must be 1 or 3"),
 ])
 def test_bad_broker_options_get_one_line(args, message):
