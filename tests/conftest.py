@@ -77,7 +77,7 @@ def broker(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
             yield kafka.bootstrap
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kafka_available() -> None:
     """For tests of Apache Kafka alone (clusters, the launcher): skip, or fail in CI, as the
     broker fixtures' kafka cases do."""
