@@ -37,6 +37,7 @@ pytestmark = pytest.mark.broker
 
 INPUT_AND_INTERNAL = [topics.SUBMITTED.name, "claims.internal.assembled", "claims.internal.enriched",
                       "claims.internal.priced"]
+ALL = [t.name for t in topics.ALL]
 
 
 @pytest.fixture
@@ -66,6 +67,12 @@ def wait_until(cond, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def submit_slowly(pipe: Pipeline, chunks: list[list[bytes]]) -> None:
+    for chunk in chunks:
+        pipe.submit(chunk)
+        time.sleep(0.3)
+
+
 def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> dict:
     """Two workers on the cluster; claims keep coming while `fault(cluster)` runs; then every
     output is compared with batch mode. Returns the counts."""
@@ -81,12 +88,12 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
         for chunk in chunks[:8]:
             pipe.submit(chunk)
             time.sleep(0.3)
+        # the fault runs in this thread: a broker started from a thread that then ends gets
+        # SIGTERM (streams.broker._die_with_parent); the load goes on in another one
         with ThreadPoolExecutor(1) as pool:
-            fault_done = pool.submit(fault, cluster)
-            for chunk in chunks[8:]:  # the load goes on during the fault
-                pipe.submit(chunk)
-                time.sleep(0.3)
-            fault_done.result()
+            load = pool.submit(submit_slowly, pipe, chunks[8:])
+            fault(cluster)
+            load.result()
         records = pipe.collect(expected, timeout=240)
     finally:
         pipe.stop_all()
@@ -106,15 +113,16 @@ def kill_the_busiest_leader(cluster: KafkaCluster) -> None:
     cluster.kill(node)
     time.sleep(10)
     cluster.restart_node(node)
-    wait_until(lambda: fully_replicated(cluster.bootstrap, INPUT_AND_INTERNAL), 120, "full ISR after the restart")
+    wait_until(lambda: fully_replicated(cluster.bootstrap, ALL), 120, "full ISR after the restart")
 
 
 def rolling_restart(cluster: KafkaCluster) -> None:
-    """Stop (SIGTERM: controlled shutdown), start, wait for full ISR; each broker in turn."""
+    """Stop (SIGTERM: controlled shutdown), start, wait until no partition of any topic is
+    under-replicated; each broker in turn."""
     for node in range(cluster.brokers):
         cluster.stop_node(node)
         cluster.restart_node(node)
-        wait_until(lambda: fully_replicated(cluster.bootstrap, INPUT_AND_INTERNAL), 120, f"full ISR after node {node}")
+        wait_until(lambda: fully_replicated(cluster.bootstrap, ALL), 120, f"full ISR after node {node}")
 
 
 def test_kill9_of_the_leader_under_load_loses_nothing(cluster, tmp_path):
