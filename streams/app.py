@@ -48,7 +48,7 @@ def create_app(s: Settings) -> faust.App:
         broker_max_poll_records=1000,
         consumer_group_instance_id=s.group_instance_id,
         consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
+        processing_guarantee=s.processing_guarantee,
         producer_linger=s.producer_linger_ms / 1000,
         producer_acks=-1,
         key_serializer="raw",

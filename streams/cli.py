@@ -136,7 +136,8 @@ def bench(
     rate: Annotated[float, typer.Option(help="Lines/s offered; 0 = as fast as possible.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     partitions: Annotated[int, typer.Option(help="Partitions per topic.")] = 4,
-    bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh embedded one.")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh one.")] = None,
+    engine: Annotated[str, typer.Option(help="The fresh broker: tansu (embedded) or kafka (Apache Kafka, one node).")] = "tansu",
     baseline: Annotated[bool, typer.Option(help="Also measure a 4-hop pass-through in the same run.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all decisions.")] = 600,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures to this file.")] = None,
@@ -147,13 +148,15 @@ def bench(
 
     from streams.bench import run_bench
 
+    if engine not in ("tansu", "kafka"):
+        fail(f"--engine must be tansu or kafka, not {engine!r}")
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
-    table = Table(title=f"{figures['lines']} lines, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
+    table = Table(title=f"{figures['lines']} lines on {figures['broker']}, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
     table.add_column("figure")
     for r in runs:
         table.add_column(r["name"], justify="right")
