@@ -46,6 +46,7 @@ def create_app(s: Settings) -> faust.App:
         broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         broker_max_poll_records=1000,
+        broker_commit_interval=s.commit_interval_s,
         consumer_group_instance_id=s.group_instance_id,
         consumer_auto_offset_reset="earliest",
         processing_guarantee=s.processing_guarantee,

@@ -27,11 +27,12 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from rules.reference import TABLES
 from streams import client, topics
+from streams.broker import free_port
 from streams.kafka_broker import KafkaCluster
 from streams.ledger import Ledger
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
-from tests.test_faults import _chunks, _unit_usage
+from tests.test_faults import _chunks, _ready, _unit_usage, _wait
 
 pytestmark = pytest.mark.broker
 
@@ -81,10 +82,15 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
     expected = batch_expectation(work.lines, work.reference, batch_ledger)
     pipe = Pipeline(cluster.bootstrap, tmp_path, partitions=6, replication=3)
     pipe.load_reference(work.reference)
-    pipe.start("w1")
-    pipe.start("w2")
+    ports = {}
+    for name in ("w1", "w2"):
+        ports[name] = free_port()
+        pipe.env["CLAIMS_WEB_PORT"] = str(ports[name])
+        pipe.start(name)
     chunks = _chunks(work.lines, 40)
     try:
+        # the group formed before the load: what is measured is the broker fault alone
+        _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
         for chunk in chunks[:8]:
             pipe.submit(chunk)
             time.sleep(0.3)
