@@ -60,13 +60,10 @@ def _skip_reason(kind: str) -> str | None:
 @contextmanager
 def broker(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
     """The bootstrap of a new broker of the fixture's kind (`request.param`), or of
-    $CLAIMS_TEST_BROKER. Tests marked `tansu_only` skip on the others."""
+    $CLAIMS_TEST_BROKER."""
     kind = request.param
     if reason := _skip_reason(kind):
         pytest.skip(reason)
-    marker = request.node.get_closest_marker("tansu_only")
-    if marker and kind != "tansu":
-        pytest.skip(f"Tansu only: {marker.args[0]}")
     if external := os.environ.get("CLAIMS_TEST_BROKER"):
         yield external
     elif kind == "tansu":
