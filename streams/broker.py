@@ -59,11 +59,24 @@ def _check_executable(path: Path) -> None:
         raise BrokerError(f"tansu broker binary at {path} is not executable")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it; tiny race until it is bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive ports that are free right now, below the OS's
+    ephemeral range: a port the OS handed out could be taken by any outgoing connection
+    before the server binds it (tiny race left: another server may still pick it)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        first = 10000 + int.from_bytes(os.urandom(2), "big") % (low - 10000 - count)
+        if all(_port_free(host, first + i) for i in range(count)):
+            return first
+    raise BrokerError(f"no {count} consecutive free ports on {host} below {low}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the OS's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return max(int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]), 12000)
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _die_with_parent() -> Callable[[], None] | None:

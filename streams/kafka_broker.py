@@ -21,7 +21,7 @@ from collections import deque
 from pathlib import Path
 from types import TracebackType
 
-from streams.broker import BrokerError, _api_versions_ok, _die_with_parent, _port_free
+from streams.broker import BrokerError, _api_versions_ok, _die_with_parent, _port_free, free_port
 
 KAFKA_VERSION = "4.4.0"  # newest release checked with faust-streaming, aiokafka, confluent-kafka
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
@@ -66,15 +66,6 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def free_port_run(count: int, host: str = "127.0.0.1") -> int:
-    """The first of ``count`` consecutive ports that are free right now."""
-    for _ in range(200):
-        first = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
-        if all(_port_free(host, first + i) for i in range(count)):
-            return first
-    raise BrokerError(f"no {count} consecutive free ports on {host}")
-
-
 class KafkaCluster:
     """``brokers`` Apache Kafka nodes (combined broker+controller) on consecutive loopback ports.
 
@@ -99,7 +90,7 @@ class KafkaCluster:
             raise BrokerError("a cluster needs at least one broker")
         self.brokers = brokers
         self.host = host
-        self.port = port if port is not None else free_port_run(2 * brokers, host)
+        self.port = port if port is not None else free_port(host, count=2 * brokers)
         self.version = version
         self.listener = listener
         self.format_args = format_args or []

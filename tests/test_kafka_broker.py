@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka_broker import KAFKA_VERSION, free_port_run, resolve_jars
+from streams.broker import free_port
+from streams.kafka_broker import KAFKA_VERSION, resolve_jars
 
 CLI = [sys.executable, "-m", "streams.cli", "broker"]
 
@@ -30,7 +31,7 @@ def test_jars_are_resolved_once_and_then_taken_from_the_cache(kafka_available):
 
 
 def test_broker_command_runs_kafka_in_the_foreground_and_stops_on_sigterm(kafka_available, tmp_path):
-    port = free_port_run(2)
+    port = free_port(count=2)
     proc = subprocess.Popen([*CLI, "--engine", "kafka", "--port", str(port)], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "CLAIMS_KAFKA_CACHE": str(Path("var/kafka").resolve())})

@@ -310,7 +310,10 @@ def test_worker_start_failure_prints_no_secret(failure: str, fresh_bootstrap: st
     output = (proc.stdout + proc.stderr).decode(errors="replace")
     assert proc.returncode != 0 and output.strip(), output
     if failure == "sasl_scram_against_plaintext_broker":
-        assert "SaslMechanism" in output, f"the SASL mechanism never reached the broker: {output[-500:]}"
+        # Tansu answers the handshake with an unsupported mechanism, Apache Kafka (no SASL on
+        # that listener) with an illegal SASL state: either way the client asked for SASL
+        assert "SaslMechanism" in output or "IllegalSaslState" in output, \
+            f"the SASL mechanism never reached the broker: {output[-500:]}"
     else:
         assert "127.0.0.1" in output and "claims" in output, output  # the store is named, without its password
     for secret in SECRETS:
