@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from rules.reference import TABLES
-from streams import metrics, stage, topics
+from streams import client, metrics, stage, topics
 from streams.stage import app, runtime, settings
 
 log = logging.getLogger("claims.reference")
@@ -66,7 +66,7 @@ async def _consume_forever() -> None:
     try:
         parts = []
         for name in names:
-            for p in sorted(consumer.partitions_for_topic(name) or await _partitions(consumer, name)):
+            for p in sorted(await client.partitions_of(consumer, name)):
                 parts.append(TopicPartition(name, p))
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -105,16 +105,6 @@ def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartitio
         high = consumer.highwater(tp)
         if high is not None and high < offset:
             raise ReferenceLost(f"{tp.topic}[{tp.partition}] now ends at {high}, before offset {offset} already read")
-
-
-async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
-    for _ in range(100):
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
-        found = consumer.partitions_for_topic(name)
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"reference topic {name} does not exist; create the topics first")
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> bool:

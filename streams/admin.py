@@ -9,6 +9,8 @@ verification below lists topics before describing them.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -44,13 +46,15 @@ async def ensure_topics(
     bootstrap: str,
     topics: Iterable[TopicSpec],
     client_kwargs: dict | None = None,
+    settle_s: float = 15.0,
 ) -> None:
     """Create ``topics`` if missing, then check each exists with the expected partition count.
 
     Idempotent: "already exists" is fine, as long as the existing topic has the expected
     partition count (configs of an existing topic are not compared or altered).
     ``client_kwargs`` go to ``AIOKafkaAdminClient`` (security_protocol, ssl_context,
-    sasl_mechanism, ...). Raises ``TopicSetupError``.
+    sasl_mechanism, ...). Waits up to ``settle_s`` for every partition to have a leader.
+    Raises ``TopicSetupError``.
     """
     specs = list(topics)
     names = [s.name for s in specs]
@@ -83,23 +87,38 @@ async def ensure_topics(
         if failures:
             raise TopicSetupError("could not create topics: " + "; ".join(failures))
 
-        # list first: a metadata request for a missing topic may auto-create it
-        existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            raise TopicSetupError(f"topics missing after create: {', '.join(missing)}")
-        actual = {t["topic"]: t for t in await admin.describe_topics(names)}
-        wrong = []
-        for s in specs:
-            meta = actual.get(s.name)
-            if meta is None or meta["error_code"] != 0:
-                code = meta["error_code"] if meta else "no metadata"
-                wrong.append(f"{s.name}: metadata error {code}")
-            elif len(meta["partitions"]) != s.partitions:
-                wrong.append(
-                    f"{s.name}: has {len(meta['partitions'])} partitions, expected {s.partitions}"
-                )
-        if wrong:
-            raise TopicSetupError("topic check failed: " + "; ".join(wrong))
+        # a cluster's brokers learn of new topics and their leaders a moment apart: recheck
+        deadline = time.monotonic() + settle_s
+        while True:
+            problems, transient = await _check(admin, specs)
+            if not problems:
+                break
+            if not transient or time.monotonic() >= deadline:
+                raise TopicSetupError(problems)
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+async def _check(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> tuple[str | None, bool]:
+    """What is wrong with the topics as the cluster describes them now (None: nothing), and
+    whether it may be transient (a partition count that differs is not)."""
+    names = [s.name for s in specs]
+    # list first: a metadata request for a missing topic may auto-create it
+    existing = set(await admin.list_topics())
+    missing = [n for n in names if n not in existing]
+    if missing:
+        return f"topics missing after create: {', '.join(missing)}", True
+    actual = {t["topic"]: t for t in await admin.describe_topics(names)}
+    wrong, transient = [], True
+    for s in specs:
+        meta = actual.get(s.name)
+        if meta is None or meta["error_code"] != 0:
+            code = meta["error_code"] if meta else "no metadata"
+            wrong.append(f"{s.name}: metadata error {code}")
+        elif len(meta["partitions"]) != s.partitions:
+            wrong.append(f"{s.name}: has {len(meta['partitions'])} partitions, expected {s.partitions}")
+            transient = False
+        elif any(p["leader"] < 0 for p in meta["partitions"]):
+            wrong.append(f"{s.name}: a partition has no leader")
+    return ("topic check failed: " + "; ".join(wrong) if wrong else None), transient

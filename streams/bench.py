@@ -27,6 +27,7 @@ from rules.rulebook import default_rulebooks, load_single
 from streams import client, passthrough, topics
 from streams.admin import TopicSpec, ensure_topics
 from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_broker import KafkaCluster
 from streams.pipeline import run_batch, utcnow
 from streams.settings import Settings
 from streams.synthetic import Workload, generate
@@ -98,7 +99,7 @@ async def _drain(bootstrap: str, names: list[str], want: set, received: dict, ke
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        parts = [TopicPartition(n, p) for n in names for p in (consumer.partitions_for_topic(n) or {0})]
+        parts = [TopicPartition(n, p) for n in names for p in sorted(await client.partitions_of(consumer, n))]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + timeout
@@ -221,20 +222,29 @@ def _shadow_cost(claims: dict[str, list], ref: ReferenceData, books, candidate, 
     return (time.perf_counter() - t) * 1e6 / sum(len(w.lines) for w, _, _ in works)
 
 
+def _start_broker(engine: str, workdir: Path) -> tuple[EmbeddedBroker | KafkaCluster, int | None]:
+    """A fresh, ready broker of `engine` (tansu, or kafka with one node) and the pid to measure."""
+    broker = KafkaCluster(data_dir=workdir / "kafka") if engine == "kafka" else EmbeddedBroker(log_path=workdir / "broker.log")
+    broker.start()
+    try:
+        broker.wait_ready()
+    except BaseException:
+        broker.stop()
+        raise
+    return broker, broker.pid(0) if isinstance(broker, KafkaCluster) else broker.pid
+
+
 def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap: str | None, baseline: bool,
-              timeout: float, say: Callable[[str], None], shadow: Path | None = None) -> dict[str, Any]:
+              timeout: float, say: Callable[[str], None], engine: str = "tansu",
+              shadow: Path | None = None) -> dict[str, Any]:
     work = generate(lines, members=max(lines // 10, 50), seed=42)
     say(f"workload: {len(work.lines)} submitted lines; measuring the pure engine and batch mode ...")
     figures: dict[str, Any] = {"lines": len(work.lines), "rate": rate, "workers": workers, "partitions": partitions,
-                               **engine_figures(work, shadow)}
+                               "broker": bootstrap or engine, **engine_figures(work, shadow)}
     with tempfile.TemporaryDirectory(prefix="claims-bench-") as tmp:
         workdir = Path(tmp)
-        broker = None if bootstrap else EmbeddedBroker(log_path=workdir / "broker.log")
-        if broker:
-            broker.start()
-            broker.wait_ready()
+        broker, broker_pid = (None, None) if bootstrap else _start_broker(engine, workdir)
         boot = bootstrap or broker.bootstrap
-        broker_pid = broker.pid if broker else None
         try:
             settings = Settings(bootstrap_servers=boot, partitions=partitions)
             asyncio.run(ensure_topics(boot, [*topic_specs(settings), *(TopicSpec(t, partitions) for t in passthrough.TOPICS)]))

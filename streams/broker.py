@@ -25,6 +25,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.kafka_broker import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +59,24 @@ def _check_executable(path: Path) -> None:
         raise BrokerError(f"tansu broker binary at {path} is not executable")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it; tiny race until it is bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive ports that are free right now, below the OS's
+    ephemeral range: a port the OS handed out could be taken by any outgoing connection
+    before the server binds it (tiny race left: another server may still pick it)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        first = 10000 + int.from_bytes(os.urandom(2), "big") % (low - 10000 - count)
+        if all(_port_free(host, first + i) for i in range(count)):
+            return first
+    raise BrokerError(f"no {count} consecutive free ports on {host} below {low}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the OS's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return max(int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]), 12000)
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -181,6 +198,11 @@ class EmbeddedBroker:
         self.binary = Path(binary) if binary is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp_log: Path | None = None  # our own log file when no log_path was given
+
+    name = "tansu broker"
+
+    def summary(self) -> str:
+        return f"pid {self.pid}, memory storage"
 
     @property
     def bootstrap(self) -> str:
@@ -321,34 +343,29 @@ class EmbeddedBroker:
     ) -> None:
         self.stop()
 
-    def run_foreground(self) -> None:
-        """Start, wait until ready, then block until SIGINT/SIGTERM and stop cleanly.
 
-        For ``claims-pipeline broker``. Must run in the main thread (signal handlers).
-        Raises ``BrokerError`` if the broker dies on its own.
-        """
-        stop_requested = threading.Event()
+def run_foreground(broker: EmbeddedBroker | KafkaCluster) -> None:
+    """Start ``broker``, wait until ready, then block until SIGINT/SIGTERM and stop it cleanly.
 
-        def _handler(signum: int, _frame: object) -> None:
-            stop_requested.set()
+    For ``claims-pipeline broker``. Must run in the main thread (signal handlers).
+    Raises ``BrokerError`` if the broker dies on its own.
+    """
+    stop_requested = threading.Event()
 
-        previous = {
-            sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            with self:
-                print(
-                    f"tansu broker ready on {self.bootstrap} (pid {self.pid}, memory "
-                    f"storage); Ctrl-C to stop",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                while not stop_requested.wait(0.5):
-                    if not self.is_running():
-                        raise BrokerError(
-                            f"tansu broker on {self.bootstrap} exited unexpectedly; "
-                            f"log tail:\n{self.log_tail()}"
-                        )
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    def _handler(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with broker:
+            print(f"{broker.name} ready on {broker.bootstrap} ({broker.summary()}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            while not stop_requested.wait(0.5):
+                if not broker.is_running():
+                    raise BrokerError(
+                        f"{broker.name} on {broker.bootstrap} exited unexpectedly; "
+                        f"log tail:\n{broker.log_tail()}"
+                    )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

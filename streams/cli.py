@@ -138,16 +138,37 @@ def reference_load(
 
 
 @app.command()
-def broker(port: Annotated[int, typer.Option(help="Port to listen on.")] = 9092) -> None:
-    """Run the embedded Kafka-compatible broker (Tansu, memory storage) in the foreground."""
-    from streams.broker import BrokerError, EmbeddedBroker
+def broker(
+    port: Annotated[int, typer.Option(help="Port to listen on (the first node's, with --engine kafka).")] = 9092,
+    engine: Annotated[str, typer.Option(help="tansu (embedded, memory only) or kafka (Apache Kafka via java and mvn).")] = "tansu",
+    brokers: Annotated[int, typer.Option(help="With --engine kafka: 1, or 3 for a KRaft cluster on consecutive ports.")] = 1,
+) -> None:
+    """Run a Kafka broker in the foreground: embedded Tansu, or Apache Kafka (KRaft) under var/."""
+    from streams.broker import BrokerError, EmbeddedBroker, run_foreground
 
+    if engine not in ("tansu", "kafka"):
+        fail(f"--engine must be tansu or kafka, not {engine!r}")
+    if engine == "tansu" and brokers != 1:
+        fail("--brokers needs --engine kafka (the embedded broker is a single node)")
     try:
-        b = EmbeddedBroker(port=port)
-        typer.echo(f"embedded broker starting on 127.0.0.1:{port} (memory storage; Ctrl-C stops it)")
-        b.run_foreground()
+        if engine == "tansu":
+            typer.echo(f"embedded broker starting on 127.0.0.1:{port} (memory storage; Ctrl-C stops it)")
+            run_foreground(EmbeddedBroker(port=port))
+        else:
+            import shutil
+
+            from streams.kafka_broker import KAFKA_VERSION, KafkaCluster, resolve_jars
+
+            if brokers not in (1, 3):
+                fail("--brokers must be 1 or 3")
+            data = Path("var/kafka") / f"run-{port}"
+            shutil.rmtree(data, ignore_errors=True)  # fresh storage and cluster id every run
+            typer.echo(f"Apache Kafka {KAFKA_VERSION}: resolving jars (cached in var/kafka/)")
+            resolve_jars()
+            typer.echo(f"starting {brokers} node(s) on 127.0.0.1:{port}.. (data in {data}; Ctrl-C stops it)")
+            run_foreground(KafkaCluster(brokers=brokers, port=port, data_dir=data))
     except BrokerError as exc:
-        fail(str(exc))
+        fail(str(exc).splitlines()[0])
 
 
 @app.command()
@@ -215,7 +236,8 @@ def bench(
     rate: Annotated[float, typer.Option(help="Lines/s offered; 0 = as fast as possible.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     partitions: Annotated[int, typer.Option(help="Partitions per topic.")] = 4,
-    bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh embedded one.")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Use this broker instead of a fresh one.")] = None,
+    engine: Annotated[str, typer.Option(help="The fresh broker: tansu (embedded) or kafka (Apache Kafka, one node).")] = "tansu",
     baseline: Annotated[bool, typer.Option(help="Also measure a 4-hop pass-through in the same run.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all decisions.")] = 600,
     shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Run the workers in Monitor Mode with this candidate rulebook.")] = None,
@@ -227,13 +249,15 @@ def bench(
 
     from streams.bench import run_bench
 
+    if engine not in ("tansu", "kafka"):
+        fail(f"--engine must be tansu or kafka, not {engine!r}")
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, shadow)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
-    table = Table(title=f"{figures['lines']} lines, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
+    table = Table(title=f"{figures['lines']} lines on {figures['broker']}, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
     table.add_column("figure")
     for r in runs:
         table.add_column(r["name"], justify="right")

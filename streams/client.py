@@ -4,6 +4,7 @@ benchmark and the end-to-end tests use it; so can an operator."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -68,6 +69,19 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
         await producer.stop()
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, name: str) -> set[int]:
+    """The partitions of topic `name`. A consumer's first metadata request may not cover
+    every topic (Apache Kafka answers only for the topics asked for), so ask for it."""
+    for _ in range(100):
+        found = consumer.partitions_for_topic(name)
+        if found:
+            return found
+        await consumer._client.add_topic(name)  # noqa: SLF001 - no public way to ask for one topic
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - it may be new
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {name} does not exist; create the topics first")
+
+
 async def collect(
     bootstrap: str,
     done: Callable[[list[dict[str, Any]]], bool],
@@ -84,7 +98,7 @@ async def collect(
     await consumer.start()
     records: list[dict[str, Any]] = []
     try:
-        parts = [TopicPartition(n, p) for n in names for p in (consumer.partitions_for_topic(n) or {0})]
+        parts = [TopicPartition(n, p) for n in names for p in sorted(await partitions_of(consumer, n))]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + timeout

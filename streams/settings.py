@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.05, gt=0, description="How long an agent waits to fill a batch.")
     producer_linger_ms: int = Field(20, ge=0, description="Producer batching window; fewer, larger produce requests.")
     fetch_max_wait_ms: int = Field(100, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500).")
+    commit_interval_s: float = Field(
+        2.8, gt=0, le=60, description="How often offsets are committed; a crash replays about this much work.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="exactly_once: Kafka transactions (Apache Kafka only; docs/architecture.md).")
 
     ledger_url: str = Field("sqlite:///var/claims-ledger.db", description="sqlite:///path or postgresql://...")
     data_dir: Path = Field(Path("var"), description="Per-worker Faust data folders live under here.")

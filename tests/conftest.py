@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from streams.broker import EmbeddedBroker
+from streams.kafka_broker import KafkaCluster, tools_missing
 
 _POSTGRES = None
 
@@ -35,41 +37,73 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _POSTGRES = None
 
 
+#: The brokers the broker tests run on: the embedded Tansu and Apache Kafka (KRaft, one node).
+BROKER_KINDS = ("tansu", "kafka")
+
+
+def _skip_reason(kind: str) -> str | None:
+    """Why the tests cannot run on broker `kind` here (None: they can). In CI (CI=true) Apache
+    Kafka is required: its absence fails instead of skipping."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        return None if kind == "tansu" else f"$CLAIMS_TEST_BROKER={external} is the one broker of this run"
+    chosen = os.environ.get("CLAIMS_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",")
+    if kind not in chosen:
+        return f"$CLAIMS_TEST_BROKERS={','.join(chosen)} leaves out {kind}"
+    if kind == "kafka" and (missing := tools_missing()):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs every broker test on Apache Kafka too: {missing}")
+        return f"{missing} (install both to run the broker tests on Apache Kafka too)"
+    return None
+
+
+@contextmanager
+def broker(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
+    """The bootstrap of a new broker of the fixture's kind (`request.param`), or of
+    $CLAIMS_TEST_BROKER."""
+    kind = request.param
+    if reason := _skip_reason(kind):
+        pytest.skip(reason)
+    if external := os.environ.get("CLAIMS_TEST_BROKER"):
+        yield external
+    elif kind == "tansu":
+        with EmbeddedBroker(log_path=workdir / "tansu.log") as tansu:
+            yield tansu.bootstrap
+    else:
+        with KafkaCluster(data_dir=workdir / "kafka") as kafka:
+            yield kafka.bootstrap
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Kafka bootstrap for the session: ``$CLAIMS_TEST_BROKER`` if set, else an embedded
-    Tansu broker on a free port (log in the session tmp dir), stopped at the end."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log_path) as broker:
-        yield broker.bootstrap
+def kafka_available() -> None:
+    """For tests of Apache Kafka alone (clusters, the launcher): skip, or fail in CI, as the
+    broker fixtures' kafka cases do."""
+    if reason := _skip_reason("kafka"):
+        pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def module_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="session", params=BROKER_KINDS)
+def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of each kind for the session (topics shared by the tests that use it)."""
+    with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="module", params=BROKER_KINDS)
+def module_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker)."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as broker:
-        yield broker.bootstrap
+    with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
+        yield bootstrap
 
 
-@pytest.fixture
-def fresh_bootstrap(tmp_path: Path) -> Iterator[str]:
-    """A broker holding no pipeline state: a new embedded broker for this test (it keeps
-    everything in memory, so a new one is the clean slate). With $CLAIMS_TEST_BROKER the
-    test gets that broker and a consumer group of its own, but shares its topics."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        yield external
-        return
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        yield broker.bootstrap
+@pytest.fixture(params=BROKER_KINDS)
+def fresh_bootstrap(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A broker holding no pipeline state, of each kind: a new one for this test (a new
+    Tansu in memory takes 0.1 s, a new single-node Apache Kafka about 5 s). With
+    $CLAIMS_TEST_BROKER the test gets that broker and a consumer group of its own, but
+    shares its topics."""
+    with broker(request, tmp_path) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

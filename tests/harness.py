@@ -62,18 +62,20 @@ def keyed(records: list[dict[str, Any]]) -> dict[tuple, tuple]:
 class Pipeline:
     """Workers of one consumer group on `bootstrap`, sharing one ledger."""
 
-    def __init__(self, bootstrap: str, workdir: Path, ledger_url: str | None = None, partitions: int = 4):
+    def __init__(self, bootstrap: str, workdir: Path, ledger_url: str | None = None, partitions: int = 4,
+                 replication: int = 1):
         self.bootstrap = bootstrap
         self.workdir = workdir
         self.env = {
             "CLAIMS_APP_ID": f"claims-test-{uuid.uuid4().hex[:8]}",
             "CLAIMS_PARTITIONS": str(partitions),
+            "CLAIMS_REPLICATION_FACTOR": str(replication),
             "CLAIMS_ASSEMBLY_TIMEOUT_S": "6",
             "CLAIMS_SESSION_TIMEOUT_S": "6",  # first assignment in ~4 s instead of ~7 s
             "CLAIMS_LEDGER_URL": ledger_url or f"sqlite:///{workdir / 'ledger.db'}",
         }
         self.workers: dict[str, subprocess.Popen] = {}
-        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions))))
+        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=replication))))
 
     @property
     def ledger_url(self) -> str:

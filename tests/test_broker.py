@@ -192,8 +192,8 @@ def test_run_foreground_stops_on_sigterm(tmp_path: Path) -> None:
     """The `claims-pipeline broker` path: ready line on stderr, SIGTERM -> clean exit."""
     port = free_port()
     code = (
-        "from streams.broker import EmbeddedBroker; "
-        f"EmbeddedBroker(port={port}, log_path={str(tmp_path / 'fg.log')!r}).run_foreground()"
+        "from streams.broker import EmbeddedBroker, run_foreground; "
+        f"run_foreground(EmbeddedBroker(port={port}, log_path={str(tmp_path / 'fg.log')!r}))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True

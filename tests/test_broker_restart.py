@@ -1,6 +1,9 @@
 """The embedded broker keeps nothing across a restart. The worker must notice, report not
 ready, decide nothing against missing reference data, and carry on once the topics and
-the reference data are back, with its ledger (and so every earlier decision) intact."""
+the reference data are back, with its ledger (and so every earlier decision) intact.
+
+Tansu only: an Apache Kafka broker keeps its logs across a restart, so there is nothing
+lost to notice (its restarts are tests/test_kafka_cluster.py's)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rules.reference import TABLES
-from streams import topics
+from streams import client, topics
 from tests.test_batch import CLI, ROOT, SAMPLE
 
 
@@ -27,7 +27,7 @@ def read_topic(bootstrap: str, name: str) -> list[tuple[bytes, dict]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
+            parts = [TopicPartition(name, p) for p in await client.partitions_of(consumer, name)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             got: list[tuple[bytes, dict]] = []

@@ -496,6 +496,19 @@ def test_compose_kafka_is_a_3_node_kraft_cluster_without_auto_create():
         assert "healthcheck" in brokers[name]
 
 
+def test_kafka_version_is_pinned_alike_everywhere():
+    """The version the tests run (streams/kafka_broker.py) is the one compose, Strimzi and
+    the pom deploy."""
+    from streams.kafka_broker import DEPLOY_DIR, KAFKA_VERSION
+
+    images = {s["image"] for s in compose()["services"].values() if s.get("image", "").startswith("apache/kafka")}
+    assert images == {f"apache/kafka:{KAFKA_VERSION}"}
+    kafka = the_one("Kafka")["spec"]["kafka"]
+    assert kafka["version"] == KAFKA_VERSION
+    assert kafka["metadataVersion"].startswith(KAFKA_VERSION.rsplit(".", 1)[0] + "-IV")
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in (DEPLOY_DIR / "pom.xml").read_text()
+
+
 def test_compose_kafka_init_creates_every_topic_once():
     init = compose()["services"]["kafka-init"]
     env = init["environment"]

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edi import remit835
+from streams import client
 from streams.x12_cli import publish_claims, x12_app
 from edi.parse837 import parse
 from edi.validate import validate
@@ -132,7 +133,7 @@ def test_publish_uses_the_configured_brokers_and_says_what_it_wrote(kafka_bootst
         consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            parts = [TopicPartition(topic, p) for p in await client.partitions_of(consumer, topic)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             got: list[dict] = []

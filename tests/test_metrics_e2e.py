@@ -27,7 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import client, topics
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import free_port
 from streams.demo import comparable
 from tests.harness import Pipeline, batch_expectation
 
@@ -50,17 +50,6 @@ def sample_reference() -> dict[str, list[dict]]:
         path.stem: [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         for path in sorted((SAMPLES / "reference").glob("*.jsonl"))
     }
-
-
-@contextlib.contextmanager
-def own_broker(tmp: Path) -> Iterator[str]:
-    """`fresh_bootstrap` for a whole module: a new embedded broker holding no other test's
-    messages (the exact counts below need that). With $CLAIMS_TEST_BROKER the topics are
-    shared with other tests, so the exact counts cannot hold: skip."""
-    if os.environ.get("CLAIMS_TEST_BROKER"):
-        pytest.skip("exact metric counts need a broker of their own; $CLAIMS_TEST_BROKER shares topics")
-    with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
-        yield broker.bootstrap
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -197,29 +186,32 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """One run on a broker of the module's own (the exact counts need a broker holding no
+    other test's messages; $CLAIMS_TEST_BROKER shares topics, so they cannot hold there)."""
+    if os.environ.get("CLAIMS_TEST_BROKER"):
+        pytest.skip("exact metric counts need a broker of their own; $CLAIMS_TEST_BROKER shares topics")
     tmp = tmp_path_factory.mktemp("metrics-e2e")
     lines, reference = sample_lines(), sample_reference()
     expected = batch_expectation(lines, reference)
-    with own_broker(tmp) as bootstrap:
-        pipe = Pipeline(bootstrap, tmp)
-        port = free_port()
-        pipe.env["CLAIMS_WEB_PORT"] = str(port)
-        started = time.time()
-        pipe.load_reference(reference)
-        pipe.submit(lines)
-        pipe.start()
-        try:
-            collect_outputs(pipe, expected)
-            first = settled(port, len(lines))
-            records = read_all_outputs(bootstrap)
-            final = scrape(port)
-            result = Run(port, lines, reference, first, records, final, started)
-            for r in records:
-                result.by_topic.setdefault(r["topic"], []).append(r)
-            yield result
-        finally:
-            pipe.stop_all()
+    pipe = Pipeline(module_bootstrap, tmp)
+    port = free_port()
+    pipe.env["CLAIMS_WEB_PORT"] = str(port)
+    started = time.time()
+    pipe.load_reference(reference)
+    pipe.submit(lines)
+    pipe.start()
+    try:
+        collect_outputs(pipe, expected)
+        first = settled(port, len(lines))
+        records = read_all_outputs(module_bootstrap)
+        final = scrape(port)
+        result = Run(port, lines, reference, first, records, final, started)
+        for r in records:
+            result.by_topic.setdefault(r["topic"], []).append(r)
+        yield result
+    finally:
+        pipe.stop_all()
 
 
 # --- counters -----------------------------------------------------------------------------

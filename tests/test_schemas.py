@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from rules import frontend
 from rules.reference import TABLES
-from streams import schemas, topics
+from streams import client, schemas, topics
 from streams.models import AdjudicatedLine
 from streams.synthetic import generate
 
@@ -140,7 +140,7 @@ async def _read_outputs(bootstrap: str, wanted: Counter, timeout: float) -> list
     await consumer.start()
     out: list[tuple[str, bytes | None, bytes | None, dict]] = []
     try:
-        parts = [TopicPartition(n, p) for n in OUTPUTS for p in (consumer.partitions_for_topic(n) or {0})]
+        parts = [TopicPartition(n, p) for n in OUTPUTS for p in sorted(await client.partitions_of(consumer, n))]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + timeout

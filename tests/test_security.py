@@ -10,9 +10,11 @@
 * No PHI in logs: a worker at log level debug adjudicates the sample claims (and serves API
   calls); its log holds no member id and no diagnosis code of the sample data.
 
-Not testable here: a SASL/SCRAM or TLS handshake with a real Kafka broker (the embedded
-broker speaks neither; a worker pointed at it with SCRAM fails at the SASL handshake, which
-at least shows the mechanism reaches the wire).
+* On Apache Kafka with a SASL_SSL listener (SCRAM-SHA-256, certificates made by the test):
+  a worker configured with the documented `CLAIMS_*` settings decides the sample claims as
+  batch mode does; a client without credentials, with a wrong password, or in plaintext is
+  refused. (The embedded broker speaks neither TLS nor SCRAM here; a worker pointed at it
+  with SCRAM fails at the SASL handshake.)
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ import orjson
 import pytest
 
 from rules.rulebook import default_rulebooks
-from streams import client
-from streams.broker import EmbeddedBroker, free_port
-from streams.demo import comparable
+from streams import client, topics
+from streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
+from streams.kafka_broker import KafkaCluster
+from streams.demo import comparable, stop_worker
 from streams.pipeline import load_reference_dir, run_batch
 from streams.settings import Settings
+from streams.worker import create_topics
 from tests.harness import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,7 +310,10 @@ def test_worker_start_failure_prints_no_secret(failure: str, fresh_bootstrap: st
     output = (proc.stdout + proc.stderr).decode(errors="replace")
     assert proc.returncode != 0 and output.strip(), output
     if failure == "sasl_scram_against_plaintext_broker":
-        assert "SaslMechanism" in output, f"the SASL mechanism never reached the broker: {output[-500:]}"
+        # Tansu answers the handshake with an unsupported mechanism, Apache Kafka (no SASL on
+        # that listener) with an illegal SASL state: either way the client asked for SASL
+        assert "SaslMechanism" in output or "IllegalSaslState" in output, \
+            f"the SASL mechanism never reached the broker: {output[-500:]}"
     else:
         assert "127.0.0.1" in output and "claims" in output, output  # the store is named, without its password
     for secret in SECRETS:
@@ -439,3 +446,66 @@ def test_worker_log_has_no_member_id_or_diagnosis_code(debug_run: DebugRun) -> N
 @pytest.mark.broker
 def test_worker_log_has_no_raw_claim_id(debug_run: DebugRun) -> None:
     assert not _occurrences(debug_run.log, debug_run.claim_ids), "raw claim ids in the worker log"
+
+
+# --- TLS and SASL/SCRAM against Apache Kafka ---------------------------------------------------
+
+
+def _sasl_ssl_kafka(pki: Pki, workdir: Path) -> KafkaCluster:
+    """One Apache Kafka node whose client listener is SASL_SSL with SCRAM-SHA-256 (users made
+    when its storage is formatted), serving the test CA's localhost certificate."""
+    keystore = workdir / "broker-keystore.pem"
+    keystore.write_text(pki.server_key.read_text() + pki.server_cert.read_text())
+    config = {
+        "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+        "listener.name.client.scram-sha-256.sasl.jaas.config":
+            'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="broker-secret";',
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": str(pki.ca),
+    }
+    users = ["--add-scram", "SCRAM-SHA-256=[name=broker,password=broker-secret]",
+             "--add-scram", f"SCRAM-SHA-256=[name=claims-svc,password={SASL_PASSWORD}]"]
+    return KafkaCluster(data_dir=workdir / "kafka", config=config, listener="SASL_SSL", format_args=users)
+
+
+@pytest.mark.broker
+def test_worker_decides_over_tls_and_scram_on_kafka_and_others_are_refused(kafka_available, pki: Pki, tmp_path: Path) -> None:
+    lines = [ln for ln in (SAMPLES / "claims.jsonl").read_bytes().splitlines() if ln.strip()]
+    wanted = Counter(comparable(r) for r in run_batch(lines, load_reference_dir(SAMPLES / "reference"), default_rulebooks()))
+    secure = {"CLAIMS_SECURITY_PROTOCOL": "SASL_SSL", "CLAIMS_SASL_MECHANISM": "SCRAM-SHA-256",
+              "CLAIMS_SASL_USERNAME": "claims-svc", "CLAIMS_SASL_PASSWORD": SASL_PASSWORD,
+              "CLAIMS_SSL_CAFILE": str(pki.ca), "CLAIMS_PARTITIONS": "2"}
+    with _sasl_ssl_kafka(pki, tmp_path) as kafka:
+        env = _worker_env(kafka.bootstrap, tmp_path, **secure)
+        s = Settings(_env_file=None, **{k.removeprefix("CLAIMS_").lower(): v for k, v in env.items() if k.startswith("CLAIMS_")})
+        kwargs = s.kafka_client_kwargs()
+        asyncio.run(wait_for_kafka(kafka.bootstrap, 60, kwargs))
+        create_topics(s)
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(_worker_cmd(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            asyncio.run(client.produce(kafka.bootstrap, client.reference_records(SAMPLES / "reference"), **kwargs))
+            asyncio.run(client.produce(kafka.bootstrap, [(topics.SUBMITTED.name, client.submission_key(ln), ln) for ln in lines], **kwargs))
+
+            def done(records: list[dict]) -> bool:
+                assert proc.poll() is None, f"the worker died: see {log_path}"
+                return Counter(comparable(r) for r in records) >= wanted
+
+            records = asyncio.run(client.collect(kafka.bootstrap, done, 120, **kwargs))
+        finally:
+            stop_worker(proc)
+        assert Counter(comparable(r) for r in records) >= wanted
+        assert proc.returncode == 0
+        assert SASL_PASSWORD not in log_path.read_text(errors="replace")
+        refused = {
+            "TLS without SASL credentials": {"security_protocol": "SSL", "ssl_context": s.ssl_context},
+            "a wrong password": {**kwargs, "sasl_plain_password": "not-the-password"},
+            "an unknown user": {**kwargs, "sasl_plain_username": "intruder"},
+            "plaintext": {},
+        }
+        for who, client_kwargs in refused.items():
+            with pytest.raises(BrokerError):
+                asyncio.run(wait_for_kafka(kafka.bootstrap, 4, client_kwargs))
+                pytest.fail(f"the broker answered a client with {who}")

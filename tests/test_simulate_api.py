@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rules.rulebook import candidate_path
-from streams import topics
+from streams import client, topics
 from streams.ledger import SCHEMA, Ledger
 from streams.synthetic import generate
 from tests.harness import batch_expectation
@@ -35,7 +35,7 @@ def topic_contents(bootstrap: str) -> dict[tuple[str, int], list[tuple]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(t.name, p) for t in topics.ALL for p in consumer.partitions_for_topic(t.name) or ()]
+            parts = [TopicPartition(t.name, p) for t in topics.ALL for p in await client.partitions_of(consumer, t.name)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             out: dict[tuple[str, int], list[tuple]] = {(tp.topic, tp.partition): [] for tp in parts}

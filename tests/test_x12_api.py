@@ -35,7 +35,7 @@ from edi.fhir import CARC_SYSTEM
 from edi.parse837 import parse
 from edi.validate import validate
 from edi.x12 import tokenize
-from streams import topics
+from streams import client, topics
 from streams.models import CORRECTION_REJECTIONS
 from tests.test_api import TOKEN, ApiPipeline
 
@@ -87,7 +87,7 @@ def read_topic(bootstrap: str, name: str, done=_never, timeout: float = 30.0) ->
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})]
+            parts = [TopicPartition(name, p) for p in sorted(await client.partitions_of(consumer, name))]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             ends = await consumer.end_offsets(parts)

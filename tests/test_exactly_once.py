@@ -1,0 +1,57 @@
+"""CLAIMS_PROCESSING_GUARANTEE=exactly_once on Apache Kafka (Faust's transactional producers;
+the embedded broker cannot do transactions, broker.md item 2): the kill -9 case of
+test_pipeline_e2e.py, read as a `read_committed` consumer reads. Every line decided as batch
+mode decides it, authorized units counted once, and the outputs were written in transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streams import client
+from streams.kafka_broker import KafkaCluster
+from streams.ledger import Ledger
+from streams.synthetic import generate
+from tests.harness import Pipeline, batch_expectation, keyed
+from tests.test_pipeline_e2e import _claim_boundary, _decided, _unit_usage
+
+pytestmark = pytest.mark.broker
+
+
+def test_kill9_with_exactly_once_on_kafka(kafka_available, tmp_path):
+    work = generate(3000, members=120, seed=9)
+    batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
+    expected = batch_expectation(work.lines, work.reference, batch_ledger)
+    with KafkaCluster(data_dir=tmp_path / "kafka") as kafka:
+        pipe = Pipeline(kafka.bootstrap, tmp_path, partitions=4)
+        pipe.env["CLAIMS_PROCESSING_GUARANTEE"] = "exactly_once"
+        pipe.load_reference(work.reference)
+        pipe.start("w1")
+        half = len(work.lines) // 2
+        while _claim_boundary(work.lines[half - 1], work.lines[half]):
+            half += 1
+        pipe.submit(work.lines[:half])
+        stream_ledger = Ledger(pipe.ledger_url)
+        deadline = time.monotonic() + 60
+        while _decided(stream_ledger) < 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _decided(stream_ledger) >= 200, "the worker never got going"
+        pipe.kill("w1")
+        pipe.submit(work.lines[half:])
+        pipe.start("w1-restarted")
+        wanted = set(keyed(expected))
+        try:
+            records = asyncio.run(client.collect(kafka.bootstrap, lambda r: wanted <= set(keyed(r)), 180,
+                                                 isolation_level="read_committed"))
+        finally:
+            pipe.stop_all()
+        topics = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10).topics
+    assert keyed(records) == keyed(expected)
+    assert _unit_usage(stream_ledger) == _unit_usage(batch_ledger)
+    assert "__transaction_state" in topics, "no transaction was ever begun"
+    print(f"exactly_once, kill -9: {len(work.lines)} lines, {len(records)} committed records, "
+          f"{len(records) - len(keyed(records))} repeats")
