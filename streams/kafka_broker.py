@@ -62,8 +62,11 @@ def resolve_jars(version: str = KAFKA_VERSION) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A random KRaft cluster id (a UUID in URL-safe base64, as ``kafka-storage random-uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id: a UUID in URL-safe base64 that does not start with "-" (it
+    would read as an option), as ``kafka-storage random-uuid`` makes them."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 class KafkaCluster:

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streams.broker import free_port
-from streams.kafka_broker import KAFKA_VERSION, resolve_jars
+from streams.kafka_broker import KAFKA_VERSION, new_cluster_id, resolve_jars
 
 CLI = [sys.executable, "-m", "streams.cli", "broker"]
 
@@ -63,3 +63,9 @@ def test_bad_broker_options_get_one_line(args, message):
     assert out.returncode == 2
     assert out.stderr.strip() == f"claims-pipeline: error: {message}"
     assert "Traceback" not in out.stderr
+
+
+def test_cluster_ids_never_read_as_an_option():
+    ids = {new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
