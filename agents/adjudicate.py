@@ -26,6 +26,23 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
+def _shadow(work: ClaimWork, seen: list[ShadowResult]) -> pipeline.Observer | None:
+    """Monitor Mode's observer of one claim's decision (None without a candidate): it decides
+    the claim again under the candidate and keeps the comparison in `seen`; a failure there is
+    counted and logged, never the live decision's."""
+    if runtime.shadow is None:
+        return None
+
+    def observe(history, outcome) -> None:  # noqa: ANN001 - pipeline.Observer
+        try:
+            seen.append(compare_claim(work, history, outcome.new_decisions, runtime.reference, runtime.shadow))
+        except Exception as exc:  # noqa: BLE001 - the candidate never touches the live decision
+            metrics.SHADOW_FAILED.inc()
+            log.error("monitor mode: the candidate could not decide a claim (%s)", type(exc).__name__)
+
+    return observe
+
+
 def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[pipeline.Step | Exception], list[ShadowResult]]:
     """Every claim in one ledger transaction; with a candidate rulebook (Monitor Mode) each is
     also decided under it, from the same history, recording nothing."""
@@ -34,16 +51,8 @@ def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[pipeline.Step | Excep
     with runtime.ledger.transaction():
         for work in claims:
             seen: list[ShadowResult] = []
-            observe = None
-            if runtime.shadow is not None:
-                def observe(history, outcome, work=work, seen=seen):  # noqa: ANN001 - pipeline.Observer
-                    try:
-                        seen.append(compare_claim(work, history, outcome.new_decisions, runtime.reference, runtime.shadow))
-                    except Exception as exc:  # noqa: BLE001 - the candidate never touches the live decision
-                        metrics.SHADOW_FAILED.inc()
-                        log.error("monitor mode: the candidate could not decide a claim (%s)", type(exc).__name__)
             try:
-                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, observe))
+                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, _shadow(work, seen)))
                 shadows += seen  # only once the claim's own savepoint holds
             except pipeline.LedgerUnavailable:
                 raise

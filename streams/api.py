@@ -508,12 +508,7 @@ class ClaimsView(ApiView):
     async def post(self, request: Any) -> Any:
         started = time.perf_counter()
         wait = _wait_param(request)
-        body = await read_body(request)
-        try:
-            claim = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
-        lines = claim_lines(claim)
+        lines = await claim_body(request)
         claim_id = lines[0]["claim_id"]
         await publish_lines(lines)
         answer: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id)}
@@ -530,6 +525,16 @@ class ClaimsView(ApiView):
         status, records = answers
         view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
         return _json(self.web, view, 200)
+
+
+async def claim_body(request: Any) -> list[dict[str, Any]]:
+    """The claim-line objects of a JSON claim request (POST /v1/claims and its simulation)."""
+    body = await read_body(request)
+    try:
+        claim = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+    return claim_lines(claim)
 
 
 def _not_ready_reason() -> str | None:
@@ -561,12 +566,7 @@ class SimulateView(ApiView):
 
     async def post(self, request: Any) -> Any:
         candidate = _candidate_param(request)
-        body = await read_body(request)
-        try:
-            claim = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
-        lines = claim_lines(claim)
+        lines = await claim_body(request)
         if not runtime.reference_ready.is_set():
             raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
                            headers={"Retry-After": "1"})

@@ -114,9 +114,11 @@ def reference_load(
     from streams.admin import TopicSpec, ensure_topics
     from streams.settings import Settings
 
+    from streams.pipeline import BatchError
+
     try:
         records = client.reference_records(directory)
-    except client.ReferenceFileError as exc:
+    except BatchError as exc:
         fail(str(exc))
     settings = Settings()
     servers = bootstrap or ",".join(settings.bootstrap_list)

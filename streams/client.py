@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from pydantic import ValidationError
 
 from rules.reference import TABLES
 from streams import topics
@@ -20,31 +19,13 @@ from streams import topics
 OUTPUT_TOPICS = (topics.ADJUDICATED.name, topics.REJECTED.name, topics.DLQ.name)
 
 
-class ReferenceFileError(ValueError):
-    """A reference file that cannot be loaded; the message names the file, line and field."""
-
-
 def reference_records(directory: Path) -> list[tuple[str, bytes, bytes]]:
     """(topic, key, value) for every record in `directory/<table>.jsonl`, keyed as CONTRACT.md
-    says (a missing file means no records of that table)."""
-    if not directory.is_dir():
-        raise ReferenceFileError(f"{directory}: reference directory not found")
-    out = []
-    for table, (model, key_of) in TABLES.items():
-        path = directory / f"{table}.jsonl"
-        if not path.exists():
-            continue
-        for number, text in enumerate(path.read_bytes().splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                record = model.model_validate_json(text)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or "record"
-                raise ReferenceFileError(f"{path}:{number}: {where}: {err['msg']}") from None
-            out.append((topics.REFERENCE[table].name, key_of(record).encode(), text))
-    return out
+    says; `pipeline.BatchError` names a file and line that cannot be used."""
+    from streams.pipeline import read_reference_dir
+
+    return [(topics.REFERENCE[table].name, TABLES[table][1](record).encode(), text)
+            for table, record, text in read_reference_dir(directory)]
 
 
 def submission_key(raw: bytes) -> bytes | None:

@@ -105,17 +105,18 @@ class BatchError(ValueError):
     """A batch input that cannot be used; the message names the file and line."""
 
 
-def load_reference_dir(directory: Path) -> ReferenceData:
-    """Read `<table>.jsonl` for the six tables; a missing file means no records."""
+def read_reference_dir(directory: Path) -> Iterator[tuple[str, BaseModel, bytes]]:
+    """(table, record, the line as written) for every record in `<table>.jsonl` of the six
+    tables, validated; a missing file means no records. Errors name the file and line."""
     if not directory.is_dir():
         raise BatchError(f"{directory}: reference directory not found")
-    ref = ReferenceData()
-    for table, (model, key_of) in TABLES.items():
+    for table, (model, _) in TABLES.items():
         path = directory / f"{table}.jsonl"
         if not path.exists():
             continue
         try:
-            content = path.read_text(encoding="utf-8")
+            content = path.read_bytes()
+            content.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BatchError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
@@ -129,7 +130,14 @@ def load_reference_dir(directory: Path) -> ReferenceData:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "record"
                 raise BatchError(f"{path}:{number}: {where}: {err['msg']}") from None
-            ref.apply(table, key_of(record), record)
+            yield table, record, text
+
+
+def load_reference_dir(directory: Path) -> ReferenceData:
+    """The reference view of `<table>.jsonl` files (batch mode)."""
+    ref = ReferenceData()
+    for table, record, _ in read_reference_dir(directory):
+        ref.apply(table, TABLES[table][1](record), record)
     return ref
 
 

@@ -131,3 +131,25 @@ def _key(record: dict[str, Any]) -> tuple:
 
 def summary(records: list[dict[str, Any]]) -> Counter:
     return Counter((r["topic"], r.get("status")) for r in records)
+
+
+def read_to_end(bootstrap: str, names: list[str], quiet_ms: int = 1000) -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+    """Every record of the topics `names`, from the beginning until nothing more arrives for
+    `quiet_ms`, raw: (topic, partition, offset, key, value)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(n, p) for n in names for p in sorted(await client.partitions_of(consumer, n))]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            got = []
+            while batches := await consumer.getmany(timeout_ms=quiet_ms):
+                got += [(tp.topic, tp.partition, r.offset, r.key, r.value) for tp, recs in batches.items() for r in recs]
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

@@ -9,7 +9,7 @@ import pytest
 
 from rules.engine import decide, History
 from rules.rulebook import RulebookError, candidate_path, default_rulebooks, load_single
-from tests.test_engine_rules import CEF, CEF2, DEX, NOW, REF, assert_denied, assert_paid, cef, claim, drug, ln
+from tests.test_engine_rules import CEF2, DEX, NOW, REF, assert_denied, assert_paid, cef, claim, drug, ln
 
 CANDIDATE = load_single(candidate_path("hit-jz-2027-01-01.toml"))
 SHIPPED = default_rulebooks()

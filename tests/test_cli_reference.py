@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rules.reference import TABLES
-from streams import client, topics
+from streams import topics
+from tests.harness import read_to_end
 from tests.test_batch import CLI, ROOT, SAMPLE
 
 
@@ -23,21 +22,7 @@ def load(directory: Path, *args: str, env: dict[str, str] | None = None) -> subp
 
 
 def read_topic(bootstrap: str, name: str) -> list[tuple[bytes, dict]]:
-    async def read() -> list[tuple[bytes, dict]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(name, p) for p in await client.partitions_of(consumer, name)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            got: list[tuple[bytes, dict]] = []
-            while batches := await consumer.getmany(timeout_ms=1000):
-                got += [(r.key, orjson.loads(r.value)) for recs in batches.values() for r in recs]
-            return got
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    return [(key, orjson.loads(value)) for _, _, _, key, value in read_to_end(bootstrap, [name])]
 
 
 @pytest.mark.broker

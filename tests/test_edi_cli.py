@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edi import remit835
-from streams import client
 from streams.x12_cli import publish_claims, x12_app
+from tests.harness import read_to_end
 from edi.parse837 import parse
 from edi.validate import validate
 from rules.rulebook import default_rulebooks
@@ -118,8 +118,6 @@ def test_publish_whole_claims_keyed_by_member(kafka_bootstrap: str) -> None:
 
 @pytest.mark.broker
 def test_publish_uses_the_configured_brokers_and_says_what_it_wrote(kafka_bootstrap: str) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from streams.admin import TopicSpec, ensure_topics
 
     topic = "claims.lines.submitted"
@@ -129,21 +127,7 @@ def test_publish_uses_the_configured_brokers_and_says_what_it_wrote(kafka_bootst
     assert result.exit_code == 0, result.stderr
     assert f"published 5 lines of 1 claims to {topic} on {kafka_bootstrap}" in result.stderr
 
-    async def read() -> list[dict]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in await client.partitions_of(consumer, topic)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            got: list[dict] = []
-            while batches := await consumer.getmany(timeout_ms=1000):
-                got += [orjson.loads(r.value) for recs in batches.values() for r in recs]
-            return got
-        finally:
-            await consumer.stop()
-
-    mine = [x for x in asyncio.run(read()) if x["claim_id"] == "X12-0501"]
+    mine = [x for x in (orjson.loads(v) for *_, v in read_to_end(kafka_bootstrap, [topic])) if x["claim_id"] == "X12-0501"]
     assert sorted(x["line_number"] for x in mine) == [1, 2, 3, 4, 5]
 
 

@@ -4,17 +4,15 @@ next, while the ledger and every topic stay exactly as they were."""
 
 from __future__ import annotations
 
-import asyncio
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from rules.rulebook import candidate_path
-from streams import client, topics
+from streams import topics
 from streams.ledger import SCHEMA, Ledger
 from streams.synthetic import generate
-from tests.harness import batch_expectation
+from tests.harness import batch_expectation, read_to_end
 from tests.test_api import AUTH, JSON, ApiPipeline, api_claims, call, timeless
 
 pytestmark = pytest.mark.broker
@@ -29,24 +27,9 @@ def ledger_rows(url: str) -> dict[str, list[tuple]]:
         return {t: sorted(map(tuple, q(f"SELECT * FROM {t}").fetchall()), key=repr) for t in TABLES}
 
 
-def topic_contents(bootstrap: str) -> dict[tuple[str, int], list[tuple]]:
-    """Every record of every pipeline topic, as raw (offset, key, value), read to the end."""
-    async def read() -> dict[tuple[str, int], list[tuple]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(t.name, p) for t in topics.ALL for p in await client.partitions_of(consumer, t.name)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            out: dict[tuple[str, int], list[tuple]] = {(tp.topic, tp.partition): [] for tp in parts}
-            while batches := await consumer.getmany(timeout_ms=1500):
-                for tp, batch in batches.items():
-                    out[(tp.topic, tp.partition)] += [(r.offset, r.key, r.value) for r in batch]
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+def topic_contents(bootstrap: str) -> list[tuple]:
+    """Every record of every pipeline topic, raw, read to the end."""
+    return sorted(read_to_end(bootstrap, [t.name for t in topics.ALL]), key=lambda r: r[:3])
 
 
 @pytest.fixture(scope="module")
