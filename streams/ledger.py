@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -33,6 +33,7 @@ from rules.engine import History, Outcome
 from streams import corrections_store
 from streams.ledger_schema import SCHEMA
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
+from streams.remit_models import remittance_facts
 
 
 class _Undo(Exception):
@@ -418,10 +419,36 @@ class Ledger:
                 q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
+                facts = remittance_facts(orjson.loads(original))
+                if facts:
+                    q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                      claim_id, number, orjson.dumps(facts).decode())
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
             return Intake(decisions=[*outcome.reversals, *outcome.decisions])
 
+    # --- X12 control numbers ------------------------------------------------------------------------
+
+    def next_control_number(self, sender: str) -> int:
+        """The next interchange control number of `sender` (1..999999999, then 1 again): one
+        atomic increment, so no two workers, processes or restarts hand out the same one."""
+        with self.transaction() as q:
+            value = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, 1) ON CONFLICT (sender) DO UPDATE "
+                      "SET last_value = CASE WHEN control_numbers.last_value >= 999999999 THEN 1 "
+                      "ELSE control_numbers.last_value + 1 END RETURNING last_value",
+                      sender).fetchone()[0]
+        return int(value)
+
     # --- read side (API, tests) -------------------------------------------------------------------
+
+    def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
+        """What the 837 said about the lines of these claims that their 835 answers with."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        with self.transaction() as q:
+            for claim_id in dict.fromkeys(claim_ids):
+                for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
+                    out[(claim_id, int(number))] = orjson.loads(body)
+        return out
 
     def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
         with self.transaction() as q:

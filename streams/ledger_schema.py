@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS input_progress (
     input_partition INTEGER PRIMARY KEY,
     read_to_end_at DOUBLE PRECISION NOT NULL  -- last time a worker saw it with nothing left
 );
+CREATE TABLE IF NOT EXISTS remittance_lines (
+    claim_id TEXT NOT NULL,           -- what the 837 said that the 835 answers with (REF*6R, SV101-7,
+    line_number INTEGER NOT NULL,     -- patient name, SBR09, ISA15), kept once its claim_lines row goes
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS control_numbers (
+    sender TEXT PRIMARY KEY,          -- the ISA06 of the interchanges numbered (one sequence each)
+    last_value BIGINT NOT NULL        -- the last number handed out (ISA13, GS06, TRN02, 1..999999999)
+);
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
