@@ -796,6 +796,23 @@ async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, re
                   "277ca": combined, "claims": out, "interchange": result.summary()}
 
 
+#: on a rejected interchange (400), why, in words: the 999 says it in codes only (and for a
+#: body that is not X12 at all, a 999 about an unknown interchange says next to nothing)
+REASON_HEADER = "X-Claims-Error"
+
+
+def rejection_reason(result: parse837.Interchange837) -> str:
+    """`<CODE>: <what and where>` for the X-Claims-Error header (one line of ASCII)."""
+    if result.error is not None:
+        text = f"{result.error.code}: {result.error.message}"
+    else:
+        errors = [e for t in result.transactions for e in t.errors]
+        where = f"; first: {errors[0].segment_id} at segment {errors[0].position}" if errors else ""
+        where += f" ({errors[0].message})" if errors and errors[0].message else ""
+        text = f"TR3_ERRORS: every transaction set was rejected; the 999's IK3/IK4 name each error{where}"
+    return " ".join(text.encode("ascii", "replace").decode().split())[:300]
+
+
 @app.page(f"{API_PREFIX}/x12/837", base=ApiView, name="api_x12_837")
 class X12ClaimsView(ApiView):
     """837P intake: parse (in the parse thread), answer with the 999, publish the accepted
@@ -814,11 +831,13 @@ class X12ClaimsView(ApiView):
         else:
             log.info("837 interchange %s rejected: %s", result.control_number,
                      result.error.code if result.error else "every transaction set rejected")
+        why = None if accepted else rejection_reason(result)
         if wait is None:
-            return _x12(self.web, ack, 200 if accepted else 400)
+            return _x12(self.web, ack, 200 if accepted else 400, {REASON_HEADER: why} if why else None)
         if not accepted:
             return _json(self.web, {"interchange_control_number": result.control_number, "status": result.status,
-                                    "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400)
+                                    "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400,
+                         headers={REASON_HEADER: why})
         code, envelope = await _waited_837(result, ack, wait, received)
         return _json(self.web, envelope, code)
 
