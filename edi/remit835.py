@@ -13,11 +13,12 @@ One transaction set per claim, all of a call's claims in one interchange:
   SBR09), the claim id as the payer claim control number; NM1*QC with the patient's name
   from the 837 and the member id,
 * per line SVC (HC:code:modifiers, charge, paid, units; SVC06 = the submitted procedure
-  with the SV101-7 description when the 837 sent one, since SVC01-7 is not used in 835s), DTM*472, CAS per adjustment group
-  (CARC and amount; one triplet per CARC, amounts of a repeated CARC added up), REF*6R
-  (the line item control number the 837 sent in loop 2400 REF*6R, else
-  `<claim_id>-<line number, 3 digits>`), AMT*B6 (allowed), LQ*HE per RARC,
-* no PLB. All adjustments are at line level, so at claim level charge = paid + the line CAS.
+  with the SV101-7 description when the 837 sent one, since SVC01-7 is not used in 835s),
+  DTM*472, CAS per adjustment group (CARC and amount; one triplet per CARC, amounts of a
+  repeated CARC added up), REF*6R (the line item control number the 837 sent in loop 2400
+  REF*6R, else `<claim_id>-<line number, 3 digits>`), AMT*B6 (allowed), LQ*HE per RARC,
+* no PLB, except PLB*FB forwarding the negative net of a reversal. All adjustments are at
+  line level, so at claim level charge = paid + the line CAS.
 """
 
 from __future__ import annotations
