@@ -24,7 +24,8 @@ def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
         for event in events:
             msg = event.message
             try:
-                steps.append(pipeline.intake(runtime.ledger, msg.value, msg.timestamp, runtime.books, msg.partition))
+                steps.append(pipeline.intake(runtime.ledger, msg.value, msg.timestamp, runtime.books, msg.partition,
+                                             msg.offset))
             except pipeline.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch

@@ -8,9 +8,9 @@ undecodable submissions) with its decisions as the value and the headers `error`
 `source-topic` = claims.internal.decided and `stage` = remittance.
 
 At least once: a re-delivered batch, or a claim decided again on a re-delivery upstream,
-publishes the claim's 835 again, with the same claim, amounts, codes and control numbers
-(ISA13/TRN02 derive from the claim id); only the production date and time differ. Readers
-deduplicate by key (claim_id).
+publishes the claim's 835 again, with the same claim, amounts and codes; its control
+numbers (ISA13/GS06/TRN02) are new ones from the ledger's sequence, as every interchange's
+are. Readers deduplicate by key (claim_id).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from faust.types import EventT
 
 from edi.remit835 import RemittanceError
 from streams import stage, topics
-from streams.remit_models import DecidedBatch, build_835
-from streams.stage import app
+from streams.remit_models import DecidedBatch, build_835, remittance_inputs
+from streams.stage import app, runtime
 
 
 @app.agent(stage.topic(topics.DECIDED), name="remittance")
@@ -40,8 +40,10 @@ async def handle(events: Sequence[EventT]) -> None:
             continue
         for claim in batch.claims:
             key = claim.claim_id.encode()
+            facts, number = await runtime.in_ledger(remittance_inputs, runtime.ledger,
+                                                    [claim.claim_id, *(d.claim_id for d in claim.decisions)])
             try:
-                text = build_835(claim.claim_id, claim.decisions)
+                text = build_835(claim.decisions, facts, number)
             except RemittanceError as exc:
                 await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
                                         error_type="remittance", target=topics.REMITTANCE_DLQ)

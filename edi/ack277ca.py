@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from edi.parse837 import Claim
-from edi.x12 import Delimiters, Party, Writer, envelope, x12_date
+from edi.x12 import Delimiters, Party, Writer, envelope, x12_date, x12_decimal
 from streams.models import CORRECTION_REJECTIONS
 
 VERSION = "005010X214"
@@ -121,17 +121,18 @@ def build(
     receiver: Party | None = None,
     batch_reference: str | None = None,
     received: datetime | None = None,
-    control_number: int | None = None,
+    control_number: int,
+    usage: str = "P",
     now: datetime | None = None,
 ) -> str:
-    """One 277CA transaction set covering the given claims (call it per claim for one each)."""
+    """One 277CA transaction set covering the given claims (call it per claim for one each).
+    `control_number` (ISA13, GS06, TRN02 of loop 2000A) comes from the sender's sequence in
+    the ledger; `usage` is ISA15, the 837's (`T` for a test interchange)."""
     statuses = [claims_status] if isinstance(claims_status, ClaimStatus) else list(claims_status)
     if not statuses:
         raise ValueError("a 277CA needs at least one claim")
     now = now or datetime.now(timezone.utc)
     received = received or now
-    if control_number is None:
-        control_number = int(now.strftime("%j%H%M%S")) % 1_000_000_000
     d = Delimiters()
     w = Writer(d)
     today = now.strftime("%Y%m%d")
@@ -190,7 +191,7 @@ def build(
     transaction = w.transaction(("277", VERSION), "0001")
     to = receiver or Party("ZZ", first.submitter_id or "SUBMITTER")
     return envelope([transaction], functional_id="HN", version=VERSION, sender=source.interchange_id,
-                    receiver=to, control_number=control_number, now=now, d=d)
+                    receiver=to, control_number=control_number, now=now, d=d, usage=usage)
 
 
 def _claim(w: Writer, s: ClaimStatus, hl: int, parent: int, today: str) -> None:
@@ -225,7 +226,7 @@ def _claim(w: Writer, s: ClaimStatus, hl: int, parent: int, today: str) -> None:
             continue
         code, entity = reasons[0].status()
         w.add("SVC", ("HC", line["procedure_code"], *line.get("modifiers", [])[:4]),
-              _amount(Decimal(str(line["charge_amount"] or "0"))), "", "", "", "", _units(line.get("units")))
+              _amount(Decimal(str(line["charge_amount"] or "0"))), "", "", "", "", x12_decimal(line.get("units")))
         w.add("STC", ("A3", code, entity or ""), today, "U")
         w.add("REF", "FJ", f"{c.claim_id}-{int(line['line_number']):03d}"[-50:])
         start = x12_date(line.get("service_date") or "")
@@ -247,9 +248,3 @@ def _claim_dates(c: Claim) -> tuple[str | None, str | None]:
 def _amount(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
 
-
-def _units(value: Any) -> str | None:
-    try:
-        return str(Decimal(str(value)).normalize())
-    except Exception:
-        return None

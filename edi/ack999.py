@@ -24,11 +24,10 @@ from edi.x12 import Delimiters, Party, Writer, envelope, segment
 VERSION = "005010X231A1"
 
 
-def build(result: Interchange837, *, control_number: int | None = None, now: datetime | None = None) -> str:
-    """The 999 for `result` (sent back to its sender), as X12 text."""
+def build(result: Interchange837, *, control_number: int, now: datetime | None = None) -> str:
+    """The 999 for `result` (sent back to its sender), as X12 text. `control_number` (ISA13,
+    GS06) comes from the sender's sequence in the ledger (`Ledger.next_control_number`)."""
     now = now or datetime.now(timezone.utc)
-    if control_number is None:
-        control_number = int(now.strftime("%j%H%M%S")) % 1_000_000_000
     d = Delimiters()
     ta1 = None
     if result.error is not None and result.isa:

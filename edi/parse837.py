@@ -762,13 +762,23 @@ def _claim(result: Interchange837, group: FunctionalGroup, t: TransactionSet, he
     found = [c for m in models if hasattr(m, "claims") for c in m.claims()]
     if len(found) != 1:
         raise ValueError(f"expected one claim, x12sdk found {len(found)}")
-    return _map_claim(found[0], d, t, pos, header)
+    sbr = next((s for s in context[1] if s.id == "SBR"), None)
+    return _map_claim(found[0], d, t, pos, header, {
+        "claim_filing_indicator": (sbr.get(9) if sbr is not None else "") or None,
+        "interchange_usage": result.usage if result.usage in ("P", "T") else "P",
+    })
 
 
 # --- the contract mapping -------------------------------------------------------------------
 
 
-def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list[Segment]) -> Claim:
+def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list[Segment],
+               remittance: dict[str, Any]) -> Claim:
+    """The claim and its contract lines. Each line also carries what the 835 and 277CA
+    answer with (fields the contract ignores, kept by the ledger with the line as received):
+    `claim_filing_indicator` (SBR09), `interchange_usage` (ISA15), `patient_last_name` and
+    `patient_first_name`, and per line `line_item_control_number` (REF*6R) and
+    `procedure_description` (SV101-7)."""
     loop_2300 = sc.claim
     clm = loop_2300.clm_segment
     claim_id = str(clm.patient_control_number)
@@ -783,11 +793,15 @@ def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list
     provider_npi = str(bp_nm1.identification_code) if bp_nm1 is not None and bp_nm1.identification_code else None
 
     claim_auth = _ref(getattr(loop_2300, "ref_segment", None), "G1")
-    correction = {"claim_frequency": frequency} if frequency else {}
+    correction: dict[str, Any] = {"claim_frequency": frequency} if frequency else {}
     original = _ref(getattr(loop_2300, "ref_segment", None), "F8")  # payer claim control number
     if original:
         correction["original_claim_id"] = original
     diagnoses = _diagnoses(getattr(loop_2300, "hi_segment", None) or [])
+    patient = sc.patient.nm1_segment if sc.patient is not None else None
+    last, first = (getattr(patient, "name_last_or_organization_name", None), getattr(patient, "name_first", None))
+    correction.update({k: v for k, v in {**remittance, "patient_last_name": last, "patient_first_name": first}.items()
+                       if v})
     service_lines = list(loop_2300.loop_2400 or [])
     lines: list[dict[str, Any]] = []
     for line in service_lines:
@@ -799,14 +813,13 @@ def _map_claim(sc: Any, d: Delimiters, t: TransactionSet, pos: int, header: list
     if not lines:
         raise ValueError("a claim without service lines")
 
-    patient = sc.patient.nm1_segment if sc.patient is not None else None
     payer_nm1 = sc.payer.nm1_segment if sc.payer is not None else None
     submitter = next((s for s in header if s.id == "NM1" and s.get(1) == "41"), None)
     return Claim(
         claim_id=claim_id, frequency_code=frequency, total_charge=_dec(clm.total_claim_charge_amount),
         member_id=member_id, provider_npi=provider_npi, transaction_set=t.control_number, position=pos,
         lines=tuple(lines),
-        patient_name=(getattr(patient, "name_last_or_organization_name", None), getattr(patient, "name_first", None)),
+        patient_name=(last, first),
         billing_provider_name=getattr(bp_nm1, "name_last_or_organization_name", None),
         payer_name=getattr(payer_nm1, "name_last_or_organization_name", None),
         payer_id=getattr(payer_nm1, "identification_code", None),
@@ -839,6 +852,8 @@ def _map_line(line: Any, d: Delimiters, claim_id: str, line_count: int, member_i
             "duration_minutes": note.get("duration_minutes"),
         }
     line_auth = _ref(getattr(line, "ref_segment", None), "G1")
+    extras = {"line_item_control_number": _ref(getattr(line, "ref_segment", None), "6R"),
+              "procedure_description": composite[6] if len(composite) > 6 else None}
     return {
         "claim_id": claim_id,
         "line_number": int(str(line.lx_segment.assigned_number)),
@@ -855,6 +870,7 @@ def _map_line(line: Any, d: Delimiters, claim_id: str, line_count: int, member_i
         "charge_amount": _dec(sv1.line_item_charge_amount),
         "diagnosis_codes": list(diagnoses),
         "drug": drug,
+        **{k: v for k, v in extras.items() if v},
     }
 
 

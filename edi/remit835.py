@@ -9,12 +9,16 @@ One transaction set per claim, all of a call's claims in one interchange:
 * BPR (payment `I`/CHK, or notification only `H`/NON when nothing is paid) and TRN*1,
 * N1*PR (payer, with N3/N4 and PER*BL) and N1*PE (payee: the billing NPI),
 * CLP: claim id, status 1 (processed) or 4 (denied: every line denied), total charge,
-  paid, patient responsibility (the PR adjustments), claim filing indicator, the claim id
-  as the payer claim control number; NM1*QC with the member id,
-* per line SVC (HC:code:modifiers, charge, paid, units), DTM*472, CAS per adjustment group
-  (CARC and amount; one triplet per CARC, amounts of a repeated CARC added up), REF*6R
-  (line control number: `<claim_id>-<line number, 3 digits>`), AMT*B6 (allowed), LQ*HE per RARC,
-* no PLB. All adjustments are at line level, so at claim level charge = paid + the line CAS.
+  paid, patient responsibility (the PR adjustments), claim filing indicator (the 837's
+  SBR09), the claim id as the payer claim control number; NM1*QC with the patient's name
+  from the 837 and the member id,
+* per line SVC (HC:code:modifiers, charge, paid, units; SVC06 = the submitted procedure
+  with the SV101-7 description when the 837 sent one, since SVC01-7 is not used in 835s),
+  DTM*472, CAS per adjustment group (CARC and amount; one triplet per CARC, amounts of a
+  repeated CARC added up), REF*6R (the line item control number the 837 sent in loop 2400
+  REF*6R, else `<claim_id>-<line number, 3 digits>`), AMT*B6 (allowed), LQ*HE per RARC,
+* no PLB, except PLB*FB forwarding the negative net of a reversal. All adjustments are at
+  line level, so at claim level charge = paid + the line CAS.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from edi.x12 import Delimiters, Party, Writer, envelope, x12_date
+from edi.x12 import Delimiters, Party, Writer, envelope, x12_date, x12_decimal
 from streams.models import AdjudicatedLine
 
 VERSION = "005010X221A1"
@@ -54,6 +58,20 @@ class Payer:
     claim_filing_indicator: str = "12"
 
 
+#: CLP06 codes (835 claim filing indicator). The 837's SBR09 uses the same codes and a few
+#: the 835 does not have: those map to the nearest 835 code, or to the payer's default.
+CLP06_CODES = frozenset({"12", "13", "14", "15", "16", "17", "AM", "CH", "DS", "HM", "LM", "MA", "MB", "MC", "OF",
+                         "TV", "VA", "WC", "ZZ"})
+SBR09_TO_CLP06 = {"FI": "OF"}  # federal employees program: other federal program
+
+
+def claim_filing_indicator(sbr09: str | None, payer: Payer) -> str:
+    """CLP06 from the 837's SBR09 (claim filing indicator); the payer's default when the
+    claim came as JSON or SBR09 has no 835 equivalent (CI commercial, BL, 11)."""
+    code = SBR09_TO_CLP06.get(sbr09 or "", sbr09)
+    return code if code in CLP06_CODES else payer.claim_filing_indicator
+
+
 def money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
@@ -65,10 +83,17 @@ def build(
     payer: Payer = Payer(),
     payee_names: Mapping[str, str] | None = None,
     receiver: Party | None = None,
-    control_number: int | None = None,
+    control_number: int,
+    facts: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> str:
     """An 835 interchange with one transaction set per claim that has decisions.
+
+    `control_number` is ISA13 (and GS06, and the first 9 digits of each TRN02): the caller
+    takes it from the ledger's sequence, so no two 835s of a sender share one. The submitted
+    lines may carry what the 837 said (see `streams.remit_models.REMITTANCE_FIELDS`):
+    REF*6R, the SV101-7 description, the patient's name, SBR09 (CLP06) and ISA15; with
+    `claim_lines=None`, `facts` gives them by (claim id, line number).
 
     `claim_lines` are the submitted lines (contract dicts; they give the charges and units),
     `decisions` the AdjudicatedLine records (models, or dicts as published). Raises
@@ -78,9 +103,7 @@ def build(
     contract guarantees, and SVC05 (units) is left out.
     """
     now = now or datetime.now(timezone.utc)
-    if control_number is None:
-        control_number = int(now.strftime("%j%H%M%S")) % 1_000_000_000
-    claims = _group(claim_lines, decisions)
+    claims = _group(claim_lines, decisions, facts or {})
     if not claims:
         raise RemittanceError("no decided claim to remit")
     d = Delimiters()
@@ -91,11 +114,18 @@ def build(
         npis.add(next(iter(payments[0][2].values())).provider_npi)
     to = receiver or Party("ZZ", npis.pop() if len(npis) == 1 else "PROVIDERS")
     return envelope(transactions, functional_id="HP", version=VERSION, sender=payer.interchange_id,
-                    receiver=to, control_number=control_number, now=now, d=d)
+                    receiver=to, control_number=control_number, now=now, d=d, usage=_usage(claims))
+
+
+def _usage(claims: Mapping[tuple[str, bool], tuple[dict[int, Mapping[str, Any]], dict]]) -> str:
+    """ISA15: `T` when the 837 of any remitted claim was a test interchange, else `P`."""
+    said = {line.get("interchange_usage") for lines, _ in claims.values() for line in lines.values()}
+    return "T" if "T" in said else "P"
 
 
 def _group(claim_lines: Iterable[Mapping[str, Any]] | None,
-           decisions: Iterable[AdjudicatedLine | Mapping[str, Any]]
+           decisions: Iterable[AdjudicatedLine | Mapping[str, Any]],
+           facts: Mapping[tuple[str, int], Mapping[str, Any]],
            ) -> "OrderedDict[tuple[str, bool], tuple[dict[int, Mapping[str, Any]], dict[int, AdjudicatedLine]]]":
     """{(claim id, whether a reversal): (its submitted lines, its decisions by line)}, in
     first-seen order. A reversal's charges are its own (negated) amounts; a void's lines
@@ -108,6 +138,7 @@ def _group(claim_lines: Iterable[Mapping[str, Any]] | None,
         if claim_lines is None or dec.status == "REVERSED":  # the charge from the decision
             charge = dec.allowed_amount + sum((a.amount for a in dec.adjustments), Decimal(0))
             submitted.setdefault((dec.claim_id, dec.status == "REVERSED"), {})[dec.line_number] = {
+                **facts.get((dec.claim_id, dec.line_number), {}),
                 "claim_id": dec.claim_id, "line_number": dec.line_number, "charge_amount": str(charge)}
     for line in claim_lines or ():
         submitted.setdefault((str(line["claim_id"]), False), {})[int(line["line_number"])] = line
@@ -186,14 +217,16 @@ def _claim_payment(w: Writer, claim_id: str, rows: list[dict[str, Any]], payer: 
     statuses = {r["decision"].status for r in rows}
     status = "22" if statuses == {"REVERSED"} else "4" if statuses == {"DENIED"} else "1"
     first = rows[0]["decision"]
+    said = rows[0]["line"]  # what the 837 said for the claim (absent for claims sent as JSON)
     w.add("CLP", claim_id, status, money(charge), money(paid), money(patient) if patient else None,
-          payer.claim_filing_indicator, claim_id)
-    w.add("NM1", "QC", "1", "", "", "", "", "", "MI", first.member_id)
+          claim_filing_indicator(said.get("claim_filing_indicator"), payer), claim_id)
+    w.add("NM1", "QC", "1", said.get("patient_last_name") or "", said.get("patient_first_name") or "", "", "", "",
+          "MI", first.member_id)
     for r in rows:
         dec: AdjudicatedLine = r["decision"]
         line = r["line"]
         w.add("SVC", ("HC", dec.procedure_code, *dec.modifiers), money(r["charge"]), money(r["paid"]), "",
-              _units(line.get("units")))
+              x12_decimal(line.get("units")), _submitted_procedure(dec, line.get("procedure_description")))
         w.add("DTM", "472", x12_date(dec.service_date))
         by_group: OrderedDict[str, list[tuple[str, Decimal]]] = OrderedDict()
         for group, carc, amount in r["cas"]:
@@ -204,14 +237,23 @@ def _claim_payment(w: Writer, claim_id: str, rows: list[dict[str, Any]], payer: 
                 for carc, amount in items[start:start + 6]:
                     trio += [carc, money(amount), ""]
                 w.add("CAS", group, *trio)
-        w.add("REF", "6R", line_control_number(claim_id, dec.line_number))
+        w.add("REF", "6R", line.get("line_item_control_number") or line_control_number(claim_id, dec.line_number))
         w.add("AMT", "B6", money(dec.allowed_amount))
         for rarc in r["rarcs"]:
             w.add("LQ", "HE", rarc)
 
 
+def _submitted_procedure(dec: AdjudicatedLine, description: str | None) -> tuple[str, ...] | None:
+    """SVC06 with the SV101-7 description the 837 sent (a not-otherwise-classified code
+    such as J3490): the 835 TR3 marks SVC01-7 "not used", its place is SVC06-7."""
+    if not description:
+        return None
+    return ("HC", dec.procedure_code, *[*dec.modifiers, "", "", "", ""][:4], description)
+
+
 def line_control_number(claim_id: str, line_number: int) -> str:
-    """REF*6R: the claim id and the line number, `<claim_id>-<nnn>` (at most 50 characters)."""
+    """REF*6R when the 837 sent none: the claim id and the line number, `<claim_id>-<nnn>`
+    (at most 50 characters)."""
     return f"{claim_id}-{line_number:03d}"[-50:]
 
 
@@ -235,15 +277,6 @@ def _line(claim_id: str, line: Mapping[str, Any], dec: AdjudicatedLine) -> dict[
         raise RemittanceError(
             f"claim {claim_id} line {dec.line_number}: charge {charge} != allowed {allowed} + adjustments {adjusted}")
     return {"line": line, "decision": dec, "charge": charge, "paid": allowed, "cas": cas, "rarcs": rarcs}
-
-
-def _units(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(Decimal(str(value)).normalize())
-    except Exception:
-        return None
 
 
 # --- reading an 835 back (tests, and consumers that want the numbers) -----------------------

@@ -202,6 +202,23 @@ def _app_code(value: str) -> str:
     return code if len(code) >= 2 else code.ljust(2, "0")
 
 
+def x12_decimal(value: object) -> str | None:
+    """An X12 decimal (R) element: plain digits, no exponent, no trailing zeros after the
+    point (SV104 = 1000 is `1000`, never `1E+3`); None when `value` is not a number."""
+    from decimal import Decimal, InvalidOperation
+
+    if value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    text = format(number.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
 def x12_date(value: object) -> str:
     """YYYYMMDD from a date or an ISO date string."""
     text = str(value)

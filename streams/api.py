@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 import math
 import time
@@ -64,7 +63,7 @@ from streams import corrections_store, metrics, pipeline, stage, topics
 from streams.api_models import claim_request_model
 from streams.app import app, settings
 from streams.models import CORRECTION_REJECTIONS, ClaimLine
-from streams.remit_models import build_835
+from streams.remit_models import build_835, remittance_inputs
 from streams.stage import runtime
 
 log = logging.getLogger("claims.api")
@@ -624,25 +623,24 @@ MAX_CLAIM_BATCH_BYTES = 900_000
 _parse_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x12-parse")
 _build_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x12-build")
 _pending_parses = 0
-_controls = itertools.count(int(time.time() * 10) % 900_000_000)
 
 
-def next_control_number() -> int:
-    """ISA13 of a 999 or 277CA this worker writes: a 9-digit counter seeded from the clock."""
-    return next(_controls) % 999_999_999 + 1
+def _x12(web: Any, text: str, status: int, headers: dict[str, str] | None = None) -> Any:
+    return web.bytes(text.encode(), content_type=X12_MEDIA_TYPE, status=status,
+                     headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _x12(web: Any, text: str, status: int) -> Any:
-    return web.bytes(text.encode(), content_type=X12_MEDIA_TYPE, status=status, headers={"Cache-Control": "no-store"})
+def control_numbers(ledger: Any, sender: str, count: int = 1) -> list[int]:
+    """`count` interchange control numbers of `sender` from the ledger's sequence (unique
+    across workers and restarts)."""
+    return [ledger.next_control_number(sender) for _ in range(count)]
 
 
-def intake_837(body: bytes) -> tuple[parse837.Interchange837, str]:
-    """Parse an 837P and write its 999 (in the parse thread). Never raises: `parse` turns
-    every failure into a rejection, and a failure writing the 999 rejects the interchange
-    too (nothing of it is published then)."""
-    result = parse837.parse(body)
+def acknowledge_837(result: parse837.Interchange837, control_number: int) -> tuple[parse837.Interchange837, str]:
+    """The 999 of a parsed 837P (in the build thread). Never raises: a failure writing the
+    999 rejects the interchange (nothing of it is published then)."""
     try:
-        return result, ack999.build(result, control_number=next_control_number())
+        return result, ack999.build(result, control_number=control_number)
     except Exception as exc:  # noqa: BLE001 - a bug in the 999 writer: reject, never crash
         log.exception("writing the 999 failed; the interchange is rejected")
         result.error = parse837.ParseError("PARSER_ERROR", f"acknowledgement failure: {type(exc).__name__}",
@@ -650,26 +648,29 @@ def intake_837(body: bytes) -> tuple[parse837.Interchange837, str]:
         for group in result.groups:
             group.rejected_by_interchange = True
         try:
-            return result, ack999.build(result, control_number=next_control_number())
+            return result, ack999.build(result, control_number=control_number)
         except Exception:  # noqa: BLE001 - the envelope facts themselves are unusable
             blank = parse837.Interchange837(sender=Party("ZZ", "UNKNOWN"), receiver=Party("ZZ", "UNKNOWN"),
                                             control_number="000000000", date="", time="", version="", usage="P",
                                             error=result.error)
-            return blank, ack999.build(blank, control_number=next_control_number())
+            return blank, ack999.build(blank, control_number=control_number)
 
 
 async def _parse_837(body: bytes) -> tuple[parse837.Interchange837, str]:
-    """`intake_837` in the parse thread; 503 BUSY when MAX_PENDING_PARSES are queued or
-    running (counted until the thread is done with one, also when its client went away)."""
+    """Parse in the parse thread (503 BUSY when MAX_PENDING_PARSES are queued or running,
+    counted until the thread is done with one, also when its client went away), take the
+    999's control number from the ledger, write the 999 in the build thread."""
     global _pending_parses
     if _pending_parses >= MAX_PENDING_PARSES:
         raise ApiError(503, "BUSY", f"{MAX_PENDING_PARSES} interchanges are being parsed on this worker; retry shortly",
                        headers={"Retry-After": "1"})
     loop = asyncio.get_running_loop()
     _pending_parses += 1
-    job = _parse_pool.submit(intake_837, body)
+    job = _parse_pool.submit(parse837.parse, body)
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(_parse_finished))
-    return await asyncio.wrap_future(job)
+    result = await asyncio.wrap_future(job)
+    (number,) = await _in_ledger(control_numbers, runtime.ledger, result.receiver.id or "UNKNOWN")
+    return await _build(acknowledge_837, result, number)
 
 
 def _parse_finished() -> None:
@@ -750,15 +751,18 @@ def front_end_status(claim: parse837.Claim, ledger_status: str | None,
 
 
 def _acknowledgements(result: parse837.Interchange837, statuses: Sequence[ack277ca.ClaimStatus | None],
-                      received: datetime) -> tuple[str | None, list[str | None]]:
-    """(one 277CA for every claim whose outcome is known, and one 277CA per such claim)."""
+                      received: datetime, numbers: list[int]) -> tuple[str | None, list[str | None]]:
+    """(one 277CA for every claim whose outcome is known, and one 277CA per such claim),
+    numbered from `numbers` (one per 277CA)."""
     known = [s for s in statuses if s is not None]
     if not known:
         return None, [None] * len(statuses)
     receiver = Party(result.sender.qualifier or "ZZ", result.sender.id or "SUBMITTER")
-    combined = ack277ca.build(known, receiver=receiver, received=received, control_number=next_control_number())
+    usage = result.usage if result.usage in ("P", "T") else "P"
+    numbered = iter(numbers)
+    combined = ack277ca.build(known, receiver=receiver, received=received, control_number=next(numbered), usage=usage)
     each = [None if s is None else ack277ca.build(s, receiver=receiver, received=received,
-                                                   control_number=next_control_number()) for s in statuses]
+                                                   control_number=next(numbered), usage=usage) for s in statuses]
     return combined, each
 
 
@@ -772,8 +776,10 @@ async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, re
     now = await _in_ledger(claims_answers, runtime.ledger, late) if late else {}
     answers = [a if a is not None else now[c.claim_id] for c, a in zip(claims, waited, strict=True)]
     statuses = [front_end_status(c, status, records) for c, (status, records) in zip(claims, answers, strict=True)]
-    combined, each = await asyncio.get_running_loop().run_in_executor(
-        _build_pool, _acknowledgements, result, statuses, received)
+    known = sum(s is not None for s in statuses)
+    numbers = await _in_ledger(control_numbers, runtime.ledger, ack277ca.Source().interchange_id.id,
+                               known + 1) if known else []
+    combined, each = await _build(_acknowledgements, result, statuses, received, numbers)
     out = []
     for claim, (status, records), ruling, text in zip(claims, answers, statuses, each, strict=True):
         entry: dict[str, Any] = {
@@ -788,6 +794,23 @@ async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, re
     code = 200 if all(a is not None for a in waited) else 202
     return code, {"interchange_control_number": result.control_number, "status": result.status, "999": ack,
                   "277ca": combined, "claims": out, "interchange": result.summary()}
+
+
+#: on a rejected interchange (400), why, in words: the 999 says it in codes only (and for a
+#: body that is not X12 at all, a 999 about an unknown interchange says next to nothing)
+REASON_HEADER = "X-Claims-Error"
+
+
+def rejection_reason(result: parse837.Interchange837) -> str:
+    """`<CODE>: <what and where>` for the X-Claims-Error header (one line of ASCII)."""
+    if result.error is not None:
+        text = f"{result.error.code}: {result.error.message}"
+    else:
+        errors = [e for t in result.transactions for e in t.errors]
+        where = f"; first: {errors[0].segment_id} at segment {errors[0].position}" if errors else ""
+        where += f" ({errors[0].message})" if errors and errors[0].message else ""
+        text = f"TR3_ERRORS: every transaction set was rejected; the 999's IK3/IK4 name each error{where}"
+    return " ".join(text.encode("ascii", "replace").decode().split())[:300]
 
 
 @app.page(f"{API_PREFIX}/x12/837", base=ApiView, name="api_x12_837")
@@ -808,11 +831,13 @@ class X12ClaimsView(ApiView):
         else:
             log.info("837 interchange %s rejected: %s", result.control_number,
                      result.error.code if result.error else "every transaction set rejected")
+        why = None if accepted else rejection_reason(result)
         if wait is None:
-            return _x12(self.web, ack, 200 if accepted else 400)
+            return _x12(self.web, ack, 200 if accepted else 400, {REASON_HEADER: why} if why else None)
         if not accepted:
             return _json(self.web, {"interchange_control_number": result.control_number, "status": result.status,
-                                    "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400)
+                                    "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400,
+                         headers={REASON_HEADER: why})
         code, envelope = await _waited_837(result, ack, wait, received)
         return _json(self.web, envelope, code)
 
@@ -849,8 +874,10 @@ class Claim835View(ApiView):
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
         caused = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reversals"]
+        facts, number = await _in_ledger(remittance_inputs, runtime.ledger,
+                                         [claim_id, *(r["claim_id"] for r in caused)])
         try:  # a replacement's or void's 835 starts with the reversal it made
-            text = await _build(build_835, claim_id, [*caused, *decisions])
+            text = await _build(build_835, [*caused, *decisions], facts, number)
         except remit835.RemittanceError as exc:
             raise ApiError(409, "NO_REMITTANCE", f"the decisions cannot be written as an 835: {exc}",
                            field="claim_id") from None
@@ -901,7 +928,7 @@ _WARM_837 = "~\n".join([
 
 
 def _warm_parse() -> None:
-    intake_837(_WARM_837.encode())
+    acknowledge_837(parse837.parse(_WARM_837.encode()), 1)
 
 
 def _warm_build() -> None:

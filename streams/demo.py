@@ -22,7 +22,16 @@ from streams import client, topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.pipeline import load_reference_dir, run_batch
 
-console = Console()
+def _console() -> Console:
+    """Decision lines are never wrapped (a pipe or a log gets each whole on one line), and
+    colours and other escape codes go to a terminal only."""
+    tty = sys.stdout.isatty()
+    return Console(soft_wrap=True, force_terminal=tty, no_color=not tty, highlight=tty, width=None if tty else 160)
+
+
+console = _console()
+#: once every expected record has arrived, how long the demo still listens for extra ones
+SETTLE_S = 1.5
 SAMPLES = Path(__file__).parent / "sample_data"
 TIME_FIELDS = ("adjudicated_at", "rejected_at")
 
@@ -33,6 +42,14 @@ def comparable(record: dict[str, Any]) -> tuple:
         raw = record["raw"]
         return (record["topic"], raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
     return tuple(sorted((k, repr(v)) for k, v in record.items() if k not in TIME_FIELDS))
+
+
+def difference(records: list[dict[str, Any]], wanted: Counter) -> tuple[Counter, Counter]:
+    """(expected records that did not arrive, records that arrived but batch mode does not
+    have, or more often than it has them): the stream must match batch mode record for
+    record, repeats included."""
+    got = Counter(comparable(r) for r in records)
+    return wanted - got, got - wanted
 
 
 class WorkerDied(RuntimeError):
@@ -112,10 +129,16 @@ async def _flow(bootstrap: str, lines: list[bytes], reference_dir: Path, expecte
         else:
             console.print(f"{t} [magenta]DLQ   [/] {record['headers'].get('error', '')}")
 
+    settle = {"count": -1, "since": 0.0}
+
     def done(records: list[dict]) -> bool:
+        """Every expected record arrived, and nothing more for SETTLE_S (an extra record fails)."""
         if worker.poll() is not None:
             raise WorkerDied(f"the worker exited with code {worker.returncode}: {_last_line(workdir / 'worker.log')}")
-        return Counter(comparable(r) for r in records) >= keys_wanted
+        if len(records) != settle["count"]:
+            settle.update(count=len(records), since=time.monotonic())
+            return False
+        return not difference(records, keys_wanted)[0] and time.monotonic() - settle["since"] >= SETTLE_S
 
     records = await client.collect(bootstrap, done, timeout, on_record=show)
     return _summary(records, expected, keys_wanted, time.monotonic() - started)
@@ -151,9 +174,12 @@ def _summary(records: list[dict], expected: list[dict], wanted: Counter, seconds
     for (outcome, reason), n in sorted(counts.items()):
         table.add_row(outcome, reason, str(n))
     console.print(table)
-    missing = wanted - Counter(comparable(r) for r in records)
+    missing, extra = difference(records, wanted)
     if missing:
         console.print(f"[red]{sum(missing.values())} of {len(expected)} expected records did not arrive in time[/]")
+    if extra:
+        console.print(f"[red]{sum(extra.values())} records arrived that batch mode does not have[/]")
+    if missing or extra:
         return 1
     console.print(f"[green]all {len(expected)} records arrived and match batch mode[/]")
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -33,6 +33,7 @@ from rules.engine import History, Outcome
 from streams import corrections_store
 from streams.ledger_schema import SCHEMA
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
+from streams.remit_models import remittance_facts
 
 
 class _Undo(Exception):
@@ -185,11 +186,16 @@ class Ledger:
 
     # --- intake: assembly by claim_id -----------------------------------------------------------
 
-    def accept(self, line: ClaimLine, original: Any, now: datetime, partition: int | None = None) -> Intake:
+    def accept(self, line: ClaimLine, original: Any, now: datetime, partition: int | None = None,
+               offset: int | None = None) -> Intake:
         """Record a valid line; answer a re-delivery; reject what cannot join its claim.
 
         The assembly clock starts when the pipeline first sees a line of the claim (`now`);
-        `partition` is where it came from, so expiry can wait until that partition is read."""
+        `partition` is where it came from, so expiry can wait until that partition is read.
+        A line sent again while its claim is assembled is a repeat, answered when the claim
+        is (CONTRACT.md: every input message is answered); the same message delivered again
+        (same `partition` and `offset`, after a crash) is not a repeat. Batch mode has no
+        re-deliveries (no offset)."""
         claim_id, number = line.key
         seen = now.timestamp()
         with self.transaction() as q:
@@ -205,16 +211,23 @@ class Ledger:
                 return self._reject_lines(q, [(line.key, original)], why.code, why.field, why.message, now)
             rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
             lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
+            redelivered = self._delivered_before(q, claim_id, partition, offset)
             if status == "ASSEMBLED":
-                # complete but not yet decided: answer as if decided (a known line number gets
-                # the claim's decisions, whatever it carries now; a new one is closed out)
+                # complete but not yet decided: a re-delivery of its last line forwards it again
+                # (the crash came before it was forwarded); a known line sent again is a repeat,
+                # answered with the claim's decisions; a new line number is closed out
                 if number in lines:
-                    return Intake(assembled=list(lines.values()))
+                    if redelivered:
+                        return Intake(assembled=list(lines.values()))
+                    self._count_repeat(q, claim_id, number)
+                    return Intake()
                 return self._reject_closed(q, line, original, now)
             if number in lines:
                 if lines[number] != line:
                     return self._reject_claim(q, claim_id, rows, (line.key, original), "DUPLICATE_LINE_NUMBER", "line_number",
                                               f"line number {number} was submitted twice with different content", now)
+                if not redelivered:
+                    self._count_repeat(q, claim_id, number)
                 return Intake()
             if lines:
                 first = next(iter(lines.values()))
@@ -229,6 +242,27 @@ class Ledger:
                 q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)
                 return Intake(assembled=[lines[n] for n in sorted(lines)])
             return Intake()
+
+    @staticmethod
+    def _delivered_before(q, claim_id: str, partition: int | None, offset: int | None) -> bool:
+        """Whether this input message (partition, offset) was read before for this claim;
+        records it otherwise."""
+        if partition is None or offset is None:
+            return False
+        if q("SELECT 1 FROM claim_messages WHERE input_partition = ? AND input_offset = ?", partition, offset).fetchone():
+            return True
+        q("INSERT INTO claim_messages (input_partition, input_offset, claim_id) VALUES (?, ?, ?)", partition, offset, claim_id)
+        return False
+
+    @staticmethod
+    def _count_repeat(q, claim_id: str, number: int) -> None:
+        q("INSERT INTO claim_repeats (claim_id, line_number, copies) VALUES (?, ?, 1) ON CONFLICT (claim_id, line_number) "
+          "DO UPDATE SET copies = claim_repeats.copies + 1", claim_id, number)
+
+    @staticmethod
+    def _repeats(q, claim_id: str) -> dict[int, int]:
+        """How many more times each line of the claim was sent while it was assembled."""
+        return {int(n): int(c) for n, c in q("SELECT line_number, copies FROM claim_repeats WHERE claim_id = ?", claim_id)}
 
     def _reject_closed(self, q, line: ClaimLine, original: Any, now: datetime) -> Intake:
         return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
@@ -278,10 +312,12 @@ class Ledger:
         that arrive later get the same reason, whatever order the lines came in."""
         reason = RejectionReason(code=code, field=fld, message=message)
         q("UPDATE claims SET status = 'REJECTED', reason = ? WHERE claim_id = ?", _dumps(reason), claim_id)
-        items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows]
+        repeats = self._repeats(q, claim_id)
+        items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows for _ in range(1 + repeats.get(n, 0))]
         if this is not None:
             items.append(this)
         q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
+        q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
         return self._reject_lines(q, items, code, fld, message, now)
 
     def _reject_lines(self, q, items, code: str, fld: str, message: str, now: datetime) -> Intake:
@@ -418,10 +454,39 @@ class Ledger:
                 q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
+                facts = remittance_facts(orjson.loads(original))
+                if facts:
+                    q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                      claim_id, number, orjson.dumps(facts).decode())
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
-            return Intake(decisions=[*outcome.reversals, *outcome.decisions])
+            q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
+            repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
+            answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
+            return Intake(decisions=[*outcome.reversals, *answers])
+
+    # --- X12 control numbers ------------------------------------------------------------------------
+
+    def next_control_number(self, sender: str) -> int:
+        """The next interchange control number of `sender` (1..999999999, then 1 again): one
+        atomic increment, so no two workers, processes or restarts hand out the same one."""
+        with self.transaction() as q:
+            value = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, 1) ON CONFLICT (sender) DO UPDATE "
+                      "SET last_value = CASE WHEN control_numbers.last_value >= 999999999 THEN 1 "
+                      "ELSE control_numbers.last_value + 1 END RETURNING last_value",
+                      sender).fetchone()[0]
+        return int(value)
 
     # --- read side (API, tests) -------------------------------------------------------------------
+
+    def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
+        """What the 837 said about the lines of these claims that their 835 answers with."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        with self.transaction() as q:
+            for claim_id in dict.fromkeys(claim_ids):
+                for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
+                    out[(claim_id, int(number))] = orjson.loads(body)
+        return out
 
     def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
         with self.transaction() as q:

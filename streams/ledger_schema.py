@@ -78,6 +78,29 @@ CREATE TABLE IF NOT EXISTS input_progress (
     input_partition INTEGER PRIMARY KEY,
     read_to_end_at DOUBLE PRECISION NOT NULL  -- last time a worker saw it with nothing left
 );
+CREATE TABLE IF NOT EXISTS claim_repeats (
+    claim_id TEXT NOT NULL,           -- a line sent again (identical) while its claim was assembled:
+    line_number INTEGER NOT NULL,     -- each copy is answered too, when the claim is decided or rejected
+    copies INTEGER NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS claim_messages (
+    input_partition INTEGER NOT NULL, -- the input messages of claims being assembled, so a re-delivery
+    input_offset BIGINT NOT NULL,     -- (same offset) is told apart from a line sent again (a new one)
+    claim_id TEXT NOT NULL,
+    PRIMARY KEY (input_partition, input_offset)
+);
+CREATE INDEX IF NOT EXISTS claim_messages_claim ON claim_messages (claim_id);
+CREATE TABLE IF NOT EXISTS remittance_lines (
+    claim_id TEXT NOT NULL,           -- what the 837 said that the 835 answers with (REF*6R, SV101-7,
+    line_number INTEGER NOT NULL,     -- patient name, SBR09, ISA15), kept once its claim_lines row goes
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS control_numbers (
+    sender TEXT PRIMARY KEY,          -- the ISA06 of the interchanges numbered (one sequence each)
+    last_value BIGINT NOT NULL        -- the last number handed out (ISA13, GS06, TRN02, 1..999999999)
+);
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );

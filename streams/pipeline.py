@@ -49,11 +49,12 @@ class Step:
         self.rejections += intake.rejections
 
 
-def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks, partition: int | None = None) -> Step:
+def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks, partition: int | None = None,
+           offset: int | None = None) -> Step:
     """Front end and assembly for one submitted message (POLICY.md section 1).
 
     `received_at` is the message's submission time (for the end-to-end latency);
-    `partition` the input partition it was read from."""
+    `partition` and `offset` where it was read from (a re-delivery has the same ones)."""
     step = Step()
     now = utcnow()
     try:
@@ -65,7 +66,7 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
     if isinstance(checked, list):
         step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now))
         return step
-    result = ledger.accept(checked, obj, now, partition)
+    result = ledger.accept(checked, obj, now, partition, offset)
     step.absorb(result)
     if result.assembled:
         submitted = datetime.fromtimestamp(received_at, UTC)

@@ -9,13 +9,15 @@ claim's lines, as published on `claims.lines.adjudicated`). Kept out of `streams
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from streams.models import AdjudicatedLine
+
+if TYPE_CHECKING:
+    from streams.ledger import Ledger
 
 
 class DecidedClaim(BaseModel):
@@ -59,19 +61,33 @@ def decided_messages(claims: Sequence[DecidedClaim], limit: int = DECIDED_MESSAG
     return out
 
 
-def control_number(claim_id: str) -> int:
-    """The 835's interchange control number (ISA13, and TRN02's first 9 digits) for a claim:
-    derived from the claim id, so a re-published 835 of the same claim (at-least-once) and
-    the one `GET /v1/claims/{claim_id}/835` writes carry the same numbers and a receiver can
-    recognise the repeat."""
-    digest = hashlib.blake2b(claim_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 999_999_999 + 1
+#: what an 837 line carries beyond the contract that its 835 answers with (extra fields of
+#: the submitted line, set by `edi.parse837`; absent for claims sent as JSON)
+REMITTANCE_FIELDS = ("line_item_control_number", "procedure_description", "patient_last_name", "patient_first_name",
+                     "claim_filing_indicator", "interchange_usage")
 
 
-def build_835(claim_id: str, decisions: Iterable[AdjudicatedLine | Mapping[str, Any]]) -> str:
-    """The 835 of one decided claim, as the remittance agent publishes it (no submitted
-    lines: the ledger keeps none once a claim is decided, so each charge is the allowed
-    amount plus the adjustments). Raises `edi.remit835.RemittanceError`."""
+def remittance_facts(original: Any) -> dict[str, str]:
+    """The REMITTANCE_FIELDS of a submitted line as received (short strings only)."""
+    if not isinstance(original, Mapping):
+        return {}
+    return {k: v[:80] for k in REMITTANCE_FIELDS if isinstance(v := original.get(k), str) and v}
+
+
+def remittance_inputs(ledger: Ledger, claim_ids: Iterable[str]) -> tuple[dict[tuple[str, int], dict[str, Any]], int]:
+    """What the 835 of these claims needs from the ledger (call it on the ledger thread):
+    what the 837 said about their lines, and the next ISA13 of the payer's sequence."""
+    from edi.remit835 import Payer
+
+    return ledger.remittance_facts(claim_ids), ledger.next_control_number(Payer().interchange_id.id)
+
+
+def build_835(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], facts: Mapping[tuple[str, int], Mapping[str, Any]],
+              control_number: int) -> str:
+    """The 835 of one decided claim (with the reversals it made, first), as the remittance
+    agent publishes it and the API answers it: no submitted lines (the ledger keeps none
+    once a claim is decided, so each charge is the allowed amount plus the adjustments),
+    what the 837 said from `remittance_inputs`. Raises `edi.remit835.RemittanceError`."""
     from edi import remit835
 
-    return remit835.build(None, decisions, control_number=control_number(claim_id))
+    return remit835.build(None, decisions, facts=facts, control_number=control_number)

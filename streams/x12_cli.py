@@ -1,8 +1,8 @@
 """`claims-pipeline x12 ...`: 837P files in (lines as JSON Lines, a 999, optionally published
 to Kafka), 835s out. Register with `app.add_typer(x12_app, name="x12")`.
 
-    claims-pipeline x12 837 FILE [--ack FILE] [--publish] [--bootstrap HOST:PORT] [--strict]
-    claims-pipeline x12 835 --decisions FILE --claims FILE [--claim ID]
+    claims-pipeline x12 837 FILE [--ack FILE] [--publish] [--bootstrap HOST:PORT] [--strict] [--ledger URL]
+    claims-pipeline x12 835 --decisions FILE --claims FILE [--claim ID] [--ledger URL]
 
 `837` prints one contract line per service line of every accepted claim to standard output
 and the 999 to standard error (or to `--ack FILE`). With `--publish` it publishes the lines
@@ -11,7 +11,13 @@ TLS/SASL settings, as the worker reads them; `--bootstrap` names others), keyed 
 member_id, one Kafka record batch per claim on the partition of that key, so a claim is
 written whole or not at all. Exit status: 0 when at least one transaction set was
 accepted, 1 when the interchange was rejected, 2 on a usage error (unreadable file, broker
-unreachable). The X12 work itself is `edi/`'s; this module is its command line.
+unreachable, ledger unavailable). The X12 work itself is `edi/`'s; this module is its
+command line.
+
+The interchange control numbers of the 999 and the 835 (ISA13, GS06, TRN02) come from the
+sender's sequence in the ledger (`--ledger`, by default the worker's `CLAIMS_LEDGER_URL`; a
+local SQLite file is fine), so no two files of a sender share one, whichever process or
+worker wrote them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+LEDGER_HELP = "Take the control numbers from this ledger (sqlite:///FILE or postgresql://...); default CLAIMS_LEDGER_URL."
+
+
+def _control_number(url: str | None, sender: str) -> int:
+    from streams.ledger import Ledger, LedgerUnavailable
+    from streams.settings import Settings
+
+    url = url or Settings().ledger_url
+    try:
+        ledger = Ledger(url)
+        try:
+            return ledger.next_control_number(sender)
+        finally:
+            ledger.close()
+    except LedgerUnavailable as exc:
+        _fail(f"control number: {exc}")
+        raise  # unreachable
+
+
 def _read(path: Path) -> bytes:
     try:
         return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
@@ -55,6 +80,7 @@ def intake_837(
     bootstrap: Annotated[str | None, typer.Option(
         "--bootstrap", metavar="HOST:PORT", help="Publish to these brokers (HOST:PORT,...) instead; implies --publish.")] = None,
     strict: Annotated[bool, typer.Option(help="Reject HL numbering and 2010CA NM109 deviations too.")] = False,
+    ledger: Annotated[str | None, typer.Option("--ledger", metavar="URL", help=LEDGER_HELP)] = None,
 ) -> None:
     """Parse an 837P: contract lines to stdout (JSON Lines), the 999 to stderr or --ack."""
     from edi import ack999
@@ -65,7 +91,7 @@ def intake_837(
     for line in result.lines:
         out.write(orjson.dumps(line) + b"\n")
     out.flush()
-    acknowledgement = ack999.build(result)
+    acknowledgement = ack999.build(result, control_number=_control_number(ledger, result.receiver.id or "UNKNOWN"))
     if ack is not None:
         try:
             ack.write_text(acknowledgement, encoding="utf-8")
@@ -129,8 +155,10 @@ def remit_835(
     claims: Annotated[Path, typer.Option("--claims", metavar="FILE", help="The submitted lines (JSON Lines), or the 837P they "
                                          "came from.")],
     claim: Annotated[list[str] | None, typer.Option("--claim", metavar="ID", help="Only this claim id (repeatable).")] = None,
+    ledger: Annotated[str | None, typer.Option("--ledger", metavar="URL", help=LEDGER_HELP)] = None,
 ) -> None:
-    """Print the 835 for the decided claims (one transaction set per claim)."""
+    """Print the 835 for the decided claims of --claims (one transaction set per claim);
+    decisions of claims --claims does not hold are skipped."""
     from edi import remit835
     from edi.parse837 import parse
 
@@ -143,17 +171,20 @@ def remit_835(
     else:
         lines = list(_jsonl(raw_claims, claims))
     wanted = set(claim or [])
+    held = {str(line.get("claim_id")) for line in lines}
     records = []
     for rec in _jsonl(_read(decisions), decisions):
         if rec.get("topic", "claims.lines.adjudicated") != "claims.lines.adjudicated" or "status" not in rec:
             continue
-        if wanted and rec.get("claim_id") not in wanted:
+        # a reversal belongs to the replacement or void that made it
+        own = rec.get("reversed_by") if rec.get("status") == "REVERSED" else rec.get("claim_id")
+        if own not in held or (wanted and own not in wanted):
             continue
         records.append(rec)
     if not records:
-        _fail("no decisions to remit" + (f" for {sorted(wanted)}" if wanted else ""), 1)
+        _fail("no decisions to remit" + (f" for {sorted(wanted)}" if wanted else f" for the claims of {claims}"), 1)
     try:
-        text = remit835.build(lines, records)
+        text = remit835.build(lines, records, control_number=_control_number(ledger, remit835.Payer().interchange_id.id))
     except (remit835.RemittanceError, ValueError) as exc:
         _fail(str(exc))
         return

@@ -21,6 +21,14 @@ from streams.pipeline import load_reference_dir, run_batch
 HERE = Path(__file__).resolve().parent / "fixtures" / "x12"
 
 
+@pytest.fixture(autouse=True)
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The control numbers come from a ledger: a local SQLite file, as CLAIMS_LEDGER_URL."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("CLAIMS_LEDGER_URL", url)
+    return url
+
+
 def runner() -> CliRunner:
     try:
         return CliRunner(mix_stderr=False)  # click < 8.2

@@ -121,6 +121,7 @@ def test_round_trip_835_matches_the_decisions_and_balances(name: str, runs: dict
     text = remit835.build(result.lines, decisions, control_number=21, now=NOW)
     report = validate(text)
     assert report.ok, report.errors
+    assert "E+" not in text  # X12 decimals never use exponents
     remits = remit835.read(text)
     assert remit835.balance_errors(remits) == []
     by_claim = {(c.claim_id, c.status == "22"): c for c in remits}
@@ -139,7 +140,8 @@ def test_round_trip_835_matches_the_decisions_and_balances(name: str, runs: dict
         for svc, dec in zip(remit.lines, mine, strict=True):
             assert svc.procedure == dec.procedure_code and list(svc.modifiers) == dec.modifiers
             assert svc.paid == dec.allowed_amount
-            assert svc.control_number == f"{claim_id}-{dec.line_number:03d}"
+            sent = submitted.get((claim_id, dec.line_number), {}).get("line_item_control_number")
+            assert svc.control_number == (sent or f"{claim_id}-{dec.line_number:03d}")  # REF*6R as the 837 sent it
             assert svc.service_date == dec.service_date.strftime("%Y%m%d")
             assert {(g, c) for g, c, _ in svc.cas} == {(a.group, a.carc) for a in dec.adjustments}
             for group, carc, amount in svc.cas:
@@ -226,6 +228,9 @@ def test_drug_note_and_ndc_are_mapped(runs: dict) -> None:
         "provider_npi": "1245678903", "authorization_number": "PA26-1001", "service_date": "2026-01-12",
         "service_date_to": None, "procedure_code": "S9500", "modifiers": [], "units": "1", "charge_amount": "150.00",
         "diagnosis_codes": ["M86.171"], "drug": None, "claim_frequency": "1",
+        # beyond the contract (ignored by it), what the 835 and 277CA answer with
+        "line_item_control_number": "X12-0101-001", "claim_filing_indicator": "CI", "interchange_usage": "T",
+        "patient_last_name": "SUBSCRIBER", "patient_first_name": "PAT",
     }
     assert drug["drug"] == {"ndc": "00143985810", "quantity": "2", "unit": "UN", "dosage": "2 g",
                             "frequency": "q24h", "duration_minutes": 30}

@@ -63,16 +63,16 @@ def test_all_lines_denied_is_claim_status_4_and_a_notification() -> None:
 def test_refusals() -> None:
     paid = decision(1, "PAID", "80.00", [])
     with pytest.raises(remit835.RemittanceError, match="not decided"):
-        remit835.build([line(1, "80.00"), line(2, "10.00")], [paid])
+        remit835.build([line(1, "80.00"), line(2, "10.00")], [paid], control_number=1)
     with pytest.raises(remit835.RemittanceError, match="charge"):
-        remit835.build([line(1, "90.00")], [paid])
+        remit835.build([line(1, "90.00")], [paid], control_number=1)
     with pytest.raises(remit835.RemittanceError, match="no submitted lines"):
-        remit835.build([], [paid])
+        remit835.build([], [paid], control_number=1)
     with pytest.raises(remit835.RemittanceError, match="38"):
         long_id = "C" * 39
-        remit835.build([line(1, "80.00", long_id)], [decision(1, "PAID", "80.00", [], long_id)])
+        remit835.build([line(1, "80.00", long_id)], [decision(1, "PAID", "80.00", [], long_id)], control_number=1)
     with pytest.raises(remit835.RemittanceError):
-        remit835.build([], [])
+        remit835.build([], [], control_number=1)
 
 
 def test_a_repeated_decision_is_remitted_once() -> None:

@@ -172,7 +172,8 @@ def test_one_line_claim_assembles_at_once(ledger: Ledger) -> None:
     assert [ln.key for ln in intake.assembled] == [("S", 1)]
 
 
-def test_identical_repeat_is_ignored(ledger: Ledger) -> None:
+def test_identical_repeat_is_answered_when_its_claim_is_decided(ledger: Ledger) -> None:
+    """CONTRACT.md: a line sent twice while its claim is assembled is answered twice."""
     first = line("R", 1, 2)
     assert accept(ledger, first) == Intake()
     assert accept(ledger, dict(first)) == Intake()
@@ -180,18 +181,50 @@ def test_identical_repeat_is_ignored(ledger: Ledger) -> None:
     assert ledger.open_claims() == 1
     done = accept(ledger, line("R", 2, 2))
     assert [ln.key for ln in done.assembled] == [("R", 1), ("R", 2)]
+    decisions = decide(ledger, done.assembled)
+    assert [(d.claim_id, d.line_number) for d in decisions] == [("R", 1)] * 3 + [("R", 2)]
+    assert decisions[0] == decisions[1] == decisions[2]
 
 
-def test_identical_repeat_after_assembly_reforwards_the_claim(ledger: Ledger) -> None:
-    accept(ledger, line("F", 1, 2))
-    done = accept(ledger, line("F", 2, 2))
-    again = accept(ledger, line("F", 2, 2))
+def test_a_redelivered_message_is_not_a_repeat(ledger: Ledger) -> None:
+    """The same input message (partition, offset) read again after a crash is answered once."""
+    first = line("Q", 1, 2)
+    for _ in range(2):
+        assert ledger.accept(ClaimLine.model_validate(first), first, at(0), 0, 10) == Intake()
+    assert ledger.accept(ClaimLine.model_validate(first), first, at(0), 0, 11) == Intake()  # a new message: a repeat
+    done = ledger.accept(ClaimLine.model_validate(line("Q", 2, 2)), line("Q", 2, 2), at(1), 0, 12)
+    assert [(d.line_number) for d in decide(ledger, done.assembled)] == [1, 1, 2]
+
+
+def test_redelivered_last_line_after_assembly_reforwards_the_claim(ledger: Ledger) -> None:
+    """A crash after the claim was assembled but before it was forwarded: its last line comes
+    again (same offset) and forwards it again; deciding it again changes nothing."""
+    ledger.accept(ClaimLine.model_validate(line("F", 1, 2)), line("F", 1, 2), at(0), 0, 20)
+    done = ledger.accept(ClaimLine.model_validate(line("F", 2, 2)), line("F", 2, 2), at(0), 0, 21)
+    again = ledger.accept(ClaimLine.model_validate(line("F", 2, 2)), line("F", 2, 2), at(0), 0, 21)
     assert again.assembled == done.assembled and again.rejections == []
     first = decide(ledger, done.assembled)
     before = snapshot(ledger)
     second = decide(ledger, again.assembled, T0 + timedelta(seconds=1))
     assert all(same_but_time(a, b) for a, b in zip(first, second, strict=True))
     assert snapshot(ledger) == before
+
+
+def test_repeat_after_assembly_is_answered_once_not_the_whole_claim(ledger: Ledger) -> None:
+    """A line sent again while its claim is assembled but not yet decided (the stream): one
+    more answer for that line when the claim is decided, not its whole claim forwarded again."""
+    accept(ledger, line("G", 1, 2))
+    done = accept(ledger, line("G", 2, 2))
+    assert accept(ledger, line("G", 2, 2)) == Intake()
+    assert [d.line_number for d in decide(ledger, done.assembled)] == [1, 2, 2]
+
+
+def test_repeats_of_a_rejected_claim_are_rejected_too(ledger: Ledger) -> None:
+    accept(ledger, line("H", 1, 3))
+    accept(ledger, line("H", 1, 3))
+    out = accept(ledger, line("H", 2, 3, member_id="M1002"))
+    assert [(r.line_number, r.reasons[0].code) for r in out.rejections] == [
+        (1, "HEADER_MISMATCH"), (1, "HEADER_MISMATCH"), (2, "HEADER_MISMATCH")]
 
 
 def test_repeat_with_unknown_fields_only_is_identical(ledger: Ledger) -> None:
@@ -310,13 +343,13 @@ def test_cross_claim_state_duplicates_and_drug_days(ledger: Ledger) -> None:
 
 def test_a_changed_line_after_assembly_gets_the_claims_decisions(ledger: Ledger) -> None:
     """A complete claim is closed to changes, decided or not yet: a line number it has is
-    answered with the claim's decisions (as batch mode, where it is already decided)."""
+    answered with that line's decision (as batch mode, where it is already decided), once."""
     accept(ledger, line("Z", 1, 2))
     done = accept(ledger, line("Z", 2, 2))
     out = accept(ledger, line("Z", 1, 2, charge_amount="1.00"))
-    assert out.rejections == [] and out.assembled == done.assembled
+    assert out == Intake()
     decided = decide(ledger, done.assembled)
-    assert decided is not None and len(decided) == 2
+    assert decided is not None and [d.line_number for d in decided] == [1, 1, 2]
     again = accept(ledger, line("Z", 1, 2, charge_amount="1.00"))
     assert again.rejections == [] and same_but_time(again.decisions[0], decided[0])
 

@@ -223,6 +223,22 @@ def test_835_matches_the_decisions_balances_and_is_valid(worker, posted):
             assert set(svc.rarcs) == {r for a in dec["adjustments"] for r in a["rarc"]}
 
 
+def test_835_999_and_277ca_control_numbers_are_unique_and_answer_what_the_837_said(worker, posted):
+    claim_id = "X12-0101"
+    texts = [request(worker.url, "GET", f"/v1/claims/{claim_id}/835", headers=AUTH)[2].decode() for _ in range(2)]
+    assert len({segments_of(t, "ISA")[0][13] for t in texts}) == 2  # from the ledger's sequence
+    assert len({segments_of(t, "TRN")[0][2] for t in texts}) == 2
+    first = texts[0]
+    assert segments_of(first, "ISA")[0][15] == "T"  # the fixtures are test interchanges (ISA15 T)
+    assert segments_of(first, "NM1")[0][1:5] == ["QC", "1", "SUBSCRIBER", "PAT"]
+    acks = [request(worker.url, "POST", "/v1/x12/837?wait=5", fixture_text("01_per_diem_with_drug_paid").encode(),
+                    {**AUTH, **X12})[2] for _ in range(2)]
+    envelopes = [orjson.loads(a) for a in acks]
+    numbers = [segments_of(e[k], "ISA")[0][13] for e in envelopes for k in ("999", "277ca")]
+    assert len(numbers) == len(set(numbers)) == 4
+    assert {segments_of(e["277ca"], "ISA")[0][15] for e in envelopes} == {"T"}
+
+
 def test_fhir_claim_response(worker, posted):
     for claim_id, decisions in list(decided_claims(posted).items())[:6]:
         status, head, raw = request(worker.url, "GET", f"/v1/claims/{claim_id}/remittance", headers=AUTH)
@@ -328,6 +344,10 @@ def test_unsupported_and_malformed_interchanges_get_a_rejecting_999(worker, name
     assert status == 400 and head["Content-Type"].startswith("application/edi-x12"), raw[:300]
     ack = raw.decode()
     assert segments_of(ack, "AK9")[0][1] == "R"
+    reason = head["X-Claims-Error"]  # the 999 says it in codes; the header in words
+    assert reason.split(":")[0] in ("NOT_X12", "UNSUPPORTED_VERSION", "MALFORMED_ENVELOPE", "TR3_ERRORS"), reason
+    if name == "not X12":
+        assert reason == "NOT_X12: the interchange does not start with an ISA segment"
     report = validate(ack)
     assert report.ok, report.errors
     if "4010" in name:
@@ -336,6 +356,7 @@ def test_unsupported_and_malformed_interchanges_get_a_rejecting_999(worker, name
                                 {**AUTH, "Content-Type": "text/plain"})
     envelope = orjson.loads(raw)
     assert status == 400 and envelope["status"] == "R" and envelope["claims"] == [] and envelope["277ca"] is None
+    assert head["X-Claims-Error"] == reason
     assert segments_of(envelope["999"], "AK9") == segments_of(ack, "AK9")
 
 

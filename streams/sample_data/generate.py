@@ -460,7 +460,8 @@ C["C26-0096"] = FE("C26-0096", [
     ("2026-03-11", "J0696", [], "8", "60.00", CEF1()),
 ])
 C26_0096_LINE1_AGAIN = dict(C["C26-0096"][0], charge_amount="175.00")
-# Line 1 sent twice identically before the claim completes: the repeat is ignored.
+# Line 1 sent twice identically before the claim completes: both are answered (twice the same
+# decision) once the claim is decided (CONTRACT.md: every input message is answered).
 C["C26-0097"] = FE("C26-0097", [
     ("2026-03-12", "S9500", [], "1", "150.00", None),
     ("2026-03-12", "J0696", [], "8", "60.00", CEF1()),
