@@ -238,7 +238,12 @@ def claim_structure(claim: Any) -> set[int]:
         if problem["loc"] == ("lines",):
             if problem["type"] == "too_long":
                 raise ApiError(422, "LINE_NUMBER", f"a claim has at most {MAX_LINES} lines", field="lines")
-            raise ApiError(422, "SCHEMA", "lines must be a non-empty list of claim lines", field="lines")
+            # with no lines to check, the header fields that are missing are named here too
+            message = "lines must be a non-empty list of claim lines"
+            errors = [{"code": "SCHEMA", "field": "lines", "message": message}]
+            errors += [{"code": "SCHEMA", "field": p["loc"][0], "message": f"{p['loc'][0]} is required (a claim header field)"}
+                       for p in problems if p["type"] == "missing" and len(p["loc"]) == 1 and p["loc"][0] != "lines"]
+            raise ApiError(422, "SCHEMA", message, field="lines", errors=errors)
     return {p["loc"][1] for p in problems if len(p["loc"]) == 2 and p["loc"][0] == "lines" and p["type"] == "model_type"}
 
 

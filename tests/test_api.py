@@ -288,6 +288,13 @@ def test_invalid_claim_gets_422_naming_the_field(api, change, field, code):
         assert status == 404, "nothing of a refused claim is published"
 
 
+def test_an_empty_claim_names_every_missing_header_field(api):
+    status, _, answer = call(api.url, "POST", "/v1/claims", b"{}", {**AUTH, **JSON})
+    assert status == 422 and answer["error"]["field"] == "lines"
+    assert [(e["field"], e["code"]) for e in answer["error"]["errors"]] == [
+        ("lines", "SCHEMA"), ("claim_id", "SCHEMA"), ("form", "SCHEMA"), ("member_id", "SCHEMA"), ("provider_npi", "SCHEMA")]
+
+
 @pytest.mark.parametrize("body, code", [
     (b"{not json", "MALFORMED_JSON"), (b"\xff\xfe{}", "MALFORMED_JSON"), (b"", "MALFORMED_JSON"),
 ])
