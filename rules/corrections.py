@@ -19,9 +19,7 @@ from streams.models import (
     VOID,
     AdjudicatedLine,
     ClaimLine,
-    LineWork,
     RejectionReason,
-    build,
     evolve,
 )
 
@@ -72,29 +70,6 @@ def reversal(decision: AdjudicatedLine, by: str, now: datetime) -> AdjudicatedLi
         adjustments=[evolve(a, amount=ZERO - a.amount) for a in decision.adjustments],
         reversed_by=by,
         adjudicated_at=now,
-    )
-
-
-def voided(lw: LineWork, version: str, now: datetime) -> AdjudicatedLine:
-    """A void's line: VOIDED, nothing allowed, no adjustments, no pricing (the reversal is
-    the void's effect)."""
-    line = lw.line
-    return build(AdjudicatedLine,
-        claim_id=line.claim_id,
-        line_number=line.line_number,
-        member_id=line.member_id,
-        provider_npi=line.provider_npi,
-        procedure_code=line.procedure_code,
-        modifiers=line.modifiers,
-        service_date=line.service_date,
-        ndc11=lw.ndc11,
-        status="VOIDED",
-        allowed_amount=ZERO,
-        adjustments=[],
-        pricing=None,
-        policy_version=version,
-        adjudicated_at=now,
-        reversed_by=None,
     )
 
 

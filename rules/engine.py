@@ -246,7 +246,7 @@ def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime)
                                   for r in (stored, history.reversed.get(line.line_number)) if r is not None]
             continue
         if void:  # establishes nothing: no paid line, no units, no drug day
-            decision = corrections.voided(lw, work.policy_version, now)
+            decision = _record(lw, "VOIDED", ZERO, [], None, work.policy_version, now)  # the reversal is its effect
             outcome.decisions.append(decision)
             outcome.new_decisions.append(decision)
             continue
@@ -288,6 +288,13 @@ def _decision(lw: LineWork, denials: list[Finding], book: Rulebook, version: str
         reduction = (charge - allowed).quantize(CENT, rounding=ROUND_HALF_UP)
         adjustments = [book.adjustment("PRICE-CONTRACT-REDUCTION", reduction)] if reduction > 0 else []
         status, pricing = "PAID", lw.pricing
+    return _record(lw, status, allowed, adjustments, pricing, version, now)
+
+
+def _record(lw: LineWork, status: str, allowed: Decimal, adjustments: list, pricing: Pricing | None,
+            version: str, now: datetime) -> AdjudicatedLine:
+    """A line's decision record: the line's own fields echoed, and the outcome."""
+    line = lw.line
     return build(AdjudicatedLine,
         claim_id=line.claim_id,
         line_number=line.line_number,
