@@ -102,6 +102,9 @@ def test_completed_at_half_the_timeout_is_decided_left_incomplete_is_rejected(fr
 
 def test_a_claim_whose_line_waits_in_an_unread_partition_is_not_expired(fresh_bootstrap, tmp_path):
     pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=2)
+    # w1 takes the stopped worker's partition a session timeout after it stopped: longer than the
+    # assembly timeout, so the claim stays open past it (the harness's 6 s would tie them)
+    pipe.env["CLAIMS_SESSION_TIMEOUT_S"] = str(3 * TIMEOUT_S)
     pipe.load_reference(sample_reference())
     p1 = started(pipe, "w1")
     wait_for(lambda: ready(p1), 60, "w1 ready")

@@ -13,6 +13,7 @@ from streams import topics
 from streams.ledger import SCHEMA, Ledger
 from streams.synthetic import generate
 from tests.harness import batch_expectation, read_to_end
+from tests.test_metrics_e2e import wait_for
 from tests.test_api import AUTH, JSON, ApiPipeline, api_claims, call, timeless
 
 pytestmark = pytest.mark.broker
@@ -44,7 +45,12 @@ def setup(module_bootstrap, tmp_path_factory):
     pipe.submit(submitted)
     pipe.start()
     pipe.wait_for()
-    pipe.collect(batch_expectation(submitted, work.reference))
+    expected = batch_expectation(submitted, work.reference)
+    pipe.collect(expected)
+    # the remittance stage takes a control number per 835: the snapshot waits for the last one
+    remitted = {r["claim_id"] for r in expected if r["topic"] == topics.ADJUDICATED.name}
+    wait_for(lambda: {k.decode() for *_, k, _ in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name])} >= remitted,
+             120, "an 835 for every decided claim")
     yield pipe, work, submitted, later
     pipe.stop_all()
 
