@@ -26,7 +26,7 @@ import orjson
 from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
-from streams import api, api_models, schemas
+from streams import api, api_models, schemas, x12_api
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parent / "sample_data"
@@ -53,7 +53,7 @@ def _json(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def _x12(description: str) -> dict[str, Any]:
-    return {api.X12_MEDIA_TYPE: {"schema": {"type": "string", "pattern": "^ISA", "description": description}}}
+    return {x12_api.X12_MEDIA_TYPE: {"schema": {"type": "string", "pattern": "^ISA", "description": description}}}
 
 
 def _error(description: str, headers: dict[str, Any] | None = None, example: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def operations() -> dict[str, dict[str, Any]]:
             "summary": "A decided claim's remittance as a FHIR R4B ClaimResponse",
             "parameters": [CLAIM_ID],
             "responses": {"200": {"description": "The FHIR R4B ClaimResponse (CARCs under the X12 code systems).",
-                                  "content": {api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
+                                  "content": {x12_api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
                           **_errors(401, 404, 409, 503)}}},
         f"{api.API_PREFIX}/x12/837": {"post": {
             "operationId": "submit837", "tags": ["x12"], "summary": "Submit an 837P interchange",
@@ -170,7 +170,7 @@ def operations() -> dict[str, dict[str, Any]]:
             "parameters": [WAIT],
             "requestBody": {"required": True, "content": {
                 media: {"schema": {"type": "string"}, "example": (SAMPLES / "claims.837").read_text(encoding="ascii")}
-                for media in api.X12_MEDIA_TYPES}},
+                for media in x12_api.X12_MEDIA_TYPES}},
             "responses": {
                 "200": {"description": "The 999 accepts at least one transaction set: without `wait` the 999 (X12); "
                                        "with `wait`, every line answered in time, the JSON envelope.",

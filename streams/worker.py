@@ -64,6 +64,7 @@ def run(loglevel: str = "warning") -> None:
         logs,
         metrics,
         web,
+        x12_api,  # noqa: F401 - the /v1 X12 routes
     )
     from streams.app import app, settings
     from streams.stage import runtime

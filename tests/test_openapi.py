@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from rules.rulebook import candidate_path
-from streams import api, api_models, openapi
+from streams import api, api_models, openapi, x12_api
 from streams.app import app
 from tests import swagger_ui
 from tests.test_api import TOKEN, ApiPipeline, api_claims, call
@@ -183,11 +183,11 @@ def test_every_kind_of_answer_meets_the_document(worker):
         assert_documented("/v1/claims/simulate", "post", status, answer)
     status, head, raw = fetch(f"{worker.url}/v1/claims/{first['claim_id']}/remittance", headers)
     answer = json.loads(raw)
-    assert status == 200 and head["Content-Type"] == api.FHIR_MEDIA_TYPE and answer["resourceType"] == "ClaimResponse"
-    assert_documented("/v1/claims/{claim_id}/remittance", "get", status, answer, api.FHIR_MEDIA_TYPE)
+    assert status == 200 and head["Content-Type"] == x12_api.FHIR_MEDIA_TYPE and answer["resourceType"] == "ClaimResponse"
+    assert_documented("/v1/claims/{claim_id}/remittance", "get", status, answer, x12_api.FHIR_MEDIA_TYPE)
     x12 = (ROOT / "streams" / "sample_data" / "claims.837").read_bytes()
     status, _, answer = call(worker.url, "POST", "/v1/x12/837?wait=15", x12,
-                             {**headers, "Content-Type": api.X12_MEDIA_TYPE})
+                             {**headers, "Content-Type": x12_api.X12_MEDIA_TYPE})
     assert status == 200 and answer["claims"][0]["status"] == "DECIDED", answer
     assert_documented("/v1/x12/837", "post", status, answer)
 
