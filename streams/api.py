@@ -351,7 +351,7 @@ def _answers(q: Any, claim_id: str) -> Answers:
 
 
 def correction_state(ledger: Any, claim_id: str) -> dict[str, Any]:
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return corrections_store.state(q, claim_id)
 
 
@@ -374,7 +374,7 @@ def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, 
 
 def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
     """The line numbers of each claim that have a decision or a rejection (one transaction)."""
-    with ledger._tx() as q:  # noqa: SLF001 - a read, in the ledger's own transaction helper
+    with ledger.reading() as q:
         return _answered(q, claim_ids)
 
 
@@ -382,14 +382,14 @@ def claim_answers(ledger: Any, claim_id: str) -> Answers:
     """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
     and the claim's records (decisions and rejections, as published, plus their `topic`),
     by line number."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return _answers(q, claim_id)
 
 
 def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> dict[str, Answers]:
     """For the claims of which some wanted set of line numbers is fully answered, their
     answers; one transaction for every waiting request."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         answered = _answered(q, list(wanted))
         return {claim_id: _answers(q, claim_id) for claim_id, sets in wanted.items()
                 if any(numbers <= answered[claim_id] for numbers in sets)}
@@ -737,7 +737,7 @@ async def publish_claims(claims: Sequence[parse837.Claim]) -> None:
 
 def claims_answers(ledger: Any, claim_ids: Sequence[str]) -> dict[str, Answers]:
     """`claim_answers` for several claims, in one transaction."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return {claim_id: _answers(q, claim_id) for claim_id in dict.fromkeys(claim_ids)}
 
 
