@@ -39,6 +39,7 @@ ClaimResponses in another thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import math
@@ -410,14 +411,21 @@ def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]])
 
 class ClaimWatcher:
     """Every pending `?wait` of this process, served by one ledger call every
-    `POLL_INTERVAL_S`: one transaction finds the claims now answered and reads their
-    records, however many requests wait, so waiting costs the ledger (and its one thread,
-    shared with the agents) the same at 1 or 1,000 concurrent requests."""
+    `POLL_INTERVAL_S`, or at once when a stage of this worker has just answered a claim
+    that is waited for (`notify`; a claim another worker decides is found by the poll):
+    one transaction finds the claims now answered and reads their records, however many
+    requests wait, so waiting costs the ledger (and its one thread, shared with the
+    agents) the same at 1 or 1,000 concurrent requests."""
 
     def __init__(self, interval: float = POLL_INTERVAL_S):
         self.interval = interval
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def notify(self, claim_ids: set[str]) -> None:
+        if not claim_ids.isdisjoint(self._waiting):
+            self._wake.set()
 
     async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
         """The claim's answers once every line in `numbers` has a decision or a rejection
@@ -451,10 +459,13 @@ class ClaimWatcher:
                 for numbers, fut in self._waiting.get(claim_id, []):
                     if numbers <= have and not fut.done():
                         fut.set_result(answers)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
 
 
 watcher = ClaimWatcher()
+runtime.answer_listeners.append(watcher.notify)
 
 
 async def _in_ledger(fn: Any, *args: Any) -> Any:
