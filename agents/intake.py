@@ -10,12 +10,12 @@ from faust.types import EventT
 
 from streams import metrics, pipeline, stage, topics
 from streams.models import ClaimWork
-from streams.stage import app, runtime, settings
+from streams.stage import app, runtime
 
 
 @app.agent(stage.topic(topics.SUBMITTED), name="intake")
 async def intake(stream):
-    await stage.run(stream, "intake", topics.SUBMITTED, handle, within=settings.batch_within_s)
+    await stage.run(stream, "intake", topics.SUBMITTED, handle)
 
 
 def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:

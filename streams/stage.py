@@ -37,10 +37,9 @@ def topic(t: topics.TopicDef) -> faust.TopicT:
 
 
 async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
-              handle: Callable[[Sequence[EventT]], Awaitable[None]], within: float | None = None) -> None:
-    """The agent loop: batches of events (waiting `within` seconds at most to fill one, by
-    default the claim-level stages' short wait), one `handle` call per batch, never dying."""
-    async for events in stream.take_events(settings.batch_size, within=within or settings.claim_batch_within_s):
+              handle: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+    """The agent loop: batches of events, one `handle` call per batch, never dying."""
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         started = time.perf_counter()
         try:
             await handle(events)
