@@ -11,7 +11,7 @@ same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
 
 Why in the worker and not a separate process: the worker already owns a started Faust
 producer and the ledger connection (`runtime.in_ledger`), so a submission is one produce
-and a `?wait` is a ledger poll, with nothing else to deploy, scale or secure. Any worker
+and a `?wait` is a ledger poll (woken when this worker commits the claim), with nothing else to deploy, scale or secure. Any worker
 answers for any claim: every worker reads the same ledger, whichever worker decides.
 
 Security choices (docs/integration.md, "HTTP API"):
