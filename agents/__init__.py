@@ -1,11 +1,11 @@
 """The pipeline's Faust agents, one module per stage; importing the package registers them.
 
-    claims.lines.submitted -> intake -> claims.internal.assembled -> enrich
-      -> claims.internal.enriched -> price -> claims.internal.priced -> adjudicate
+    claims.lines.submitted -> intake -> claims.internal.assembled -> enrich (and price)
+      -> claims.internal.priced -> adjudicate
       -> claims.lines.adjudicated            (rejections -> claims.lines.rejected, DLQ -> claims.lines.dlq)
       adjudicate -> claims.internal.decided -> remittance -> claims.remittance.835 (one 835 per decided claim)
 """
 
-from agents import adjudicate, enrich, expiry, intake, price, reference, remittance
+from agents import adjudicate, enrich, expiry, intake, reference, remittance
 
-__all__ = ["adjudicate", "enrich", "expiry", "intake", "price", "reference", "remittance"]
+__all__ = ["adjudicate", "enrich", "expiry", "intake", "reference", "remittance"]

@@ -70,6 +70,7 @@ async def handle(events: Sequence[EventT]) -> None:
             await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
     results, shadows = await runtime.in_ledger(_decide_all, [work for _, work in claims])
+    runtime.answered({work.claim_id for (_, work), step in zip(claims, results) if not isinstance(step, Exception)})
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
     for (partition, work), step in zip(claims, results, strict=True):
         if isinstance(step, Exception):

@@ -1,4 +1,6 @@
-"""Stage 2: eligibility, prior authorization and drug data for every line of a claim."""
+"""Stage 2: eligibility, prior authorization and drug data for every line of a claim, then
+its price (AWP in effect or fee schedule, under the contract): two pure steps of the
+engine in one agent, so a claim makes one hop fewer between intake and adjudication."""
 
 from __future__ import annotations
 
@@ -18,5 +20,5 @@ async def enrich(stream):
 
 async def handle(events: Sequence[EventT]) -> None:
     await runtime.reference_ready.wait()
-    await stage.map_claims("enrich", topics.ASSEMBLED, topics.ENRICHED, events,
-                           lambda claim: engine.enrich(claim, runtime.reference, runtime.books))
+    await stage.map_claims("enrich", topics.ASSEMBLED, topics.PRICED, events,
+                           lambda claim: engine.price(engine.enrich(claim, runtime.reference, runtime.books), runtime.reference))

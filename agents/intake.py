@@ -38,6 +38,7 @@ async def handle(events: Sequence[EventT]) -> None:
     await runtime.reference_ready.wait()
     metrics.LINES_IN.labels("intake").inc(len(events))
     steps = await runtime.in_ledger(_accept_all, events)
+    runtime.answered({r.claim_id for step in steps for r in (*step.decisions, *step.rejections) if r.claim_id})
     assembled: dict[int, list[ClaimWork]] = defaultdict(list)
     for event, step in zip(events, steps):
         await stage.publish("intake", step, topics.SUBMITTED, event.message.key)

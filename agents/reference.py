@@ -5,7 +5,7 @@ Each worker reads every partition from the beginning with its own group-less con
 position reached the high watermark that the broker reported in a fetch response, on
 every partition: the fetch high watermark is right on the embedded broker, where
 ListOffsets (what Faust table recovery relies on) is not (broker.md, item 1). The
-enrich and price stages wait for readiness before they decide their first claim; the
+enrich stage (which also prices) waits for readiness before it decides its first claim; the
 topics themselves are the durable copy, so a restarted worker rebuilds the same view.
 """
 

@@ -21,7 +21,7 @@ from faust.types import EventT
 
 from edi.remit835 import RemittanceError
 from streams import stage, topics
-from streams.remit_models import DecidedBatch, build_835, remittance_inputs
+from streams.remit_models import DecidedBatch, build_835, remittance_inputs_all
 from streams.stage import app, runtime
 
 
@@ -32,20 +32,19 @@ async def remittance(stream):
 
 async def handle(events: Sequence[EventT]) -> None:
     channel = stage.topic(topics.REMITTANCE_835)
+    claims = []
     for event in events:
         try:
-            batch = DecidedBatch.model_validate_json(event.message.value)
+            claims += DecidedBatch.model_validate_json(event.message.value).claims
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
             await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
+    inputs = await runtime.in_ledger(remittance_inputs_all, runtime.ledger, claims)
+    for claim, (facts, number) in zip(claims, inputs, strict=True):
+        key = claim.claim_id.encode()
+        try:
+            text = build_835(claim.decisions, facts, number)
+        except RemittanceError as exc:
+            await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
+                                    error_type="remittance", target=topics.REMITTANCE_DLQ)
             continue
-        for claim in batch.claims:
-            key = claim.claim_id.encode()
-            facts, number = await runtime.in_ledger(remittance_inputs, runtime.ledger,
-                                                    [claim.claim_id, *(d.claim_id for d in claim.decisions)])
-            try:
-                text = build_835(claim.decisions, facts, number)
-            except RemittanceError as exc:
-                await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
-                                        error_type="remittance", target=topics.REMITTANCE_DLQ)
-                continue
-            await channel.send(key=key, value=text.encode())
+        await channel.send(key=key, value=text.encode())

@@ -8,7 +8,7 @@ same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
 
 Why in the worker and not a separate process: the worker already owns a started Faust
 producer and the ledger connection (`runtime.in_ledger`), so a submission is one produce
-and a `?wait` is a ledger poll, with nothing else to deploy, scale or secure. Any worker
+and a `?wait` is a ledger poll (woken when this worker commits the claim), with nothing else to deploy, scale or secure. Any worker
 answers for any claim: every worker reads the same ledger, whichever worker decides.
 
 Security choices (docs/integration.md, "HTTP API"):
@@ -31,6 +31,7 @@ the same pieces.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import math
@@ -336,7 +337,7 @@ def _answers(q: Any, claim_id: str) -> Answers:
 
 
 def correction_state(ledger: Any, claim_id: str) -> dict[str, Any]:
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return corrections_store.state(q, claim_id)
 
 
@@ -359,7 +360,7 @@ def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, 
 
 def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
     """The line numbers of each claim that have a decision or a rejection (one transaction)."""
-    with ledger._tx() as q:  # noqa: SLF001 - a read, in the ledger's own transaction helper
+    with ledger.reading() as q:
         return _answered(q, claim_ids)
 
 
@@ -367,14 +368,14 @@ def claim_answers(ledger: Any, claim_id: str) -> Answers:
     """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
     and the claim's records (decisions and rejections, as published, plus their `topic`),
     by line number."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return _answers(q, claim_id)
 
 
 def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> dict[str, Answers]:
     """For the claims of which some wanted set of line numbers is fully answered, their
     answers; one transaction for every waiting request."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         answered = _answered(q, list(wanted))
         return {claim_id: _answers(q, claim_id) for claim_id, sets in wanted.items()
                 if any(numbers <= answered[claim_id] for numbers in sets)}
@@ -395,14 +396,21 @@ def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]])
 
 class ClaimWatcher:
     """Every pending `?wait` of this process, served by one ledger call every
-    `POLL_INTERVAL_S`: one transaction finds the claims now answered and reads their
-    records, however many requests wait, so waiting costs the ledger (and its one thread,
-    shared with the agents) the same at 1 or 1,000 concurrent requests."""
+    `POLL_INTERVAL_S`, or at once when a stage of this worker has just answered a claim
+    that is waited for (`notify`; a claim another worker decides is found by the poll):
+    one transaction finds the claims now answered and reads their records, however many
+    requests wait, so waiting costs the ledger (and its one thread, shared with the
+    agents) the same at 1 or 1,000 concurrent requests."""
 
     def __init__(self, interval: float = POLL_INTERVAL_S):
         self.interval = interval
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def notify(self, claim_ids: set[str]) -> None:
+        if not claim_ids.isdisjoint(self._waiting):
+            self._wake.set()
 
     async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
         """The claim's answers once every line in `numbers` has a decision or a rejection
@@ -436,10 +444,13 @@ class ClaimWatcher:
                 for numbers, fut in self._waiting.get(claim_id, []):
                     if numbers <= have and not fut.done():
                         fut.set_result(answers)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
 
 
 watcher = ClaimWatcher()
+runtime.answer_listeners.append(watcher.notify)
 
 
 async def _in_ledger(fn: Any, *args: Any) -> Any:

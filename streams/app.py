@@ -18,7 +18,7 @@ settings = Settings()
 
 
 def _tune_fetch_wait() -> None:
-    """Faust hard-codes the consumer's fetch_max_wait_ms at 1500: with four hops that alone
+    """Faust hard-codes the consumer's fetch_max_wait_ms at 1500: with three hops that alone
     adds seconds of latency when a partition is momentarily empty. Use the configured wait."""
     from faust.transport.drivers import aiokafka as driver
 

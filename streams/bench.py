@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from streams import client, passthrough, topics
 from streams.admin import TopicSpec, ensure_topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_broker import KafkaCluster
+from streams.models import HEADER_FIELDS
 from streams.pipeline import run_batch, utcnow
 from streams.settings import Settings
 from streams.synthetic import Workload, generate
@@ -43,6 +45,8 @@ class RunFigures:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    claim_p50_ms: float  # from the claim's last line sent to each of its lines answered
+    claim_p99_ms: float
     worker_cpu_s: float
     worker_cpu_ms_per_line: float
     broker_cpu_s: float
@@ -129,15 +133,103 @@ def _measure(name: str, bootstrap: str, procs: list[int], broker_pid: int | None
     seconds = time.monotonic() - t0
     done = [k for k in want if k in received]
     lat = [(received[k] - sent[k]) * 1000 for k in done]
+    last_sent: dict = {}
+    for key, at in sent.items():
+        if key is not None:
+            last_sent[key[0]] = max(at, last_sent.get(key[0], at))
+    claim_lat = [(received[k] - last_sent[k[0]]) * 1000 for k in done if k[0] in last_sent]
     cpu = sum(_cpu_seconds(p) for p in procs) - cpu0
     return RunFigures(
         name=name, lines=len(done), seconds=round(seconds, 2), lines_per_s=round(len(done) / seconds, 1),
         p50_ms=round(_percentile(lat, 0.50), 1), p95_ms=round(_percentile(lat, 0.95), 1), p99_ms=round(_percentile(lat, 0.99), 1),
+        claim_p50_ms=round(_percentile(claim_lat, 0.50), 1), claim_p99_ms=round(_percentile(claim_lat, 0.99), 1),
         worker_cpu_s=round(cpu, 2), worker_cpu_ms_per_line=round(cpu * 1000 / max(len(done), 1), 3),
         broker_cpu_s=round((_cpu_seconds(broker_pid) - bcpu0) if broker_pid else float("nan"), 2),
         worker_peak_rss_mb=round(max(_peak_rss_mb(p) for p in procs), 1),
         broker_peak_rss_mb=round(_peak_rss_mb(broker_pid), 1) if broker_pid else float("nan"),
     )
+
+
+#: round trips of one claim through `POST /v1/claims?wait` on the idle pipeline
+WAIT_ROUND_TRIPS = 20
+
+
+def _wait_claim(work: Workload, size: int = 5) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and lines (API request shape) of the workload's first original claim of
+    `size` lines that passes the front end."""
+    claims: dict[str, list[dict[str, Any]]] = {}
+    for raw in work.lines:
+        try:
+            obj = frontend.parse(raw)
+        except frontend.NotAnObject:
+            continue
+        if isinstance(obj.get("claim_id"), str):
+            claims.setdefault(obj["claim_id"], []).append(obj)
+    header_fields = {"claim_id", *HEADER_FIELDS} - {"line_count"}
+    for lines in claims.values():
+        if (len(lines) == size == lines[0].get("line_count") and lines[0].get("claim_frequency", "1") == "1"
+                and not any(isinstance(frontend.validate(line), list) for line in lines)):
+            header = {k: v for k, v in lines[0].items() if k in header_fields}
+            return header, [{k: v for k, v in line.items() if k not in header_fields and k != "line_count"} for line in lines]
+    raise RuntimeError(f"the workload has no clean {size}-line claim")
+
+
+def _wait_round_trips(port: int, token: str, work: Workload, n: int = WAIT_ROUND_TRIPS) -> dict[str, Any]:
+    """`POST /v1/claims?wait=10` of one 5-line claim (a new claim_id each time), one at a
+    time on the otherwise idle pipeline: milliseconds from request to the decided answer."""
+    header, lines = _wait_claim(work)
+    times, undecided = [], 0
+    for i in range(n):
+        body = orjson.dumps({**header, "claim_id": f"BENCH-WAIT-{os.getpid()}-{i:03d}", "lines": lines})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/claims?wait=10", data=body, method="POST", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        t = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=15) as r:  # noqa: S310 - loopback
+            r.read()
+            undecided += r.status != 200
+        times.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.2)
+    return {"round_trips": n, "undecided": undecided, "min_ms": round(min(times), 1),
+            "p50_ms": round(_percentile(times, 0.50), 1), "p99_ms": round(_percentile(times, 0.99), 1)}
+
+
+#: issue 13's targets: (figure, goal, the run's value, the baseline's value or None, met?)
+Target = tuple[str, str, float, float | None, bool | None]
+
+
+def targets(figures: dict[str, Any]) -> list[Target]:
+    """Every target beside the baseline's figure; `met` is None where this run's shape
+    (max rate or a fixed rate) does not measure it."""
+    run, base, wait = figures.get("pipeline", {}), figures.get("baseline") or {}, figures.get("wait", {})
+    burst, paced = figures["rate"] == 0, 0 < figures["rate"] <= 300
+    rows: list[Target] = []
+    if run:
+        rows += [
+            ("lines/s end to end", ">= 3,000", run["lines_per_s"], base.get("lines_per_s"),
+             run["lines_per_s"] >= 3000 if burst else None),
+            ("worker CPU ms/line", "<= 0.3", run["worker_cpu_ms_per_line"], base.get("worker_cpu_ms_per_line"),
+             run["worker_cpu_ms_per_line"] <= 0.3 if burst else None),
+            ("p99 ms, claim's last line to its decisions", "<= 250 at 300/s", run["claim_p99_ms"],
+             base.get("claim_p99_ms"), run["claim_p99_ms"] <= 250 if paced else None),
+        ]
+    if wait:
+        rows += [("POST /v1/claims?wait p50 ms (idle)", "<= 100", wait["p50_ms"], None, wait["p50_ms"] <= 100 and not wait["undecided"]),
+                 ("POST /v1/claims?wait p99 ms (idle)", "<= 250", wait["p99_ms"], None, wait["p99_ms"] <= 250 and not wait["undecided"])]
+    rows.append(("pure engine lines/s, one core", ">= 50,000", figures["engine_lines_per_s"], None,
+                 figures["engine_lines_per_s"] >= 50_000))
+    return rows
+
+
+def _settle(pids: list[int], quiet_cpu_s: float = 0.05, timeout: float = 30) -> None:
+    """Wait until the processes are idle (under `quiet_cpu_s` of CPU in half a second):
+    a worker is ready before it has finished warming up (the X12 maps, about 1-2 s of
+    CPU), which would otherwise count as the first lines' cost."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(_cpu_seconds(p) for p in pids)
+        time.sleep(0.5)
+        if sum(_cpu_seconds(p) for p in pids) - before < quiet_cpu_s:
+            return
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -252,11 +344,13 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
                                                orjson.dumps(r)) for t, rows in work.reference.items() for r in rows]))
             env = {"CLAIMS_BOOTSTRAP_SERVERS": boot, "CLAIMS_PARTITIONS": str(partitions), "CLAIMS_DATA_DIR": str(workdir / "data"),
                    "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}", "CLAIMS_APP_ID": f"bench-{os.getpid()}",
+                   "CLAIMS_API_TOKEN": (token := secrets.token_hex(16)),
                    **({"CLAIMS_SHADOW_RULEBOOK": str(shadow)} if shadow else {})}
             if baseline:
                 say("baseline: a 4-hop Faust pass-through ...")
                 procs = [_spawn(["-m", "streams.passthrough"], env, workdir / "passthrough.log")]
                 time.sleep(9)  # first assignment takes about session_timeout/2 + 1 s
+                _settle([p.pid for p in procs])
                 try:
                     base = _measure("pass-through (4 hops)", boot, [p.pid for p in procs], broker_pid, work.lines, rate,
                                     passthrough.TOPICS[0], [passthrough.TOPICS[-1]], _line_key, timeout)
@@ -270,8 +364,12 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
             try:
                 for port, proc in zip(ports, procs):
                     _wait_ready(port, proc)
+                _settle([p.pid for p in procs])
                 run = _measure("pipeline", boot, [p.pid for p in procs], broker_pid, work.lines, rate,
                                topics.SUBMITTED.name, [topics.ADJUDICATED.name, topics.REJECTED.name], _output_key, timeout)
+                say(f"single claims through POST /v1/claims?wait, {WAIT_ROUND_TRIPS} round trips on the idle pipeline ...")
+                time.sleep(1)
+                figures["wait"] = _wait_round_trips(ports[0], token, work)
             finally:
                 _stop(procs)
             figures["pipeline"] = asdict(run)

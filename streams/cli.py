@@ -249,7 +249,7 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from streams.bench import run_bench
+    from streams.bench import run_bench, targets
 
     if engine not in ("tansu", "kafka"):
         fail(f"--engine must be tansu or kafka, not {engine!r}")
@@ -265,7 +265,7 @@ def bench(
         table.add_column(r["name"], justify="right")
     if len(runs) == 2:
         table.add_column("ratio", justify="right")
-    for key in ("lines", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "worker_cpu_s",
+    for key in ("lines", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms", "worker_cpu_s",
                 "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb"):
         cells = [str(r[key]) for r in runs]
         if len(runs) == 2:
@@ -274,6 +274,16 @@ def bench(
     console.print(table)
     console.print(f"pure engine: {figures['engine_lines_per_s']:,} lines/s on one core; "
                   f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s")
+    if "wait" in figures:
+        w = figures["wait"]
+        console.print(f"POST /v1/claims?wait, one 5-line claim at a time on the idle pipeline: {w['round_trips']} round trips, "
+                      f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
+    goals = Table(title="issue 13's targets (met: - where this run's shape does not measure it)")
+    for column in ("target", "goal", "pipeline", "pass-through", "met"):
+        goals.add_column(column, justify="left" if column == "target" else "right")
+    for name, goal, value, base, met in targets(figures):
+        goals.add_row(name, goal, f"{value:,}", "" if base is None else f"{base:,}", "-" if met is None else "yes" if met else "NO")
+    console.print(goals)
     if shadow:
         console.print(f"Monitor Mode adds {figures['shadow_us_per_line']} us of CPU per line (the candidate's decision "
                       f"and the comparison, pure engine)")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -34,6 +34,7 @@ from streams import corrections_store
 from streams.ledger_schema import SCHEMA
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
 from streams.remit_models import remittance_facts
+from streams.writer_gate import WriterGate
 
 
 class _Undo(Exception):
@@ -66,12 +67,15 @@ class Ledger:
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 
+    BUSY_TIMEOUT_S = 60.0
+
     def __init__(self, url: str):
         self.url = url
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         self._lock = threading.RLock()
         self._depth = 0
         self._conn: Any = None
+        self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/writer_gate.py)
         with self._lock:
             self._connect()
 
@@ -93,7 +97,10 @@ class Ledger:
                 path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
                 if path not in ("", ":memory:"):
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False, timeout=60)
+                    if self._gate is None:
+                        self._gate = WriterGate(path)
+                self._conn = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False,
+                                             timeout=self.BUSY_TIMEOUT_S)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(SCHEMA)
@@ -112,14 +119,19 @@ class Ledger:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._gate is not None:
+                self._gate.close()
+                self._gate = None
 
     @contextmanager
-    def transaction(self) -> Iterator[Callable[..., Any]]:
+    def transaction(self, write: bool = True) -> Iterator[Callable[..., Any]]:
         """A write transaction; yields `q(sql, *params)` returning the cursor.
 
         Nested inside another one it is a savepoint: each operation stays atomic on its
         own, and the agents wrap a whole batch of them in one outer transaction, so a
-        batch costs one commit (a crash rolls the batch back; its messages come again)."""
+        batch costs one commit (a crash rolls the batch back; its messages come again).
+        `write=False` (a reader): on SQLite a deferred transaction, which in WAL mode reads
+        a snapshot without waiting for the write lock the other workers take in turn."""
         with self._lock:
             if self._conn is None:
                 self._connect()
@@ -131,15 +143,16 @@ class Ledger:
                     with conn.transaction():
                         yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
                 else:
-                    conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE")
-                    try:
-                        yield lambda sql, *p: conn.execute(sql, p)
-                    except BaseException:
-                        conn.execute(f"ROLLBACK TO s{depth}" if depth else "ROLLBACK")
-                        if depth:
-                            conn.execute(f"RELEASE s{depth}")
-                        raise
-                    conn.execute(f"RELEASE s{depth}" if depth else "COMMIT")
+                    with self._gate.turn(self.BUSY_TIMEOUT_S) if write and not depth and self._gate else nullcontext():
+                        conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE" if write else "BEGIN")
+                        try:
+                            yield lambda sql, *p: conn.execute(sql, p)
+                        except BaseException:
+                            conn.execute(f"ROLLBACK TO s{depth}" if depth else "ROLLBACK")
+                            if depth:
+                                conn.execute(f"RELEASE s{depth}")
+                            raise
+                        conn.execute(f"RELEASE s{depth}" if depth else "COMMIT")
             except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
                 if depth == 0:
                     self._drop_broken()
@@ -148,6 +161,10 @@ class Ledger:
                 self._depth = depth
 
     _tx = transaction  # tests read the ledger's tables through it
+
+    def reading(self) -> Any:
+        """A read-only transaction (see `transaction`)."""
+        return self.transaction(write=False)
 
     @contextmanager
     def rolled_back(self) -> Iterator[Callable[..., Any]]:
@@ -371,14 +388,14 @@ class Ledger:
     def all_read_to_end(self, partitions: int, since: float) -> bool:
         """Whether every input partition was read to the end by its owner since `since`: a
         claim's lines may sit in any partition, so expiry waits for all of them."""
-        with self.transaction() as q:
+        with self.reading() as q:
             fresh = q("SELECT COUNT(*) FROM input_progress WHERE input_partition < ? AND read_to_end_at >= ?",
                       partitions, since).fetchone()[0]
         return fresh >= partitions
 
     def outbox(self, limit: int = 1000) -> list[RejectedLine]:
         """Timer-made rejections not yet known to be published."""
-        with self.transaction() as q:
+        with self.reading() as q:
             rows = q(f"SELECT body FROM outbox ORDER BY claim_id, line_number LIMIT {int(limit)}").fetchall()
         return [_load_rejection(r[0]) for r in rows]
 
@@ -388,7 +405,7 @@ class Ledger:
                 q("DELETE FROM outbox WHERE claim_id = ? AND line_number = ?", r.claim_id, r.line_number)
 
     def open_claims(self) -> int:
-        with self.transaction() as q:
+        with self.reading() as q:
             return q("SELECT COUNT(*) FROM claims WHERE status = 'OPEN'").fetchone()[0]
 
     # --- adjudication -----------------------------------------------------------------------------
@@ -482,19 +499,19 @@ class Ledger:
     def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
         """What the 837 said about the lines of these claims that their 835 answers with."""
         out: dict[tuple[str, int], dict[str, Any]] = {}
-        with self.transaction() as q:
+        with self.reading() as q:
             for claim_id in dict.fromkeys(claim_ids):
                 for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
                     out[(claim_id, int(number))] = orjson.loads(body)
         return out
 
     def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
-        with self.transaction() as q:
+        with self.reading() as q:
             rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
 
     def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
-        with self.transaction() as q:
+        with self.reading() as q:
             rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
                      authorization_number).fetchall()
         return [(c, n, Decimal(u)) for c, n, u in rows]

@@ -10,7 +10,7 @@ are PHI/PII and unbounded: they never become label values (put them in logs).
 
 Label values, as the rest of the code must use them:
 
-- ``stage``: one of ``STAGES`` (intake, enrich, price, adjudicate, expiry).
+- ``stage``: one of ``STAGES`` (intake, enrich, adjudicate, expiry, remittance).
 - ``outcome``: one of ``OUTCOMES`` (forwarded, adjudicated, rejected, dlq).
 - ``status``: ``PAID``, ``DENIED``, ``REVERSED`` or ``VOIDED``, as in the published record.
 - ``kind``: ``replacement`` (claim frequency 7) or ``void`` (8).
@@ -70,7 +70,7 @@ __all__ = [
 
 REGISTRY = CollectorRegistry()
 
-STAGES = ("intake", "enrich", "price", "adjudicate", "expiry", "remittance")
+STAGES = ("intake", "enrich", "adjudicate", "expiry", "remittance")
 OUTCOMES = ("forwarded", "adjudicated", "rejected", "dlq")
 STATUSES = ("PAID", "DENIED", "REVERSED", "VOIDED")
 CORRECTION_KINDS = ("replacement", "void")

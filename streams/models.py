@@ -101,20 +101,31 @@ class _Output(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: BaseModel's slots, set through their descriptors (frozen models refuse `setattr`)
+_SET_DICT, _SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
+    BaseModel.__dict__[name].__set__ for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"))
+
+
+def _built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
+    obj = object.__new__(cls)
+    _SET_DICT(obj, values)
+    _SET_FIELDS_SET(obj, set(values))
+    _SET_EXTRA(obj, None)
+    _SET_PRIVATE(obj, None)
+    return obj
+
+
 def build(cls: type[ModelT], **values: Any) -> ModelT:
     """Construct a model from values the engine computed itself, skipping validation (the
     engine's hot path; `model_construct` costs ~15 us). Every field must be given."""
-    obj = object.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
+    return _built(cls, values)
 
 
 def evolve(model: ModelT, **changes: Any) -> ModelT:
     """A copy of a trusted model with some fields changed, without validation."""
-    return build(type(model), **{**model.__dict__, **changes})
+    values = model.__dict__.copy()
+    values.update(changes)
+    return _built(type(model), values)
 
 
 #: claim frequency codes (CMS-1500 item 22 / 837P CLM05-3): original, replacement, void

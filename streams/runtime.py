@@ -30,6 +30,8 @@ class Runtime:
         self.ledger_ok = False
         self.broker_ok = False
         self._inflight: list[float] = []  # start times of ledger calls waiting on the thread
+        #: told the claim ids a stage has just answered (committed): the API's `?wait`
+        self.answer_listeners: list[Callable[[set[str]], None]] = []
         # One thread owns the ledger connection: the event loop never blocks on it.
         self._ledger_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
 
@@ -60,6 +62,11 @@ class Runtime:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def answered(self, claim_ids: set[str]) -> None:
+        """Claims whose decisions or rejections the ledger has just committed."""
+        for listener in self.answer_listeners:
+            listener(claim_ids)
 
     def ledger_reachable(self) -> bool:
         """The last call succeeded and none has been waiting on the store for long (a

@@ -54,9 +54,10 @@ class Settings(BaseSettings):
     group_instance_id: str | None = Field(None, description="Static group membership id (pod name).")
     assembly_timeout_s: float = Field(30.0, gt=0, description="An incomplete claim is rejected after this long.")
     batch_size: int = Field(200, ge=1, le=10_000, description="Messages an agent takes at once.")
-    batch_within_s: float = Field(0.05, gt=0, description="How long an agent waits to fill a batch.")
-    producer_linger_ms: int = Field(20, ge=0, description="Producer batching window; fewer, larger produce requests.")
-    fetch_max_wait_ms: int = Field(100, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500).")
+    batch_within_s: float = Field(0.02, gt=0, description="How long an agent waits to fill a batch (latency against CPU per line).")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer batching window; fewer, larger produce requests.")
+    fetch_max_wait_ms: int = Field(
+        10, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500; the embedded broker holds it that long).")
     commit_interval_s: float = Field(
         2.8, gt=0, le=60, description="How often offsets are committed; a crash replays about this much work.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

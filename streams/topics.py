@@ -45,7 +45,6 @@ SHADOW_DIFFERENCES = TopicDef("claims.shadow.differences", "claim_id", ShadowDif
 REMITTANCE_835 = TopicDef("claims.remittance.835", "claim_id", None)
 
 ASSEMBLED = TopicDef("claims.internal.assembled", "none (partition = input partition)", ClaimBatch, internal=True)
-ENRICHED = TopicDef("claims.internal.enriched", "none (partition = input partition)", ClaimBatch, internal=True)
 PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)", ClaimBatch, internal=True)
 #: adjudicate -> remittance: the decisions of the claims a batch decided
 DECIDED = TopicDef("claims.internal.decided", "none (partition = input partition)", DecidedBatch, internal=True)
@@ -61,5 +60,5 @@ REFERENCE = {
 }
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
-ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, ASSEMBLED, ENRICHED, PRICED, DECIDED,
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, ASSEMBLED, PRICED, DECIDED,
        *REFERENCE.values())

@@ -177,7 +177,7 @@ async def publish_claims(claims: Sequence[parse837.Claim]) -> None:
 
 def claims_answers(ledger: Any, claim_ids: Sequence[str]) -> dict[str, Answers]:
     """`claim_answers` for several claims, in one transaction."""
-    with ledger._tx() as q:  # noqa: SLF001
+    with ledger.reading() as q:
         return {claim_id: _answers(q, claim_id) for claim_id in dict.fromkeys(claim_ids)}
 
 

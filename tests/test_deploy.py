@@ -46,7 +46,6 @@ STREAM_TOPICS = {
     "claims.lines.rejected",
     "claims.lines.dlq",
     "claims.internal.assembled",
-    "claims.internal.enriched",
     "claims.internal.priced",
     "claims.internal.decided",
     "claims.remittance.835",

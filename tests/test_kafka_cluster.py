@@ -36,7 +36,7 @@ from tests.test_faults import _chunks, _ready, _unit_usage, _wait
 
 pytestmark = pytest.mark.broker
 
-INPUT_AND_INTERNAL = [topics.SUBMITTED.name, "claims.internal.assembled", "claims.internal.enriched",
+INPUT_AND_INTERNAL = [topics.SUBMITTED.name, "claims.internal.assembled",
                       "claims.internal.priced"]
 ALL = [t.name for t in topics.ALL]
 
