@@ -43,16 +43,17 @@ def _shadow(work: ClaimWork, seen: list[ShadowResult]) -> pipeline.Observer | No
     return observe
 
 
-def _decide_all(claims: Sequence[ClaimWork]) -> tuple[list[pipeline.Step | Exception], list[ShadowResult]]:
-    """Every claim in one ledger transaction; with a candidate rulebook (Monitor Mode) each is
-    also decided under it, from the same history, recording nothing."""
+def _decide_all(claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> tuple[list[pipeline.Step | Exception], list[ShadowResult]]:
+    """Every claim, with the (partition, offset) of the message that carried it, in one
+    ledger transaction; with a candidate rulebook (Monitor Mode) each is also decided under
+    it, from the same history, recording nothing."""
     out: list[pipeline.Step | Exception] = []
     shadows: list[ShadowResult] = []
     with runtime.ledger.transaction():
-        for work in claims:
+        for source, work in claims:
             seen: list[ShadowResult] = []
             try:
-                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, _shadow(work, seen)))
+                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, _shadow(work, seen), source))
                 shadows += seen  # only once the claim's own savepoint holds
             except pipeline.LedgerUnavailable:
                 raise
@@ -65,14 +66,14 @@ async def handle(events: Sequence[EventT]) -> None:
     claims = []
     for event in events:
         try:
-            claims += [(event.message.partition, claim) for claim in stage.decode_batch(event).claims]
+            claims += [((event.message.partition, event.message.offset), claim) for claim in stage.decode_batch(event).claims]
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
             await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
-    results, shadows = await runtime.in_ledger(_decide_all, [work for _, work in claims])
+    results, shadows = await runtime.in_ledger(_decide_all, claims)
     runtime.answered({work.claim_id for (_, work), step in zip(claims, results) if not isinstance(step, Exception)})
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
-    for (partition, work), step in zip(claims, results, strict=True):
+    for ((partition, _), work), step in zip(claims, results, strict=True):
         if isinstance(step, Exception):
             await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)
             continue

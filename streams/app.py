@@ -38,6 +38,30 @@ def _tune_fetch_wait() -> None:
 _tune_fetch_wait()
 
 
+def _commit_before_revoke() -> None:
+    """Faust forgets the acknowledged offsets of revoked partitions *before* it waits for
+    the streams and commits (`Consumer.on_partitions_revoked`), so every rebalance handed the
+    new owner everything since the last periodic commit (up to a commit interval per
+    partition, on every stage). Commit what the streams acknowledged first. Not with
+    exactly_once: there the offsets belong to the transactions Faust commits itself."""
+    from faust.transport.consumer import Consumer
+
+    revoke = Consumer.on_partitions_revoked
+    if getattr(revoke, "_claims_tuned", False):
+        return
+
+    async def on_partitions_revoked(self, revoked):
+        if not self.app.in_transaction and self.assignment():
+            await self.commit()
+        await revoke(self, revoked)
+
+    on_partitions_revoked._claims_tuned = True
+    Consumer.on_partitions_revoked = on_partitions_revoked
+
+
+_commit_before_revoke()
+
+
 def create_app(s: Settings) -> faust.App:
     return faust.App(
         s.app_id,

@@ -215,8 +215,11 @@ class Ledger:
         re-deliveries (no offset)."""
         claim_id, number = line.key
         seen = now.timestamp()
+        source = None if partition is None or offset is None else (partition, offset)
         with self.transaction() as q:
             status, reason = self._claim_row(q, claim_id, seen, partition)
+            if status == "REJECTED" and source is not None and _settled_by(q, claim_id) == source:
+                return self._all_rejections(q, claim_id)
             if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
                 stored = self._stored_answer(q, claim_id, number, now)
                 if stored is not None:
@@ -242,7 +245,7 @@ class Ledger:
             if number in lines:
                 if lines[number] != line:
                     return self._reject_claim(q, claim_id, rows, (line.key, original), "DUPLICATE_LINE_NUMBER", "line_number",
-                                              f"line number {number} was submitted twice with different content", now)
+                                              f"line number {number} was submitted twice with different content", now, source)
                 if not redelivered:
                     self._count_repeat(q, claim_id, number)
                 return Intake()
@@ -251,7 +254,7 @@ class Ledger:
                 conflicts = [f for f in first.header() if getattr(first, f) != getattr(line, f)]
                 if conflicts:
                     return self._reject_claim(q, claim_id, rows, (line.key, original), "HEADER_MISMATCH", ",".join(conflicts),
-                                              f"claim header fields differ between lines: {', '.join(conflicts)}", now)
+                                              f"claim header fields differ between lines: {', '.join(conflicts)}", now, source)
             q("INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES (?, ?, ?, ?)",
               claim_id, number, _dumps(line), orjson.dumps(original, default=str).decode())
             lines[number] = line
@@ -285,13 +288,17 @@ class Ledger:
         return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",
                                   "the claim is already complete; submit corrections as a new claim", now)
 
-    def reject_invalid(self, key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> Intake:
+    def reject_invalid(self, key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime,
+                       source: tuple[int, int] | None = None) -> Intake:
         """A line that failed the front-end checks. With a usable claim id, the claim it
-        belongs to is rejected too, unless that claim is already adjudicated."""
+        belongs to is rejected too, unless that claim is already adjudicated. `source`: the
+        message's (partition, offset), as for `accept`."""
         claim_id, number = key
         if claim_id is None:
             return Intake(rejections=[_rejection(key, original, reasons, now)])
         with self.transaction() as q:
+            if source is not None and _settled_by(q, claim_id) == source:
+                return self._all_rejections(q, claim_id)
             if number is not None:
                 stored = self._stored_answer(q, claim_id, number, now)
                 if stored is not None and stored.rejections:
@@ -307,7 +314,7 @@ class Ledger:
             if status == "OPEN":
                 rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
                 out = self._reject_claim(q, claim_id, rows, None, "CLAIM_REJECTED", "line_number",
-                                         f"line {number} of this claim was rejected; resubmit the whole claim", now)
+                                         f"line {number} of this claim was rejected; resubmit the whole claim", now, source)
             if number is not None:
                 self._store_rejection(q, rejection)
             out.rejections.append(rejection)
@@ -324,11 +331,15 @@ class Ledger:
             return Intake(rejections=[_restamp_rejection(row[0], now)])
         return None
 
-    def _reject_claim(self, q, claim_id: str, rows, this, code: str, fld: str, message: str, now: datetime) -> Intake:
+    def _reject_claim(self, q, claim_id: str, rows, this, code: str, fld: str, message: str, now: datetime,
+                      source: tuple[int, int] | None = None) -> Intake:
         """Reject every waiting line of the claim (and `this` line) and close the claim; lines
-        that arrive later get the same reason, whatever order the lines came in."""
+        that arrive later get the same reason, whatever order the lines came in. The waiting
+        lines' own messages were handled before: only a re-delivery of `source`, the message
+        that rejected the claim, can answer for them again (a crash before they were published)."""
         reason = RejectionReason(code=code, field=fld, message=message)
         q("UPDATE claims SET status = 'REJECTED', reason = ? WHERE claim_id = ?", _dumps(reason), claim_id)
+        _settle(q, claim_id, source)
         repeats = self._repeats(q, claim_id)
         items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows for _ in range(1 + repeats.get(n, 0))]
         if this is not None:
@@ -336,6 +347,11 @@ class Ledger:
         q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
         q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
         return self._reject_lines(q, items, code, fld, message, now)
+
+    @staticmethod
+    def _all_rejections(q, claim_id: str) -> Intake:
+        rows = q("SELECT body FROM rejections WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+        return Intake(rejections=[_restamp_rejection(r[0], datetime.now(UTC)) for r in rows])
 
     def _reject_lines(self, q, items, code: str, fld: str, message: str, now: datetime) -> Intake:
         out = Intake()
@@ -410,11 +426,15 @@ class Ledger:
 
     # --- adjudication -----------------------------------------------------------------------------
 
-    def decide(self, work: ClaimWork, run: Callable[[History], Outcome]) -> Intake | None:
+    def decide(self, work: ClaimWork, run: Callable[[History], Outcome],
+               source: tuple[int, int] | None = None) -> Intake | None:
         """Decide one assembled claim in one transaction: its decisions (after the reversals
         a replacement or void made), or the rejection of a correction that fails its check.
         Returns None when the claim was rejected in the meantime (its lines were answered
-        then)."""
+        then). `source` is the (partition, offset) of the message that carried the claim: a
+        decided claim is answered again only by the message that decided it (its
+        re-delivery); another copy (an earlier stage's replay forwarded it again) gets an
+        empty answer, as that message's own replay answers for the claim."""
         claim_id, member = work.claim_id, work.member_id
         head = work.lines[0].line
         with self.transaction() as q:
@@ -424,6 +444,10 @@ class Ledger:
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
             row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            if row is not None and row[0] == "DECIDED" and source is not None:
+                by = _settled_by(q, claim_id)
+                if by is not None and by != source:
+                    return Intake()
             if row is not None and row[0] == "REJECTED":
                 if not corrections_store.rejected_when_adjudicated(row[1]):
                     return None
@@ -471,6 +495,7 @@ class Ledger:
                 q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            _settle(q, claim_id, source)
             for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
@@ -515,6 +540,18 @@ class Ledger:
             rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
                      authorization_number).fetchall()
         return [(c, n, Decimal(u)) for c, n, u in rows]
+
+
+def _settled_by(q, claim_id: str) -> tuple[int, int] | None:
+    """The (partition, offset) of the message that decided or rejected the claim, if known."""
+    row = q("SELECT source_partition, source_offset FROM settled_by WHERE claim_id = ?", claim_id).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _settle(q, claim_id: str, source: tuple[int, int] | None) -> None:
+    if source is not None:
+        q("INSERT INTO settled_by (claim_id, source_partition, source_offset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+          claim_id, *source)
 
 
 def _restamp_decision(body: str, now: datetime) -> AdjudicatedLine:

@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS claim_messages (
     PRIMARY KEY (input_partition, input_offset)
 );
 CREATE INDEX IF NOT EXISTS claim_messages_claim ON claim_messages (claim_id);
+CREATE TABLE IF NOT EXISTS settled_by (
+    claim_id TEXT PRIMARY KEY,         -- the message that decided the claim (claims.internal.priced) or
+    source_partition INTEGER NOT NULL, -- rejected it (claims.lines.submitted): its re-delivery answers for
+    source_offset BIGINT NOT NULL      -- the whole claim again, another copy does not (issue 12)
+);
 CREATE TABLE IF NOT EXISTS remittance_lines (
     claim_id TEXT NOT NULL,           -- what the 837 said that the 835 answers with (REF*6R, SV101-7,
     line_number INTEGER NOT NULL,     -- patient name, SBR09, ISA15), kept once its claim_lines row goes

@@ -64,7 +64,8 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
         return step
     checked = frontend.validate(obj)
     if isinstance(checked, list):
-        step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now))
+        source = None if partition is None or offset is None else (partition, offset)
+        step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now, source))
         return step
     result = ledger.accept(checked, obj, now, partition, offset)
     step.absorb(result)
@@ -78,12 +79,14 @@ def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Ruleboo
 Observer = Callable[[engine.History, engine.Outcome], None]
 
 
-def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Observer | None = None) -> Step:
+def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Observer | None = None,
+               source: tuple[int, int] | None = None) -> Step:
     """Claim-day edits, duplicates and authorized units against the ledger, in one
     transaction; for a replacement or void, first the check of its original and the
     reversals (published before the claim's own decisions), or the rejection of every line.
     `observe` (Monitor Mode) sees the history the claim was decided against and the outcome,
-    and records nothing."""
+    and records nothing. `source`: the (partition, offset) of the message that carried the
+    claim (`Ledger.decide`: another copy of a decided claim gets nothing)."""
     now = utcnow()
 
     def run(history: engine.History) -> engine.Outcome:
@@ -93,7 +96,7 @@ def adjudicate(ledger: Ledger, work: ClaimWork, books: Rulebooks, observe: Obser
         return outcome
 
     step = Step()
-    decided = ledger.decide(work, run)
+    decided = ledger.decide(work, run, source)
     if decided is not None:
         step.absorb(decided)
     return step

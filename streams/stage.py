@@ -39,7 +39,10 @@ def topic(t: topics.TopicDef) -> faust.TopicT:
 async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
               handle: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
     """The agent loop: batches of events, one `handle` call per batch, never dying."""
+    uncommitted: set = set()
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        if uncommitted:
+            await _commit_new_partitions(uncommitted)
         started = time.perf_counter()
         try:
             await handle(events)
@@ -48,6 +51,20 @@ async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
             for event in events:
                 await dead_letter(stage, source, event.message.value, event.message.key, exc)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        uncommitted = {event.message.tp for event in events} - _committed()
+
+
+def _committed() -> set:
+    """The partitions this worker holds a committed offset for."""
+    return {tp for tp, offset in app.consumer._committed_offset.items() if offset is not None}  # noqa: SLF001
+
+
+async def _commit_new_partitions(tps: set) -> None:
+    """Commit at once (the previous batch is acknowledged by now) when a partition had no
+    committed offset yet: a crash before the first periodic commit would have the group read
+    it again from the beginning, however long ago that was, and not just one commit interval."""
+    if tps - _committed():
+        await app.consumer.commit()
 
 
 class CommitSensor(faust.Sensor):

@@ -112,9 +112,10 @@ def accept(ledger: Ledger, obj: dict[str, Any], seconds: float = 0.0) -> Intake:
     return ledger.accept(ClaimLine.model_validate(obj), obj, at(seconds))
 
 
-def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0) -> list[AdjudicatedLine] | None:
+def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0,
+           source: tuple[int, int] | None = None) -> list[AdjudicatedLine] | None:
     work = engine.price(engine.enrich(engine.start(lines, BOOKS, now), REF, BOOKS), REF)
-    decided = ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now))
+    decided = ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now), source)
     return None if decided is None else decided.decisions
 
 
@@ -208,6 +209,28 @@ def test_redelivered_last_line_after_assembly_reforwards_the_claim(ledger: Ledge
     second = decide(ledger, again.assembled, T0 + timedelta(seconds=1))
     assert all(same_but_time(a, b) for a, b in zip(first, second, strict=True))
     assert snapshot(ledger) == before
+
+
+def test_a_decided_claim_is_answered_again_only_by_the_message_that_decided_it(ledger: Ledger) -> None:
+    """Issue 12: a copy of a decided claim forwarded again by an earlier stage's replay (another
+    message) gets nothing; the deciding message's own re-delivery gets the decisions again."""
+    done = ledger.accept(ClaimLine.model_validate(line("H", 1, 1)), line("H", 1, 1), at(0), 0, 30)
+    first = decide(ledger, done.assembled, source=(2, 7))
+    assert [d.line_number for d in decide(ledger, done.assembled, source=(2, 9))] == []
+    assert all(same_but_time(a, b) for a, b in zip(first, decide(ledger, done.assembled, source=(2, 7)), strict=True))
+
+
+def test_redelivery_of_the_message_that_rejected_a_claim_answers_its_other_lines_again(ledger: Ledger) -> None:
+    """A line of another member (another partition) waits; the next line rejects the claim and
+    answers for both. A crash before that was published re-delivers only the rejecting
+    message: it must answer for the waiting line too (it was lost once, issue 12)."""
+    other = line("M", 3, 3, member_id="SOMEONE-ELSE")
+    ledger.accept(ClaimLine.model_validate(other), other, at(0), 1, 5)
+    first = ledger.accept(ClaimLine.model_validate(line("M", 1, 3)), line("M", 1, 3), at(0), 0, 40)
+    again = ledger.accept(ClaimLine.model_validate(line("M", 1, 3)), line("M", 1, 3), at(1), 0, 40)
+    resent = ledger.accept(ClaimLine.model_validate(line("M", 1, 3)), line("M", 1, 3), at(1), 0, 41)
+    assert sorted(r.line_number for r in first.rejections) == sorted(r.line_number for r in again.rejections) == [1, 3]
+    assert [r.line_number for r in resent.rejections] == [1]
 
 
 def test_repeat_after_assembly_is_answered_once_not_the_whole_claim(ledger: Ledger) -> None:
