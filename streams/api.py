@@ -418,10 +418,13 @@ class ClaimWatcher:
         self.interval = interval
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
         """The claim's answers once every line in `numbers` has a decision or a rejection
-        in the ledger; None when `timeout` ran out first."""
+        in the ledger; None when `timeout` ran out first (or the worker is stopping)."""
+        if self._stopping:
+            return None
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (frozenset(numbers), fut)
         self._waiting.setdefault(claim_id, []).append(entry)
@@ -454,7 +457,22 @@ class ClaimWatcher:
             await asyncio.sleep(self.interval)
 
 
+    def release_all(self) -> None:
+        """The worker is stopping: every pending `?wait` answers now, as if its time ran out
+        (202 PENDING with its status URL), instead of holding the stop for up to MAX_WAIT_S."""
+        self._stopping = True
+        for entries in list(self._waiting.values()):
+            for _, fut in entries:
+                if not fut.done():
+                    fut.set_result(None)
+
+
 watcher = ClaimWatcher()
+
+
+@app.on_before_shutdown.connect
+async def _release_waits(sender: Any, **kwargs: Any) -> None:
+    watcher.release_all()
 
 
 async def _in_ledger(fn: Any, *args: Any) -> Any:

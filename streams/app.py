@@ -9,6 +9,8 @@ router's key lookups turned off.
 
 from __future__ import annotations
 
+import socket
+
 import faust
 
 from streams import topics
@@ -37,8 +39,86 @@ def _tune_fetch_wait() -> None:
 
 _tune_fetch_wait()
 
+#: On SIGTERM the consumer waits for the events in flight to be acked before it commits and
+#: stops; an event whose handler cannot finish (its ledger unreachable, its reference data not
+#: loaded) would hold the stop forever. Wait this long, then commit what was acked and stop:
+#: the rest is read again by whoever takes the partition (the ledger answers repeats).
+SHUTDOWN_DRAIN_S = 5.0
 
-def create_app(s: Settings) -> faust.App:
+
+def _bound_shutdown_drain() -> None:
+    import asyncio
+    import logging
+
+    from faust.transport.consumer import Consumer
+
+    wait_empty = Consumer.wait_empty
+    if getattr(wait_empty, "_claims_bounded", False):
+        return
+
+    async def bounded(self) -> None:
+        drain = asyncio.ensure_future(wait_empty(self))
+        done, _ = await asyncio.wait({drain}, timeout=SHUTDOWN_DRAIN_S)
+        if not done:  # not awaited further: its commit can be stuck behind the events in flight
+            drain.cancel()
+            logging.getLogger("claims.worker").warning(
+                "stopping with %d events in flight after %.0fs; they are read again after the restart",
+                len(self._unacked_messages), SHUTDOWN_DRAIN_S)  # noqa: SLF001
+
+    bounded._claims_bounded = True
+    Consumer.wait_empty = bounded
+
+    from faust.app.base import App
+
+    flush = App._producer_flush
+
+    async def bounded_flush(self, logger) -> None:
+        if not self.should_stop:  # a rebalance: flush whatever it takes, before offsets move
+            return await flush(self, logger)
+        task = asyncio.ensure_future(flush(self, logger))
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_DRAIN_S)
+        if not done:  # the broker is gone: what is unsent was not committed, and is read again
+            task.cancel()
+            logging.getLogger("claims.worker").warning("stopping without the broker: output unsent after %.0fs",
+                                                       SHUTDOWN_DRAIN_S)
+
+    App._producer_flush = bounded_flush
+
+
+_bound_shutdown_drain()
+
+
+def _bind_web_socket(s: Settings) -> socket.socket | None:
+    """CLAIMS_WEB_PORT=0: bind a free port now and serve the web endpoints on that very socket
+    (nothing can take the port between choosing and binding it); the worker says which port
+    it got. Faust itself only takes a port number, so its aiohttp driver is pointed at the
+    socket (`_serve_on`)."""
+    if s.web_port != 0:
+        return None
+    sock = socket.socket(socket.AF_INET6 if ":" in s.web_bind else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's own sockets
+    sock.bind((s.web_bind, 0))
+    sock.listen(128)
+    _serve_on(sock)
+    return sock
+
+
+def _serve_on(sock: socket.socket) -> None:
+    from aiohttp.web import SockSite
+    from faust.web.drivers import aiohttp as driver
+
+    def on_socket(self):
+        return SockSite(self._runner, sock)  # noqa: SLF001 - the driver's own runner
+
+    driver.Web._new_transport_tcp = on_socket  # read when the web server is created, at start
+
+
+WEB_SOCKET = _bind_web_socket(settings)
+#: the port the web endpoints are served on (CLAIMS_WEB_PORT, or the one bound for 0)
+WEB_PORT: int = WEB_SOCKET.getsockname()[1] if WEB_SOCKET is not None else settings.web_port
+
+
+def create_app(s: Settings, web_port: int | None = None) -> faust.App:
     return faust.App(
         s.app_id,
         broker=[f"kafka://{server}" for server in s.bootstrap_list],
@@ -59,9 +139,9 @@ def create_app(s: Settings) -> faust.App:
         topic_replication_factor=s.replication_factor,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        datadir=str(s.data_dir / f"faust-{s.web_port}"),
+        datadir=str(s.data_dir / f"faust-{web_port or s.web_port}"),
         web_bind=s.web_bind,
-        web_port=s.web_port,
+        web_port=web_port or s.web_port,
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,
@@ -71,7 +151,7 @@ def create_app(s: Settings) -> faust.App:
     )
 
 
-app = create_app(settings)
+app = create_app(settings, WEB_PORT)
 
 
 def channel(t: topics.TopicDef) -> faust.TopicT:
