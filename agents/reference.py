@@ -143,6 +143,9 @@ def _restart_in_place(cause: Exception) -> None:
     log.error("broker lost consumed records (%s); restarting the worker in place", cause)
     for handler in logging.getLogger().handlers:
         handler.flush()
+    from streams.app import WEB_PORT
+
+    os.environ["CLAIMS_WEB_PORT"] = str(WEB_PORT)  # the same port again (with 0 the new image would take another)
     os.execv(sys.executable, [sys.executable, "-m", "streams.cli", *sys.argv[1:]])
 
 

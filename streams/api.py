@@ -411,10 +411,13 @@ class ClaimWatcher:
     def notify(self, claim_ids: set[str]) -> None:
         if not claim_ids.isdisjoint(self._waiting):
             self._wake.set()
+        self._stopping = False
 
     async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
         """The claim's answers once every line in `numbers` has a decision or a rejection
-        in the ledger; None when `timeout` ran out first."""
+        in the ledger; None when `timeout` ran out first (or the worker is stopping)."""
+        if self._stopping:
+            return None
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (frozenset(numbers), fut)
         self._waiting.setdefault(claim_id, []).append(entry)
@@ -449,8 +452,23 @@ class ClaimWatcher:
             self._wake.clear()
 
 
+    def release_all(self) -> None:
+        """The worker is stopping: every pending `?wait` answers now, as if its time ran out
+        (202 PENDING with its status URL), instead of holding the stop for up to MAX_WAIT_S."""
+        self._stopping = True
+        for entries in list(self._waiting.values()):
+            for _, fut in entries:
+                if not fut.done():
+                    fut.set_result(None)
+
+
 watcher = ClaimWatcher()
 runtime.answer_listeners.append(watcher.notify)
+
+
+@app.on_before_shutdown.connect
+async def _release_waits(sender: Any, **kwargs: Any) -> None:
+    watcher.release_all()
 
 
 async def _in_ledger(fn: Any, *args: Any) -> Any:

@@ -11,58 +11,19 @@ from __future__ import annotations
 
 import faust
 
-from streams import topics
+from streams import faust_tuning, topics
 from streams.settings import Settings
 
 settings = Settings()
 
 
-def _tune_fetch_wait() -> None:
-    """Faust hard-codes the consumer's fetch_max_wait_ms at 1500: with three hops that alone
-    adds seconds of latency when a partition is momentarily empty. Use the configured wait."""
-    from faust.transport.drivers import aiokafka as driver
-
-    create = driver.AIOKafkaConsumerThread._create_worker_consumer
-    if getattr(create, "_claims_tuned", False):
-        return
-
-    def create_tuned(self, transport):
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = settings.fetch_max_wait_ms  # noqa: SLF001 - read at start()
-        return consumer
-
-    create_tuned._claims_tuned = True
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create_tuned
+faust_tuning.apply(settings)
+WEB_SOCKET = faust_tuning.bind_web_socket(settings)
+#: the port the web endpoints are served on (CLAIMS_WEB_PORT, or the one bound for 0)
+WEB_PORT: int = WEB_SOCKET.getsockname()[1] if WEB_SOCKET is not None else settings.web_port
 
 
-_tune_fetch_wait()
-
-
-def _commit_before_revoke() -> None:
-    """Faust forgets the acknowledged offsets of revoked partitions *before* it waits for
-    the streams and commits (`Consumer.on_partitions_revoked`), so every rebalance handed the
-    new owner everything since the last periodic commit (up to a commit interval per
-    partition, on every stage). Commit what the streams acknowledged first. Not with
-    exactly_once: there the offsets belong to the transactions Faust commits itself."""
-    from faust.transport.consumer import Consumer
-
-    revoke = Consumer.on_partitions_revoked
-    if getattr(revoke, "_claims_tuned", False):
-        return
-
-    async def on_partitions_revoked(self, revoked):
-        if not self.app.in_transaction and self.assignment():
-            await self.commit()
-        await revoke(self, revoked)
-
-    on_partitions_revoked._claims_tuned = True
-    Consumer.on_partitions_revoked = on_partitions_revoked
-
-
-_commit_before_revoke()
-
-
-def create_app(s: Settings) -> faust.App:
+def create_app(s: Settings, web_port: int | None = None) -> faust.App:
     return faust.App(
         s.app_id,
         broker=[f"kafka://{server}" for server in s.bootstrap_list],
@@ -83,9 +44,9 @@ def create_app(s: Settings) -> faust.App:
         topic_replication_factor=s.replication_factor,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        datadir=str(s.data_dir / f"faust-{s.web_port}"),
+        datadir=str(s.data_dir / f"faust-{web_port or s.web_port}"),
         web_bind=s.web_bind,
-        web_port=s.web_port,
+        web_port=web_port or s.web_port,
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,
@@ -95,7 +56,7 @@ def create_app(s: Settings) -> faust.App:
     )
 
 
-app = create_app(settings)
+app = create_app(settings, WEB_PORT)
 
 
 def channel(t: topics.TopicDef) -> faust.TopicT:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from rules.rulebook import default_rulebooks
 from streams import client, topics
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker
 from streams.pipeline import load_reference_dir, run_batch
 
 def _console() -> Console:
@@ -68,7 +68,7 @@ def start_worker(bootstrap: str, workdir: Path, extra_env: dict[str, str] | None
         "CLAIMS_BOOTSTRAP_SERVERS": bootstrap,
         "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}",
         "CLAIMS_DATA_DIR": str(workdir / "data"),
-        "CLAIMS_WEB_PORT": str(free_port()),
+        "CLAIMS_WEB_PORT": "0",  # a free port, bound by the worker (it says which)
         "CLAIMS_ASSEMBLY_TIMEOUT_S": "5",
         **(extra_env or {}),
     }

@@ -31,7 +31,7 @@ import psycopg
 
 from rules.engine import History, Outcome
 from streams import corrections_store
-from streams.ledger_schema import SCHEMA
+from streams.ledger_schema import SCHEMA, TABLES
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
 from streams.remit_models import remittance_facts
 from streams.writer_gate import WriterGate
@@ -534,6 +534,22 @@ class Ledger:
         with self.reading() as q:
             rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
+
+    def rows(self, table: str, *columns: str) -> list[tuple]:
+        """Every row of one of the ledger's tables (`columns`, or all of them), sorted: a
+        read-only view of the stored state, for inspection and tests."""
+        if table not in TABLES or not all(c.isidentifier() for c in columns):
+            raise ValueError(f"no ledger table {table!r} with columns {columns!r}")
+        with self.transaction() as q:
+            cursor = q(f"SELECT {', '.join(columns) or '*'} FROM {table}")
+            return sorted(map(tuple, cursor.fetchall()), key=lambda row: tuple((v is None, str(v)) for v in row))
+
+    def count(self, table: str) -> int:
+        """How many rows one of the ledger's tables holds."""
+        if table not in TABLES:
+            raise ValueError(f"no ledger table {table!r}")
+        with self.transaction() as q:
+            return q(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
     def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
         with self.reading() as q:

@@ -110,3 +110,6 @@ CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
 """
+
+#: The tables SCHEMA creates, in order.
+TABLES: tuple[str, ...] = tuple(stmt.split("(")[0].split()[-1] for stmt in SCHEMA.split(";") if "CREATE TABLE" in stmt)

@@ -7,6 +7,7 @@ its options into `CLAIMS_*` variables before calling `run`.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 from streams import topics
@@ -66,7 +67,7 @@ def run(loglevel: str = "warning") -> None:
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )
-    from streams.app import app, settings
+    from streams.app import WEB_PORT, app, settings
     from streams.stage import runtime
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,9 +79,13 @@ def run(loglevel: str = "warning") -> None:
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
                               "shadow_version": ",".join(runtime.shadow.versions) if runtime.shadow else ""})
     logs.configure(loglevel)
+    if port_file := os.environ.get("CLAIMS_WEB_PORT_FILE"):  # for whoever started it with CLAIMS_WEB_PORT=0
+        with open(f"{port_file}.tmp", "w", encoding="utf-8") as f:
+            f.write(f"{WEB_PORT}\n")
+        os.replace(f"{port_file}.tmp", port_file)
     api_state = "on" if settings.api_token else "off (set CLAIMS_API_TOKEN)"
     print(f"claims-pipeline worker: brokers {','.join(settings.bootstrap_list)}, ledger {runtime.ledger.describe()}, "
-          f"http://{settings.web_bind}:{settings.web_port} (/readyz, /metrics; /v1 API {api_state})"
+          f"http://{settings.web_bind}:{WEB_PORT} (/readyz, /metrics; /v1 API {api_state})"
           + (f", Monitor Mode {','.join(runtime.shadow.versions)}" if runtime.shadow else ""), flush=True)
     worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
     worker.spinner = None  # Faust's progress spinner writes terminal codes even into a file

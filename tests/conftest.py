@@ -9,11 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from streams.broker import EmbeddedBroker
 from streams.kafka_broker import KafkaCluster, tools_missing
 
 _POSTGRES = None
+
+# Random inputs (hypothesis): a new draw on every run here, the same draw on every CI run
+# (derandomized: a CI failure is a failure of the code, not of the day's draw). On failure
+# hypothesis prints the falsifying example and the blob that replays it (@reproduce_failure).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_configure(config: pytest.Config) -> None:

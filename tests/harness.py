@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
 from rules.reference import ReferenceData, TABLES
 from rules.rulebook import default_rulebooks
@@ -26,6 +28,14 @@ from streams.settings import Settings
 from streams.worker import topic_specs
 
 PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def required_missing(reason: str) -> None:
+    """A backend the suite needs is not there: skip, saying why, except in CI (`CI` set),
+    where every required backend must run and its absence is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI requires it: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def pg_schema_url(schema: str) -> str:
@@ -73,8 +83,10 @@ class Pipeline:
             "CLAIMS_ASSEMBLY_TIMEOUT_S": "6",
             "CLAIMS_SESSION_TIMEOUT_S": "6",  # first assignment in ~4 s instead of ~7 s
             "CLAIMS_LEDGER_URL": ledger_url or f"sqlite:///{workdir / 'ledger.db'}",
+            "CLAIMS_WEB_PORT": "0",  # each worker binds a free port and says which (`web_port`)
         }
         self.workers: dict[str, subprocess.Popen] = {}
+        self.exits: dict[str, int] = {}  # how the stopped workers ended
         asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=replication))))
 
     @property
@@ -82,21 +94,62 @@ class Pipeline:
         return self.env["CLAIMS_LEDGER_URL"]
 
     def start(self, name: str = "w1") -> subprocess.Popen:
-        proc = start_worker(self.bootstrap, self.workdir, self.env, log_name=f"{name}.log")
+        port_file = self.workdir / f"{name}.port"
+        port_file.unlink(missing_ok=True)
+        proc = start_worker(self.bootstrap, self.workdir, {**self.env, "CLAIMS_WEB_PORT_FILE": str(port_file)},
+                            log_name=f"{name}.log")
         self.workers[name] = proc
         return proc
+
+    def web_port(self, name: str = "w1", timeout: float = 60) -> int:
+        """The web port worker `name` bound (it writes it once its web server listens)."""
+        port_file = self.workdir / f"{name}.port"
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            proc = self.workers.get(name)
+            assert proc is not None and proc.poll() is None, f"worker {name} is not running: see {self.log(name)}"
+            assert time.monotonic() < deadline, f"worker {name} bound no web port in {timeout}s: see {self.log(name)}"
+            time.sleep(0.05)
+        return int(port_file.read_text())
+
+    def metrics(self, name: str = "w1") -> list[tuple[str, dict[str, str], float]]:
+        """Every sample worker `name` exports on /metrics: (name, labels, value)."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port(name)}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def lines_taken(self, name: str = "w1") -> float:
+        """How many submitted lines worker `name` read (its intake stage's input count)."""
+        return sum(v for n, labels, v in self.metrics(name)
+                   if n == "claims_stage_lines_in_total" and labels.get("stage") == "intake")
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
 
     def kill(self, name: str) -> None:
         proc = self.workers.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def stop(self, name: str) -> None:
-        stop_worker(self.workers.pop(name))
+    def stop(self, name: str, timeout: float = 20) -> int:
+        """SIGTERM, and the exit code: a worker that does not end within `timeout` is killed
+        (its code then is -9); the clean-exit assertions are the caller's (`stop_all`)."""
+        proc = self.workers.pop(name)
+        stop_worker(proc, timeout)
+        self.exits[name] = proc.returncode
+        return proc.returncode
 
-    def stop_all(self) -> None:
-        for name in list(self.workers):
-            self.stop(name)
+    def stop_all(self, check: bool = True) -> None:
+        """Stop every worker; with `check`, each must have exited 0 on SIGTERM (a worker
+        that hangs on shutdown, or crashes on it, fails the test)."""
+        codes = {name: self.stop(name) for name in list(self.workers)}
+        if check:
+            unclean = {name: code for name, code in codes.items() if code != 0}
+            assert not unclean, f"workers did not exit cleanly on SIGTERM: {unclean} (see {self.workdir}/*.log)"
 
     def load_reference(self, reference: dict[str, list[dict]]) -> None:
         records = []
@@ -119,6 +172,43 @@ class Pipeline:
             return wanted <= {_key(r) for r in records}
 
         return asyncio.run(client.collect(self.bootstrap, done, timeout))
+
+
+def whole_claim_halves(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """`lines` cut near the middle, between two claims (no claim on both sides)."""
+    half = len(lines) // 2
+    while half < len(lines) and _same_claim(lines[half - 1], lines[half]):
+        half += 1
+    return lines[:half], lines[half:]
+
+
+def _same_claim(a: bytes, b: bytes) -> bool:
+    try:
+        return orjson.loads(a)["claim_id"] == orjson.loads(b)["claim_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
+def unit_usage(ledger: Ledger) -> list[tuple]:
+    """The authorized units the ledger counts as used, line by line."""
+    return ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
+
+
+def kill9_in_flight(pipe: Pipeline, name: str, ledger: Ledger, submitted: list[bytes], reference: dict[str, list[dict]],
+                    after: int = 200, timeout: float = 60) -> int:
+    """kill -9 worker `name` once it has decided `after` lines of `submitted` (read through
+    `ledger`), and check the kill hit work in flight: fewer decisions stored than batch mode
+    gives for `submitted` (else the crash tested nothing). Returns the decisions at the kill."""
+    deadline = time.monotonic() + timeout
+    while ledger.count("decisions") < after and time.monotonic() < deadline:
+        assert pipe.workers[name].poll() is None, f"worker {name} died: see {pipe.log(name)}"
+        time.sleep(0.05)
+    assert ledger.count("decisions") >= after, "the worker never got going"
+    pipe.kill(name)
+    at_kill = ledger.count("decisions")
+    owed = sum(1 for e in batch_expectation(submitted, reference) if e["topic"] == topics.ADJUDICATED.name)
+    assert at_kill < owed, f"all {owed} decisions were stored before the kill: it hit no work in flight"
+    return at_kill
 
 
 def _key(record: dict[str, Any]) -> tuple:

@@ -16,7 +16,6 @@ import orjson
 import pytest
 
 from streams import client, topics
-from streams.broker import free_port
 from tests.harness import Pipeline
 from tests.test_metrics_e2e import http_get, parse, sample_reference, wait_for
 
@@ -68,10 +67,8 @@ def ready(port: int) -> bool:
 
 
 def started(pipe: Pipeline, name: str) -> int:
-    port = free_port()
-    pipe.env["CLAIMS_WEB_PORT"] = str(port)
     pipe.start(name)
-    return port
+    return pipe.web_port(name)
 
 
 def test_completed_at_half_the_timeout_is_decided_left_incomplete_is_rejected(fresh_bootstrap, tmp_path):
@@ -140,7 +137,8 @@ def test_a_worker_without_reference_data_takes_nothing_in(fresh_bootstrap, tmp_p
     port = started(pipe, "w1")
     try:
         wait_for(lambda: _up(port), 60, "the worker's web server")
-        assert not ready(port)
+        status, body = http_get(f"http://127.0.0.1:{port}/readyz", timeout=5)  # it answers: not ready, and why
+        assert status == 503 and '"reference_loaded":false' in body.replace(" ", ""), (status, body)
         produce(fresh_bootstrap, line("T-GATE", 1))
         time.sleep(2 * TIMEOUT_S)  # twice the timeout with nothing read: no expiry
         early = asyncio.run(client.collect(fresh_bootstrap, lambda _: False, 2))

@@ -22,12 +22,24 @@ from tests.harness import Pipeline, batch_expectation, keyed
 pytestmark = pytest.mark.broker
 
 
-def _ready(port: int) -> bool:
+def _readiness(port: int) -> int | None:
+    """The status /readyz answers (200 ready, 503 not), None when nobody answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return r.status == 200
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
     except (urllib.error.URLError, OSError):
-        return False
+        return None
+
+
+def _ready(port: int) -> bool:
+    return _readiness(port) == 200
+
+
+def _not_ready(port: int) -> bool:
+    """The worker answers, and says it is not ready (no answer is not "not ready")."""
+    return _readiness(port) == 503
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -59,15 +71,15 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
     while _claims_in(first[-1:]) & _claims_in(second[:1]):
         first, second = first + second[:1], second[1:]
     expected = batch_expectation(work.lines, work.reference)
-    port, web = free_port(), free_port()
+    port = free_port()  # the broker's: the restarted broker must come back on the same one
 
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker1.log")
     broker.start()
     broker.wait_ready()
     pipe = Pipeline(broker.bootstrap, tmp_path)
-    pipe.env["CLAIMS_WEB_PORT"] = str(web)
     pipe.load_reference(work.reference)
     pipe.start("w1")
+    web = pipe.web_port("w1")
     try:
         pipe.submit(first)
         exp_first = [r for r in expected if r.get("claim_id") in _claims_in(first)]
@@ -75,7 +87,7 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
         assert _ready(web)
 
         broker.stop()
-        assert _wait(lambda: not _ready(web), 30), "the worker must report not ready without its broker"
+        assert _wait(lambda: _not_ready(web), 30), "the worker must report not ready without its broker"
 
         broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker2.log")
         broker.start()
@@ -85,7 +97,7 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
         pipe2.env = pipe.env
         pipe2.submit(second)
         time.sleep(8)
-        assert not _ready(web), "no reference data yet: still not ready"
+        assert _not_ready(web), "no reference data yet: still not ready"
         ledger = Ledger(pipe.ledger_url)
         assert not (set(c for c in _claims_in(second)) & _decided_claims(ledger)), \
             "nothing may be decided before the reference data is back"
@@ -104,5 +116,4 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
 
 
 def _decided_claims(ledger: Ledger) -> set[str]:
-    with ledger.transaction() as q:
-        return {r[0] for r in q("SELECT DISTINCT claim_id FROM decisions").fetchall()}
+    return {claim_id for (claim_id,) in ledger.rows("decisions", "claim_id")}

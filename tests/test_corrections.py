@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from rules import engine
 from streams.ledger import Intake, Ledger
 from streams.models import AdjudicatedLine, ClaimLine
 from streams.remit_models import DecidedBatch, DecidedClaim, decided_messages
+from tests.harness import drop_pg_schema, pg_schema_url
 from tests.test_ledger import BOOKS, REF, T0, Store, accept, ledger, line, snapshot, store  # noqa: F401 - fixtures
 
 MEMBER, AUTH, NPI = "M1004", "PA26-1004", "1245678903"  # PA26-1004: 6 approved units of 99601/99602/S5498
@@ -251,8 +253,7 @@ def test_two_workers_racing_reverse_a_claim_once(store: Store) -> None:
         statuses = sorted(tuple(d.status for d in r.decisions) or tuple(x.reasons[0].code for x in r.rejections)
                           for r in results.values())
         assert statuses == [("ORIGINAL_ALREADY_REPLACED",), ("REVERSED", "VOIDED")]
-        with ledger._tx() as q:  # noqa: SLF001
-            assert q("SELECT COUNT(*) FROM reversals").fetchone()[0] == 1
+        assert ledger.count("reversals") == 1
     finally:
         other.close()
 
@@ -378,8 +379,7 @@ def check_sequence(ledger: Ledger, ops: list[tuple[str, list, int]]) -> None:
     units = {(o["claim_id"], o["line_number"]): Decimal(o["units"]) for o in sent}
     owed = sum((units[k] for k, recs in by_line.items() if k[0] in in_force and "PAID" in recs), Decimal(0))
     assert units_in_use(ledger) == owed
-    with ledger._tx() as q:  # noqa: SLF001
-        paid_rows = {(c, n) for c, n in q("SELECT claim_id, line_number FROM paid_lines").fetchall()}
+    paid_rows = set(ledger.rows("paid_lines", "claim_id", "line_number"))
     assert paid_rows == {k for k, recs in by_line.items() if k[0] in in_force and "PAID" in recs}
     assert set(paid_now.values()) == paid_rows
 
@@ -398,12 +398,10 @@ def test_any_sequence_of_corrections_sqlite(tmp_path_factory: pytest.TempPathFac
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
 def test_any_sequence_of_corrections_postgresql(postgres_url: str, ops) -> None:
-    ledger = Ledger(postgres_url)
+    schema = f"t_corr_{uuid.uuid4().hex[:12]}"  # each example starts from an empty ledger of its own
+    ledger = Ledger(pg_schema_url(schema))
     try:
-        with ledger._tx() as q:  # noqa: SLF001 - each example starts from an empty ledger
-            for table in ("claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage",
-                          "claim_drug_days", "reversals", "corrections"):
-                q(f"DELETE FROM {table}")
         check_sequence(ledger, ops)
     finally:
         ledger.close()
+        drop_pg_schema(schema)

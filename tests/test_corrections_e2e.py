@@ -18,17 +18,15 @@ pytestmark = pytest.mark.broker
 
 
 def _reversals(ledger: Ledger) -> list[tuple]:
-    with ledger._tx() as q:  # noqa: SLF001 - reading the ledger's own tables in a test
-        return q("SELECT claim_id, line_number, reversed_by FROM reversals ORDER BY 1, 2").fetchall()
+    return ledger.rows("reversals", "claim_id", "line_number", "reversed_by")
 
 
 def _state(ledger: Ledger) -> dict[str, list[tuple]]:
-    with ledger._tx() as q:  # noqa: SLF001
-        return {
-            "units": q("SELECT claim_id, line_number, authorization_number, units FROM unit_usage ORDER BY 1, 2").fetchall(),
-            "paid": q("SELECT claim_id, line_number, fingerprint FROM paid_lines ORDER BY 1, 2").fetchall(),
-            "corrections": q("SELECT original_claim_id, claim_id FROM corrections ORDER BY 1").fetchall(),
-        }
+    return {
+        "units": ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units"),
+        "paid": ledger.rows("paid_lines", "claim_id", "line_number", "fingerprint"),
+        "corrections": ledger.rows("corrections", "original_claim_id", "claim_id"),
+    }
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

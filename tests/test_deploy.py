@@ -213,9 +213,7 @@ def test_promql_extractor_sees_metrics_only():
     assert promql_metric_names(expr) == {"claims_stage_processing_seconds_bucket", "claims_worker_info", "up"}
 
 
-@pytest.mark.parametrize(
-    ("attr", "kind", "name", "labels"),
-    [
+METRIC_DEFINITIONS = [
         ("LINES_IN", "counter", "claims_stage_lines_in", ("stage",)),
         ("LINES_OUT", "counter", "claims_stage_lines_out", ("stage", "outcome")),
         ("DECISIONS", "counter", "claims_decisions", ("status", "carc")),
@@ -231,14 +229,37 @@ def test_promql_extractor_sees_metrics_only():
         ("COMMITS", "counter", "claims_offset_commits", ("stage",)),
         ("WORKER_READY", "gauge", "claims_worker_ready", ()),
         ("WORKER_INFO", "info", "claims_worker", ()),
-    ],
-)
+        ("REVERSALS", "counter", "claims_reversals", ("kind",)),
+        ("CORRECTIONS_REJECTED", "counter", "claims_corrections_rejected", ("kind", "reason")),
+        ("SHADOW_LINES", "counter", "claims_shadow_lines_compared", ("outcome",)),
+        ("SHADOW_FAILED", "counter", "claims_shadow_claims_failed", ()),
+        ("SHADOW_CHANGED", "counter", "claims_shadow_lines_changed", ("rule",)),
+        ("SHADOW_ALLOWED", "counter", "claims_shadow_allowed_dollars", ("policy",)),
+]
+
+
+@pytest.mark.parametrize(("attr", "kind", "name", "labels"), METRIC_DEFINITIONS)
 def test_metric_definitions(attr, kind, name, labels):
+    """Through prometheus-client's public interface: the family a metric describes, and the
+    label names `labels()` takes (it refuses any other set)."""
     metric = getattr(metrics, attr)
-    assert metric._type == kind
-    assert metric._name == name
-    assert tuple(metric._labelnames) == labels
-    assert metric in metrics.REGISTRY._collector_to_names
+    [family] = metric.describe()
+    assert (family.type, family.name) == (kind, name)
+    assert name in {f.name for f in metrics.REGISTRY.collect()}
+    if labels:
+        probe = ("probe",) * len(labels)
+        metric.labels(**dict(zip(labels, probe, strict=True)))
+        metric.remove(*probe)
+        with pytest.raises(ValueError):
+            metric.labels(*probe, "one-too-many")
+    else:
+        with pytest.raises(ValueError):
+            metric.labels("any")
+
+
+def test_every_metric_of_the_registry_is_defined_above():
+    defined = {name for _, _, name, _ in METRIC_DEFINITIONS}
+    assert {f.name for f in metrics.REGISTRY.collect() if f.name.startswith("claims_")} == defined
 
 
 def test_metric_names_follow_prometheus_conventions():
@@ -253,15 +274,14 @@ def test_metric_names_follow_prometheus_conventions():
 
 
 def test_e2e_buckets_span_5ms_to_60s_with_the_slo_as_a_boundary():
-    buckets = metrics.E2E_SECONDS._upper_bounds
+    [family] = metrics.E2E_SECONDS.collect()
+    buckets = [float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")]
     assert buckets[0] == 0.005 and buckets[-2] == 60.0 and buckets[-1] == float("inf")
     assert 1.0 in buckets
 
 
 def test_no_metric_label_can_carry_phi_or_unbounded_ids():
-    label_names = set()
-    for collector in metrics.REGISTRY._collector_to_names:
-        label_names.update(getattr(collector, "_labelnames", ()))
+    label_names = {label for _, _, _, labels in METRIC_DEFINITIONS for label in labels}  # every metric's (above)
     for family in metrics.REGISTRY.collect():
         for sample in family.samples:
             label_names.update(sample.labels)

@@ -1,7 +1,8 @@
 """The public X12 samples in shared/x12-samples behave as its SOURCES.md says.
 
 The samples are not part of the repository: they are read from the shared folder beside the
-checkout (CI has it at ../shared), else /work/shared; the tests skip when it is absent.
+checkout (CI has it at ../shared), else /work/shared; the tests skip when it is absent,
+and fail in CI (`CI` set), whose checkout has it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edi.x12 import tokenize
 from rules import frontend
 from rules.rulebook import default_rulebooks
 from streams.pipeline import load_reference_dir, run_batch
+from tests.harness import required_missing
 
 
 def _samples_dir() -> Path:
@@ -30,7 +32,12 @@ SAMPLES = _samples_dir()
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "x12" / "reference"
 NOW = datetime(2026, 3, 20, 10, 0, tzinfo=timezone.utc)
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"public X12 samples not found at {SAMPLES}")
+
+
+@pytest.fixture(autouse=True)
+def _samples_present() -> None:
+    if not SAMPLES.is_dir():
+        required_missing(f"public X12 samples not found at {SAMPLES}")
 
 
 def sample(name: str) -> str:

@@ -7,7 +7,6 @@ mode decides it, authorized units counted once, and the outputs were written in 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -16,8 +15,7 @@ from streams import client
 from streams.kafka_broker import KafkaCluster
 from streams.ledger import Ledger
 from streams.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed
-from tests.test_pipeline_e2e import _claim_boundary, _decided, _unit_usage
+from tests.harness import Pipeline, batch_expectation, keyed, kill9_in_flight, unit_usage, whole_claim_halves
 
 pytestmark = pytest.mark.broker
 
@@ -31,17 +29,11 @@ def test_kill9_with_exactly_once_on_kafka(kafka_available, tmp_path):
         pipe.env["CLAIMS_PROCESSING_GUARANTEE"] = "exactly_once"
         pipe.load_reference(work.reference)
         pipe.start("w1")
-        half = len(work.lines) // 2
-        while _claim_boundary(work.lines[half - 1], work.lines[half]):
-            half += 1
-        pipe.submit(work.lines[:half])
+        first, second = whole_claim_halves(work.lines)
+        pipe.submit(first)
         stream_ledger = Ledger(pipe.ledger_url)
-        deadline = time.monotonic() + 60
-        while _decided(stream_ledger) < 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _decided(stream_ledger) >= 200, "the worker never got going"
-        pipe.kill("w1")
-        pipe.submit(work.lines[half:])
+        kill9_in_flight(pipe, "w1", stream_ledger, first, work.reference)
+        pipe.submit(second)
         pipe.start("w1-restarted")
         wanted = set(keyed(expected))
         try:
@@ -51,7 +43,7 @@ def test_kill9_with_exactly_once_on_kafka(kafka_available, tmp_path):
             pipe.stop_all()
         topics = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10).topics
     assert keyed(records) == keyed(expected)
-    assert _unit_usage(stream_ledger) == _unit_usage(batch_ledger)
+    assert unit_usage(stream_ledger) == unit_usage(batch_ledger)
     assert "__transaction_state" in topics, "no transaction was ever begun"
     print(f"exactly_once, kill -9: {len(work.lines)} lines, {len(records)} committed records, "
           f"{len(records) - len(keyed(records))} repeats")

@@ -31,7 +31,6 @@ import orjson
 import pytest
 
 from streams import client, topics
-from streams.broker import free_port
 from streams.demo import comparable
 from streams.ledger import Ledger
 from streams.runtime import Runtime
@@ -103,24 +102,19 @@ def _chunks(lines: list[bytes], n: int) -> list[list[bytes]]:
     return out
 
 
-def _rows(ledger: Ledger, sql: str) -> list[tuple]:
-    with ledger._tx() as q:
-        return q(sql).fetchall()
-
-
 def _decided(ledger: Ledger) -> int:
-    return _rows(ledger, "SELECT COUNT(*) FROM decisions")[0][0]
+    return ledger.count("decisions")
 
 
 def _unit_usage(ledger: Ledger) -> list[tuple]:
-    return _rows(ledger, "SELECT claim_id, line_number, authorization_number, units FROM unit_usage ORDER BY 1, 2")
+    return ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
 
 
 def _stored(ledger: Ledger) -> dict[tuple, tuple]:
     """Every decision and rejection the ledger committed, as `comparable` records."""
     out = {}
     for table, topic in (("decisions", topics.ADJUDICATED.name), ("rejections", topics.REJECTED.name)):
-        for claim_id, number, body in _rows(ledger, f"SELECT claim_id, line_number, body FROM {table}"):
+        for claim_id, number, body in ledger.rows(table, "claim_id", "line_number", "body"):
             out[(topic, claim_id, number)] = comparable({"topic": topic, **orjson.loads(body)})
     return out
 
@@ -155,11 +149,9 @@ def test_graceful_stop_of_one_of_two_workers_under_load(fresh_bootstrap, tmp_pat
     expected = batch_expectation(work.lines, work.reference, batch_ledger)
     pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=4)
     pipe.load_reference(work.reference)
-    ports = {}
     for name in ("w1", "w2"):
-        ports[name] = free_port()
-        pipe.env["CLAIMS_WEB_PORT"] = str(ports[name])
         pipe.start(name)
+    ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
     chunks = _chunks(work.lines, 20)
     warm_up, load = chunks[:8], chunks[8:]  # at least 60 % of the lines come during the stop
     timings: dict[str, float] = {}
@@ -212,10 +204,9 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
     worker_url, _ = _via_proxy(postgres_url, proxy.port)
     direct = Ledger(postgres_url)  # the test's own view of the ledger, around the proxy
     pipe = Pipeline(fresh_bootstrap, tmp_path, ledger_url=worker_url, partitions=4)
-    port = free_port()
-    pipe.env["CLAIMS_WEB_PORT"] = str(port)
     pipe.load_reference(work.reference)
     pipe.start("w1")
+    port = pipe.web_port("w1")
     chunks = _chunks(work.lines, 3)
     readiness: list[tuple[float, int | None, dict]] = []
     timings: dict[str, float] = {}

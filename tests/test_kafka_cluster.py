@@ -27,7 +27,6 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from rules.reference import TABLES
 from streams import client, topics
-from streams.broker import free_port
 from streams.kafka_broker import KafkaCluster
 from streams.ledger import Ledger
 from streams.synthetic import generate
@@ -82,11 +81,9 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
     expected = batch_expectation(work.lines, work.reference, batch_ledger)
     pipe = Pipeline(cluster.bootstrap, tmp_path, partitions=6, replication=3)
     pipe.load_reference(work.reference)
-    ports = {}
     for name in ("w1", "w2"):
-        ports[name] = free_port()
-        pipe.env["CLAIMS_WEB_PORT"] = str(ports[name])
         pipe.start(name)
+    ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
     chunks = _chunks(work.lines, 40)
     try:
         # the group formed before the load: what is measured is the broker fault alone

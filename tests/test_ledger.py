@@ -1,7 +1,8 @@
 """The ledger on both backends: SQLite (a temporary file) and PostgreSQL (a schema per test).
 
 PostgreSQL is the test session's own throwaway server (tests/pgserver.py), or the one
-$CLAIMS_TEST_POSTGRES names; an empty $CLAIMS_TEST_POSTGRES skips those cases.
+$CLAIMS_TEST_POSTGRES names; an empty $CLAIMS_TEST_POSTGRES skips those cases
+(fails them in CI).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rules.rulebook import default_rulebooks
 from streams.ledger import Intake, Ledger
 from streams.models import AdjudicatedLine, ClaimLine
 from streams.pipeline import load_reference_dir, run_batch
+from tests.harness import required_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "streams" / "sample_data"
@@ -67,7 +69,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s.ledger.close()
         return
     if not PG_OK:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+        required_missing(f"PostgreSQL not reachable at {PG_URL!r}")
     schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -138,8 +140,7 @@ def snapshot(ledger: Ledger) -> dict[str, list[tuple]]:
     """Every row of every table, for 'nothing changed' checks."""
     tables = ["claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage", "claim_drug_days",
               "reversals", "corrections"]
-    with ledger._tx() as q:  # noqa: SLF001 - test-only inspection
-        return {t: sorted(tuple(map(str, r)) for r in q(f"SELECT * FROM {t}").fetchall()) for t in tables}
+    return {t: sorted(tuple(map(str, r)) for r in ledger.rows(t)) for t in tables}
 
 
 def same_but_time(a: AdjudicatedLine, b: AdjudicatedLine) -> bool:
@@ -417,8 +418,7 @@ def test_a_claim_rejected_while_it_is_being_decided_is_not_also_decided(store: S
         assert decided is not None and len(decided) == 2
         # the late line is answered with the stored decision; nothing was rejected
         assert results[0].rejections == [] and same_but_time(results[0].decisions[0], decided[0])
-        with ledger._tx() as q:  # noqa: SLF001
-            assert q("SELECT COUNT(*) FROM rejections WHERE claim_id = ?", "RC").fetchone()[0] == 0
+        assert [r for r in ledger.rows("rejections", "claim_id") if r[0] == "RC"] == []
     finally:
         other.close()
 

@@ -27,7 +27,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import client, topics
-from streams.broker import free_port
 from streams.demo import comparable
 from tests.harness import Pipeline, batch_expectation
 
@@ -195,13 +194,12 @@ def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     lines, reference = sample_lines(), sample_reference()
     expected = batch_expectation(lines, reference)
     pipe = Pipeline(module_bootstrap, tmp)
-    port = free_port()
-    pipe.env["CLAIMS_WEB_PORT"] = str(port)
     started = time.time()
     pipe.load_reference(reference)
     pipe.submit(lines)
     pipe.start()
     try:
+        port = pipe.web_port()
         collect_outputs(pipe, expected)
         first = settled(port, len(lines))
         records = read_all_outputs(module_bootstrap)

@@ -18,7 +18,6 @@ from rules.engine import History, decide
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
 from streams import client, topics
-from streams.broker import free_port
 from streams.models import Authorization, AwpPrice, ClaimLine, FeeScheduleRate, Member
 from streams.pipeline import load_reference_dir
 from tests.harness import Pipeline
@@ -107,10 +106,9 @@ def test_tombstone_then_restore_an_authorization_through_a_worker(fresh_bootstra
     reference = {table: [orjson.loads(line) for line in (SAMPLE_REFERENCE / f"{table}.jsonl").read_bytes().splitlines() if line.strip()]
                  for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
     pipe = Pipeline(fresh_bootstrap, tmp_path)
-    port = free_port()
-    pipe.env["CLAIMS_WEB_PORT"] = str(port)
     pipe.load_reference(reference)
     pipe.start()
+    port = pipe.web_port()
     auths = len(reference["authorizations"])
 
     def authorizations_held() -> float | None:

@@ -24,8 +24,11 @@ TABLES = [t for stmt in SCHEMA.split(";") if "CREATE TABLE" in stmt
 
 
 def ledger_rows(url: str) -> dict[str, list[tuple]]:
-    with Ledger(url)._tx() as q:  # noqa: SLF001 - the test reads every table whole
-        return {t: sorted(map(tuple, q(f"SELECT * FROM {t}").fetchall()), key=repr) for t in TABLES}
+    ledger = Ledger(url)
+    try:
+        return {t: sorted(ledger.rows(t), key=repr) for t in TABLES}
+    finally:
+        ledger.close()
 
 
 def topic_contents(bootstrap: str) -> list[tuple]:

@@ -1,5 +1,6 @@
 """Rewrites sample_decisions.jsonl from batch mode on the sample data, without the time
-fields. Review the diff by hand against POLICY.md before keeping it.
+fields. Review the diff by hand against POLICY.md before keeping it; tests/test_golden_anchor.py
+checks the result against the hand-written expectations in streams/sample_data/generate.py.
 
     .venv/bin/python tests/golden/regenerate.py
 """
