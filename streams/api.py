@@ -407,11 +407,11 @@ class ClaimWatcher:
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def notify(self, claim_ids: set[str]) -> None:
         if not claim_ids.isdisjoint(self._waiting):
             self._wake.set()
-        self._stopping = False
 
     async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
         """The claim's answers once every line in `numbers` has a decision or a rejection
@@ -450,7 +450,6 @@ class ClaimWatcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
-
 
     def release_all(self) -> None:
         """The worker is stopping: every pending `?wait` answers now, as if its time ran out
