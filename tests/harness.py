@@ -195,18 +195,21 @@ def unit_usage(ledger: Ledger) -> list[tuple]:
 
 
 def kill9_in_flight(pipe: Pipeline, name: str, ledger: Ledger, submitted: list[bytes], reference: dict[str, list[dict]],
-                    after: int = 200, timeout: float = 60) -> int:
+                    after: int = 200, timeout: float = 60, more: list[bytes] = ()) -> int:
     """kill -9 worker `name` once it has decided `after` lines of `submitted` (read through
-    `ledger`), and check the kill hit work in flight: fewer decisions stored than batch mode
-    gives for `submitted` (else the crash tested nothing). Returns the decisions at the kill."""
+    `ledger`; `more` lines are submitted right before the kill), and check the kill hit work
+    in flight: fewer decisions stored than batch mode gives for all the lines submitted (else
+    the crash tested nothing). Returns the decisions at the kill."""
     deadline = time.monotonic() + timeout
     while ledger.count("decisions") < after and time.monotonic() < deadline:
         assert pipe.workers[name].poll() is None, f"worker {name} died: see {pipe.log(name)}"
         time.sleep(0.05)
     assert ledger.count("decisions") >= after, "the worker never got going"
+    if more:
+        pipe.submit(list(more))
     pipe.kill(name)
     at_kill = ledger.count("decisions")
-    owed = sum(1 for e in batch_expectation(submitted, reference) if e["topic"] == topics.ADJUDICATED.name)
+    owed = sum(1 for e in batch_expectation([*submitted, *more], reference) if e["topic"] == topics.ADJUDICATED.name)
     assert at_kill < owed, f"all {owed} decisions were stored before the kill: it hit no work in flight"
     return at_kill
 

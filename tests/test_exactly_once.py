@@ -32,8 +32,9 @@ def test_kill9_with_exactly_once_on_kafka(kafka_available, tmp_path):
         first, second = whole_claim_halves(work.lines)
         pipe.submit(first)
         stream_ledger = Ledger(pipe.ledger_url)
-        kill9_in_flight(pipe, "w1", stream_ledger, first, work.reference)
-        pipe.submit(second)
+        # the ledger takes a whole first half in one batch on Kafka: the second half is sent
+        # right before the kill, so the kill surely meets work in flight
+        kill9_in_flight(pipe, "w1", stream_ledger, first, work.reference, more=second)
         pipe.start("w1-restarted")
         wanted = set(keyed(expected))
         try:

@@ -118,8 +118,9 @@ def test_kill9_mid_stream_loses_nothing_and_counts_units_once(fresh_bootstrap, t
     first, second = whole_claim_halves(work.lines)
     pipe.submit(first)
     stream_ledger = Ledger(pipe.ledger_url)
-    kill9_in_flight(pipe, "w1", stream_ledger, first, work.reference)  # the second half is not even submitted yet
-    pipe.submit(second)
+    # mid-stream: the second half is sent right before the kill (a first half can be decided
+    # in one batch on Kafka), so the kill surely meets work in flight
+    kill9_in_flight(pipe, "w1", stream_ledger, first, work.reference, more=second)
     pipe.start("w1-restarted")
     try:
         records = pipe.collect(expected, timeout=180)

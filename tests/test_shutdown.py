@@ -67,7 +67,7 @@ def test_sigterm_with_an_open_wait_request_exits_0(fresh_bootstrap, tmp_path):
         request.start()
         # the request is open once its line is on the input topic (published, now waiting)
         wait_for(lambda: any(v and b"S-WAIT" in v for *_, v in read_to_end(fresh_bootstrap, [topics.SUBMITTED.name])),
-                 30, f"the ?wait request's line on the input topic (answer: {answer})")
+                 30, "the ?wait request's line on the input topic (the request failed at once?)")
         assert request.is_alive() and "got" not in answer, "the ?wait request was answered before the stop"
         code, took = _stop_timed(pipe, "w1")
         request.join(10)
