@@ -29,6 +29,8 @@ class Runtime:
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False
+        #: the broker incarnation marker this process started with (streams.admin)
+        self.incarnation: str | None = None
         self._inflight: list[float] = []  # start times of ledger calls waiting on the thread
         # One thread owns the ledger connection: the event loop never blocks on it.
         self._ledger_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
