@@ -53,7 +53,21 @@ _read_to: dict[TopicPartition, int] = {}
 
 class ReferenceLost(RuntimeError):
     """The broker no longer holds what this worker read (an embedded broker restarted, or
-    a topic was deleted): the in-memory view must be rebuilt from scratch."""
+    a topic was deleted), or it is another incarnation (its marker differs, even if it was
+    reloaded with identical data): every position this worker holds is void."""
+
+
+#: how often the incarnation marker is read again (a broker restarted and reloaded with
+#: the same data before this worker noticed shows nothing else; issue 14)
+MARKER_CHECK_S = 5.0
+
+
+def _check_incarnation(value: bytes) -> None:
+    marker = value.decode()
+    if runtime.incarnation is None:
+        runtime.incarnation = marker
+    elif marker != runtime.incarnation:
+        raise ReferenceLost(f"the broker is a new incarnation ({marker}; this worker started on {runtime.incarnation})")
 
 
 async def _consume_forever() -> None:
@@ -68,17 +82,27 @@ async def _consume_forever() -> None:
         for name in names:
             for p in sorted(await client.partitions_of(consumer, name)):
                 parts.append(TopicPartition(name, p))
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        marker = TopicPartition(topics.INCARNATION.name, 0)
+        consumer.assign([*parts, marker])
+        await consumer.seek_to_beginning(*parts, marker)
+        marker_read, latest_marker = time.monotonic(), None
         first_record: float | None = None  # the load is timed from here, not from start-up
         read_to = _read_to
         while True:
+            if time.monotonic() - marker_read > MARKER_CHECK_S:
+                consumer.seek(marker, 0)
+                marker_read, latest_marker = time.monotonic(), None
             try:  # getmany can block for as long as the broker is away
                 batches = await asyncio.wait_for(consumer.getmany(timeout_ms=200, max_records=5000), timeout=2)
             except TimeoutError:
                 batches = {}
             if batches and first_record is None:
                 first_record = time.monotonic()
+            for rec in batches.pop(marker, []):
+                latest_marker = rec.value
+            if latest_marker is not None and await consumer.position(marker) >= (consumer.highwater(marker) or 0):
+                _check_incarnation(latest_marker)  # the last marker (two may race at creation)
+                latest_marker = None
             for tp, records in batches.items():
                 for rec in records:
                     error = _apply(tp.topic, rec.key, rec.value)
@@ -133,12 +157,18 @@ async def _feed() -> None:
             delay = min(delay * 2, 10.0)
 
 
+#: set for a process started by `_restart_in_place` (streams.worker rewinds the group)
+REWIND = "CLAIMS_REWIND_GROUP"
+
+
 def _restart_in_place(cause: Exception) -> None:
     """The broker lost records this worker already consumed (an embedded broker restarts
-    empty): every consumer position and offset the worker holds is void. Start over as a
-    fresh process (same pid, same settings); the ledger keeps every decision and all state,
-    so nothing is decided twice, and the new process decides nothing before the reference
-    data is back."""
+    empty, or comes back another incarnation): every consumer position and offset the worker
+    holds is void, and so are offsets it committed to the new broker before it noticed. Start
+    over as a fresh process (same pid, same settings) that reads every topic from the
+    beginning; the ledger keeps every decision and all state, so nothing is decided twice
+    (what was decided is answered again), and the new process decides nothing before the
+    reference data is back."""
     runtime.reference_ready.clear()
     log.error("broker lost consumed records (%s); restarting the worker in place", cause)
     for handler in logging.getLogger().handlers:
@@ -146,6 +176,7 @@ def _restart_in_place(cause: Exception) -> None:
     from streams.app import WEB_PORT
 
     os.environ["CLAIMS_WEB_PORT"] = str(WEB_PORT)  # the same port again (with 0 the new image would take another)
+    os.environ[REWIND] = "1"  # the new process does not resume from offsets committed meanwhile
     os.execv(sys.executable, [sys.executable, "-m", "streams.cli", *sys.argv[1:]])
 
 

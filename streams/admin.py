@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+#: the key of the incarnation marker record (partition 0 of a `marker` topic)
+MARKER_KEY = b"incarnation"
 
 
 class TopicSetupError(RuntimeError):
@@ -30,6 +35,8 @@ class TopicSpec:
     partitions: int
     replication_factor: int = 1
     config: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: holds the broker incarnation marker: written when the topics are created (if empty)
+    marker: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -98,6 +105,42 @@ async def ensure_topics(
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+    for s in specs:
+        if s.marker and await read_marker(bootstrap, s.name, client_kwargs) is None:
+            await _write_marker(bootstrap, s.name, client_kwargs)
+
+
+async def _write_marker(bootstrap: str, name: str, client_kwargs: dict | None) -> None:
+    """A new incarnation id on partition 0 of `name` (a new broker, or topics created anew)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client_kwargs or {}))
+    await producer.start()
+    try:
+        await producer.send_and_wait(name, key=MARKER_KEY, value=uuid.uuid4().hex.encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+async def read_marker(bootstrap: str, name: str, client_kwargs: dict | None = None) -> str | None:
+    """The broker incarnation: the last marker on partition 0 of `name` (None: none yet).
+    Two workers creating the topics at once may both write one; the last one stands (a
+    compacted topic keeps only it), and a worker that read the first restarts once."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **(client_kwargs or {}))
+    await consumer.start()
+    try:
+        tp = TopicPartition(name, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        last, deadline = None, time.monotonic() + 15
+        while time.monotonic() < deadline:  # to the high watermark of a fetch (ListOffsets is wrong on Tansu)
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                last = record.value.decode() if record.key == MARKER_KEY and record.value else last
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) >= high:
+                return last
+        raise TopicSetupError(f"{name}: could not read the incarnation marker")
+    finally:
+        await consumer.stop()
 
 
 async def _check(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> tuple[str | None, bool]:
@@ -122,3 +165,31 @@ async def _check(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> tuple[st
         elif any(p["leader"] < 0 for p in meta["partitions"]):
             wrong.append(f"{s.name}: a partition has no leader")
     return ("topic check failed: " + "; ".join(wrong) if wrong else None), transient
+
+
+async def rewind_group(bootstrap: str, group_id: str, names: Iterable[str], client_kwargs: dict | None = None,
+                       wait_s: float = 0.0) -> bool:
+    """Commit offset 0 for every partition of `names` in consumer group `group_id`: after
+    the broker was replaced, offsets the group committed there may come from positions in
+    the old broker's logs (a worker that had not noticed yet), and must not be resumed from.
+    Apache Kafka takes it only once the group is empty (the replaced process's membership
+    expires after the session timeout): tried until `wait_s` passed. Returns whether it took."""
+    from streams.client import partitions_of
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                                **(client_kwargs or {}))
+    await consumer.start()
+    try:
+        parts = [TopicPartition(n, p) for n in names for p in sorted(await partitions_of(consumer, n))]
+        consumer.assign(parts)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                await consumer.commit({tp: 0 for tp in parts})
+                return True
+            except KafkaError:
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(1.0)
+    finally:
+        await consumer.stop()

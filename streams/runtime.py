@@ -29,6 +29,8 @@ class Runtime:
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False
+        #: the broker incarnation marker this process started with (streams.admin)
+        self.incarnation: str | None = None
         self._inflight: list[float] = []  # start times of ledger calls waiting on the thread
         #: told the claim ids a stage has just answered (committed): the API's `?wait`
         self.answer_listeners: list[Callable[[set[str]], None]] = []

@@ -62,8 +62,9 @@ def _committed() -> set:
 async def _commit_new_partitions(tps: set) -> None:
     """Commit at once (the previous batch is acknowledged by now) when a partition had no
     committed offset yet: a crash before the first periodic commit would have the group read
-    it again from the beginning, however long ago that was, and not just one commit interval."""
-    if tps - _committed():
+    it again from the beginning, however long ago that was, and not just one commit interval.
+    Not with exactly_once, whose offsets go with the transactions Faust commits itself."""
+    if not app.in_transaction and tps - _committed():
         await app.consumer.commit()
 
 

@@ -49,6 +49,10 @@ PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)"
 #: adjudicate -> remittance: the decisions of the claims a batch decided
 DECIDED = TopicDef("claims.internal.decided", "none (partition = input partition)", DecidedBatch, internal=True)
 
+#: the broker incarnation: one marker record (a random id, key `incarnation`) written when the
+#: topics are created; a worker that finds another id is talking to a new broker (issue 14)
+INCARNATION = TopicDef("claims.internal.incarnation", "incarnation", None, compacted=True, internal=True)
+
 #: reference table name -> its compacted topic
 REFERENCE = {
     "members": TopicDef("reference.members", "member_id", Member, compacted=True),
@@ -61,4 +65,4 @@ REFERENCE = {
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
 ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, ASSEMBLED, PRICED, DECIDED,
-       *REFERENCE.values())
+       INCARNATION, *REFERENCE.values())

@@ -11,21 +11,32 @@ import os
 import socket
 
 from streams import topics
-from streams.admin import TopicSpec, ensure_topics
+from streams.admin import TopicSpec, ensure_topics, read_marker, rewind_group
 from streams.settings import Settings
+
+
+#: the topics the agents consume as one group
+CONSUMED = (topics.SUBMITTED, topics.ASSEMBLED, topics.PRICED, topics.DECIDED)
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
     compact = {"cleanup.policy": "compact"}
     return [
-        TopicSpec(t.name, s.partitions, s.replication_factor, compact if t.compacted else {})
+        TopicSpec(t.name, s.partitions, s.replication_factor, compact if t.compacted else {},
+                  marker=t is topics.INCARNATION)
         for t in topics.ALL
     ]
 
 
-def create_topics(s: Settings) -> None:
+def create_topics(s: Settings) -> str | None:
+    """Create the topics (and the incarnation marker) if missing; the broker incarnation."""
     bootstrap = ",".join(s.bootstrap_list)
-    asyncio.run(ensure_topics(bootstrap, topic_specs(s), s.kafka_client_kwargs()))
+
+    async def create() -> str | None:
+        await ensure_topics(bootstrap, topic_specs(s), s.kafka_client_kwargs())
+        return await read_marker(bootstrap, topics.INCARNATION.name, s.kafka_client_kwargs())
+
+    return asyncio.run(create())
 
 
 def _prime_metrics(books) -> None:
@@ -59,6 +70,7 @@ def run(loglevel: str = "warning") -> None:
     import faust
 
     import agents  # noqa: F401 - registers the agents
+    from agents.reference import REWIND
     from streams import (  # noqa: F401 - registers the pages
         api,  # noqa: F401 - registers the /v1 HTTP API
         api_reference,  # noqa: F401 - /v1/openapi.json and /v1/docs
@@ -71,7 +83,11 @@ def run(loglevel: str = "warning") -> None:
     from streams.stage import runtime
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    create_topics(settings)
+    runtime.incarnation = create_topics(settings)
+    if os.environ.pop(REWIND, None):  # restarted in place: the broker was replaced (agents.reference)
+        if not asyncio.run(rewind_group(",".join(settings.bootstrap_list), settings.app_id, [t.name for t in CONSUMED],
+                                        settings.kafka_client_kwargs(), wait_s=settings.session_timeout_s + 5)):
+            print("claims-pipeline worker: could not rewind the group's offsets (other members are active)", flush=True)
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     _prime_metrics(runtime.books)
     if runtime.shadow is not None:

@@ -17,7 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams import topics
 from streams.broker import free_port
 from streams.ledger import Ledger
 from streams.settings import Settings
@@ -45,22 +44,21 @@ def internal_repeats(bootstrap: str) -> dict[str, int]:
     """Per internal topic: claim lines it carried beyond one copy of each (the replays)."""
     out = {}
     for name in INTERNAL:
-        copies = Counter()
+        copies, lines = Counter(), {}
         for _, _, _, _, value in read_to_end(bootstrap, [name]):
             for claim in orjson.loads(value)["claims"]:
                 copies[claim["claim_id"]] += 1
-                copies[claim["claim_id"], "lines"] = len(claim["lines"])
-        out[name] = sum((copies[c] - 1) * copies[c, "lines"] for c in copies if not isinstance(c, tuple))
+                lines[claim["claim_id"]] = len(claim["lines"])
+        out[name] = sum((n - 1) * lines[c] for c, n in copies.items())
     return out
 
 
-def run_crash(bootstrap: str, tmp_path: Path, env: dict[str, str] | None = None) -> dict:
+def run_crash(bootstrap: str, tmp_path: Path) -> dict:
     work = generate(LINES, members=300, seed=47)
     batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
     expected = batch_expectation(work.lines, work.reference, batch_ledger)
     pipe = Pipeline(bootstrap, tmp_path, partitions=4)
     pipe.env["CLAIMS_COMMIT_INTERVAL_S"] = str(COMMIT_INTERVAL_S)
-    pipe.env.update(env or {})
     pipe.load_reference(work.reference)
     ports = {}
     for name in ("w1", "w2"):

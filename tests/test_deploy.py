@@ -53,6 +53,7 @@ STREAM_TOPICS = {
     "claims.remittance.dlq",
 }
 COMPACTED_TOPICS = {
+    "claims.internal.incarnation",
     "reference.members",
     "reference.authorizations",
     "reference.drugs",
