@@ -145,14 +145,16 @@ def load_reference_dir(directory: Path) -> ReferenceData:
     return ref
 
 
-def run_batch(lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks, ledger: Ledger | None = None) -> Iterator[dict[str, Any]]:
+def run_batch(lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks, ledger: Ledger | None = None,
+              observer: Callable[[ClaimWork], Observer | None] | None = None) -> Iterator[dict[str, Any]]:
     """Adjudicate submitted lines in order, yielding each published record with its topic.
 
     Claims still incomplete at the end of the input are rejected, as the assembly timeout
-    would in the stream.
+    would in the stream. `observer` gives each claim's observer of its decision, as Monitor
+    Mode's worker has one (the oracle of its tests).
     """
     ledger = ledger or Ledger("sqlite:///:memory:")
-    yield from _run_lines(ledger, lines, ref, books)
+    yield from _run_lines(ledger, lines, ref, books, observer)
     yield from _records(Step(rejections=ledger.expire(float("inf"), utcnow(), limit=1_000_000)))
 
 
@@ -163,14 +165,15 @@ def simulate(ledger: Ledger, lines: list[bytes], ref: ReferenceData, books: Rule
         return list(_run_lines(ledger, lines, ref, books))
 
 
-def _run_lines(ledger: Ledger, lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks) -> Iterator[dict[str, Any]]:
+def _run_lines(ledger: Ledger, lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks,
+               observer: Callable[[ClaimWork], Observer | None] | None = None) -> Iterator[dict[str, Any]]:
     """Every stage, line after line, in submission order (batch mode and simulations)."""
     for offset, raw in enumerate(lines):
         step = intake(ledger, raw, float(offset), books)
         yield from _records(step)
         if step.assembled is not None:
             work = engine.price(engine.enrich(step.assembled, ref, books), ref)
-            yield from _records(adjudicate(ledger, work, books))
+            yield from _records(adjudicate(ledger, work, books, observer(work) if observer else None))
 
 
 def _records(step: Step) -> Iterator[dict[str, Any]]:

@@ -9,12 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from rules import engine
 from rules.monitor import ShadowResult, compare_claim
 from rules.reference import TABLES, ReferenceData
 from rules.rulebook import candidate_path, default_rulebooks, load_single
 from streams import client, pipeline, topics
-from streams.ledger import Ledger
 from streams.synthetic import generate
 from tests.harness import Pipeline, _key, keyed
 
@@ -29,18 +27,12 @@ def batch_with_shadow(lines: list[bytes], reference: dict[str, list[dict]]) -> t
     for table, rows in reference.items():
         ref.load(table, [TABLES[table][0].model_validate(r) for r in rows])
     books, candidate = default_rulebooks(), load_single(CANDIDATE)
-    ledger, records, shadows = Ledger("sqlite:///:memory:"), [], []
-    for offset, raw in enumerate(lines):
-        step = pipeline.intake(ledger, raw, float(offset), books)
-        records += pipeline._records(step)  # noqa: SLF001 - the records batch mode prints
-        if step.assembled is not None:
-            work = engine.price(engine.enrich(step.assembled, ref, books), ref)
+    shadows: list[ShadowResult] = []
 
-            def observe(history, outcome, work=work):  # noqa: ANN001
-                shadows.append(compare_claim(work, history, outcome.new_decisions, ref, candidate))
+    def observer(work):  # noqa: ANN001, ANN202
+        return lambda history, outcome: shadows.append(compare_claim(work, history, outcome.new_decisions, ref, candidate))
 
-            records += pipeline._records(pipeline.adjudicate(ledger, work, books, observe))  # noqa: SLF001
-    records += pipeline._records(pipeline.Step(rejections=ledger.expire(float("inf"), pipeline.utcnow(), limit=10**6)))  # noqa: SLF001
+    records = list(pipeline.run_batch(lines, ref, books, observer=observer))
     return records, shadows
 
 
