@@ -109,7 +109,7 @@ class ApiError(Exception):
         return out
 
 
-def _json(web: Any, value: Any, status: int, headers: dict[str, str] | None = None) -> Any:
+def json_response(web: Any, value: Any, status: int, headers: dict[str, str] | None = None) -> Any:
     """A JSON answer; never cached anywhere on the way (it carries PHI)."""
     return web.bytes(orjson.dumps(value), content_type="application/json", status=status,
                      headers={"Cache-Control": "no-store", **(headers or {})})
@@ -127,10 +127,10 @@ class ApiView(faust.web.View):
             authorize(request)
             response = await super().dispatch(request)
         except ApiError as exc:
-            response = _json(self.web, exc.body(), exc.status, exc.headers)
+            response = json_response(self.web, exc.body(), exc.status, exc.headers)
         except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
             log.exception("%s %s failed", request.method, self.route_label)
-            response = _json(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
+            response = json_response(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
         REQUESTS.labels(self.route_label, str(response.status)).inc()
         log.debug("%s %s -> %s in %.3fs", request.method, self.route_label, response.status, time.perf_counter() - started)
         return response
@@ -184,7 +184,7 @@ async def read_body(request: Any, media_types: Iterable[str] = ("application/jso
     return bytes(body)
 
 
-def _wait_param(request: Any) -> float | None:
+def wait_param(request: Any) -> float | None:
     raw = request.query.get("wait")
     if raw is None:
         return None
@@ -326,7 +326,7 @@ def _answered(q: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
     return out
 
 
-def _answers(q: Any, claim_id: str) -> Answers:
+def answers_in(q: Any, claim_id: str) -> Answers:
     row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
     records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)})
                for n, body in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id)]
@@ -349,7 +349,7 @@ def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, 
     REVERSED records it caused in `reversals`."""
     state = correction_state(ledger, claim_id)
     adjudicated = topics.ADJUDICATED.name
-    view: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id), "status": status, "lines": records}
+    view: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id), "status": status, "lines": records}
     if state["reversed_by"]:
         view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"],
                     reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
@@ -369,7 +369,7 @@ def claim_answers(ledger: Any, claim_id: str) -> Answers:
     and the claim's records (decisions and rejections, as published, plus their `topic`),
     by line number."""
     with ledger.reading() as q:
-        return _answers(q, claim_id)
+        return answers_in(q, claim_id)
 
 
 def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> dict[str, Answers]:
@@ -377,7 +377,7 @@ def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> di
     answers; one transaction for every waiting request."""
     with ledger.reading() as q:
         answered = _answered(q, list(wanted))
-        return {claim_id: _answers(q, claim_id) for claim_id, sets in wanted.items()
+        return {claim_id: answers_in(q, claim_id) for claim_id, sets in wanted.items()
                 if any(numbers <= answered[claim_id] for numbers in sets)}
 
 
@@ -470,14 +470,15 @@ async def _release_waits(sender: Any, **kwargs: Any) -> None:
     watcher.release_all()
 
 
-async def _in_ledger(fn: Any, *args: Any) -> Any:
+async def ledger_call(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in the ledger's thread; 503 LEDGER_UNAVAILABLE when it does not answer in time."""
     try:
         return await asyncio.wait_for(runtime.in_ledger(fn, *args), LEDGER_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise ApiError(503, "LEDGER_UNAVAILABLE", "the ledger did not answer in time; try again") from None
 
 
-def _status_url(claim_id: str) -> str:
+def status_url(claim_id: str) -> str:
     from urllib.parse import quote
 
     return f"{API_PREFIX}/claims/{quote(claim_id, safe='')}"
@@ -524,24 +525,24 @@ class ClaimsView(ApiView):
 
     async def post(self, request: Any) -> Any:
         started = time.perf_counter()
-        wait = _wait_param(request)
+        wait = wait_param(request)
         lines = await claim_body(request)
         claim_id = lines[0]["claim_id"]
         await publish_lines(lines)
-        answer: dict[str, Any] = {"claim_id": claim_id, "status_url": _status_url(claim_id)}
+        answer: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id)}
         if reason := _not_ready_reason():
             answer["reason"] = reason
         if not wait:
-            return _json(self.web, {**answer, "status": "ACCEPTED"}, 202)
+            return json_response(self.web, {**answer, "status": "ACCEPTED"}, 202)
         answers = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
         if answers is None:  # the wait ran out: what there is so far
-            _, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+            _, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
             WAIT_SECONDS.observe(time.perf_counter() - started)
-            return _json(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
+            return json_response(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
         WAIT_SECONDS.observe(time.perf_counter() - started)
         status, records = answers
-        view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
-        return _json(self.web, view, 200)
+        view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        return json_response(self.web, view, 200)
 
 
 async def claim_body(request: Any) -> list[dict[str, Any]]:
@@ -588,10 +589,10 @@ class SimulateView(ApiView):
             raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
                            headers={"Retry-After": "1"})
         books = runtime.shadow if candidate else runtime.books
-        records = await _in_ledger(pipeline.simulate, runtime.ledger, [orjson.dumps(obj) for obj in lines],
+        records = await ledger_call(pipeline.simulate, runtime.ledger, [orjson.dumps(obj) for obj in lines],
                                    runtime.reference, books)
         claim_id = lines[0]["claim_id"]
-        return _json(self.web, {"claim_id": claim_id, "simulated": True, "policy_versions": books.versions,
+        return json_response(self.web, {"claim_id": claim_id, "simulated": True, "policy_versions": books.versions,
                                 "status": overall_status("DECIDED", records), "lines": records}, 200)
 
     async def get(self, request: Any) -> Any:  # a claim whose id is "simulate"
@@ -602,13 +603,13 @@ async def claim_status(web: Any, claim_id: str) -> Any:
     """GET /v1/claims/{claim_id}: the decisions and rejections recorded so far."""
     if not 0 < len(claim_id) <= 64:
         raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
-    status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+    status, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
     if status is None and not records:
         raise ApiError(404, "NOT_FOUND",
                        f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
                        field="claim_id")
-    view = await _in_ledger(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
-    return _json(web, view, 200)
+    view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+    return json_response(web, view, 200)
 
 
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")

@@ -34,15 +34,15 @@ from streams.api import (
     ApiError,
     ApiView,
     PUBLISH_TIMEOUT_S,
-    _answers,
-    _in_ledger,
-    _json,
-    _status_url,
-    _wait_param,
+    answers_in,
     claim_answers,
     correction_state,
+    json_response,
+    ledger_call,
     overall_status,
     read_body,
+    status_url,
+    wait_param,
     watcher,
 )
 from streams.app import app
@@ -114,7 +114,7 @@ async def _parse_837(body: bytes) -> tuple[parse837.Interchange837, str]:
     job = _parse_pool.submit(parse837.parse, body)
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(_parse_finished))
     result = await asyncio.wrap_future(job)
-    (number,) = await _in_ledger(control_numbers, runtime.ledger, result.receiver.id or "UNKNOWN")
+    (number,) = await ledger_call(control_numbers, runtime.ledger, result.receiver.id or "UNKNOWN")
     return await _build(acknowledge_837, result, number)
 
 
@@ -178,7 +178,7 @@ async def publish_claims(claims: Sequence[parse837.Claim]) -> None:
 def claims_answers(ledger: Any, claim_ids: Sequence[str]) -> dict[str, Answers]:
     """`claim_answers` for several claims, in one transaction."""
     with ledger.reading() as q:
-        return {claim_id: _answers(q, claim_id) for claim_id in dict.fromkeys(claim_ids)}
+        return {claim_id: answers_in(q, claim_id) for claim_id in dict.fromkeys(claim_ids)}
 
 
 def front_end_status(claim: parse837.Claim, ledger_status: str | None,
@@ -218,23 +218,23 @@ async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, re
     waited = await asyncio.gather(*(watcher.wait(c.claim_id, [line["line_number"] for line in c.lines], wait)
                                     for c in claims))
     late = [c.claim_id for c, answers in zip(claims, waited, strict=True) if answers is None]
-    now = await _in_ledger(claims_answers, runtime.ledger, late) if late else {}
+    now = await ledger_call(claims_answers, runtime.ledger, late) if late else {}
     answers = [a if a is not None else now[c.claim_id] for c, a in zip(claims, waited, strict=True)]
     statuses = [front_end_status(c, status, records) for c, (status, records) in zip(claims, answers, strict=True)]
     known = sum(s is not None for s in statuses)
-    numbers = await _in_ledger(control_numbers, runtime.ledger, ack277ca.Source().interchange_id.id,
+    numbers = await ledger_call(control_numbers, runtime.ledger, ack277ca.Source().interchange_id.id,
                                known + 1) if known else []
     combined, each = await _build(_acknowledgements, result, statuses, received, numbers)
     out = []
     for claim, (status, records), ruling, text in zip(claims, answers, statuses, each, strict=True):
         entry: dict[str, Any] = {
-            "claim_id": claim.claim_id, "status_url": _status_url(claim.claim_id),
+            "claim_id": claim.claim_id, "status_url": status_url(claim.claim_id),
             "acknowledgement": "PENDING" if ruling is None else ("ACCEPTED" if ruling.accepted else "REJECTED"),
             "status": overall_status(status, records), "lines": records, "277ca": text,
         }
         if any(r["topic"] == topics.ADJUDICATED.name for r in records):
-            entry["remittance_url"] = f"{_status_url(claim.claim_id)}/835"
-            entry["claim_response_url"] = f"{_status_url(claim.claim_id)}/remittance"
+            entry["remittance_url"] = f"{status_url(claim.claim_id)}/835"
+            entry["claim_response_url"] = f"{status_url(claim.claim_id)}/remittance"
         out.append(entry)
     code = 200 if all(a is not None for a in waited) else 202
     return code, {"interchange_control_number": result.control_number, "status": result.status, "999": ack,
@@ -266,7 +266,7 @@ class X12ClaimsView(ApiView):
     route_label = "x12_837"
 
     async def post(self, request: Any) -> Any:
-        wait = _wait_param(request)
+        wait = wait_param(request)
         body = await read_body(request, X12_MEDIA_TYPES, charsets=X12_CHARSETS)
         received = datetime.now(UTC)
         result, ack = await _parse_837(body)
@@ -280,11 +280,11 @@ class X12ClaimsView(ApiView):
         if wait is None:
             return _x12(self.web, ack, 200 if accepted else 400, {REASON_HEADER: why} if why else None)
         if not accepted:
-            return _json(self.web, {"interchange_control_number": result.control_number, "status": result.status,
+            return json_response(self.web, {"interchange_control_number": result.control_number, "status": result.status,
                                     "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400,
                          headers={REASON_HEADER: why})
         code, envelope = await _waited_837(result, ack, wait, received)
-        return _json(self.web, envelope, code)
+        return json_response(self.web, envelope, code)
 
 
 async def _decisions(claim_id: str) -> list[dict[str, Any]]:
@@ -292,7 +292,7 @@ async def _decisions(claim_id: str) -> list[dict[str, Any]]:
     no remittance: rejected at the front end)."""
     if not 0 < len(claim_id) <= 64:
         raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
-    status, records = await _in_ledger(claim_answers, runtime.ledger, claim_id)
+    status, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
     if status is None and not records:
         raise ApiError(404, "NOT_FOUND", f"claim {claim_id!r} is unknown", field="claim_id")
     if status in ("OPEN", "ASSEMBLED"):
@@ -301,7 +301,7 @@ async def _decisions(claim_id: str) -> list[dict[str, Any]]:
     decisions = [{k: v for k, v in r.items() if k != "topic"} for r in records if r["topic"] == topics.ADJUDICATED.name]
     if not decisions:
         raise ApiError(409, "NO_REMITTANCE", f"claim {claim_id!r} was rejected at the front end: there is no "
-                       f"remittance for it (see {_status_url(claim_id)} or its 277CA)", field="claim_id")
+                       f"remittance for it (see {status_url(claim_id)} or its 277CA)", field="claim_id")
     return decisions
 
 
@@ -318,8 +318,8 @@ class Claim835View(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        caused = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reversals"]
-        facts, number = await _in_ledger(remittance_inputs, runtime.ledger,
+        caused = (await ledger_call(correction_state, runtime.ledger, claim_id))["reversals"]
+        facts, number = await ledger_call(remittance_inputs, runtime.ledger,
                                          [claim_id, *(r["claim_id"] for r in caused)])
         try:  # a replacement's or void's 835 starts with the reversal it made
             text = await _build(build_835, [*caused, *decisions], facts, number)
@@ -337,7 +337,7 @@ class ClaimRemittanceView(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        replaces = (await _in_ledger(correction_state, runtime.ledger, claim_id))["reverses"]
+        replaces = (await ledger_call(correction_state, runtime.ledger, claim_id))["reverses"]
         resource = await _build(partial(fhir.claim_response, replaces=replaces), decisions)
         return self.web.bytes(orjson.dumps(resource), content_type=FHIR_MEDIA_TYPE, status=200,
                               headers={"Cache-Control": "no-store"})
