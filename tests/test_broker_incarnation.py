@@ -15,6 +15,7 @@ import time
 import pytest
 
 from streams.broker import EmbeddedBroker, free_port
+from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
 from tests.test_broker_restart import _claims_in, _ready, _wait
 
@@ -24,8 +25,6 @@ pytestmark = pytest.mark.broker
 def test_a_broker_restarted_and_reloaded_with_the_same_data_is_a_new_incarnation(tmp_path):
     if os.environ.get("CLAIMS_TEST_BROKER"):
         pytest.skip("restarts the embedded broker itself")
-    from streams.synthetic import generate
-
     work = generate(600, members=60, seed=53)
     first, second = work.lines[:300], work.lines[300:]
     while _claims_in(first[-1:]) & _claims_in(second[:1]):
