@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500; the embedded broker holds it that long).")
     commit_interval_s: float = Field(
-        2.8, gt=0, le=60, description="How often offsets are committed; a crash replays about this much work.")
+        1.0, gt=0, le=60, description="How often offsets are committed; a crash replays about this much work (Faust: 2.8).")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once", description="exactly_once: Kafka transactions (Apache Kafka only; docs/architecture.md).")
 

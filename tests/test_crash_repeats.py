@@ -17,18 +17,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.broker import free_port
+from streams import topics
 from streams.ledger import Ledger
 from streams.settings import Settings
 from streams.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed, read_to_end
-from tests.test_faults import _ready, _unit_usage, _wait
+from tests.harness import Pipeline, batch_expectation, keyed, read_to_end, unit_usage
+from tests.test_faults import _ready, _wait
 
 pytestmark = pytest.mark.broker
 
 LINES, RATE, KILL_AT_S, RESTART_AT_S = 6000, 500, 4.0, 9.0
-COMMIT_INTERVAL_S = Settings.model_fields["commit_interval_s"].default  # 2.8 s, as Faust
-INTERNAL = ["claims.internal.assembled", "claims.internal.enriched", "claims.internal.priced"]
+COMMIT_INTERVAL_S = Settings.model_fields["commit_interval_s"].default  # 1.0 s (Faust's own default is 2.8 s)
+INTERNAL = [t.name for t in (topics.ASSEMBLED, topics.PRICED)]
 
 
 def offer(pipe: Pipeline, lines: list[bytes], rate: float, step_s: float = 0.1) -> None:
@@ -60,11 +60,9 @@ def run_crash(bootstrap: str, tmp_path: Path) -> dict:
     pipe = Pipeline(bootstrap, tmp_path, partitions=4)
     pipe.env["CLAIMS_COMMIT_INTERVAL_S"] = str(COMMIT_INTERVAL_S)
     pipe.load_reference(work.reference)
-    ports = {}
     for name in ("w1", "w2"):
-        ports[name] = free_port()
-        pipe.env["CLAIMS_WEB_PORT"] = str(ports[name])
         pipe.start(name)
+    ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
     try:
         _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
         with ThreadPoolExecutor(1) as pool:
@@ -73,7 +71,6 @@ def run_crash(bootstrap: str, tmp_path: Path) -> dict:
             time.sleep(max(started + KILL_AT_S - time.monotonic(), 0))
             pipe.kill("w2")
             time.sleep(max(started + RESTART_AT_S - time.monotonic(), 0))
-            pipe.env["CLAIMS_WEB_PORT"] = str(ports["w2"])
             pipe.start("w2-restarted")
             load.result()
         records = pipe.collect(expected, timeout=240)
@@ -85,7 +82,7 @@ def run_crash(bootstrap: str, tmp_path: Path) -> dict:
     carried = internal_repeats(bootstrap)
     print(f"kill -9 of one of two workers: {counts}; lines carried again by the internal topics: {carried}")
     assert got == want
-    assert _unit_usage(Ledger(pipe.ledger_url)) == _unit_usage(batch_ledger)
+    assert unit_usage(Ledger(pipe.ledger_url)) == unit_usage(batch_ledger)
     return counts
 
 
