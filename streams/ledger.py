@@ -101,9 +101,12 @@ class Ledger:
                         self._gate = WriterGate(path)
                 self._conn = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False,
                                              timeout=self.BUSY_TIMEOUT_S)
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn.executescript(SCHEMA)
+                # in the writers' turn: two workers opening a new file at once both switch it to
+                # WAL, and SQLite answers the second "database is locked" without waiting
+                with self._gate.turn(self.BUSY_TIMEOUT_S) if self._gate else nullcontext():
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
+                    self._conn.executescript(SCHEMA)
         except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable now"
             self._conn = None
             raise LedgerUnavailable(f"ledger {self.describe()} unavailable: {exc}".splitlines()[0]) from exc

@@ -511,3 +511,29 @@ def test_batch_over_sample_data_matches_golden(ledger: Ledger) -> None:
         r.pop("rejected_at", None)
     golden = [json.loads(x) for x in (ROOT / "tests" / "golden" / "sample_decisions.jsonl").read_text().splitlines()]
     assert records == golden
+
+
+def _open_ledger(url: str, answers: Any) -> None:
+    try:
+        Ledger(url).close()
+        answers.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        answers.put(str(exc))
+
+
+def test_workers_opening_a_new_sqlite_file_at_once_all_start(tmp_path: Path) -> None:
+    """Two workers started together on a new ledger file both switch it to WAL; without the
+    writers' turn SQLite answered one of them "database is locked" at once (about 1 start in
+    40 with three processes), and that worker died at start."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(40):
+        answers = ctx.Queue()
+        url = f"sqlite:///{tmp_path / f'ledger-{attempt}.db'}"
+        procs = [ctx.Process(target=_open_ledger, args=(url, answers)) for _ in range(3)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+        assert [answers.get(timeout=5) for _ in procs] == ["ok"] * 3, f"attempt {attempt}"
