@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from rules.reference import TABLES
 from streams import client, topics
@@ -183,7 +183,9 @@ def test_reference_view_rebuilds_after_compaction(cluster, tmp_path):
     names = [t.name for t in topics.REFERENCE.values()]
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     small_segments = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01", "cleanup.policy": "compact"}
-    for future in admin.alter_configs([ConfigResource("topic", n, set_config=small_segments) for n in names]).values():
+    changes = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in small_segments.items()]
+    for future in admin.incremental_alter_configs([ConfigResource("topic", n, incremental_configs=changes)
+                                                   for n in names]).values():
         future.result()
 
     def produce(records: dict[tuple[str, bytes], bytes | None]) -> None:
