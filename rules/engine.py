@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import cache
+from operator import attrgetter
 
 from rules import corrections
 from rules.corrections import OriginalClaim
@@ -30,6 +31,7 @@ from rules.reference import ReferenceData
 from rules.rulebook import Rulebook, Rulebooks
 from streams.models import (
     AdjudicatedLine,
+    Authorization,
     ClaimLine,
     ClaimWork,
     Finding,
@@ -102,7 +104,7 @@ class Outcome:
 
 def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) -> ClaimWork:
     """A claim ready for the stages, under the version in effect on its first date of service."""
-    ordered = sorted(lines, key=lambda ln: ln.line_number)
+    ordered = sorted(lines, key=attrgetter("line_number"))
     first = ordered[0]
     book = books.for_date(min(ln.service_date for ln in ordered))
     return ClaimWork(
@@ -126,11 +128,11 @@ def enrich(work: ClaimWork, ref: ReferenceData, books: Rulebooks) -> ClaimWork:
 
 def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
     line = lw.line
-    findings = [f for f in (_eligibility(line, ref, book), _authorization(line, ref)) if f]
+    auth = ref.authorizations.get(line.authorization_number) if line.authorization_number else None
+    findings = [f for f in (_eligibility(line, ref, book), _authorization(line, auth)) if f]
     ndc11, drug_finding, package_type = _drug_data(line, ref, book)
     if drug_finding:
         findings.append(drug_finding)
-    auth = ref.authorizations.get(line.authorization_number or "")
     return evolve(lw, ndc11=ndc11, findings=tuple(findings),
                   approved_units=auth.approved_units if auth else None, package_type=package_type)
 
@@ -149,11 +151,10 @@ def _eligibility(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> Finding
     return None
 
 
-def _authorization(line: ClaimLine, ref: ReferenceData) -> Finding | None:
-    number = line.authorization_number
-    if not number:
+def _authorization(line: ClaimLine, auth: Authorization | None) -> Finding | None:
+    """`auth`: the authorization the line names, looked up once by the caller."""
+    if not line.authorization_number:
         return _denial("AUTH-MISSING")
-    auth = ref.authorizations.get(number)
     if auth is None:
         return _denial("AUTH-NOT-FOUND")
     if auth.status != "APPROVED":
@@ -182,8 +183,8 @@ def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str
     catalog = ref.drugs.get(ndc11)
     if catalog is None:
         return ndc11, _denial("DRUG-NDC-UNKNOWN"), None
-    missing = [n for n in ("quantity", "unit", "dosage", "frequency") if not getattr(drug, n)]
-    if missing:
+    if not (drug.quantity and drug.unit and drug.dosage and drug.frequency):
+        missing = [n for n in ("quantity", "unit", "dosage", "frequency") if not getattr(drug, n)]
         return ndc11, _finding("DRUG-DETAILS-INCOMPLETE", f"Missing: {', '.join(missing)}."), catalog.package_type
     if drug.unit != catalog.billing_unit:
         detail = f"Billed in {drug.unit}; the drug bills in {catalog.billing_unit}."
@@ -364,24 +365,26 @@ def claim_day_edits(work: ClaimWork, history: History, book: Rulebook) -> dict[i
 
 
 def _per_diem(day: date, lines: list[LineWork], history: History, book: Rulebook, found) -> None:
+    per_diem = [lw.line for lw in lines if lw.line.procedure_code in book.per_diem]
+    if not per_diem:  # most dates: no drug test needed
+        return
     jw = book.mod.wastage
     has_drug = day in history.drug_days or any(
         is_drug_line(lw.line, book) and jw not in lw.line.modifiers for lw in lines
     )
-    for lw in lines:
-        if lw.line.procedure_code in book.per_diem:
-            if not has_drug:
-                found[lw.line.line_number].append(_denial("EDIT-PER-DIEM-NO-DRUG"))
-            if lw.line.units != 1:
-                found[lw.line.line_number].append(_finding("EDIT-PER-DIEM-UNITS", f"Billed {lw.line.units} units."))
+    for line in per_diem:
+        if not has_drug:
+            found[line.line_number].append(_denial("EDIT-PER-DIEM-NO-DRUG"))
+        if line.units != 1:
+            found[line.line_number].append(_finding("EDIT-PER-DIEM-UNITS", f"Billed {line.units} units."))
 
 
 def _nursing(lines: list[LineWork], book: Rulebook, found) -> None:
-    if any(lw.line.procedure_code in book.nursing_first for lw in lines):
+    additional = [lw.line for lw in lines if lw.line.procedure_code in book.nursing_additional]
+    if not additional or any(lw.line.procedure_code in book.nursing_first for lw in lines):
         return
-    for lw in lines:
-        if lw.line.procedure_code in book.nursing_additional:
-            found[lw.line.line_number].append(_denial("EDIT-NURSING-ADDITIONAL-HOUR"))
+    for line in additional:
+        found[line.line_number].append(_denial("EDIT-NURSING-ADDITIONAL-HOUR"))
 
 
 def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
@@ -449,14 +452,15 @@ def _multi_ndc(lines: list[LineWork], book: Rulebook, found) -> None:
 
 def _wastage(lines: list[LineWork], book: Rulebook, found) -> None:
     jw = book.mod.wastage
+    wasted = [lw for lw in lines if jw in lw.line.modifiers]
+    if not wasted:  # most dates: nothing to check
+        return
     administered = {
         (lw.line.procedure_code, lw.ndc11)
         for lw in lines
         if jw not in lw.line.modifiers and lw.ndc11 and lw.line.drug and (lw.line.drug.quantity or 0) > 0
     }
-    for lw in lines:
-        if jw not in lw.line.modifiers:
-            continue
+    for lw in wasted:
         if (lw.line.procedure_code, lw.ndc11) not in administered or lw.ndc11 is None:
             found[lw.line.line_number].append(_denial("EDIT-WASTAGE-NO-ADMINISTERED"))
         if lw.package_type == "MULTI_USE":
