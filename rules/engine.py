@@ -107,7 +107,7 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
     ordered = sorted(lines, key=attrgetter("line_number"))
     first = ordered[0]
     book = books.for_date(min(ln.service_date for ln in ordered))
-    return ClaimWork(
+    return build(ClaimWork,
         claim_id=first.claim_id,
         member_id=first.member_id,
         policy_version=book.version,
