@@ -106,14 +106,14 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
     """A claim ready for the stages, under the version in effect on its first date of service."""
     ordered = sorted(lines, key=attrgetter("line_number"))
     first = ordered[0]
-    book = books.for_date(min(ln.service_date for ln in ordered))
+    book = books.for_date(min([ln.service_date for ln in ordered]))
     return build(ClaimWork,
         claim_id=first.claim_id,
         member_id=first.member_id,
         policy_version=book.version,
         submitted_at=submitted_at,
-        lines=tuple(build(LineWork, line=ln, ndc11=None, findings=(), pricing=None, priced_amount=None,
-                          price_finding=None, approved_units=None, package_type=None) for ln in ordered),
+        lines=tuple([build(LineWork, line=ln, ndc11=None, findings=(), pricing=None, priced_amount=None,
+                           price_finding=None, approved_units=None, package_type=None) for ln in ordered]),
     )
 
 
@@ -123,7 +123,7 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
 def enrich(work: ClaimWork, ref: ReferenceData, books: Rulebooks) -> ClaimWork:
     """Eligibility, prior authorization and drug data for every line."""
     book = books.get(work.policy_version)
-    return evolve(work, lines=tuple(_enrich_line(lw, ref, book) for lw in work.lines))
+    return evolve(work, lines=tuple([_enrich_line(lw, ref, book) for lw in work.lines]))
 
 
 def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
@@ -197,7 +197,7 @@ def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str
 
 def price(work: ClaimWork, ref: ReferenceData) -> ClaimWork:
     """Price the lines still payable; the rest are not priced (pricing is for payable lines)."""
-    return evolve(work, lines=tuple(_price_line(lw, ref) if not lw.findings else lw for lw in work.lines))
+    return evolve(work, lines=tuple([_price_line(lw, ref) if not lw.findings else lw for lw in work.lines]))
 
 
 def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
