@@ -20,7 +20,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
+from functools import cache
+from operator import attrgetter
 
 from rules import corrections
 from rules.corrections import OriginalClaim
@@ -29,6 +31,7 @@ from rules.reference import ReferenceData
 from rules.rulebook import Rulebook, Rulebooks
 from streams.models import (
     AdjudicatedLine,
+    Authorization,
     ClaimLine,
     ClaimWork,
     Finding,
@@ -44,6 +47,19 @@ ZERO = Decimal("0.00")
 HUNDRED = Decimal(100)
 #: digits kept while pricing, so no intermediate result is rounded (the default context keeps 28)
 PRICE_PRECISION = 200
+#: the pricing context, made once (entering `localcontext` per line cost ~1 us)
+_EXACT = Context(prec=PRICE_PRECISION)
+
+
+@cache
+def _denial(rule: str) -> Finding:
+    """The finding of a rule without detail: one shared frozen instance per rule."""
+    return build(Finding, rule=rule, detail="")
+
+
+def _finding(rule: str, detail: str) -> Finding:
+    """A finding with detail, built without validation (the engine wrote both strings)."""
+    return build(Finding, rule=rule, detail=detail)
 
 
 @dataclass(slots=True)
@@ -88,16 +104,16 @@ class Outcome:
 
 def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) -> ClaimWork:
     """A claim ready for the stages, under the version in effect on its first date of service."""
-    ordered = sorted(lines, key=lambda ln: ln.line_number)
+    ordered = sorted(lines, key=attrgetter("line_number"))
     first = ordered[0]
-    book = books.for_date(min(ln.service_date for ln in ordered))
-    return ClaimWork(
+    book = books.for_date(min([ln.service_date for ln in ordered]))
+    return build(ClaimWork,
         claim_id=first.claim_id,
         member_id=first.member_id,
         policy_version=book.version,
         submitted_at=submitted_at,
-        lines=tuple(build(LineWork, line=ln, ndc11=None, findings=(), pricing=None, priced_amount=None,
-                          price_finding=None, approved_units=None, package_type=None) for ln in ordered),
+        lines=tuple([build(LineWork, line=ln, ndc11=None, findings=(), pricing=None, priced_amount=None,
+                           price_finding=None, approved_units=None, package_type=None) for ln in ordered]),
     )
 
 
@@ -107,16 +123,16 @@ def start(lines: Iterable[ClaimLine], books: Rulebooks, submitted_at: datetime) 
 def enrich(work: ClaimWork, ref: ReferenceData, books: Rulebooks) -> ClaimWork:
     """Eligibility, prior authorization and drug data for every line."""
     book = books.get(work.policy_version)
-    return evolve(work, lines=tuple(_enrich_line(lw, ref, book) for lw in work.lines))
+    return evolve(work, lines=tuple([_enrich_line(lw, ref, book) for lw in work.lines]))
 
 
 def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
     line = lw.line
-    findings = [f for f in (_eligibility(line, ref, book), _authorization(line, ref)) if f]
+    auth = ref.authorizations.get(line.authorization_number) if line.authorization_number else None
+    findings = [f for f in (_eligibility(line, ref, book), _authorization(line, auth)) if f]
     ndc11, drug_finding, package_type = _drug_data(line, ref, book)
     if drug_finding:
         findings.append(drug_finding)
-    auth = ref.authorizations.get(line.authorization_number or "")
     return evolve(lw, ndc11=ndc11, findings=tuple(findings),
                   approved_units=auth.approved_units if auth else None, package_type=package_type)
 
@@ -124,32 +140,31 @@ def _enrich_line(lw: LineWork, ref: ReferenceData, book: Rulebook) -> LineWork:
 def _eligibility(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> Finding | None:
     member = ref.members.get(line.member_id)
     if member is None:
-        return Finding(rule="ELIG-MEMBER-UNKNOWN")
+        return _denial("ELIG-MEMBER-UNKNOWN")
     day = line.service_date
     if day < member.eligible_from or (member.eligible_to is not None and day > member.eligible_to):
-        return Finding(rule="ELIG-NOT-ELIGIBLE")
+        return _denial("ELIG-NOT-ELIGIBLE")
     if member.plan == book.restricted_plan and not (
         line.procedure_code in book.nutrition and book.has_mandated_condition(line.diagnosis_codes)
     ):
-        return Finding(rule="ELIG-MASSHEALTH-NOT-COVERED")
+        return _denial("ELIG-MASSHEALTH-NOT-COVERED")
     return None
 
 
-def _authorization(line: ClaimLine, ref: ReferenceData) -> Finding | None:
-    number = line.authorization_number
-    if not number:
-        return Finding(rule="AUTH-MISSING")
-    auth = ref.authorizations.get(number)
+def _authorization(line: ClaimLine, auth: Authorization | None) -> Finding | None:
+    """`auth`: the authorization the line names, looked up once by the caller."""
+    if not line.authorization_number:
+        return _denial("AUTH-MISSING")
     if auth is None:
-        return Finding(rule="AUTH-NOT-FOUND")
+        return _denial("AUTH-NOT-FOUND")
     if auth.status != "APPROVED":
-        return Finding(rule="AUTH-NOT-APPROVED", detail=f"Status is {auth.status}.")
+        return _finding("AUTH-NOT-APPROVED", f"Status is {auth.status}.")
     if auth.member_id != line.member_id:
-        return Finding(rule="AUTH-OTHER-MEMBER")
+        return _denial("AUTH-OTHER-MEMBER")
     if line.procedure_code not in auth.procedure_codes:
-        return Finding(rule="AUTH-CODE-NOT-COVERED")
+        return _denial("AUTH-CODE-NOT-COVERED")
     if not auth.start_date <= line.service_date <= auth.end_date:
-        return Finding(rule="AUTH-DATE-OUTSIDE")
+        return _denial("AUTH-DATE-OUTSIDE")
     return None
 
 
@@ -159,21 +174,21 @@ def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str
     ndc11 = normalize_ndc(drug.ndc) if drug else None
     if drug is None:
         if line.procedure_code in book.ndc_required:
-            return None, Finding(rule="DRUG-NDC-MISSING", detail="The line has no drug details."), None
+            return None, _finding("DRUG-NDC-MISSING", "The line has no drug details."), None
         return None, None, None
     if not drug.ndc:
-        return None, Finding(rule="DRUG-NDC-MISSING"), None
+        return None, _denial("DRUG-NDC-MISSING"), None
     if ndc11 is None:
-        return None, Finding(rule="DRUG-NDC-MALFORMED"), None
+        return None, _denial("DRUG-NDC-MALFORMED"), None
     catalog = ref.drugs.get(ndc11)
     if catalog is None:
-        return ndc11, Finding(rule="DRUG-NDC-UNKNOWN"), None
-    missing = [n for n in ("quantity", "unit", "dosage", "frequency") if not getattr(drug, n)]
-    if missing:
-        return ndc11, Finding(rule="DRUG-DETAILS-INCOMPLETE", detail=f"Missing: {', '.join(missing)}."), catalog.package_type
+        return ndc11, _denial("DRUG-NDC-UNKNOWN"), None
+    if not (drug.quantity and drug.unit and drug.dosage and drug.frequency):
+        missing = [n for n in ("quantity", "unit", "dosage", "frequency") if not getattr(drug, n)]
+        return ndc11, _finding("DRUG-DETAILS-INCOMPLETE", f"Missing: {', '.join(missing)}."), catalog.package_type
     if drug.unit != catalog.billing_unit:
         detail = f"Billed in {drug.unit}; the drug bills in {catalog.billing_unit}."
-        return ndc11, Finding(rule="DRUG-UNIT-MISMATCH", detail=detail), catalog.package_type
+        return ndc11, _finding("DRUG-UNIT-MISMATCH", detail), catalog.package_type
     return ndc11, None, catalog.package_type
 
 
@@ -182,7 +197,7 @@ def _drug_data(line: ClaimLine, ref: ReferenceData, book: Rulebook) -> tuple[str
 
 def price(work: ClaimWork, ref: ReferenceData) -> ClaimWork:
     """Price the lines still payable; the rest are not priced (pricing is for payable lines)."""
-    return evolve(work, lines=tuple(_price_line(lw, ref) if not lw.findings else lw for lw in work.lines))
+    return evolve(work, lines=tuple([_price_line(lw, ref) if not lw.findings else lw for lw in work.lines]))
 
 
 def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
@@ -191,19 +206,19 @@ def _price_line(lw: LineWork, ref: ReferenceData) -> LineWork:
     if line.drug is not None:
         awp = ref.awp_on(lw.ndc11 or "", line.service_date)
         if awp is None:
-            return evolve(lw, price_finding=Finding(rule="PRICE-NO-AWP"))
+            return evolve(lw, price_finding=_denial("PRICE-NO-AWP"))
         pct = HUNDRED - (contract.awp_discount_pct if contract else Decimal(0))
         pricing = build(Pricing, method="AWP", unit_price=awp.awp_per_unit, quantity=line.drug.quantity,
                           effective_from=awp.effective_from, contract_pct=pct)
     else:
         fee = ref.fee_on(line.procedure_code, line.service_date)
         if fee is None:
-            return evolve(lw, price_finding=Finding(rule="PRICE-NO-FEE"))
+            return evolve(lw, price_finding=_denial("PRICE-NO-FEE"))
         pct = contract.fee_schedule_pct if contract else HUNDRED
         pricing = build(Pricing, method="FEE_SCHEDULE", unit_price=fee.rate, quantity=line.units,
                           effective_from=fee.effective_from, contract_pct=pct)
-    with localcontext(prec=PRICE_PRECISION):  # exact: the only rounding is half-up to cents, once
-        amount = pricing.unit_price * pricing.quantity * pricing.contract_pct / HUNDRED
+    # exact: the only rounding is half-up to cents, once
+    amount = _EXACT.divide(_EXACT.multiply(_EXACT.multiply(pricing.unit_price, pricing.quantity), pricing.contract_pct), HUNDRED)
     return evolve(lw, pricing=pricing, priced_amount=amount)
 
 
@@ -253,13 +268,13 @@ def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime)
         denials = [*lw.findings, *day_findings.get(line.line_number, ())]
         fingerprint = line_fingerprint(lw)
         if fingerprint in paid:
-            denials.append(Finding(rule="EDIT-DUPLICATE"))
+            denials.append(_denial("EDIT-DUPLICATE"))
         if not denials and lw.price_finding:
             denials.append(lw.price_finding)
         auth = line.authorization_number or ""
         if not denials and lw.approved_units is not None and used.get(auth, ZERO) + line.units > lw.approved_units:
             left = lw.approved_units - used.get(auth, ZERO)
-            denials.append(Finding(rule="AUTH-UNITS-EXHAUSTED", detail=f"{left} of {lw.approved_units} units left."))
+            denials.append(_finding("AUTH-UNITS-EXHAUSTED", f"{left} of {lw.approved_units} units left."))
         decision = _decision(lw, denials, book, work.policy_version, now)
         if decision.status == "PAID":
             paid.add(fingerprint)
@@ -323,7 +338,8 @@ def line_fingerprint(lw: LineWork) -> str:
     line = lw.line
     ndc = lw.ndc11 or (line.drug.ndc if line.drug and line.drug.ndc else "")
     mods = ",".join(sorted(set(line.modifiers)))
-    return f"{line.member_id}|{line.provider_npi}|{line.service_date}|{line.procedure_code}|{mods}|{ndc}"
+    day = line.service_date.isoformat()  # str(date) is the same text, through a slower format call
+    return f"{line.member_id}|{line.provider_npi}|{day}|{line.procedure_code}|{mods}|{ndc}"
 
 
 # --- section 5: edits over the lines of one date -------------------------------------------------
@@ -349,24 +365,26 @@ def claim_day_edits(work: ClaimWork, history: History, book: Rulebook) -> dict[i
 
 
 def _per_diem(day: date, lines: list[LineWork], history: History, book: Rulebook, found) -> None:
+    per_diem = [lw.line for lw in lines if lw.line.procedure_code in book.per_diem]
+    if not per_diem:  # most dates: no drug test needed
+        return
     jw = book.mod.wastage
     has_drug = day in history.drug_days or any(
         is_drug_line(lw.line, book) and jw not in lw.line.modifiers for lw in lines
     )
-    for lw in lines:
-        if lw.line.procedure_code in book.per_diem:
-            if not has_drug:
-                found[lw.line.line_number].append(Finding(rule="EDIT-PER-DIEM-NO-DRUG"))
-            if lw.line.units != 1:
-                found[lw.line.line_number].append(Finding(rule="EDIT-PER-DIEM-UNITS", detail=f"Billed {lw.line.units} units."))
+    for line in per_diem:
+        if not has_drug:
+            found[line.line_number].append(_denial("EDIT-PER-DIEM-NO-DRUG"))
+        if line.units != 1:
+            found[line.line_number].append(_finding("EDIT-PER-DIEM-UNITS", f"Billed {line.units} units."))
 
 
 def _nursing(lines: list[LineWork], book: Rulebook, found) -> None:
-    if any(lw.line.procedure_code in book.nursing_first for lw in lines):
+    additional = [lw.line for lw in lines if lw.line.procedure_code in book.nursing_additional]
+    if not additional or any(lw.line.procedure_code in book.nursing_first for lw in lines):
         return
-    for lw in lines:
-        if lw.line.procedure_code in book.nursing_additional:
-            found[lw.line.line_number].append(Finding(rule="EDIT-NURSING-ADDITIONAL-HOUR"))
+    for line in additional:
+        found[line.line_number].append(_denial("EDIT-NURSING-ADDITIONAL-HOUR"))
 
 
 def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
@@ -377,7 +395,7 @@ def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
         return
 
     def wrong(line: ClaimLine, why: str) -> None:
-        found[line.line_number].append(Finding(rule="EDIT-CONCURRENCY-WRONG", detail=why))
+        found[line.line_number].append(_finding("EDIT-CONCURRENCY-WRONG", why))
 
     if len(therapy) == 1:
         if sh in therapy[0].modifiers or sj in therapy[0].modifiers:
@@ -396,7 +414,7 @@ def _concurrency(lines: list[LineWork], book: Rulebook, found) -> None:
         if primary is None and ln is therapy[0]:
             wrong(ln, "No concurrent therapy is billed as the primary (without SH/SJ).")
         elif not has_sh and not has_sj:
-            found[ln.line_number].append(Finding(rule="EDIT-CONCURRENCY-MISSING"))
+            found[ln.line_number].append(_denial("EDIT-CONCURRENCY-MISSING"))
         elif has_sh and has_sj:
             wrong(ln, "Carries both SH and SJ.")
         elif has_sh and ln is not second:
@@ -422,30 +440,31 @@ def _multi_ndc(lines: list[LineWork], book: Rulebook, found) -> None:
             expected, other = (kp, kq) if i == 0 else (kq, kp)
             mods = lw.line.modifiers
             if other in mods:
-                found[lw.line.line_number].append(Finding(rule="EDIT-MULTI-NDC-WRONG", detail=f"Expected {expected}, found {other}."))
+                found[lw.line.line_number].append(_finding("EDIT-MULTI-NDC-WRONG", f"Expected {expected}, found {other}."))
             elif expected not in mods:
-                found[lw.line.line_number].append(Finding(rule="EDIT-MULTI-NDC-MISSING", detail=f"Expected {expected}."))
+                found[lw.line.line_number].append(_finding("EDIT-MULTI-NDC-MISSING", f"Expected {expected}."))
     for lw in lines:
         if lw.line.line_number not in in_formulation and (kp in lw.line.modifiers or kq in lw.line.modifiers):
             found[lw.line.line_number].append(
-                Finding(rule="EDIT-MULTI-NDC-WRONG", detail="KP/KQ on a line outside a multiple-NDC formulation.")
+                _finding("EDIT-MULTI-NDC-WRONG", "KP/KQ on a line outside a multiple-NDC formulation.")
             )
 
 
 def _wastage(lines: list[LineWork], book: Rulebook, found) -> None:
     jw = book.mod.wastage
+    wasted = [lw for lw in lines if jw in lw.line.modifiers]
+    if not wasted:  # most dates: nothing to check
+        return
     administered = {
         (lw.line.procedure_code, lw.ndc11)
         for lw in lines
         if jw not in lw.line.modifiers and lw.ndc11 and lw.line.drug and (lw.line.drug.quantity or 0) > 0
     }
-    for lw in lines:
-        if jw not in lw.line.modifiers:
-            continue
+    for lw in wasted:
         if (lw.line.procedure_code, lw.ndc11) not in administered or lw.ndc11 is None:
-            found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-NO-ADMINISTERED"))
+            found[lw.line.line_number].append(_denial("EDIT-WASTAGE-NO-ADMINISTERED"))
         if lw.package_type == "MULTI_USE":
-            found[lw.line.line_number].append(Finding(rule="EDIT-WASTAGE-MULTI-USE"))
+            found[lw.line.line_number].append(_denial("EDIT-WASTAGE-MULTI-USE"))
 
 
 def _no_wastage(lines: list[LineWork], book: Rulebook, found) -> None:
@@ -461,12 +480,12 @@ def _no_wastage(lines: list[LineWork], book: Rulebook, found) -> None:
         if jw in mods or lw.package_type != "SINGLE_USE":
             if jz in mods:
                 why = "JZ on a wastage (JW) line." if jw in mods else "JZ on a multi-use drug."
-                found[number].append(Finding(rule="EDIT-JZ-WRONG", detail=why))
+                found[number].append(_finding("EDIT-JZ-WRONG", why))
         elif lw.ndc11 in wasted:
             if jz in mods:
-                found[number].append(Finding(rule="EDIT-JZ-WRONG", detail="JZ while wastage (JW) is billed for this drug and date."))
+                found[number].append(_finding("EDIT-JZ-WRONG", "JZ while wastage (JW) is billed for this drug and date."))
         elif jz not in mods:
-            found[number].append(Finding(rule="EDIT-JZ-MISSING"))
+            found[number].append(_denial("EDIT-JZ-MISSING"))
 
 
 # --- the whole engine, for batch mode and tests --------------------------------------------------

@@ -142,6 +142,8 @@ class Rulebook:
     no_wastage_edit: bool
     mod: Modifiers
     rules: dict[str, RuleSpec]
+    #: each rule's adjustment message without detail, composed once rather than per line
+    messages: dict[str, str]
 
     @classmethod
     def compile(cls, data: RulebookFile) -> Rulebook:
@@ -162,6 +164,7 @@ class Rulebook:
             no_wastage_edit=data.edits.no_wastage_attestation,
             mod=data.modifiers,
             rules=dict(data.rules),
+            messages={rule_id: _message(spec, "") for rule_id, spec in data.rules.items()},
         )
 
     def has_mandated_condition(self, diagnosis_codes: list[str]) -> bool:
@@ -169,11 +172,16 @@ class Rulebook:
 
     def adjustment(self, rule_id: str, amount, detail: str = "") -> Adjustment:
         spec = self.rules[rule_id]
-        text = f"{spec.message} {detail}" if detail else spec.message
         return build(Adjustment,
             group=spec.group, carc=spec.carc, rarc=spec.rarc, amount=amount,
-            rule=rule_id, message=f"{text} [policy section {spec.section}]",
+            rule=rule_id, message=_message(spec, detail) if detail else self.messages[rule_id],
         )
+
+
+def _message(spec: RuleSpec, detail: str) -> str:
+    """An adjustment's message: the rule's, the finding's detail, and the policy section."""
+    text = f"{spec.message} {detail}" if detail else spec.message
+    return f"{text} [policy section {spec.section}]"
 
 
 class Rulebooks:

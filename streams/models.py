@@ -106,8 +106,14 @@ _SET_DICT, _SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
     BaseModel.__dict__[name].__set__ for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"))
 
 
-def _built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
-    obj = object.__new__(cls)
+_new = object.__new__
+
+
+def build(cls: type[ModelT], **values: Any) -> ModelT:
+    """Construct a model from values the engine computed itself, skipping validation (the
+    engine's hot path; `model_construct` costs ~15 us). Every field must be given. The
+    slots are set inline here and in `evolve`: a shared helper's call cost ~15 % of a build."""
+    obj = _new(cls)
     _SET_DICT(obj, values)
     _SET_FIELDS_SET(obj, set(values))
     _SET_EXTRA(obj, None)
@@ -115,17 +121,16 @@ def _built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
     return obj
 
 
-def build(cls: type[ModelT], **values: Any) -> ModelT:
-    """Construct a model from values the engine computed itself, skipping validation (the
-    engine's hot path; `model_construct` costs ~15 us). Every field must be given."""
-    return _built(cls, values)
-
-
 def evolve(model: ModelT, **changes: Any) -> ModelT:
     """A copy of a trusted model with some fields changed, without validation."""
     values = model.__dict__.copy()
     values.update(changes)
-    return _built(type(model), values)
+    obj = _new(type(model))
+    _SET_DICT(obj, values)
+    _SET_FIELDS_SET(obj, set(values))
+    _SET_EXTRA(obj, None)
+    _SET_PRIVATE(obj, None)
+    return obj
 
 
 #: claim frequency codes (CMS-1500 item 22 / 837P CLM05-3): original, replacement, void
