@@ -96,7 +96,16 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
         pipe2.workers = pipe.workers
         pipe2.env = pipe.env
         pipe2.submit(second)
-        time.sleep(8)
+        # the worker restarts in place on the new broker (a new incarnation, told by its marker)
+        # and rewinds its group first, which takes up to a session timeout: wait until it did,
+        # and answers again
+        def restarted() -> bool:
+            log = pipe.log("w1").read_text(errors="replace")
+            return "restarting the worker in place" in log and log.count("claims-pipeline worker: brokers") == 2
+
+        assert _wait(restarted, 60), "the worker must notice the new broker and start again in place"
+        assert _wait(lambda: _readiness(web) is not None, 60), "the worker must answer again after the broker came back"
+        time.sleep(4)  # time in which a wrong worker would decide the second half
         assert _not_ready(web), "no reference data yet: still not ready"
         ledger = Ledger(pipe.ledger_url)
         assert not (set(c for c in _claims_in(second)) & _decided_claims(ledger)), \
