@@ -30,14 +30,14 @@ def test_a_broker_restarted_and_reloaded_with_the_same_data_is_a_new_incarnation
     while _claims_in(first[-1:]) & _claims_in(second[:1]):
         first, second = first + second[:1], second[1:]
     expected = [r for r in batch_expectation(work.lines, work.reference) if r["topic"] != "claims.lines.dlq"]
-    port, web = free_port(), free_port()
+    port = free_port()  # the broker's: the restarted broker comes back on the same one
     broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker1.log")
     broker.start()
     broker.wait_ready()
     pipe = Pipeline(broker.bootstrap, tmp_path)
-    pipe.env["CLAIMS_WEB_PORT"] = str(web)
     pipe.load_reference(work.reference)
     worker = pipe.start("w1")
+    web = pipe.web_port("w1")  # kept when the worker restarts in place
     try:
         pipe.submit(first)
         pipe.collect([r for r in expected if r.get("claim_id") in _claims_in(first)], timeout=90)

@@ -113,9 +113,11 @@ QUERIES = dashboard_queries()
 # --- Prometheus ---------------------------------------------------------------------------
 
 
-def prometheus_config(worker_port: int) -> dict[str, Any]:
+def prometheus_config(targets: Path) -> dict[str, Any]:
     """A minimal prometheus.yml (written as JSON, which is YAML): the worker on loopback as
-    job claims-pipeline, every second, and the project's alert rules."""
+    job claims-pipeline, every second, and the project's alert rules. The worker's address is
+    in `targets` (file-based discovery, as a deployment's service discovery would give it):
+    the worker binds a free port of its own and says which, after Prometheus started."""
     return {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
                    "scrape_timeout": f"{SCRAPE_INTERVAL_S}s"},
@@ -123,15 +125,23 @@ def prometheus_config(worker_port: int) -> dict[str, Any]:
         "scrape_configs": [{
             "job_name": JOB,
             "metrics_path": "/metrics",
-            "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+            "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}],
         }],
     }
 
 
+def discover(targets: Path, worker_port: int) -> None:
+    """Tell Prometheus where the worker is (written whole, then renamed into place)."""
+    staged = targets.with_suffix(".tmp")
+    staged.write_text(json.dumps([{"targets": [f"127.0.0.1:{worker_port}"]}]))
+    staged.replace(targets)
+
+
 @contextlib.contextmanager
-def running_prometheus(tmp: Path, worker_port: int) -> Iterator[str]:
+def running_prometheus(tmp: Path, targets: Path) -> Iterator[str]:
     config = tmp / "prometheus.yml"
-    config.write_text(json.dumps(prometheus_config(worker_port), indent=2))
+    targets.write_text("[]")
+    config.write_text(json.dumps(prometheus_config(targets), indent=2))
     port = free_port()
     log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - the child writes it
     proc = subprocess.Popen(
@@ -219,14 +229,14 @@ def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     lines, reference = sample_lines(), sample_reference()
     expected = batch_expectation(lines, reference)
     pipe = Pipeline(module_bootstrap, tmp)
-    worker_port = free_port()
-    pipe.env["CLAIMS_WEB_PORT"] = str(worker_port)
     # Monitor Mode on, so the "Candidate policy" panels have data too
     pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
     pipe.load_reference(reference)
     # Prometheus first, as in production: its first scrape of the worker comes as early as it can
-    with running_prometheus(tmp, worker_port) as url:
+    targets = tmp / "targets.json"
+    with running_prometheus(tmp, targets) as url:
         pipe.start()
+        discover(targets, pipe.web_port())
         try:
             # a first scrape of the idle worker, so rate() sees every counter rise
             wait_for(lambda: any(float(r["value"][1]) == 1 for r in instant(url, f'up{{job="{JOB}"}}')),
@@ -240,7 +250,7 @@ def run(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             wait_for(lambda: instant(url, f'max(claims_consumer_lag_messages{{job="{JOB}",topic="{topics.SUBMITTED.name}"}}) == 0'),
                      30, "Prometheus to see the input lag at 0")
             time.sleep(3 * SCRAPE_INTERVAL_S)
-            yield Run(url, worker_port, time.time())
+            yield Run(url, pipe.web_port(), time.time())
         finally:
             pipe.stop_all()
 
@@ -351,12 +361,12 @@ def test_every_series_starts_at_zero_in_prometheus(run, name):
     assert any(values[-1] > 0 for _, values in history), f"{name} never moved"
     # a stage missing from metrics.STAGES is not pre-created by design of the module; that is
     # tests/test_metrics_e2e.py::test_stage_labels_are_the_declared_stages' finding, not this one's
-    # the expiry timer's ledger calls tick every 2 s from the moment the worker is ready, idle
-    # or not; on Apache Kafka that is within a second of its start, which a 1 s scrape cannot
-    # be sure to precede
+    # the expiry timer's ledger calls tick every 2 s from the moment the worker is ready, and
+    # the offset commits every second (CLAIMS_COMMIT_INTERVAL_S) from the consumer's start, idle
+    # or not: within a second of the start, which a 1 s scrape cannot be sure to precede
     born_late = {json.dumps({k: v for k, v in m.items() if k not in ("__name__", "job", "instance")}): values[0]
                  for m, values in history if values[0] != 0 and m.get("stage", "all") in (*metrics.STAGES, "all")
-                 and m.get("operation") != "expire_and_collect"}
+                 and m.get("operation") != "expire_and_collect" and name != "claims_offset_commits_total"}
     assert not born_late, f"first sample already > 0 (increments lost to rate/increase): {born_late}"
 
 
