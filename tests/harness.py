@@ -194,6 +194,18 @@ def unit_usage(ledger: Ledger) -> list[tuple]:
     return ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
 
 
+def fault_outcome(sent: int, records: list[dict[str, Any]], expected: list[dict[str, Any]], ledger: Ledger,
+                  batch_ledger: Ledger) -> dict[str, int]:
+    """What a fault test reports (lines sent, decided, lost, repeated), after checking that the
+    pipeline answered as batch mode does and counted every authorized unit once."""
+    got, want = keyed(records), keyed(expected)
+    counts = {"lines": sent, "decided": len(got), "lost": len(set(want) - set(got)), "repeated": len(records) - len(got)}
+    assert counts["lost"] == 0, counts
+    assert got == want
+    assert unit_usage(ledger) == unit_usage(batch_ledger)
+    return counts
+
+
 def kill9_in_flight(pipe: Pipeline, name: str, ledger: Ledger, submitted: list[bytes], reference: dict[str, list[dict]],
                     after: int = 200, timeout: float = 60, more: list[bytes] = ()) -> int:
     """kill -9 worker `name` once it has decided `after` lines of `submitted` (read through

@@ -36,7 +36,7 @@ from streams.ledger import Ledger
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed
+from tests.harness import Pipeline, batch_expectation, keyed, unit_usage
 from tests.tcp_proxy import TcpProxy
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -104,10 +104,6 @@ def _chunks(lines: list[bytes], n: int) -> list[list[bytes]]:
 
 def _decided(ledger: Ledger) -> int:
     return ledger.count("decisions")
-
-
-def _unit_usage(ledger: Ledger) -> list[tuple]:
-    return ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
 
 
 def _stored(ledger: Ledger) -> dict[tuple, tuple]:
@@ -184,7 +180,7 @@ def test_graceful_stop_of_one_of_two_workers_under_load(fresh_bootstrap, tmp_pat
     assert w2.returncode == 0, f"w2 did not stop cleanly on SIGTERM (exit {w2.returncode}); see {tmp_path / 'w2.log'}"
     assert keyed(records) == keyed(expected)
     assert len(keyed(records)) == len(keyed(expected))
-    assert _unit_usage(Ledger(pipe.ledger_url)) == _unit_usage(batch_ledger)
+    assert unit_usage(Ledger(pipe.ledger_url)) == unit_usage(batch_ledger)
     print(f"graceful stop: {len(work.lines)} lines, {len(records)} records "
           f"({len(records) - len(expected)} at-least-once repeats); {timings}")
 
@@ -240,7 +236,7 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
         pipe.stop_all()
         proxy.stop()
     stored = _stored(direct)
-    usage = _unit_usage(direct)
+    usage = unit_usage(direct)
     direct.close()
 
     # the outage was real and hit work in flight
@@ -255,7 +251,7 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
     assert not _uncommitted(records, stored), "published but not in the ledger identically"
     # nothing lost, nothing decided differently, no authorized unit counted twice
     assert keyed(records) == keyed(expected)
-    assert usage == _unit_usage(batch_ledger)
+    assert usage == unit_usage(batch_ledger)
     print(f"ledger outage: {len(work.lines)} lines; {decided_at_block} decided before the block, "
           f"{len([r for r in during if r['topic'] == topics.ADJUDICATED.name])} published by its end; "
           f"{proxy.refused} connections refused; first 503 after {not_ready[0][0]:.1f}s; {timings}")

@@ -30,8 +30,8 @@ from streams import client, topics
 from streams.kafka_broker import KafkaCluster
 from streams.ledger import Ledger
 from streams.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed
-from tests.test_faults import _chunks, _ready, _unit_usage, _wait
+from tests.harness import Pipeline, batch_expectation, fault_outcome, keyed
+from tests.test_faults import _chunks, _ready, _wait
 
 pytestmark = pytest.mark.broker
 
@@ -100,12 +100,8 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
         records = pipe.collect(expected, timeout=240)
     finally:
         pipe.stop_all()
-    got, want = keyed(records), keyed(expected)
-    counts = {"lines": len(work.lines), "decided": len(got), "lost": len(set(want) - set(got)),
-              "repeated": len(records) - len(got)}
+    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger)
     print(f"{fault.__name__}: {counts}")
-    assert got == want
-    assert _unit_usage(Ledger(pipe.ledger_url)) == _unit_usage(batch_ledger)
     return counts
 
 
