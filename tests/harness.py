@@ -127,6 +127,16 @@ class Pipeline:
         return sum(v for n, labels, v in self.metrics(name)
                    if n == "claims_stage_lines_in_total" and labels.get("stage") == "intake")
 
+    def input_partitions(self, name: str = "w1") -> set[int]:
+        """The partitions of the input topic worker `name` holds now (it exports their lag, and
+        drops a partition's lag when a rebalance takes the partition away)."""
+        try:
+            samples = self.metrics(name)
+        except OSError:
+            return set()
+        return {int(labels["partition"]) for n, labels, _ in samples
+                if n == "claims_consumer_lag_messages" and labels.get("topic") == topics.SUBMITTED.name}
+
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 

@@ -14,6 +14,7 @@ from streams.ledger import Ledger
 from streams.models import AdjudicatedLine, RejectedLine
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, kill9_in_flight, unit_usage, whole_claim_halves
+from tests.test_metrics_e2e import wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -95,8 +96,12 @@ def test_two_workers_decide_like_batch_mode(backend, fresh_bootstrap, tmp_path, 
     pipe.load_reference(work.reference)
     pipe.start("w1")
     pipe.start("w2")
-    pipe.submit(work.lines)
     try:
+        # the lines go in once the group has settled with an input partition on each worker,
+        # so that both take part (a worker that joins late may find the work already done)
+        wait_for(lambda: all(pipe.input_partitions(name) for name in ("w1", "w2")), 120,
+                 "each worker to hold input partitions")
+        pipe.submit(work.lines)
         records = pipe.collect(expected, timeout=180)
         taken = {name: pipe.lines_taken(name) for name in ("w1", "w2")}
     finally:
