@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 from faust.types import EventT
 
+from rules import engine
 from rules.monitor import ShadowResult, compare_claim
 from streams import metrics, pipeline, stage, topics
-from streams.models import VOID, ClaimWork, build
+from streams.models import VOID, AdjudicatedLine, ClaimWork, build
 from streams.remit_models import DecidedClaim, decided_messages
 from streams.stage import app, runtime
 
@@ -26,40 +27,45 @@ async def adjudicate(stream):
     await stage.run(stream, "adjudicate", topics.PRICED, handle)
 
 
-def _shadow(work: ClaimWork, seen: list[ShadowResult]) -> pipeline.Observer | None:
-    """Monitor Mode's observer of one claim's decision (None without a candidate): it decides
-    the claim again under the candidate and keeps the comparison in `seen`; a failure there is
-    counted and logged, never the live decision's."""
+#: What Monitor Mode keeps of one live decision, to decide the claim again under the
+#: candidate once the live answers are out: the history it saw and its new decisions.
+Seen = tuple[engine.History, list[AdjudicatedLine]]
+
+
+def _observer(seen: list[Seen]) -> pipeline.Observer | None:
+    """Monitor Mode's observer of one claim's decision (None without a candidate): it only
+    keeps what the decision saw, inside the ledger transaction; the candidate's work comes
+    after the live answers are published (`_compare`)."""
     if runtime.shadow is None:
         return None
-
-    def observe(history, outcome) -> None:  # noqa: ANN001 - pipeline.Observer
-        try:
-            seen.append(compare_claim(work, history, outcome.new_decisions, runtime.reference, runtime.shadow))
-        except Exception as exc:  # noqa: BLE001 - the candidate never touches the live decision
-            metrics.SHADOW_FAILED.inc()
-            log.error("monitor mode: the candidate could not decide a claim (%s)", type(exc).__name__)
-
-    return observe
+    return lambda history, outcome: seen.append((history, outcome.new_decisions))
 
 
-def _decide_all(claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> tuple[list[pipeline.Step | Exception], list[ShadowResult]]:
+def _compare(work: ClaimWork, seen: Sequence[Seen]) -> list[ShadowResult]:
+    """The claim decided again under the candidate, from the history the live decision saw,
+    recording nothing; a failure there is counted and logged, never the live decision's."""
+    try:
+        return [compare_claim(work, history, live, runtime.reference, runtime.shadow) for history, live in seen]
+    except Exception as exc:  # noqa: BLE001 - the candidate never touches the live decision
+        metrics.SHADOW_FAILED.inc()
+        log.error("monitor mode: the candidate could not decide a claim (%s)", type(exc).__name__)
+        return []
+
+
+def _decide_all(claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
     """Every claim, with the (partition, offset) of the message that carried it, in one
-    ledger transaction; with a candidate rulebook (Monitor Mode) each is also decided under
-    it, from the same history, recording nothing."""
-    out: list[pipeline.Step | Exception] = []
-    shadows: list[ShadowResult] = []
+    ledger transaction; with a candidate rulebook (Monitor Mode) what each decision saw."""
+    out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
     with runtime.ledger.transaction():
         for source, work in claims:
-            seen: list[ShadowResult] = []
+            seen: list[Seen] = []
             try:
-                out.append(pipeline.adjudicate(runtime.ledger, work, runtime.books, _shadow(work, seen), source))
-                shadows += seen  # only once the claim's own savepoint holds
+                out.append((pipeline.adjudicate(runtime.ledger, work, runtime.books, _observer(seen), source), seen))
             except pipeline.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
-                out.append(exc)
-    return out, shadows
+                out.append((exc, []))  # the claim's savepoint is undone: nor does what it saw hold
+    return out
 
 
 async def handle(events: Sequence[EventT]) -> None:
@@ -68,31 +74,45 @@ async def handle(events: Sequence[EventT]) -> None:
         try:
             claims += [((event.message.partition, event.message.offset), claim) for claim in stage.decode_batch(event).claims]
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
-            await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
+            with stage.answering(event.message.tp):
+                await stage.dead_letter("adjudicate", topics.PRICED, event.message.value, event.message.key, exc, "undecodable")
     metrics.LINES_IN.labels("adjudicate").inc(sum(len(work.lines) for _, work in claims))
-    results, shadows = await runtime.in_ledger(_decide_all, claims)
-    runtime.answered({work.claim_id for (_, work), step in zip(claims, results) if not isinstance(step, Exception)})
+    results = await runtime.in_ledger(_decide_all, claims)
+    runtime.answered({work.claim_id for (_, work), (step, _) in zip(claims, results) if not isinstance(step, Exception)})
     decided: dict[int, list[DecidedClaim]] = defaultdict(list)
-    for ((partition, _), work), step in zip(claims, results, strict=True):
-        if isinstance(step, Exception):
-            await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)
-            continue
-        for decision in step.decisions:  # a correction's reversals first, then its own decisions
-            await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
-        for rejection in step.rejections:  # a correction whose original fails the check
-            await stage.publish_rejection("adjudicate", rejection)
-        head = work.lines[0].line
-        if head.is_correction:
-            metrics.count_correction("void" if head.claim_frequency == VOID else "replacement",
-                                     sum(d.status == "REVERSED" for d in step.decisions),
-                                     [r.reasons[0].code for r in step.rejections])
-        if step.decisions:  # none when the claim was rejected: nothing to remit
-            # trusted values (the ledger's own decisions): no validation on the hot path
-            decided[partition].append(build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions)))
+    for ((partition, _), work), (step, _) in zip(claims, results, strict=True):
+        with stage.answering_partition(topics.PRICED, partition):
+            done = await _answer(work, step)
+        if done is not None:
+            decided[partition].append(done)
     for partition, done in decided.items():
-        await forward_decided(done, partition)
-    for shadow in shadows:
-        await stage.publish_shadow(shadow)
+        with stage.answering_partition(topics.PRICED, partition):
+            await forward_decided(done, partition)
+    if runtime.shadow is not None:  # Monitor Mode, after every live answer of the batch is out
+        for ((partition, _), work), (_, seen) in zip(claims, results, strict=True):
+            with stage.answering_partition(topics.PRICED, partition):
+                for shadow in _compare(work, seen):
+                    await stage.publish_shadow(shadow)
+
+
+async def _answer(work: ClaimWork, step: pipeline.Step | Exception) -> DecidedClaim | None:
+    """Publish one claim's outcome; the claim for the remittance stage when it was decided."""
+    if isinstance(step, Exception):
+        await stage.dead_letter("adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)
+        return None
+    for decision in step.decisions:  # a correction's reversals first, then its own decisions
+        await stage.publish_decision("adjudicate", decision, work.submitted_at.timestamp())
+    for rejection in step.rejections:  # a correction whose original fails the check
+        await stage.publish_rejection("adjudicate", rejection)
+    head = work.lines[0].line
+    if head.is_correction:
+        metrics.count_correction("void" if head.claim_frequency == VOID else "replacement",
+                                 sum(d.status == "REVERSED" for d in step.decisions),
+                                 [r.reasons[0].code for r in step.rejections])
+    if not step.decisions:  # the claim was rejected: nothing to remit
+        return None
+    # trusted values (the ledger's own decisions): no validation on the hot path
+    return build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions))
 
 
 async def forward_decided(claims: Sequence[DecidedClaim], partition: int) -> None:

@@ -15,10 +15,9 @@ from streams.stage import app, runtime
 
 @app.agent(stage.topic(topics.ASSEMBLED), name="enrich")
 async def enrich(stream):
-    await stage.run(stream, "enrich", topics.ASSEMBLED, handle)
+    await stage.run(stream, "enrich", topics.ASSEMBLED, handle, needs_reference=True)
 
 
 async def handle(events: Sequence[EventT]) -> None:
-    await runtime.reference_ready.wait()
     await stage.map_claims("enrich", topics.ASSEMBLED, topics.PRICED, events,
                            lambda claim: engine.price(engine.enrich(claim, runtime.reference, runtime.books), runtime.reference))

@@ -15,7 +15,7 @@ from streams.stage import app, runtime
 
 @app.agent(stage.topic(topics.SUBMITTED), name="intake")
 async def intake(stream):
-    await stage.run(stream, "intake", topics.SUBMITTED, handle)
+    await stage.run(stream, "intake", topics.SUBMITTED, handle, needs_reference=True)
 
 
 def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
@@ -34,15 +34,17 @@ def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
 
 
 async def handle(events: Sequence[EventT]) -> None:
-    # a worker that is not sure of its broker (or has no reference data yet) takes nothing in
-    await runtime.reference_ready.wait()
     metrics.LINES_IN.labels("intake").inc(len(events))
     steps = await runtime.in_ledger(_accept_all, events)
     runtime.answered({r.claim_id for step in steps for r in (*step.decisions, *step.rejections) if r.claim_id})
-    assembled: dict[int, list[ClaimWork]] = defaultdict(list)
+    # a claim once per batch: after a crash every replayed line of an assembled claim hands
+    # it on again, and the copies in one message would each be answered downstream
+    assembled: dict[int, dict[str, ClaimWork]] = defaultdict(dict)
     for event, step in zip(events, steps):
-        await stage.publish("intake", step, topics.SUBMITTED, event.message.key)
+        with stage.answering(event.message.tp):
+            await stage.publish("intake", step, topics.SUBMITTED, event.message.key)
         if step.assembled is not None:
-            assembled[event.message.partition].append(step.assembled)
+            assembled[event.message.partition].setdefault(step.assembled.claim_id, step.assembled)
     for partition, claims in assembled.items():
-        await stage.forward("intake", topics.ASSEMBLED, claims, partition)
+        with stage.answering_partition(topics.SUBMITTED, partition):
+            await stage.forward("intake", topics.ASSEMBLED, list(claims.values()), partition)

@@ -15,13 +15,14 @@ are. Readers deduplicate by key (claim_id).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from faust.types import EventT
 
 from edi.remit835 import RemittanceError
 from streams import stage, topics
-from streams.remit_models import DecidedBatch, build_835, remittance_inputs_all
+from streams.remit_models import DecidedBatch, DecidedClaim, build_835, remittance_inputs_all
 from streams.stage import app, runtime
 
 
@@ -31,20 +32,25 @@ async def remittance(stream):
 
 
 async def handle(events: Sequence[EventT]) -> None:
-    channel = stage.topic(topics.REMITTANCE_835)
     claims = []
     for event in events:
         try:
-            claims += DecidedBatch.model_validate_json(event.message.value).claims
+            claims += [(event.message.tp, claim) for claim in DecidedBatch.model_validate_json(event.message.value).claims]
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
-            await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
-    inputs = await runtime.in_ledger(remittance_inputs_all, runtime.ledger, claims)
-    for claim, (facts, number) in zip(claims, inputs, strict=True):
-        key = claim.claim_id.encode()
-        try:
-            text = build_835(claim.decisions, facts, number)
-        except RemittanceError as exc:
-            await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
-                                    error_type="remittance", target=topics.REMITTANCE_DLQ)
-            continue
-        await channel.send(key=key, value=text.encode())
+            with stage.answering(event.message.tp):
+                await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
+    inputs = await runtime.in_ledger(remittance_inputs_all, runtime.ledger, [claim for _, claim in claims])
+    for (tp, claim), (facts, number) in zip(claims, inputs, strict=True):
+        with stage.answering(tp):
+            await _remit(claim, facts, number)
+
+
+async def _remit(claim: DecidedClaim, facts: Mapping[tuple[str, int], Mapping[str, Any]], number: int) -> None:
+    key = claim.claim_id.encode()
+    try:
+        text = build_835(claim.decisions, facts, number)
+    except RemittanceError as exc:
+        await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
+                                error_type="remittance", target=topics.REMITTANCE_DLQ)
+        return
+    await stage.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())

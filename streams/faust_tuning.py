@@ -4,7 +4,14 @@ created, and each says what Faust does otherwise."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+
+from faust.types import TP
 
 from streams.settings import Settings
 
@@ -13,6 +20,52 @@ def apply(settings: Settings) -> None:
     _tune_fetch_wait(settings)
     _commit_before_revoke()
     _bound_shutdown_drain()
+    _send_in_source_transaction()
+    _commit_between_batches()
+
+
+#: The input partition whose message the current task is answering (see `answering`).
+_SOURCE: ContextVar[TP | None] = ContextVar("claims_source", default=None)
+
+
+@contextmanager
+def answering(tp: TP) -> Iterator[None]:
+    """Sends made inside this block answer a message read from `tp`: with exactly_once they
+    join the transaction that commits `tp`'s offset (see `_send_in_source_transaction`)."""
+    token = _SOURCE.set(tp)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def _send_in_source_transaction() -> None:
+    """With exactly_once Faust picks a send's transaction by the *output* partition
+    (`TransactionManager.send`: `<app>-<group>-<output partition>`). A decision keyed by
+    claim id on a topic this worker does not read has no such partition in the consumer's
+    metadata, so it went out on the plain producer, visible at once and again after every
+    replay: a read_committed consumer read the crash's repeats. An output belongs to the
+    transaction of the input partition it answers, whose offset commits with it, so every
+    send made while `answering` an input goes there. Sends that answer no input (the API's
+    submissions, the expiry outbox) go on the plain producer, as Kafka's own clients would."""
+    from faust.transport.consumer import TransactionManager
+
+    send = TransactionManager.send
+    if getattr(send, "_claims_tuned", False):
+        return
+
+    async def send_answering(self, topic, key, value, partition, timestamp, headers, *, transactional_id=None):
+        producer = self.producer
+        source = _SOURCE.get()
+        tid = None
+        if source is not None:
+            tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source.topic)}-{source.partition}"
+        if tid not in producer._transaction_producers:  # noqa: SLF001 - none, or the partition was revoked meanwhile
+            return await producer.send(topic, key, value, partition, timestamp, headers)
+        return await producer.send(topic, key, value, partition, timestamp, headers, transactional_id=tid)
+
+    send_answering._claims_tuned = True
+    TransactionManager.send = send_answering
 
 
 def _tune_fetch_wait(settings: Settings) -> None:
@@ -62,10 +115,78 @@ def _commit_before_revoke() -> None:
 
 
 
-def _bound_shutdown_drain() -> None:
-    import asyncio
-    import logging
+#: How long an exactly_once commit waits for the batches in progress (a batch whose ledger is
+#: unreachable retries for as long as it takes): then it commits anyway, as Faust would.
+COMMIT_WAIT_S = 10.0
 
+
+class BatchGate:
+    """Batches and exactly_once commits take turns. Faust commits a transaction whenever its
+    commit timer fires, also while an agent is halfway through sending a batch's outputs:
+    the transaction then holds half a batch's outputs without the batch's offsets, and a
+    crash before the next commit replays the batch and sends that half again (the repeats a
+    read_committed consumer read). A commit waits until no batch is in progress (batches
+    waiting meanwhile), so a transaction holds whole batches with their offsets: an agent
+    acks its batch the moment its body returns, with no await in between."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._committing = asyncio.Lock()
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def commit(self) -> AsyncIterator[None]:
+        async with self._committing:
+            self._open.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), COMMIT_WAIT_S)
+            except asyncio.TimeoutError:
+                logging.getLogger("claims.worker").warning(
+                    "committing while %d batches are still in progress after %.0fs", self._busy, COMMIT_WAIT_S)
+            try:
+                yield
+            finally:
+                self._open.set()
+
+
+BATCHES = BatchGate()
+
+
+def _commit_between_batches() -> None:
+    """exactly_once: the commit (offsets from the acknowledged messages, then the
+    transactions) runs between batches (`BatchGate`)."""
+    from faust.transport.consumer import Consumer
+
+    force = Consumer.force_commit
+    if getattr(force, "_claims_tuned", False):
+        return
+
+    async def force_commit(self, topics=None, start_new_transaction: bool = True):
+        if not self.in_transaction:
+            return await force(self, topics, start_new_transaction=start_new_transaction)
+        async with BATCHES.commit():
+            return await force(self, topics, start_new_transaction=start_new_transaction)
+
+    force_commit._claims_tuned = True
+    Consumer.force_commit = force_commit
+
+
+def _bound_shutdown_drain() -> None:
     from faust.transport.consumer import Consumer
 
     wait_empty = Consumer.wait_empty

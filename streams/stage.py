@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from contextlib import nullcontext
 from collections.abc import Awaitable, Callable, Sequence
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from streams import metrics, topics
 from streams.app import app, channel, settings
+from streams.faust_tuning import BATCHES, answering
 from rules.monitor import ShadowResult
 from streams.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline import DeadLetter, Step
@@ -37,21 +39,38 @@ def topic(t: topics.TopicDef) -> faust.TopicT:
 
 
 async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
-              handle: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
-    """The agent loop: batches of events, one `handle` call per batch, never dying."""
+              handle: Callable[[Sequence[EventT]], Awaitable[None]], needs_reference: bool = False) -> None:
+    """The agent loop: batches of events, one `handle` call per batch, never dying. With
+    exactly_once a batch and a commit never overlap (`faust_tuning.BatchGate`); a stage that
+    `needs_reference` data waits for it before the batch begins, not inside it."""
     uncommitted: set = set()
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         if uncommitted:
             await _commit_new_partitions(uncommitted)
+        if needs_reference:  # a worker not sure of its broker (or without reference data) takes nothing in
+            await runtime.reference_ready.wait()
         started = time.perf_counter()
-        try:
-            await handle(events)
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
-            log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
-            for event in events:
-                await dead_letter(stage, source, event.message.value, event.message.key, exc)
+        async with BATCHES.batch() if app.in_transaction else nullcontext():
+            await _handle(stage, source, handle, events)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
         uncommitted = {event.message.tp for event in events} - _committed()
+
+
+async def _handle(stage: str, source: topics.TopicDef, handle: Callable[[Sequence[EventT]], Awaitable[None]],
+                  events: Sequence[EventT]) -> None:
+    try:
+        await handle(events)
+    except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
+        log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
+        for event in events:
+            with answering(event.message.tp):
+                await dead_letter(stage, source, event.message.value, event.message.key, exc)
+
+
+def answering_partition(source: topics.TopicDef, partition: int):
+    """Sends inside this block answer messages of `source`'s `partition` (exactly_once: its
+    transaction; see `faust_tuning.answering`)."""
+    return answering(TP(source.name, partition))
 
 
 def _committed() -> set:
@@ -149,19 +168,25 @@ async def map_claims(stage: str, source: topics.TopicDef, target: topics.TopicDe
     """Apply a pure per-claim `step` to every claim of every batch and forward the results;
     a claim the step cannot handle is dead-lettered on its own."""
     for event in events:
-        done = []
+        with answering(event.message.tp):
+            await _map_one(stage, source, target, event, step)
+
+
+async def _map_one(stage: str, source: topics.TopicDef, target: topics.TopicDef, event: EventT,
+                   step: Callable[[ClaimWork], ClaimWork]) -> None:
+    done = []
+    try:
+        batch = decode_batch(event)
+    except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
+        await dead_letter(stage, source, event.message.value, event.message.key, exc, "undecodable")
+        return
+    metrics.LINES_IN.labels(stage).inc(sum(len(c.lines) for c in batch.claims))
+    for claim in batch.claims:
         try:
-            batch = decode_batch(event)
-        except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
-            await dead_letter(stage, source, event.message.value, event.message.key, exc, "undecodable")
-            continue
-        metrics.LINES_IN.labels(stage).inc(sum(len(c.lines) for c in batch.claims))
-        for claim in batch.claims:
-            try:
-                done.append(step(claim))
-            except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
-                await dead_letter(stage, source, claim.model_dump_json().encode(), None, exc)
-        await forward(stage, target, done, event.message.partition)
+            done.append(step(claim))
+        except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
+            await dead_letter(stage, source, claim.model_dump_json().encode(), None, exc)
+    await forward(stage, target, done, event.message.partition)
 
 
 def decode_batch(event: EventT) -> ClaimBatch:

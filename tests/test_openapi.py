@@ -246,7 +246,9 @@ def _chromium() -> str:
 def test_reference_page_in_a_browser_lists_every_operation_and_tries_one_out(worker, tmp_path):
     """Swagger UI in headless Chromium: every operation listed, the server is the page's own
     origin, and Authorize + "Try it out" + Execute submits the example claim to this worker."""
-    shot = tmp_path / "v1-docs.png"
+    artifacts = Path(os.environ.get("CLAIMS_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / f"v1-docs-{tmp_path.name}.png"  # kept after the run (CI lists it)
     seen = swagger_ui.try_it_out(_chromium(), worker.url + "/v1/docs", TOKEN, "submitClaim", tmp_path / "chromium", shot)
     print(f"\nscreenshot of /v1/docs after Try it out: {shot}")
     assert {tuple(op) for op in seen["operations"]} == documented()

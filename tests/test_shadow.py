@@ -4,6 +4,7 @@ subprocesses on the sample data and checked against two independent `adjudicate`
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +19,9 @@ REF = SAMPLE / "reference"
 CLAIMS = SAMPLE / "claims.jsonl"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
 
 
 def records(run: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -96,6 +98,20 @@ def test_a_broken_candidate_is_one_clear_line(tmp_path: Path, command: str) -> N
     run = cli(command, "--reference", str(REF), option, str(broken), str(CLAIMS))
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.strip() == "claims-pipeline: error: broken.toml: rules missing: EDIT-JZ-WRONG"
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_worker_with_a_broken_candidate_stops_at_start_with_one_line(tmp_path: Path, how: str) -> None:
+    """`worker --shadow FILE` (or CLAIMS_SHADOW_RULEBOOK) validates the candidate before it
+    connects to anything: a broken one is one clear line and exit status 2, never a worker
+    running half a policy (no broker is needed to see it)."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text(CANDIDATE.read_text().replace("[rules.EDIT-JZ-WRONG]", "[rules.EDIT-JZ-WRONGLY]"))
+    env = {"CLAIMS_SHADOW_RULEBOOK": str(broken)} if how == "environment" else {}
+    args = ("worker", "--shadow", str(broken)) if how == "option" else ("worker",)
+    run = cli(*args, env={**env, "CLAIMS_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=60)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip() == "claims-pipeline: error: shadow rulebook broken.toml: rules missing: EDIT-JZ-WRONG"
 
 
 def test_deciding_rules_names_a_moved_price() -> None:

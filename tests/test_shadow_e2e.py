@@ -5,6 +5,7 @@ decisions are those batch mode (and so a worker without a shadow) gives."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -65,6 +66,7 @@ def test_worker_with_shadow_publishes_exactly_the_differing_lines(fresh_bootstra
         records = asyncio.run(client.collect(fresh_bootstrap, done, 120, names=names))
         # everything published by now, read again: nothing beyond the differing lines
         published = asyncio.run(client.collect(fresh_bootstrap, lambda rs: False, 3, names=(topics.SHADOW_DIFFERENCES.name,)))
+        samples = pipe.metrics("w1")
     finally:
         pipe.stop_all()
     live = [r for r in records if r["topic"] != topics.SHADOW_DIFFERENCES.name]
@@ -80,3 +82,16 @@ def test_worker_with_shadow_publishes_exactly_the_differing_lines(fresh_bootstra
                {k: v for k, v in live_record.items() if k not in ("adjudicated_at", "topic")}
     assert Decimal(sum(Decimal(r["before"]["allowed_amount"]) - Decimal(r["after"]["allowed_amount"]) for r in published)) == \
            sum((s.allowed_live - s.allowed_candidate for s in shadows), Decimal(0))
+    # the metrics say the same: lines compared by outcome, changed lines by rule, dollars
+    metric = {(name, tuple(sorted(labels.items()))): value for name, labels, value in samples}
+    compared = sum(s.compared for s in shadows)
+    assert metric[("claims_shadow_lines_compared_total", (("outcome", "changed"),))] == len(wanted_diffs)
+    assert metric[("claims_shadow_lines_compared_total", (("outcome", "same"),))] == compared - len(wanted_diffs)
+    by_rule = Counter(rule for _, _, rules in wanted_diffs.values() for rule in rules)
+    assert {labels[0][1]: value for (name, labels), value in metric.items()
+            if name == "claims_shadow_lines_changed_total" and value} == by_rule
+    live_dollars = sum((max(s.allowed_live, 0) for s in shadows), Decimal(0))  # as the worker counts a claim
+    candidate_dollars = sum((max(s.allowed_candidate, 0) for s in shadows), Decimal(0))
+    assert metric[("claims_shadow_allowed_dollars_total", (("policy", "live"),))] == pytest.approx(float(live_dollars))
+    assert metric[("claims_shadow_allowed_dollars_total", (("policy", "candidate"),))] == pytest.approx(float(candidate_dollars))
+    assert metric[("claims_shadow_claims_failed_total", ())] == 0
