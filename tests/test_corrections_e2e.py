@@ -13,6 +13,7 @@ import pytest
 from streams.ledger import Ledger
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
+from tests.test_metrics_e2e import wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -53,25 +54,31 @@ def test_two_workers_decide_corrections_like_batch_mode(backend, fresh_bootstrap
 
 
 def test_kill9_mid_stream_reverses_nothing_twice(fresh_bootstrap, tmp_path):
+    """Two workers; one is killed with SIGKILL while corrections are being decided (more to
+    come), the other takes its partitions over, and it is started again."""
     work = generate(2400, members=100, seed=23, corrections=0.2)
     batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
     expected = batch_expectation(work.lines, work.reference, batch_ledger)
     pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=4)
     pipe.load_reference(work.reference)
     pipe.start("w1")
-    pipe.submit(work.lines)
+    pipe.start("w2")
     stream_ledger = Ledger(pipe.ledger_url)
-    deadline = time.monotonic() + 60
-    while len(_reversals(stream_ledger)) < 20 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _reversals(stream_ledger), "the worker never got going"
-    pipe.kill("w1")  # mid-stream, with corrections decided and more to come
-    pipe.start("w1-restarted")
     try:
+        wait_for(lambda: all(pipe.input_partitions(name) for name in ("w1", "w2")), 120,
+                 "each worker to hold input partitions")
+        pipe.submit(work.lines)
+        deadline = time.monotonic() + 60
+        while len(_reversals(stream_ledger)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _reversals(stream_ledger), "the workers never got going"
+        pipe.kill("w1")  # mid-stream, with corrections decided and more to come
+        at_kill = len(_reversals(stream_ledger))
+        assert at_kill < len(_reversals(batch_ledger)), "every reversal was made before the kill: it hit nothing in flight"
+        pipe.start("w1-restarted")
         records = pipe.collect(expected, timeout=180)
     finally:
         pipe.stop_all()
     assert keyed(records) == keyed(expected)
     assert _state(stream_ledger) == _state(batch_ledger)
     assert _reversals(stream_ledger) == _reversals(batch_ledger)
-
