@@ -221,8 +221,12 @@ class Ledger:
         source = None if partition is None or offset is None else (partition, offset)
         with self.transaction() as q:
             status, reason = self._claim_row(q, claim_id, seen, partition)
-            if status == "REJECTED" and source is not None and _settled_by(q, claim_id) == source:
-                return self._all_rejections(q, claim_id)
+            if status == "REJECTED" and source is not None:
+                if _settled_by(q, claim_id) == source:
+                    return self._all_rejections(q, claim_id)
+                if q("SELECT 1 FROM claim_messages WHERE input_partition = ? AND input_offset = ? AND claim_id = ?",
+                     partition, offset, claim_id).fetchone():
+                    return Intake()  # a waiting line's message again: the rejecting message answered for it
             if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
                 stored = self._stored_answer(q, claim_id, number, now)
                 if stored is not None:
@@ -347,8 +351,7 @@ class Ledger:
         items = [((claim_id, n), orjson.loads(orig)) for n, _, orig in rows for _ in range(1 + repeats.get(n, 0))]
         if this is not None:
             items.append(this)
-        q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
-        q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
+        q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)  # its messages stay known (`accept`)
         return self._reject_lines(q, items, code, fld, message, now)
 
     @staticmethod

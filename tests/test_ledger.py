@@ -234,6 +234,21 @@ def test_redelivery_of_the_message_that_rejected_a_claim_answers_its_other_lines
     assert [r.line_number for r in resent.rejections] == [1]
 
 
+def test_redelivery_of_a_waiting_line_of_a_rejected_claim_answers_nothing(ledger: Ledger) -> None:
+    """After a crash both messages come again: the waiting line's own message and the one that
+    rejected the claim. The rejecting message answers for the waiting line; the waiting line's
+    message must not answer it a second time (a repeat exactly_once let through, issue 12)."""
+    other = line("W", 3, 3, member_id="SOMEONE-ELSE")
+    assert ledger.accept(ClaimLine.model_validate(other), other, at(0), 1, 5) == Intake()
+    first = ledger.accept(ClaimLine.model_validate(line("W", 1, 3)), line("W", 1, 3), at(0), 0, 40)
+    assert sorted(r.line_number for r in first.rejections) == [1, 3]
+    assert ledger.accept(ClaimLine.model_validate(other), other, at(1), 1, 5) == Intake()
+    again = ledger.accept(ClaimLine.model_validate(line("W", 1, 3)), line("W", 1, 3), at(1), 0, 40)
+    assert sorted(r.line_number for r in again.rejections) == [1, 3]
+    resent = ledger.accept(ClaimLine.model_validate(other), other, at(1), 1, 6)  # the client sends it again
+    assert [r.line_number for r in resent.rejections] == [3]
+
+
 def test_repeat_after_assembly_is_answered_once_not_the_whole_claim(ledger: Ledger) -> None:
     """A line sent again while its claim is assembled but not yet decided (the stream): one
     more answer for that line when the claim is decided, not its whole claim forwarded again."""
