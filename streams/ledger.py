@@ -324,6 +324,8 @@ class Ledger:
                                          f"line {number} of this claim was rejected; resubmit the whole claim", now, source)
             if number is not None:
                 self._store_rejection(q, rejection)
+                if status == "OPEN" and source is not None:
+                    _answered_by_source(q, claim_id, [number])
             out.rejections.append(rejection)
             return out
 
@@ -352,12 +354,19 @@ class Ledger:
         if this is not None:
             items.append(this)
         q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)  # its messages stay known (`accept`)
+        if source is not None:
+            _answered_by_source(q, claim_id, [number for (_, number), _ in items])
         return self._reject_lines(q, items, code, fld, message, now)
 
     @staticmethod
     def _all_rejections(q, claim_id: str) -> Intake:
-        rows = q("SELECT body FROM rejections WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
-        return Intake(rejections=[_restamp_rejection(r[0], datetime.now(UTC)) for r in rows])
+        """What the message that rejected the claim answered, again: not the lines that came
+        later (their own messages answer them, and a re-delivery of those comes too)."""
+        rows = q("SELECT r.body, s.copies FROM rejections r JOIN settled_lines s "
+                 "ON s.claim_id = r.claim_id AND s.line_number = r.line_number "
+                 "WHERE r.claim_id = ? ORDER BY r.line_number", claim_id).fetchall()
+        now = datetime.now(UTC)
+        return Intake(rejections=[_restamp_rejection(body, now) for body, copies in rows for _ in range(int(copies))])
 
     def _reject_lines(self, q, items, code: str, fld: str, message: str, now: datetime) -> Intake:
         out = Intake()
@@ -574,6 +583,13 @@ def _settle(q, claim_id: str, source: tuple[int, int] | None) -> None:
     if source is not None:
         q("INSERT INTO settled_by (claim_id, source_partition, source_offset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
           claim_id, *source)
+
+
+def _answered_by_source(q, claim_id: str, numbers: list[int]) -> None:
+    """Count the lines the rejecting message answers (`settled_lines`), copies included."""
+    for number in numbers:
+        q("INSERT INTO settled_lines (claim_id, line_number, copies) VALUES (?, ?, 1) ON CONFLICT (claim_id, line_number) "
+          "DO UPDATE SET copies = settled_lines.copies + 1", claim_id, number)
 
 
 def _restamp_decision(body: str, now: datetime) -> AdjudicatedLine:

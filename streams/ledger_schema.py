@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS settled_by (
     source_partition INTEGER NOT NULL, -- rejected it (claims.lines.submitted): its re-delivery answers for
     source_offset BIGINT NOT NULL      -- the whole claim again, another copy does not (issue 12)
 );
+CREATE TABLE IF NOT EXISTS settled_lines (
+    claim_id TEXT NOT NULL,           -- the lines (and copies) the message that rejected the claim answered:
+    line_number INTEGER NOT NULL,     -- its re-delivery answers these again, not the lines that came
+    copies INTEGER NOT NULL,          -- later and were answered by their own messages
+    PRIMARY KEY (claim_id, line_number)
+);
 CREATE TABLE IF NOT EXISTS remittance_lines (
     claim_id TEXT NOT NULL,           -- what the 837 said that the 835 answers with (REF*6R, SV101-7,
     line_number INTEGER NOT NULL,     -- patient name, SBR09, ISA15), kept once its claim_lines row goes

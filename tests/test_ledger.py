@@ -249,6 +249,35 @@ def test_redelivery_of_a_waiting_line_of_a_rejected_claim_answers_nothing(ledger
     assert [r.line_number for r in resent.rejections] == [3]
 
 
+def test_redelivery_of_the_rejecting_message_does_not_answer_lines_that_came_later(ledger: Ledger) -> None:
+    """An invalid first line rejects the claim; the other lines come later, each answered by its
+    own message. A crash re-delivers all of them (same partition, in order): the rejecting
+    message answers its own line again, each later message its own line, once each (CI found
+    the later lines answered twice under exactly_once)."""
+    from rules.frontend import known_key, validate
+
+    bad = line("L", 1, 3, provider_npi="1245678904")
+    first = ledger.reject_invalid(known_key(bad), bad, validate(bad), at(0), (0, 40))
+    later = [ledger.accept(ClaimLine.model_validate(line("L", n, 3)), line("L", n, 3), at(0), 0, 40 + n) for n in (2, 3)]
+    assert [r.line_number for r in first.rejections] == [1]
+    assert [[r.line_number for r in out.rejections] for out in later] == [[2], [3]]
+    again = ledger.reject_invalid(known_key(bad), bad, validate(bad), at(1), (0, 40))
+    later_again = [ledger.accept(ClaimLine.model_validate(line("L", n, 3)), line("L", n, 3), at(1), 0, 40 + n) for n in (2, 3)]
+    assert [r.line_number for r in again.rejections] == [1]
+    assert [[r.line_number for r in out.rejections] for out in later_again] == [[2], [3]]
+
+
+def test_redelivery_of_the_rejecting_message_answers_repeats_as_often_as_before(ledger: Ledger) -> None:
+    """A waiting line sent twice is answered twice by the message that rejects the claim, and
+    twice again by that message's re-delivery."""
+    ledger.accept(ClaimLine.model_validate(line("R", 1, 3)), line("R", 1, 3), at(0), 0, 1)
+    ledger.accept(ClaimLine.model_validate(line("R", 1, 3)), line("R", 1, 3), at(0), 0, 2)
+    other = line("R", 2, 3, member_id="SOMEONE-ELSE")
+    first = ledger.accept(ClaimLine.model_validate(other), other, at(0), 0, 3)
+    again = ledger.accept(ClaimLine.model_validate(other), other, at(1), 0, 3)
+    assert [r.line_number for r in first.rejections] == [r.line_number for r in again.rejections] == [1, 1, 2]
+
+
 def test_repeat_after_assembly_is_answered_once_not_the_whole_claim(ledger: Ledger) -> None:
     """A line sent again while its claim is assembled but not yet decided (the stream): one
     more answer for that line when the claim is decided, not its whole claim forwarded again."""
