@@ -243,6 +243,7 @@ def bench(
     baseline: Annotated[bool, typer.Option(help="Also measure a 4-hop pass-through in the same run.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all decisions.")] = 600,
     shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Run the workers in Monitor Mode with this candidate rulebook.")] = None,
+    ledger: Annotated[str | None, typer.Option(metavar="URL", help="The workers' ledger, a postgresql:// URL holding no claims yet; default a fresh SQLite file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
@@ -255,17 +256,17 @@ def bench(
         fail(f"--engine must be tansu or kafka, not {engine!r}")
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
-    table = Table(title=f"{figures['lines']} lines on {figures['broker']}, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
+    table = Table(title=f"{figures['lines']} lines on {figures['broker']}, {figures['ledger']} ledger, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
     table.add_column("figure")
     for r in runs:
         table.add_column(r["name"], justify="right")
     if len(runs) == 2:
         table.add_column("ratio", justify="right")
-    for key in ("lines", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms", "worker_cpu_s",
+    for key in ("lines", "unanswered", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms", "worker_cpu_s",
                 "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb"):
         cells = [str(r[key]) for r in runs]
         if len(runs) == 2:
@@ -289,6 +290,8 @@ def bench(
                       f"and the comparison, pure engine)")
     if json_out:
         json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if unanswered := sum(r["unanswered"] for r in runs):
+        fail(f"{unanswered} lines were not answered within --timeout {timeout:g} s: the figures above are of an incomplete run", 1)
 
 
 def _register_x12() -> None:

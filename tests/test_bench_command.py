@@ -1,0 +1,40 @@
+"""`claims-pipeline bench` end to end, small: the command users run to measure the pipeline
+prints its figures and writes them as JSON, every line answered; here with two workers on a
+PostgreSQL ledger (`--ledger`), the shape SQLite's single writer limits (docs/performance.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.ledger import Ledger
+from streams.models import ClaimLine
+from tests.test_ledger import line
+
+pytestmark = pytest.mark.broker
+
+
+def test_bench_with_two_workers_on_postgresql_answers_every_line(postgres_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--lines", "400", "--workers", "2", "--no-baseline",
+                          "--ledger", postgres_url, "--timeout", "120", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    figures = orjson.loads(out.read_bytes())
+    assert figures["ledger"] == "postgresql" and figures["workers"] == 2
+    assert figures["pipeline"]["unanswered"] == 0 and figures["pipeline"]["lines"] > 300
+    assert figures["pipeline"]["lines_per_s"] > 0 and figures["pipeline"]["worker_cpu_ms_per_line"] > 0
+    assert "postgresql" in run.stdout and "lines_per_s" in run.stdout
+
+
+def test_bench_refuses_a_ledger_that_already_holds_claims(postgres_url: str, tmp_path: Path) -> None:
+    Ledger(postgres_url).accept(ClaimLine.model_validate(line("B", 1, 2)), line("B", 1, 2), datetime.now(UTC))
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--lines", "50", "--no-baseline", "--ledger", postgres_url],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "already holds claims" in run.stderr, run.stderr
