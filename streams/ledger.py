@@ -59,6 +59,32 @@ def _dumps(model) -> str:
     return model.model_dump_json()
 
 
+class _StoredLines:
+    """Waiting lines by their stored JSON. Each line that joins an open claim reads the lines
+    before it again (a claim of n lines parsed n(n-1)/2 times); a line is frozen, so the one
+    this worker stored, or parsed once, serves every later read. Bounded, oldest out first;
+    thread-safe (ledger calls run in worker threads)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._lines: dict[str, ClaimLine] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, body: str) -> ClaimLine:
+        line = self._lines.get(body)
+        return line if line is not None else self.keep(body, ClaimLine.model_validate_json(body))
+
+    def keep(self, body: str, line: ClaimLine) -> ClaimLine:
+        with self._lock:
+            if len(self._lines) >= self._size:
+                del self._lines[next(iter(self._lines))]
+            self._lines[body] = line
+        return line
+
+
+_stored_line = _StoredLines()
+
+
 def _rejection(line_key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> RejectedLine:
     return RejectedLine(claim_id=line_key[0], line_number=line_key[1], reasons=reasons, original=original, rejected_at=now)
 
@@ -237,7 +263,7 @@ class Ledger:
                 why = RejectionReason.model_validate_json(reason)
                 return self._reject_lines(q, [(line.key, original)], why.code, why.field, why.message, now)
             rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
-            lines = {n: ClaimLine.model_validate_json(body) for n, body, _ in rows}
+            lines = {n: _stored_line(body) for n, body, _ in rows}
             redelivered = self._delivered_before(q, claim_id, partition, offset)
             if status == "ASSEMBLED":
                 # complete but not yet decided: a re-delivery of its last line forwards it again
@@ -262,8 +288,10 @@ class Ledger:
                 if conflicts:
                     return self._reject_claim(q, claim_id, rows, (line.key, original), "HEADER_MISMATCH", ",".join(conflicts),
                                               f"claim header fields differ between lines: {', '.join(conflicts)}", now, source)
+            body = _dumps(line)
             q("INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES (?, ?, ?, ?)",
-              claim_id, number, _dumps(line), orjson.dumps(original, default=str).decode())
+              claim_id, number, body, orjson.dumps(original, default=str).decode())
+            _stored_line.keep(body, line)
             lines[number] = line
             if len(lines) == line.line_count:
                 q("UPDATE claims SET status = 'ASSEMBLED' WHERE claim_id = ?", claim_id)
@@ -400,7 +428,7 @@ class Ledger:
             out: list[RejectedLine] = []
             for claim_id in ids:
                 rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
-                count = ClaimLine.model_validate_json(rows[0][1]).line_count if rows else 0
+                count = _stored_line(rows[0][1]).line_count if rows else 0
                 have = ", ".join(str(r[0]) for r in rows)
                 out += self._reject_claim(q, claim_id, rows, None, "INCOMPLETE", "line_count",
                                           f"claim incomplete after the assembly timeout: {len(rows)} of {count} lines arrived ({have})", now).rejections
