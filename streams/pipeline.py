@@ -19,10 +19,10 @@ from rules import engine, frontend
 from rules.reference import TABLES, ReferenceData
 from rules.rulebook import Rulebooks
 from streams.ledger import Intake, Ledger, LedgerUnavailable
-from streams.models import AdjudicatedLine, ClaimWork, RejectedLine
+from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
 from streams.topics import ADJUDICATED, DLQ, REJECTED
 
-__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "intake", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
+__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "Submitted", "check", "intake", "assemble", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
 
 
 def utcnow() -> datetime:
@@ -49,29 +49,55 @@ class Step:
         self.rejections += intake.rejections
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """One submitted message after the front-end checks (POLICY.md section 1): `dead` when
+    it is not a JSON object, else the object and either its line or why it is invalid."""
+
+    obj: dict[str, Any] | None = None
+    line: ClaimLine | None = None
+    reasons: list[RejectionReason] = field(default_factory=list)
+    dead: DeadLetter | None = None
+
+
+def check(raw: bytes | None) -> Submitted:
+    """The front end alone: no ledger, so the intake agent runs it for a whole batch before it
+    takes the ledger's write transaction."""
+    try:
+        obj = frontend.parse(raw)
+    except frontend.NotAnObject as exc:
+        return Submitted(dead=DeadLetter(raw=raw or b"", error=str(exc)))
+    checked = frontend.validate(obj)
+    return Submitted(obj, reasons=checked) if isinstance(checked, list) else Submitted(obj, line=checked)
+
+
 def intake(ledger: Ledger, raw: bytes | None, received_at: float, books: Rulebooks, partition: int | None = None,
            offset: int | None = None) -> Step:
     """Front end and assembly for one submitted message (POLICY.md section 1).
 
     `received_at` is the message's submission time (for the end-to-end latency);
     `partition` and `offset` where it was read from (a re-delivery has the same ones)."""
+    return assemble(ledger, check(raw), received_at, books, partition, offset)
+
+
+def assemble(ledger: Ledger, submitted: Submitted, received_at: float, books: Rulebooks, partition: int | None = None,
+             offset: int | None = None) -> Step:
+    """A checked message into the ledger: rejected with its claim, or joined to its claim,
+    which it may complete (`Step.assembled`)."""
     step = Step()
+    if submitted.dead is not None:
+        step.dead.append(submitted.dead)
+        return step
     now = utcnow()
-    try:
-        obj = frontend.parse(raw)
-    except frontend.NotAnObject as exc:
-        step.dead.append(DeadLetter(raw=raw or b"", error=str(exc)))
-        return step
-    checked = frontend.validate(obj)
-    if isinstance(checked, list):
+    if submitted.line is None:
         source = None if partition is None or offset is None else (partition, offset)
-        step.absorb(ledger.reject_invalid(frontend.known_key(obj), obj, checked, now, source))
+        step.absorb(ledger.reject_invalid(frontend.known_key(submitted.obj), submitted.obj, submitted.reasons, now, source))
         return step
-    result = ledger.accept(checked, obj, now, partition, offset)
+    result = ledger.accept(submitted.line, submitted.obj, now, partition, offset)
     step.absorb(result)
     if result.assembled:
-        submitted = datetime.fromtimestamp(received_at, UTC)
-        step.assembled = engine.start(result.assembled, books, submitted)
+        submitted_at = datetime.fromtimestamp(received_at, UTC)
+        step.assembled = engine.start(result.assembled, books, submitted_at)
     return step
 
 
