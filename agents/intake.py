@@ -18,34 +18,11 @@ async def intake(stream):
     await stage.run(stream, "intake", topics.SUBMITTED, handle, needs_reference=True)
 
 
-def _accept_all(events: Sequence[EventT]) -> list[pipeline.Step]:
-    """The batch's front-end checks, then one ledger transaction for all of it: the parsing
-    is done before the write lock is taken, so the other workers wait less for it."""
-    checked = [_guarded(event.message.value, pipeline.check, event.message.value) for event in events]
-    steps = []
-    with runtime.ledger.transaction():
-        for event, submitted in zip(events, checked):
-            msg = event.message
-            steps.append(submitted if isinstance(submitted, pipeline.Step) else
-                         _guarded(msg.value, pipeline.assemble, runtime.ledger, submitted, msg.timestamp, runtime.books,
-                                  msg.partition, msg.offset))
-    return steps
-
-
-def _guarded(raw: bytes | None, fn, *args):
-    """`fn(*args)`, or a dead letter of `raw` when it fails: one bad message must not stop the batch
-    (a ledger outage does: the batch is tried again)."""
-    try:
-        return fn(*args)
-    except pipeline.LedgerUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        return pipeline.Step(dead=[pipeline.DeadLetter(raw=raw or b"", error=f"{type(exc).__name__}: {exc}")])
-
-
 async def handle(events: Sequence[EventT]) -> None:
     metrics.LINES_IN.labels("intake").inc(len(events))
-    steps = await runtime.in_ledger(_accept_all, events)
+    steps = await runtime.in_ledger(pipeline.intake_batch, runtime.ledger,
+                                    [(e.message.value, e.message.timestamp, e.message.partition, e.message.offset) for e in events],
+                                    runtime.books)
     runtime.answered({r.claim_id for step in steps for r in (*step.decisions, *step.rejections) if r.claim_id})
     # a claim once per batch: after a crash every replayed line of an assembled claim hands
     # it on again, and the copies in one message would each be answered downstream

@@ -274,7 +274,8 @@ def bench(
         table.add_row(key, *cells)
     console.print(table)
     console.print(f"pure engine: {figures['engine_lines_per_s']:,} lines/s on one core; "
-                  f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s")
+                  f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s; "
+                  f"intake holds the ledger's write lock {figures['intake_lock_us_per_line']} us/line")
     if "wait" in figures:
         w = figures["wait"]
         console.print(f"POST /v1/claims?wait, one 5-line claim at a time on the idle pipeline: {w['round_trips']} round trips, "

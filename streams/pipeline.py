@@ -6,7 +6,7 @@ way it comes in. `Step` collects what a step wants published, by topic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
 from streams.topics import ADJUDICATED, DLQ, REJECTED
 
-__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "Submitted", "check", "intake", "assemble", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
+__all__ = ["LedgerUnavailable", "Step", "DeadLetter", "Submitted", "check", "intake", "assemble", "intake_batch", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
 
 
 def utcnow() -> datetime:
@@ -99,6 +99,31 @@ def assemble(ledger: Ledger, submitted: Submitted, received_at: float, books: Ru
         submitted_at = datetime.fromtimestamp(received_at, UTC)
         step.assembled = engine.start(result.assembled, books, submitted_at)
     return step
+
+
+#: one submitted message as read: its value, submission time, partition and offset
+Message = tuple[bytes | None, float, int | None, int | None]
+
+
+def intake_batch(ledger: Ledger, messages: Sequence[Message], books: Rulebooks) -> list[Step]:
+    """A batch of submitted messages, as the intake agent takes them: every front-end check
+    first, then one ledger transaction for all of them, so the write lock (which the other
+    workers wait for) is not held while JSON is parsed and validated. One bad message becomes
+    a dead letter and the rest go on; a ledger outage fails the whole batch (tried again)."""
+    checked = [_guarded(raw, check, raw) for raw, *_ in messages]
+    with ledger.transaction():
+        return [submitted if isinstance(submitted, Step) else
+                _guarded(raw, assemble, ledger, submitted, received_at, books, partition, offset)
+                for (raw, received_at, partition, offset), submitted in zip(messages, checked)]
+
+
+def _guarded(raw: bytes | None, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except LedgerUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad message must not stop the batch
+        return Step(dead=[DeadLetter(raw=raw or b"", error=f"{type(exc).__name__}: {exc}")])
 
 
 #: sees the history a claim was decided against and its outcome, inside the transaction
