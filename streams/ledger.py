@@ -207,8 +207,21 @@ class Ledger:
             pass
 
     def _drop_broken(self) -> None:
-        if self.postgres and self._conn is not None and (self._conn.closed or self._conn.broken):
-            self._conn = None
+        """After a failed transaction, a connection the next one can use: a broken PostgreSQL
+        connection is dropped; a SQLite one still inside the transaction (its COMMIT failed:
+        disk full, an I/O error) is rolled back, or dropped if that fails too. Without this,
+        every later transaction failed with "cannot start a transaction within a transaction"."""
+        if self._conn is None:
+            return
+        if self.postgres:
+            if self._conn.closed or self._conn.broken:
+                self._conn = None
+        elif self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._conn.close()
+                self._conn = None
 
     def _claim_row(self, q, claim_id: str, seen: float, partition: int | None) -> tuple[str, str | None]:
         """(status, reason) of the claim, created OPEN if new, and held for this
