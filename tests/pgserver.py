@@ -9,6 +9,7 @@ PostgreSQL refuses to run as root; as root the server runs as a system user of i
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import pwd
@@ -38,6 +39,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it starts: a fast shutdown (SIGINT) when the process
+    that started it dies, also by SIGTERM or SIGKILL (a test run stopped by `timeout`), so no
+    server outlives its run. Set after the switch to the server's user, which clears it."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
 
 
 def _run_as() -> str | None:
@@ -90,7 +98,7 @@ class EmbeddedPostgres:
         self.process = subprocess.Popen(
             [self._bin("postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
              "-k", str(self.root), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True, preexec_fn=_die_with_parent,
         )
         admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         deadline = time.monotonic() + 60
