@@ -13,7 +13,7 @@ The pure tests call `streams.pipeline.intake` directly (in-memory ledger, no bro
 
 Found here: a rejection whose `original` nests 199..253 levels could not be read back from
 the ledger (pydantic's JSON parser stops at 200 levels); the expiry timer's outbox read then
-crashed the worker on every start. Fixed in streams/ledger.py (`_load_rejection`); the
+crashed the worker on every start. Fixed in streams/assembly_store.py (`_load_rejection`); the
 regression test is `test_ledger_reads_back_deep_originals`.
 
 Also pinned here: JSON nested deeper than the front end's limit goes to the DLQ (it could
@@ -390,7 +390,7 @@ def test_deep_unknown_field_outside_the_serializer_band(depth: int, valid: bool)
 @pytest.mark.parametrize("depth", [199, 200, 253])
 @pytest.mark.parametrize("valid", [True, False], ids=["incomplete", "rejected"])
 def test_ledger_reads_back_deep_originals(depth: int, valid: bool) -> None:
-    """Regression (fixed in streams/ledger.py `_load_rejection`): a rejection whose `original`
+    """Regression (fixed in streams/assembly_store.py `_load_rejection`): a rejection whose `original`
     nests 199..253 levels was written fine but read back with pydantic's JSON parser (200
     levels): the outbox read crashed the expiry timer - and with it the worker, on every
     start - and a re-delivered line raised. Found by the broker fuzz run. The front end now
