@@ -51,7 +51,7 @@ def _prime_metrics(books) -> None:
         reasons=list(REJECTION_CODES),
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
-        ledger_operations=["accept_all", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs", "remittance_inputs_all"],
+        ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs", "remittance_inputs_all"],
         correction_reasons=list(CORRECTION_REJECTIONS),
     )
 
