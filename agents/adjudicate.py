@@ -111,6 +111,8 @@ async def _answer(work: ClaimWork, step: pipeline.Step | Exception) -> DecidedCl
                                  [r.reasons[0].code for r in step.rejections])
     if not step.decisions:  # the claim was rejected: nothing to remit
         return None
+    if any(d.status == "PENDED" for d in step.decisions):  # remitted once every line is final (a review)
+        return None
     # trusted values (the ledger's own decisions): no validation on the hot path
     return build(DecidedClaim, claim_id=work.claim_id, decisions=tuple(step.decisions))
 

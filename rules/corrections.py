@@ -70,6 +70,8 @@ def reversal(decision: AdjudicatedLine, by: str, now: datetime) -> AdjudicatedLi
         adjustments=[evolve(a, amount=ZERO - a.amount) for a in decision.adjustments],
         reversed_by=by,
         adjudicated_at=now,
+        pend=None,  # a pended line's reversal owes nothing and waits for no one
+        review=None,
     )
 
 

@@ -6,7 +6,9 @@ The streaming stages and batch mode run the same four steps, so they agree line 
     enrich   eligibility, prior authorization, drug data        (sections 2, 3, 4)
     price    AWP or fee schedule under the provider's contract   (section 6)
     finalize claim-day edits, duplicates, authorized units      (sections 5, 7)
-             against the member's history, producing decisions and the state to record
+             against the member's history, producing decisions and the state to record;
+             a line the rules would pay is pended when the rulebook's `[review]` says so
+             (POLICY.md *Manual review*, rules/review.py)
              (for a replacement or void: first the check of the original and its
              reversals, rules/corrections.py)
 
@@ -24,7 +26,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import cache
 from operator import attrgetter
 
-from rules import corrections
+from rules import corrections, review
 from rules.corrections import OriginalClaim
 from rules.ndc import normalize_ndc
 from rules.reference import ReferenceData
@@ -276,7 +278,9 @@ def finalize(work: ClaimWork, history: History, books: Rulebooks, now: datetime)
             left = lw.approved_units - used.get(auth, ZERO)
             denials.append(_finding("AUTH-UNITS-EXHAUSTED", f"{left} of {lw.approved_units} units left."))
         decision = _decision(lw, denials, book, work.policy_version, now)
-        if decision.status == "PAID":
+        if decision.status == "PAID" and (reason := book.pend_reason(line.procedure_code, decision.allowed_amount)):
+            decision = review.pended(decision, reason, book, now)
+        if decision.status != "DENIED":  # PAID, or PENDED: in process, it holds what a paid line would
             paid.add(fingerprint)
             outcome.paid.append((fingerprint, line.line_number, line.member_id))
             if lw.approved_units is not None:
@@ -326,6 +330,10 @@ def _record(lw: LineWork, status: str, allowed: Decimal, adjustments: list, pric
         policy_version=version,
         adjudicated_at=now,
         reversed_by=None,
+        pend=None,
+        review=None,
+        adjusts=None,
+        proposal_id=None,
     )
 
 

@@ -11,11 +11,12 @@ import bisect
 import tomllib
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streams.models import Adjustment, build
 
@@ -100,6 +101,41 @@ class MultiNdc(_Strict):
     forms_checked: list[str]
 
 
+class PendReason(_Strict):
+    """One reason a payable line is pended for a person: every condition given must hold
+    (`min_allowed`: the allowed amount after pricing, the lesser-of and rounding is at least
+    this; `procedure_codes`: the line's code is one of these). Reasons are tried in order;
+    the first that holds names the pend."""
+
+    reason: str = Field(min_length=1, pattern=r"^[A-Z][A-Z0-9_]*$")
+    rule: str = Field(min_length=1)
+    queue: str = Field(min_length=1, pattern=r"^[A-Z][A-Z0-9_]*$")
+    message: str = Field(min_length=1)
+    min_allowed: Decimal | None = Field(default=None, ge=0)
+    procedure_codes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> PendReason:
+        if self.min_allowed is None and not self.procedure_codes:
+            raise ValueError(f"pend reason {self.reason}: give min_allowed or procedure_codes")
+        return self
+
+
+class ReviewPolicy(_Strict):
+    """POLICY.md *Manual review*: what pends, in which queue, and what a reviewer may do."""
+
+    section: str = "Manual review"
+    reasons: list[PendReason] = []
+    #: the CARCs a reviewer may deny a pended line with (group CO)
+    review_denial_carcs: list[str] = []
+    priced_message: str = "Allowed amount set by a reviewer."
+    denied_message: str = "Denied by a reviewer."
+
+    @property
+    def queues(self) -> list[str]:
+        return list(dict.fromkeys(r.queue for r in self.reasons))
+
+
 class RulebookFile(_Strict):
     version: str = Field(min_length=1)
     effective_from: date
@@ -109,6 +145,7 @@ class RulebookFile(_Strict):
     coverage: Coverage
     multi_ndc: MultiNdc
     edits: Edits = Edits()
+    review: ReviewPolicy = ReviewPolicy()
     rules: dict[str, RuleSpec]
 
     @property
@@ -144,6 +181,7 @@ class Rulebook:
     rules: dict[str, RuleSpec]
     #: each rule's adjustment message without detail, composed once rather than per line
     messages: dict[str, str]
+    review: ReviewPolicy
 
     @classmethod
     def compile(cls, data: RulebookFile) -> Rulebook:
@@ -165,7 +203,26 @@ class Rulebook:
             mod=data.modifiers,
             rules=dict(data.rules),
             messages={rule_id: _message(spec, "") for rule_id, spec in data.rules.items()},
+            review=data.review,
         )
+
+    def pend_reason(self, procedure_code: str, allowed: Decimal) -> PendReason | None:
+        """The first `[review]` reason that sends a payable line to a person, or None."""
+        for reason in self.review.reasons:
+            if reason.min_allowed is not None and allowed < reason.min_allowed:
+                continue
+            if reason.procedure_codes and procedure_code not in reason.procedure_codes:
+                continue
+            return reason
+        return None
+
+    def review_adjustment(self, action: str, amount: Decimal, carc: str = "45", rarc: list[str] | None = None) -> Adjustment:
+        """A reviewer's adjustment: CO/45 `REVIEW-PRICED` for a payment below the charge, the
+        reviewer's CARC `REVIEW-DENIED` for a denial."""
+        review = self.review
+        rule, text = ("REVIEW-PRICED", review.priced_message) if action == "PAY" else ("REVIEW-DENIED", review.denied_message)
+        return build(Adjustment, group="CO", carc=carc, rarc=list(rarc or []), amount=amount, rule=rule,
+                     message=f"{text} [policy section {review.section}]")
 
     def has_mandated_condition(self, diagnosis_codes: list[str]) -> bool:
         return any(dx.replace(".", "").startswith(self.mandated_dx_prefixes) for dx in diagnosis_codes)

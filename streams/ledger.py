@@ -3,7 +3,8 @@
 It holds lines waiting for the rest of their claim, every decision and rejection made,
 paid-line fingerprints (duplicates), authorized units used per line, and the drug days of
 each claim (per diem); for corrections and voids, the reversals and which claim reversed
-which (streams/corrections_store.py). The intake half (assembly, front-end rejections, the
+which (streams/corrections_store.py); for manual review, the open pends, the reviewers'
+decisions and their history (streams/review_store.py). The intake half (assembly, front-end rejections, the
 assembly timeout) is `streams/assembly_store.py`; this module holds the connection and its
 transactions, adjudication and the reads. Tables: streams/ledger_schema.py. SQLite is the
 embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
@@ -31,11 +32,12 @@ import orjson
 import psycopg
 
 from rules.engine import History, Outcome
-from streams import corrections_store
+from streams import corrections_store, review_store
 from streams.assembly_store import AssemblyStore, Intake, dumps, restamp_rejection, settle, settled_by
 from streams.ledger_schema import SCHEMA, TABLES
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
+from streams.review_store import ReviewStore
 from streams.writer_gate import WriterGate
 
 
@@ -48,7 +50,7 @@ class LedgerUnavailable(RuntimeError):
     caller retries the same message later (it is never a DLQ case)."""
 
 
-class Ledger(AssemblyStore):
+class Ledger(AssemblyStore, ReviewStore):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 
@@ -241,8 +243,10 @@ class Ledger(AssemblyStore):
                                           datetime.now(UTC))
             if outcome.reverses is not None:
                 corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
+                review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, dumps(d))
+            review_store.record_pends(q, outcome.new_decisions, {lw.line.line_number: lw.line.charge_amount for lw in work.lines})
             for fingerprint, number, member_id in outcome.paid:
                 q("INSERT INTO paid_lines (claim_id, line_number, member_id, fingerprint) VALUES (?, ?, ?, ?)",
                   claim_id, number, member_id, fingerprint)

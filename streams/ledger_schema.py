@@ -115,6 +115,34 @@ CREATE TABLE IF NOT EXISTS control_numbers (
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS pends (
+    claim_id TEXT NOT NULL,           -- a line pended for manual review (POLICY.md *Manual review*): its
+    line_number INTEGER NOT NULL,     -- decision (PENDED, then final) is in decisions, its holds in
+    reason TEXT NOT NULL,             -- paid_lines and unit_usage as a paid line's are
+    queue TEXT NOT NULL,
+    charge_amount TEXT NOT NULL,      -- what the reviewer's amount may not exceed
+    suggested_amount TEXT NOT NULL,   -- what the rules would allow (a PAY without an amount)
+    pended_at TEXT NOT NULL,          -- ISO 8601, UTC: the queue is oldest first
+    state TEXT NOT NULL,              -- OPEN, DECIDED (by a reviewer), REVERSED (by a correction)
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS pends_open ON pends (state, queue, pended_at);
+CREATE TABLE IF NOT EXISTS review_history (
+    claim_id TEXT NOT NULL,           -- every event of a pended line's review, append-only:
+    line_number INTEGER NOT NULL,     -- PENDED, DECIDED, REVERSED: nothing updates or deletes a row
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT NOT NULL,              -- the rule that pended it, the reviewer, or the correcting claim
+    at TEXT NOT NULL,
+    body TEXT NOT NULL,               -- the event's details (JSON)
+    PRIMARY KEY (claim_id, line_number, seq)
+);
+CREATE TABLE IF NOT EXISTS decision_outbox (
+    claim_id TEXT NOT NULL,           -- a reviewer's final record, stored with the decision and kept
+    line_number INTEGER NOT NULL,     -- until it is published (a crash in between publishes it on restart)
+    body TEXT NOT NULL,
+    PRIMARY KEY (claim_id, line_number)
+);
 """
 
 #: The tables SCHEMA creates, in order.

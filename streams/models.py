@@ -313,6 +313,32 @@ class Pricing(_Output):
     contract_pct: DecimalOut
 
 
+#: why a line waits for a person (POLICY.md *Manual review*); a rulebook may add reasons
+PEND_REASONS = ("HIGH_DOLLAR", "NOC_REVIEW")
+#: what a reviewer may do with a pended line
+REVIEW_ACTIONS = ("PAY", "DENY")
+
+
+class Pend(_Output):
+    """Why a PENDED line waits for a reviewer, and what the rules would allow it."""
+
+    reason: str
+    queue: str
+    rule: str
+    message: str
+    suggested_amount: Money2
+    pended_at: datetime
+
+
+class Review(_Output):
+    """The reviewer's decision a final record after a review carries."""
+
+    action: Literal["PAY", "DENY"]
+    reviewer: str
+    decided_at: datetime
+    note: str | None = None
+
+
 class AdjudicatedLine(_Output):
     """A decision on `claims.lines.adjudicated` (key: claim_id)."""
 
@@ -324,7 +350,7 @@ class AdjudicatedLine(_Output):
     modifiers: list[str]
     service_date: date
     ndc11: str | None
-    status: Literal["PAID", "DENIED", "REVERSED", "VOIDED"]
+    status: Literal["PAID", "DENIED", "REVERSED", "VOIDED", "PENDED"]
     allowed_amount: Money2
     adjustments: list[Adjustment]
     pricing: Pricing | None
@@ -332,6 +358,13 @@ class AdjudicatedLine(_Output):
     adjudicated_at: datetime
     #: on a REVERSED record: the claim_id of the replacement or void that reversed it
     reversed_by: str | None = None
+    #: on a PENDED record: why it waits and what the rules would allow (null otherwise)
+    pend: Pend | None = None
+    #: on a final record after a review: the reviewer's decision (null otherwise)
+    review: Review | None = None
+    #: on the lines of a payer-initiated adjustment: the claim adjusted, the approved proposal
+    adjusts: str | None = None
+    proposal_id: str | None = None
 
 
 class RejectionReason(_Output):
