@@ -76,6 +76,7 @@ def run(loglevel: str = "warning") -> None:
         api_reference,  # noqa: F401 - /v1/openapi.json and /v1/docs
         logs,
         metrics,
+        review_page,  # noqa: F401 - the reviewer's page, /review
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )
