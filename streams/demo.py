@@ -34,6 +34,18 @@ console = _console()
 SETTLE_S = 1.5
 SAMPLES = Path(__file__).parent / "sample_data"
 TIME_FIELDS = ("adjudicated_at", "rejected_at")
+#: the times inside a record: when a line was pended, when a reviewer decided it
+NESTED_TIME_FIELDS = (("pend", "pended_at"), ("review", "decided_at"))
+
+
+def timeless(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without the times it was made at (a copy): its own, and a pend's and a
+    review's. Everything else is the same in batch mode and the stream."""
+    out = {k: v for k, v in record.items() if k not in TIME_FIELDS}
+    for outer, inner in NESTED_TIME_FIELDS:
+        if isinstance(out.get(outer), dict):
+            out[outer] = {k: v for k, v in out[outer].items() if k != inner}
+    return out
 
 
 def comparable(record: dict[str, Any]) -> tuple:
@@ -41,7 +53,7 @@ def comparable(record: dict[str, Any]) -> tuple:
     if record["topic"] == topics.DLQ.name:
         raw = record["raw"]
         return (record["topic"], raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-    return tuple(sorted((k, repr(v)) for k, v in record.items() if k not in TIME_FIELDS))
+    return tuple(sorted((k, repr(v)) for k, v in timeless(record).items()))
 
 
 def difference(records: list[dict[str, Any]], wanted: Counter) -> tuple[Counter, Counter]:

@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from rules import frontend
-from streams import topics
+from streams import demo, topics
 from streams.models import ClaimLine
 from streams.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, read_to_end
@@ -123,7 +123,7 @@ def api_claims(raw_lines: list[bytes]) -> list[tuple[dict[str, Any], list[bytes]
 
 
 def timeless(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in TIME_FIELDS} for r in records]
+    return [demo.timeless(r) for r in records]
 
 
 # --- real-time adjudication == batch mode -------------------------------------------------------
