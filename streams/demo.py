@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets
 import signal
@@ -225,10 +226,10 @@ async def _review(bootstrap: str, lines: list[bytes], before: list[dict], worker
             if resp.status != 200:
                 console.print(f"[red]POST {path} answered {resp.status}: {answer}[/]")
                 return 1
-    console.print(f"reviewer {REVIEWER} (queues {', '.join(REVIEW_QUEUES)}): POST {path} {REVIEW_DECISION} -> 200 "
+    console.print(f"reviewer {REVIEWER} (queues {', '.join(REVIEW_QUEUES)}): POST {path} {json.dumps(REVIEW_DECISION)} -> 200 "
                   f"{answer['status']} {answer['allowed_amount']}; the record as it arrives:")
     key = (item["claim_id"], item["line_number"])
-    settle = {"count": -1, "since": 0.0}
+    settle = {"count": -1, "since": 0.0, "arrived": 0.0}
     seen = Counter(comparable(r) for r in before if r["topic"] == topics.ADJUDICATED.name)
 
     def done(records: list[dict]) -> bool:
@@ -244,6 +245,7 @@ async def _review(bootstrap: str, lines: list[bytes], before: list[dict], worker
         if seen[comparable(record)] > 0:
             seen[comparable(record)] -= 1
         else:
+            settle["arrived"] = settle["arrived"] or time.monotonic()
             show(record)
 
     after = await client.collect(bootstrap, done, timeout, on_record=show_new, names=(topics.ADJUDICATED.name,))
@@ -254,7 +256,7 @@ async def _review(bootstrap: str, lines: list[bytes], before: list[dict], worker
                       f"line's {want['status']} record as batch mode's PENDED record with the review applied[/]")
         return 1
     waiting = len(items) - 1
-    console.print(f"[green]the reviewed line's {want['status']} record arrived in {time.monotonic() - started:.1f}s and "
+    console.print(f"[green]the reviewed line's {want['status']} record arrived {settle['arrived'] - started:.1f}s after the decision and "
                   f"matches batch mode's PENDED record with the same review applied[/]; {waiting} line"
                   f"{'' if waiting == 1 else 's'} still wait{'s' if waiting == 1 else ''} for a reviewer "
                   f"(the reviewer's page is GET /review on any worker)")

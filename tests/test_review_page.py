@@ -178,7 +178,7 @@ def _adjudicated(bootstrap: str, claim_id: str, status: str, timeout: float = 30
 def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
     for body in claims():
         status, _, answer = call(worker.url, "POST", "/v1/claims?wait=15", orjson.dumps(body), {**AUTH, **JSON})
-        assert status == 200 and answer["status"] == "DECIDED", answer
+        assert status == 200 and answer["status"] == "IN_REVIEW", answer
     by_line = {(r["claim_id"], r["line_number"]): r for r in
                [*_adjudicated(worker.bootstrap, "RV-PAGE-0001", "PENDED"), *_adjudicated(worker.bootstrap, "RV-PAGE-0002", "PENDED")]}
     assert by_line[("RV-PAGE-0001", 1)]["status"] == "PENDED" and by_line[("RV-PAGE-0001", 2)]["status"] == "PAID"

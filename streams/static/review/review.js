@@ -226,7 +226,8 @@
       ["number", item.authorization_number || auth.authorization_number], ["status", auth.status],
       ["codes", auth.procedure_codes], ["from", auth.start_date], ["to", auth.end_date],
       ["approved units", auth.approved_units], ["units used", auth.units_used],
-      ["held", "while pended, the line holds the authorized units it would use"],
+      ["while pended", "the line holds the authorized units it would use and counts for duplicates; " +
+        "a payment keeps them, a denial releases them"],
     ]);
     const others = item.other_lines || [];
     const body = $("other-lines").querySelector("tbody");
