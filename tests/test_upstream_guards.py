@@ -220,6 +220,9 @@ async def test_a_send_answering_an_input_goes_in_that_partitions_transaction(mon
     (faust_id,) = manager._tps_to_transactional_ids({source})  # noqa: SLF001
     TRANSACTIONAL_ID.check(isinstance(faust_kafka.Producer._transaction_producers, dict),  # noqa: SLF001
                            "the aiokafka driver's Producer keeps no _transaction_producers dict")
+    expected = "(self, topic, key, value, partition, timestamp, headers, *, transactional_id=None)"
+    got = plain(inspect.signature(faust_kafka.Producer.send))
+    TRANSACTIONAL_ID.check(got == expected, f"the driver's Producer.send{got} no longer takes a transactional_id")
     sent = []
 
     class Recorder:
