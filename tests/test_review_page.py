@@ -25,7 +25,7 @@ from rules.rulebook import default_rulebooks
 from streams import topics
 from tests import browser
 from tests.harness import read_to_end
-from tests.test_api import AUTH, JSON, ApiPipeline, call
+from tests.test_api import AUTH, JSON, TOKEN, ApiPipeline, call
 from tests.test_openapi import fetch
 
 pytestmark = pytest.mark.broker
@@ -131,6 +131,19 @@ SIGN_IN_WRONG = """async () => {%s
   return {error, workspace: shown("workspace"), stored: sessionStorage.length};
 }""" % HELPERS
 
+READ_ONLY = """async () => {%s
+  $("token").value = %s;
+  $("sign-in-button").click();
+  await until(() => shown("workspace") && rows("queue-table").length >= 2, "the queue");
+  document.querySelector("#queue-table button.open").click();
+  await until(() => shown("detail") && rows("history").length >= 1, "the line's detail");
+  const seen = {who: $("who-name").textContent, queues: $("who-queues").textContent, payable: shown("pay-form"),
+                deniable: shown("deny-form"), note: $("read-only").textContent, stored: sessionStorage.length};
+  $("sign-out").click();
+  await until(() => shown("sign-in"), "the sign-in form again");
+  return {...seen, after: sessionStorage.length, detailAfter: shown("detail"), notice: $("notice").textContent};
+}"""
+
 SIGN_IN = """async () => {%s
   $("token").value = %s;
   $("sign-in-button").click();
@@ -188,12 +201,17 @@ def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / f"review-page-{tmp_path.name}.png"  # kept after the run (CI lists it)
     url = worker.url + "/review"
-    seen = browser.visit(browser.chromium(), url, [SIGN_IN_WRONG, SIGN_IN % (HELPERS, json.dumps(PAT), json.dumps(PAT)), OPEN_AND_PAY],
-                         tmp_path / "chromium", shot)
+    scripts = [SIGN_IN_WRONG, READ_ONLY % (HELPERS, json.dumps(TOKEN)), SIGN_IN % (HELPERS, json.dumps(PAT), json.dumps(PAT)),
+               OPEN_AND_PAY]
+    seen = browser.visit(browser.chromium(), url, scripts, tmp_path / "chromium", shot)
     print(f"\nscreenshot of /review after paying a line: {shot}")
-    wrong, signed_in, paid = seen.results
+    wrong, read_only, signed_in, paid = seen.results
 
     assert wrong["error"].startswith("401") and not wrong["workspace"] and wrong["stored"] == 0
+    # the API token reads the queue and decides nothing: no forms; signing out forgets the token
+    assert read_only["who"] == "default" and read_only["queues"] == "reads only" and read_only["stored"] == 1
+    assert not read_only["payable"] and not read_only["deniable"] and "not decide" in read_only["note"]
+    assert read_only["after"] == 0 and not read_only["detailAfter"] and read_only["notice"] == "Signed out."
     assert signed_in["who"] == "Pat Integrity" and "PAYMENT_INTEGRITY" in signed_in["queues"] and not signed_in["error"]
     assert signed_in["tokenInStorage"] and signed_in["stored"] == ["claims-review-token"]
     assert [r[3] for r in signed_in["all"]][:2] == ["RV-PAGE-0001 / 1", "RV-PAGE-0002 / 1"]  # oldest first
@@ -212,7 +230,9 @@ def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
 
     # no PHI in the page's address or in any URL it asked for, and never the token
     assert set(seen.locations) == {url}, seen.locations
-    assert all(MEMBER not in u and PAT not in u for u in seen.requests), seen.requests
+    assert all(MEMBER not in u and PAT not in u and TOKEN not in u for u in seen.requests), seen.requests
+    log = worker.log("w1").read_text(encoding="utf-8", errors="replace")
+    assert MEMBER not in log and "RV-PAGE-000" not in log and PAT not in log and TOKEN not in log
     assert not [c for c in seen.console if c.startswith("exception")], seen.console
     assert shot.stat().st_size > 10_000
 
