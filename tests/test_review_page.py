@@ -137,17 +137,36 @@ READ_ONLY = """async () => {%s
   await until(() => shown("workspace") && rows("queue-table").length >= 2, "the queue");
   document.querySelector("#queue-table button.open").click();
   await until(() => shown("detail") && rows("history").length >= 1, "the line's detail");
-  const seen = {who: $("who-name").textContent, queues: $("who-queues").textContent, payable: shown("pay-form"),
+  const seen = {who: $("who-name").textContent, queues: $("who-queues").textContent, rows: rows("queue-table"),
+                payable: shown("pay-form"),
                 deniable: shown("deny-form"), note: $("read-only").textContent, stored: sessionStorage.length};
   $("sign-out").click();
   await until(() => shown("sign-in"), "the sign-in form again");
   return {...seen, after: sessionStorage.length, detailAfter: shown("detail"), notice: $("notice").textContent};
 }"""
 
+DENY = """async () => {%s
+  $("token").value = %s;
+  $("sign-in-button").click();
+  await until(() => shown("workspace") && rows("queue-table").length >= 2, "the queue");
+  [...document.querySelectorAll("#queue-table button.open")].find(b => b.textContent.includes("RV-PAGE-0002")).click();
+  await until(() => shown("detail") && rows("history").length >= 1 && shown("deny-form"), "the line's deny form");
+  $("deny-carc").value = "50";
+  $("deny-rarc").value = "n115";
+  $("deny-note").value = "Not medically necessary for this diagnosis.";
+  $("deny-button").click();
+  await until(() => shown("result") && rows("history").length >= 2, "the denial and its history");
+  const seen = {status: $("result").dataset.status, result: $("result-record").textContent, notice: $("notice").textContent,
+                history: rows("history"), who: $("who-name").textContent};
+  $("sign-out").click();
+  await until(() => shown("sign-in"), "the sign-in form again");
+  return seen;
+}"""
+
 SIGN_IN = """async () => {%s
   $("token").value = %s;
   $("sign-in-button").click();
-  await until(() => shown("workspace") && $("queue-table").querySelectorAll("tbody tr").length >= 2, "the queue");
+  await until(() => shown("workspace") && rows("queue-table").length >= 1, "the queue");
   const all = rows("queue-table");
   $("filter-queue").value = "PAYMENT_INTEGRITY";
   $("filter-queue").dispatchEvent(new Event("change"));
@@ -201,20 +220,24 @@ def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
     artifacts.mkdir(parents=True, exist_ok=True)
     shot = artifacts / f"review-page-{tmp_path.name}.png"  # kept after the run (CI lists it)
     url = worker.url + "/review"
-    scripts = [SIGN_IN_WRONG, READ_ONLY % (HELPERS, json.dumps(TOKEN)), SIGN_IN % (HELPERS, json.dumps(PAT), json.dumps(PAT)),
-               OPEN_AND_PAY]
+    scripts = [SIGN_IN_WRONG, READ_ONLY % (HELPERS, json.dumps(TOKEN)), DENY % (HELPERS, json.dumps(CAL)),
+               SIGN_IN % (HELPERS, json.dumps(PAT), json.dumps(PAT)), OPEN_AND_PAY]
     seen = browser.visit(browser.chromium(), url, scripts, tmp_path / "chromium", shot)
     print(f"\nscreenshot of /review after paying a line: {shot}")
-    wrong, read_only, signed_in, paid = seen.results
+    wrong, read_only, denied, signed_in, paid = seen.results
 
     assert wrong["error"].startswith("401") and not wrong["workspace"] and wrong["stored"] == 0
     # the API token reads the queue and decides nothing: no forms; signing out forgets the token
     assert read_only["who"] == "default" and read_only["queues"] == "reads only" and read_only["stored"] == 1
     assert not read_only["payable"] and not read_only["deniable"] and "not decide" in read_only["note"]
     assert read_only["after"] == 0 and not read_only["detailAfter"] and read_only["notice"] == "Signed out."
+    assert [r[3] for r in read_only["rows"]] == ["RV-PAGE-0001 / 1", "RV-PAGE-0002 / 1"]  # oldest first
+    # a CLINICAL reviewer denies the J9999 line with a CARC of the rulebook's list
+    assert denied["who"] == "Cal Clinical" and denied["status"] == "DENIED" and "CO-50 (N115) 500.00 REVIEW-DENIED" in denied["result"]
+    assert [r[1:3] for r in denied["history"]] == [["PENDED", "REVIEW-NOC"], ["DECIDED", "Cal Clinical"]]
     assert signed_in["who"] == "Pat Integrity" and "PAYMENT_INTEGRITY" in signed_in["queues"] and not signed_in["error"]
     assert signed_in["tokenInStorage"] and signed_in["stored"] == ["claims-review-token"]
-    assert [r[3] for r in signed_in["all"]][:2] == ["RV-PAGE-0001 / 1", "RV-PAGE-0002 / 1"]  # oldest first
+    assert [r[3] for r in signed_in["all"]] == ["RV-PAGE-0001 / 1"]  # the J9999 line was decided
     assert [(r[1], r[2], r[3]) for r in signed_in["filtered"]] == [("PAYMENT_INTEGRITY", "HIGH_DOLLAR", "RV-PAGE-0001 / 1")]
 
     detail = paid["detail"]
@@ -243,5 +266,9 @@ def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
     assert record["review"]["action"] == "PAY" and record["review"]["reviewer"] == "Pat Integrity"
     assert record["review"]["note"] == "Invoice checked against the assay."
     assert [(a["group"], a["carc"], a["rule"], a["amount"]) for a in record["adjustments"]] == [("CO", "45", "REVIEW-PRICED", "500.00")]
+    denial = [r for r in _adjudicated(worker.bootstrap, "RV-PAGE-0002", "DENIED") if r["status"] == "DENIED"]
+    assert len(denial) == 1 and denial[0]["review"]["reviewer"] == "Cal Clinical"
+    assert [(a["group"], a["carc"], a["rarc"], a["rule"], a["amount"]) for a in denial[0]["adjustments"]] == \
+        [("CO", "50", ["N115"], "REVIEW-DENIED", "500.00")]
     status, _, queue = call(worker.url, "GET", "/v1/reviews", headers={"Authorization": f"Bearer {PAT}"})
-    assert status == 200 and [(q["claim_id"], q["line_number"]) for q in queue["reviews"]] == [("RV-PAGE-0002", 1)]
+    assert status == 200 and queue["reviews"] == []

@@ -116,6 +116,12 @@
     sessionStorage.removeItem(TOKEN_KEY);
     state.me = null;
     state.selected = null;
+    state.items = [];
+    // nothing of the last reviewer's work stays on the page
+    for (const id of ["queue-table", "other-lines", "history"]) $(id).querySelector("tbody").replaceChildren();
+    for (const id of ["detail-line", "detail-pend", "detail-pricing", "detail-auth", "result-record"]) $(id).replaceChildren();
+    for (const id of ["pay-amount", "pay-note", "deny-rarc", "deny-note"]) $(id).value = "";
+    $("queue-count").textContent = "";
     $("who").hidden = true;
     $("workspace").hidden = true;
     $("detail").hidden = true;
@@ -133,11 +139,16 @@
     $("who-queues").textContent = me.can_decide
       ? `decides ${me.queues && me.queues.length ? me.queues.join(", ") : "no queue"}`
       : "reads only";
-    $("who").hidden = false;
-    $("sign-in").hidden = true;
-    $("workspace").hidden = false;
     $("token").value = "";
-    await loadQueue();
+    try {
+      await loadQueue();
+    } finally {
+      if (state.me) {  // signed in even if the queue could not be read (Refresh tries again)
+        $("who").hidden = false;
+        $("sign-in").hidden = true;
+        $("workspace").hidden = false;
+      }
+    }
   }
 
   // --- the queue --------------------------------------------------------------------------------
