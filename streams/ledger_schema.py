@@ -112,6 +112,15 @@ CREATE TABLE IF NOT EXISTS control_numbers (
     sender TEXT PRIMARY KEY,          -- the ISA06 of the interchanges numbered (one sequence each)
     last_value BIGINT NOT NULL        -- the last number handed out (ISA13, GS06, TRN02, 1..999999999)
 );
+CREATE TABLE IF NOT EXISTS decided_lines (
+    claim_id TEXT NOT NULL,           -- a decided claim's lines as submitted, kept once its claim_lines
+    line_number INTEGER NOT NULL,     -- rows go: Monitor Mode's history run decides them again
+    service_date TEXT NOT NULL,       -- ISO date of service (the history run selects by it)
+    decided_at DOUBLE PRECISION NOT NULL,  -- when the claim was decided (the order the run replays)
+    body TEXT NOT NULL,               -- the line as received
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS decided_lines_service_date ON decided_lines (service_date);
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
