@@ -69,7 +69,7 @@ def money(amount: Decimal) -> str:
 
 
 def signed(amount: Decimal) -> str:
-    return f"{amount:+,.2f}"
+    return f"{amount:+,.2f}" if amount else "0.00"
 
 
 def percent(share: Decimal | str) -> str:
@@ -89,7 +89,7 @@ def bar_chart(title: str, rows: Sequence[Row], note: str = "") -> str:
     high = max([Decimal(0), *(r.difference for r in rows)])
     span = (high - low) or Decimal(1)
     zero = label_w + float(-low / span) * area
-    height = len(rows) * (bar_h + gap) + 30
+    height = len(rows) * (bar_h + gap) + 24
     parts = [f'<figure><figcaption>{escape(title)}</figcaption>'
              f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="{escape(title)}" viewBox="0 0 {width} {height}">']
@@ -176,7 +176,7 @@ table{border-collapse:collapse;margin:4px 0}th,td{padding:3px 10px;border-bottom
 th[scope=row],thead th:first-child{text-align:left}tfoot td,tfoot th{font-weight:bold;border-top:2px solid #333}
 .neg{color:#b03a2e}.note{color:#666;font-size:12px;margin:2px 0 0}
 figure{margin:12px 0}figcaption{font-weight:bold;margin-bottom:4px}svg text{font:12px system-ui,sans-serif}
-details{margin:4px 0}summary{cursor:pointer}details td{text-align:left}
+details{margin:4px 0}summary{cursor:pointer}details td,details th{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:24px}
 """
 
