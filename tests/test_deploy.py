@@ -236,6 +236,7 @@ METRIC_DEFINITIONS = [
         ("SHADOW_FAILED", "counter", "claims_shadow_claims_failed", ()),
         ("SHADOW_CHANGED", "counter", "claims_shadow_lines_changed", ("rule",)),
         ("SHADOW_ALLOWED", "counter", "claims_shadow_allowed_dollars", ("policy",)),
+        ("SHADOW_RULE_ALLOWED", "counter", "claims_shadow_changed_allowed_dollars", ("rule", "policy")),
 ]
 
 

@@ -563,6 +563,7 @@ def candidate_policy() -> list:
     """Monitor Mode: only workers started with a candidate rulebook (worker --shadow) report these."""
     compared = f"claims_shadow_lines_compared_total{{{SEL}}}"
     allowed = "claims_shadow_allowed_dollars_total"
+    changed_dollars = "claims_shadow_changed_allowed_dollars_total"
     return [
         dashboard.Row("Candidate policy"),
         single_stat(
@@ -610,6 +611,17 @@ def candidate_policy() -> list:
             "currencyUSD",
             "Allowed dollars per second over the lines compared, as decided live and as the candidate would.",
             [(f"sum by (policy) (rate({allowed}{{{SEL}}}[{RATE}]))", "{{policy}}")],
+        ),
+        ts(
+            "Difference in allowed dollars per hour, by rule",
+            "currencyUSD",
+            "What the candidate would have allowed minus what was allowed, per hour, over the lines it decides "
+            "differently, by the rules that made the difference (negative: the candidate pays less). A line changed "
+            "by two rules counts once, under both names joined by ' + '. Per provider and code: GET /v1/shadow/impact.",
+            [(f'sum by (rule) (increase({changed_dollars}{{policy="candidate", {SEL}}}[1h])) '
+              f'- sum by (rule) (increase({changed_dollars}{{policy="live", {SEL}}}[1h]))', "{{rule}}")],
+            min_val=None,
+            span=24,
         ),
     ]
 
