@@ -83,7 +83,7 @@ def provider_anchor(npi: str) -> str:
 def bar_chart(title: str, rows: Sequence[Row], note: str = "") -> str:
     """A horizontal bar per row: its difference in allowed dollars, left of zero when the
     candidate pays less, right when it pays more."""
-    width, label_w, value_w, bar_h, gap = 760, 250, 110, 18, 6
+    width, label_w, value_w, bar_h, gap = 600, 230, 100, 18, 6
     area = width - label_w - value_w
     low = min([Decimal(0), *(r.difference for r in rows)])
     high = max([Decimal(0), *(r.difference for r in rows)])
@@ -169,13 +169,13 @@ def drill_down(lines: Sequence[LineImpact]) -> str:
 
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d1d1d;max-width:1200px}
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d1d1d;max-width:1240px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .meta{color:#555;margin:0 0 12px}.summary{font-size:16px;background:#f3f5f8;padding:10px 14px;border-radius:6px}
 table{border-collapse:collapse;margin:4px 0}th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}
-th[scope=row],thead th:first-child{text-align:left}tfoot td,tfoot th{font-weight:bold;border-top:2px solid #333}
+th[scope=row],thead th:first-child{text-align:left;white-space:nowrap}tfoot td,tfoot th{font-weight:bold;border-top:2px solid #333}
 .neg{color:#b03a2e}.note{color:#666;font-size:12px;margin:2px 0 0}
-figure{margin:12px 0}figcaption{font-weight:bold;margin-bottom:4px}svg text{font:12px system-ui,sans-serif}
+figure{margin:8px 0}figcaption{font-weight:bold;margin-bottom:4px}svg text{font:12px system-ui,sans-serif}
 details{margin:4px 0}summary{cursor:pointer}details td,details th{text-align:left}
 .charts{display:flex;flex-wrap:wrap;gap:24px}
 """

@@ -35,11 +35,12 @@ def open_page(url: str, expression: str, profile: Path, screenshot: Path, width:
     """Open `url`, evaluate `expression` there once it is loaded (a promise is awaited) and
     return its value; save a PNG screenshot to `screenshot`."""
     profile.mkdir(parents=True, exist_ok=True)
+    port_file = profile / "DevToolsActivePort"
+    port_file.unlink(missing_ok=True)  # an earlier run's
     proc = subprocess.Popen([binary(), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
                              f"--window-size={width},{height}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
             assert proc.poll() is None and time.monotonic() < deadline, "Chromium did not start its DevTools endpoint"
