@@ -35,15 +35,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _batch_inputs(file: Path, reference: Path, rulebook: Path | None):
-    """(rulebooks, reference data, submitted lines) for a batch command, or one clear error."""
+def _batch_inputs(file: Path | None, reference: Path, rulebook: Path | None):
+    """(rulebooks, reference data, submitted lines) for a batch command, or one clear error;
+    no lines without a file (they come from elsewhere)."""
     from rules.rulebook import RulebookError, default_rulebooks, load_single
     from streams.pipeline import BatchError, load_reference_dir
 
     try:
         books = load_single(rulebook) if rulebook else default_rulebooks()
         ref = load_reference_dir(reference)
-        lines = file.read_bytes().splitlines()
+        lines = file.read_bytes().splitlines() if file is not None else []
     except (BatchError, RulebookError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -75,7 +76,7 @@ def adjudicate(
 def shadow(
     reference: Annotated[Path, typer.Option("--reference", metavar="DIR", help="Folder of reference .jsonl files.")],
     candidate: Annotated[Path, typer.Option(metavar="FILE", help="The candidate rulebook version (TOML), in effect for every date.")],
-    claims: Annotated[Path | None, typer.Argument(metavar="[CLAIMS]", help="Claim lines, JSON Lines, in submission order (or --from-ledger).")] = None,
+    claims: Annotated[Path | None, typer.Argument(metavar="CLAIMS", help="Claim lines, JSON Lines, in submission order (or --from-ledger).")] = None,
     table: Annotated[bool, typer.Option(help="A table for people instead of JSON Lines.")] = False,
     report: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write the impact report there: CSV tables by rule, provider, "
                                                 "procedure code and month of service, and impact.html.")] = None,
@@ -93,7 +94,7 @@ def shadow(
         fail("give either CLAIMS or --from-ledger URL")
     if from_ledger is None and (since or until):
         fail("--since and --until select claims of --from-ledger")
-    books, ref, lines = _batch_inputs(claims or Path("/dev/null"), reference, candidate)
+    books, ref, lines = _batch_inputs(claims, reference, candidate)
     source = str(claims)
     if from_ledger is not None:
         lines, source = _ledger_lines(from_ledger, since, until)
@@ -126,9 +127,12 @@ def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[
 
     for name, value in (("--since", since), ("--until", until)):
         try:
-            value is None or date.fromisoformat(value)
+            if value is not None:
+                date.fromisoformat(value)
         except ValueError:
             fail(f"{name} must be a date, YYYY-MM-DD, not {value!r}")
+    if since and until and since > until:
+        fail(f"--since {since} is after --until {until}")
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if url.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
         fail(f"no ledger at {path}")
