@@ -155,10 +155,10 @@ async def publish_shadow(result: ShadowResult) -> None:
     for live, candidate, rules in result.lines:
         line = impact.from_decisions(live, candidate, rules)
         runtime.impact.add(line)
-        if line.changed:
+        if line.changed:  # a counter only grows: a new decision's amount is never negative anyway
             group = line.group("rule")
-            metrics.SHADOW_RULE_ALLOWED.labels(group, "live").inc(float(line.allowed_before))
-            metrics.SHADOW_RULE_ALLOWED.labels(group, "candidate").inc(float(line.allowed_after))
+            metrics.SHADOW_RULE_ALLOWED.labels(group, "live").inc(float(max(line.allowed_before, 0)))
+            metrics.SHADOW_RULE_ALLOWED.labels(group, "candidate").inc(float(max(line.allowed_after, 0)))
 
 
 async def forward(stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:
