@@ -96,12 +96,14 @@ def shadow_decisions(work: ClaimWork, ref: ReferenceData, candidate: Rulebooks,
 
 @dataclass(slots=True)
 class ShadowResult:
-    """One claim's comparison, for the topic and the metrics."""
+    """One claim's comparison, for the topic, the metrics and the impact totals (`lines`:
+    every line compared, live and candidate decision, and the deciding rules when they differ)."""
 
     compared: int = 0
     allowed_live: Decimal = ZERO
     allowed_candidate: Decimal = ZERO
     differences: list[ShadowDifference] = field(default_factory=list)
+    lines: list[tuple[AdjudicatedLine, AdjudicatedLine, list[str] | None]] = field(default_factory=list)
 
 
 def compare_claim(work: ClaimWork, history: engine.History, live: list[AdjudicatedLine], ref: ReferenceData,
@@ -118,8 +120,11 @@ def compare_claim(work: ClaimWork, history: engine.History, live: list[Adjudicat
         result.compared += 1
         result.allowed_live += d.allowed_amount
         result.allowed_candidate += other.allowed_amount
+        rules = None
         if decision_outcome(d) != decision_outcome(other):
+            rules = deciding_rules(d, other)
             result.differences.append(build(
                 ShadowDifference, claim_id=d.claim_id, line_number=d.line_number,
-                candidate_version=other.policy_version, before=d, after=other, rules=deciding_rules(d, other)))
+                candidate_version=other.policy_version, before=d, after=other, rules=rules))
+        result.lines.append((d, other, rules))
     return result

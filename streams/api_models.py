@@ -248,6 +248,39 @@ class Reviewer(_Answer):
     reasons: list[str]
     review_denial_carcs: list[str]
 
+# --- Monitor Mode's impact -----------------------------------------------------------------
+
+Dollars = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", description="Dollars and cents, a decimal string.")]
+
+
+class ImpactRow(_Answer):
+    """One group's figures over the lines compared (`streams.impact.Row`)."""
+
+    group: str = Field(description="The rule ids that made a changed line's difference (joined by ` + `; "
+                                   "`(no change)` for the lines decided alike), the provider NPI or the procedure code.")
+    lines: int = Field(ge=0, description="Lines compared in the group.")
+    changed: int = Field(ge=0, description="Lines whose status, allowed amount or set of CARCs differs.")
+    share: str = Field(pattern=r"^[01]\.[0-9]{4}$",
+                       description="Changed lines as a share of the group's lines (for a rule, of every line "
+                                   "compared), to four places.")
+    allowed_before: Dollars
+    allowed_after: Dollars
+    difference: Dollars
+    newly_denied: int = Field(ge=0, description="Changed lines DENIED under the candidate and not live.")
+    newly_paid: int = Field(ge=0, description="Changed lines PAID under the candidate and not live.")
+    newly_pended: int = Field(ge=0, description="Changed lines PENDED under the candidate and not live.")
+
+
+class ImpactAnswer(_Answer):
+    """Monitor Mode's impact on the lines this worker decided since it started: one table, by
+    rule, provider NPI or procedure code, the same figures as `claims-pipeline shadow --report`."""
+
+    by: Literal["rule", "provider_npi", "procedure_code"]
+    candidate_versions: list[str] = Field(description="The candidate rulebook version(s).")
+    since: str = Field(description="When this worker started counting (ISO 8601, UTC).")
+    rows: list[ImpactRow] = Field(description="One row per group; the largest differences first.")
+    total: ImpactRow = Field(description="Every line compared (group `TOTAL`): the rows add up to it.")
+
 
 # --- errors ---------------------------------------------------------------------------------
 

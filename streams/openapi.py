@@ -40,6 +40,7 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.ClaimAnswer, "serialization"),
     (api_models.SimulatedAnswer, "serialization"),
     (api_models.X12Answer, "serialization"),
+    (api_models.ImpactAnswer, "serialization"),
     (api_models.ErrorAnswer, "serialization"),
     (api_models.ReviewPay, "validation"),
     (api_models.ReviewDeny, "validation"),
@@ -81,7 +82,8 @@ ERRORS: dict[str, dict[str, Any]] = {
                            "reviewer's token (`CLAIMS_REVIEWERS_FILE`).", headers={
         "WWW-Authenticate": {"description": 'Bearer realm="claims-pipeline"', "schema": {"type": "string"}}}),
     "NotFound": _error("`NOT_FOUND`: the pipeline has never seen this claim (a claim just accepted appears within a "
-                       "second: treat an early 404 after a 202 as \"not yet\")."),
+                       "second: treat an early 404 after a 202 as \"not yet\"); `NO_CANDIDATE`: Monitor Mode's "
+                       "impact asked of a worker without a candidate rulebook."),
     "Conflict": _error("`NOT_DECIDED` (with `Retry-After`): lines are still being assembled or adjudicated; "
                        "`NO_REMITTANCE`: the claim was rejected at the front end, or its decisions cannot be written "
                        "as an 835 (a claim id over 38 characters).", headers=RETRY_AFTER),
@@ -173,6 +175,20 @@ def operations() -> dict[str, dict[str, Any]]:
                                   "content": {x12_api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
                           **_errors(401, 404, 409, 503)}}},
         **_review_operations(),
+        f"{api.API_PREFIX}/shadow/impact": {"get": {
+            "operationId": "getShadowImpact", "tags": ["monitor"],
+            "summary": "Monitor Mode: the candidate policy's impact since this worker started",
+            "description": "On a worker with a candidate rulebook (`worker --shadow FILE`): every line it decided "
+                           "since it started, also decided under the candidate, added up by rule, provider NPI or "
+                           "procedure code, as `claims-pipeline shadow --report` adds up a file's. Each worker "
+                           "counts its own lines. " + no_store,
+            "parameters": [{"name": "by", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": list(api.LIVE_DIMENSIONS), "default": "rule"},
+                            "description": "The table: by the rules that made the difference, by provider NPI or by "
+                                           "procedure code."}],
+            "responses": {"200": {"description": "The table, its rows adding up to its total.",
+                                  "content": _json("ImpactAnswer")},
+                          **_errors(400, 401, 404, 503)}}},
         f"{api.API_PREFIX}/x12/837": {"post": {
             "operationId": "submit837", "tags": ["x12"], "summary": "Submit an 837P interchange",
             "description": "Parses the 837P (005010X222A1), answers its 999 and publishes every claim of the accepted "
@@ -281,7 +297,8 @@ def document() -> dict[str, Any]:
         "tags": [{"name": "claims", "description": "Claims as JSON: submit, simulate, look up."},
                  {"name": "remittance", "description": "A decided claim's remittance."},
                  {"name": "review", "description": "Manual review: the queue of pended lines and reviewers' decisions."},
-                 {"name": "x12", "description": "X12 5010: 837P in, 999 and 277CA back."}],
+                 {"name": "x12", "description": "X12 5010: 837P in, 999 and 277CA back."},
+                 {"name": "monitor", "description": "Monitor Mode: a candidate policy decided alongside the live one."}],
         "paths": operations(),
         "components": {
             "schemas": _components(),
