@@ -339,3 +339,13 @@ def test_a_rulebook_without_a_review_section_pends_nothing(tmp_path):
     [d] = engine.finalize(work, engine.History(), books, T0).decisions
     assert d.status == "PAID" and d.allowed_amount == Decimal("12000.00")
     assert default_rulebooks().books[0].review.review_denial_carcs == ["16", "50", "96", "197", "252"]
+
+
+def test_monitor_mode_names_the_pend_rule_that_made_a_difference():
+    from rules.monitor import deciding_rules
+
+    paid = {"status": "PAID", "allowed_amount": "12000.00", "adjustments": [], "pend": None}
+    pended = {"status": "PENDED", "allowed_amount": "0.00", "adjustments": [],
+              "pend": {"rule": "REVIEW-HIGH-DOLLAR", "suggested_amount": "12000.00"}}
+    assert deciding_rules(paid, pended) == ["REVIEW-HIGH-DOLLAR"]
+    assert deciding_rules(pended, paid) == ["REVIEW-HIGH-DOLLAR"]
