@@ -181,7 +181,7 @@ def test_pay_in_full_carries_no_adjustment(store):
 def test_deny_with_the_reviewers_carc_for_the_whole_charge(store):
     decide_lines(store.ledger, [factor("R-N1")])
     denied = decide_review(store.ledger, "R-N1", 1, {"action": "DENY", "carc": "50", "rarc": ["N115"]}).record
-    assert denied.status == "DENIED" and denied.allowed_amount == Decimal("0.00")
+    assert denied.status == "DENIED" and denied.allowed_amount == Decimal("0.00") and denied.pricing is None
     assert [(a.group, a.carc, a.rarc, a.rule, a.amount) for a in denied.adjustments] == \
         [("CO", "50", ["N115"], "REVIEW-DENIED", Decimal("12000.00"))]
 
