@@ -1,5 +1,6 @@
 """Headless Chromium over the DevTools protocol, for the pages the worker serves (as
-tests/swagger_ui.py drives Swagger UI): open a page, run scripts in it one after the other
+tests/swagger_ui.py drives Swagger UI; tests/chromium.py runs one script in a static page):
+open a page, run scripts in it one after the other
 (each an async function expression, its value returned), record every URL the page requests
 and where the page itself stands after each script, and keep a screenshot."""
 
@@ -9,8 +10,6 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -18,19 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
+from tests.chromium import binary as chromium_binary
 from tests.swagger_ui import FLAGS
 
 
 def chromium() -> str:
-    """The Chromium binary; skip without one, fail in CI (CI installs Debian's chromium)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs Debian's chromium: apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium); the page is not checked in a browser")
-    return found
+    """The Chromium binary; skip without one, fail in CI (tests/chromium.py's rule)."""
+    return chromium_binary()
 
 
 @dataclass
@@ -46,6 +40,7 @@ def visit(binary: str, url: str, scripts: list[str], profile: Path, screenshot: 
     function expression, called with no arguments) in turn; a screenshot of the whole page
     after the last is written to `screenshot`."""
     profile.mkdir(parents=True, exist_ok=True)
+    (profile / "DevToolsActivePort").unlink(missing_ok=True)  # an earlier run's
     proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
                              "--window-size=1280,1000", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
