@@ -189,6 +189,17 @@ class OtherLine(_Answer):
     allowed_amount: str
 
 
+class ReviewAuthorization(_Answer):
+    """A pended line's authorization: the reference record (null fields when the worker no longer
+    knows it) and the units in use under it, pended holds included."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    authorization_number: str
+    status: str | None
+    units_used: str | None = Field(description="Units of lines paid or pended under it (decimal string).")
+
+
 class ReviewItem(_Answer):
     """An open pend of the review queue: the line, why it waits, and its claim's other lines."""
 
@@ -209,6 +220,8 @@ class ReviewItem(_Answer):
     policy_version: str
     pend: dict[str, Any] | None
     pricing: dict[str, Any] | None
+    authorization: ReviewAuthorization | None = Field(description="The claim's authorization as the worker's reference "
+                                                                  "data has it, with the units in use under it.")
     other_lines: list[OtherLine]
 
 

@@ -78,7 +78,18 @@ class ReviewQueueView(ReviewView):
         now = datetime.now(UTC)
         for item in items:
             item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
+            item["authorization"] = _authorization(item.pop("authorization_number"), item.pop("units_used"))
         return json_response(self.web, {"reviews": items, "count": len(items)}, 200)
+
+
+def _authorization(number: str | None, used: str | None) -> dict[str, Any] | None:
+    """The line's authorization as the worker's reference data has it now, with the units in
+    use under it (pended holds included)."""
+    if number is None:
+        return None
+    auth = runtime.reference.authorizations.get(number)
+    known = orjson.loads(auth.model_dump_json()) if auth is not None else {"authorization_number": number, "status": None}
+    return {**known, "units_used": used}
 
 
 @app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")
