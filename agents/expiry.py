@@ -5,7 +5,9 @@ is expired only when every input partition was read to the end within the last f
 timer rounds, so a claim is never expired while one of its lines still waits in a
 lagging partition (its lines may be spread over partitions when a producer keys them
 by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
-an outbox until they are published. The same timer reports consumer lag.
+an outbox until they are published. The same timer reports consumer lag, publishes the
+reviewers' final records a crash left in the ledger's outbox (streams/review_outputs.py),
+and the review queues' gauges.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import logging
 import time
 
-from streams import metrics, stage, topics
+from datetime import UTC, datetime
+
+from streams import metrics, review_outputs, stage, topics
 from streams.ledger import LedgerUnavailable
 from streams.pipeline import utcnow
 from streams.stage import app, runtime, settings
@@ -46,6 +50,13 @@ def _read_to_end() -> list[int]:
     return done
 
 
+def _pend_ages() -> list[tuple[str, str, int, float]]:
+    """(queue, reason, open pends, age of the oldest in seconds)."""
+    now = datetime.now(UTC)
+    return [(queue, reason, count, (now - datetime.fromisoformat(oldest)).total_seconds())
+            for queue, reason, count, oldest in runtime.ledger.pend_stats()]
+
+
 @app.timer(interval=INTERVAL)
 async def expire_incomplete_claims() -> None:
     """One round; a round that fails is skipped (never retried with stale progress, and
@@ -59,6 +70,8 @@ async def expire_incomplete_claims() -> None:
         if pending:
             await app.producer.flush()
             await runtime.in_ledger(runtime.ledger.outbox_sent, pending)
+        await review_outputs.drain_outbox()
+        metrics.set_pends(runtime.books.pend_labels(), await runtime.in_ledger(_pend_ages, retry=False))
     except LedgerUnavailable:
         pass
     except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round

@@ -267,6 +267,10 @@ class Rulebooks:
     def versions(self) -> list[str]:
         return [b.version for b in self.books]
 
+    def pend_labels(self) -> list[tuple[str, str]]:
+        """Every (queue, pend reason) of the loaded versions' `[review]` sections."""
+        return sorted({(r.queue, r.reason) for book in self.books for r in book.review.reasons})
+
 
 def load_file(path: Path) -> Rulebook:
     try:

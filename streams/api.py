@@ -14,8 +14,10 @@ answers for any claim: every worker reads the same ledger, whichever worker deci
 Security choices (docs/integration.md, "HTTP API"):
 
 * Every `/v1` route needs `Authorization: Bearer <CLAIMS_API_TOKEN>`, compared in constant
-  time (`hmac.compare_digest`); 401 with `WWW-Authenticate: Bearer` otherwise.
-* With no token configured the API is *disabled*: every `/v1` route answers 503
+  time (`hmac.compare_digest`), or a reviewer's token (`CLAIMS_REVIEWERS_FILE`, the review
+  routes and claim status only: `streams.review_api`); 401 with `WWW-Authenticate: Bearer`
+  otherwise.
+* With neither configured the API is *disabled*: every `/v1` route answers 503
   `API_DISABLED`. An unauthenticated claims API is never the default; the operational
   pages stay up either way.
 * Bodies are capped at `CLAIMS_MAX_BODY_BYTES` (413, checked on Content-Length before
@@ -50,11 +52,13 @@ from streams import corrections_store, metrics, pipeline, stage, topics
 from streams.api_models import claim_request_model
 from streams.app import app, settings
 from streams.models import ClaimLine
+from streams.reviewers import Principal
 from streams.stage import runtime
 
 log = logging.getLogger("claims.api")
 
 API_PREFIX = "/v1"
+PRINCIPAL = "claims.principal"  # where `dispatch` keeps the authorized caller on the request
 MAX_WAIT_S = 30.0
 POLL_INTERVAL_S = 0.025      # the shared ledger poll behind every `?wait`
 LEDGER_TIMEOUT_S = 10.0      # a GET gives up (503) when the ledger does not answer
@@ -120,11 +124,16 @@ class ApiView(faust.web.View):
     no stack trace ever."""
 
     route_label = "other"
+    #: whether a reviewer's token may call this view (the review routes, a claim's status)
+    reviewers_allowed = False
 
     async def dispatch(self, request: Any) -> Any:
         started = time.perf_counter()
         try:
-            authorize(request)
+            caller = request[PRINCIPAL] = authorize(request)
+            if caller.reviewer and not self.reviewers_allowed:
+                raise ApiError(403, "FORBIDDEN", "a reviewer's token may use the review routes and read a claim's "
+                               "status, nothing else")
             response = await super().dispatch(request)
         except ApiError as exc:
             response = json_response(self.web, exc.body(), exc.status, exc.headers)
@@ -148,19 +157,31 @@ class ApiView(faust.web.View):
         return answered + (["HEAD"] if "GET" in answered else [])
 
 
-def authorize(request: Any) -> None:
-    """503 when no token is configured (API disabled), 401 unless the bearer token matches."""
+def authorize(request: Any) -> Principal:
+    """Who the bearer token names: the API client `default` (CLAIMS_API_TOKEN, compared in
+    constant time) or a reviewer of CLAIMS_REVIEWERS_FILE (by the token's SHA-256). 503 when
+    neither is configured (API disabled), 401 for a missing or unknown token."""
     token = settings.api_token
-    if token is None or not token.get_secret_value():
+    secret = token.get_secret_value() if token is not None else ""
+    if not secret and not runtime.reviewers.configured:
         raise ApiError(503, "API_DISABLED",
-                       "the /v1 API is disabled: no CLAIMS_API_TOKEN is configured on this worker")
+                       "the /v1 API is disabled: no CLAIMS_API_TOKEN (nor CLAIMS_REVIEWERS_FILE) is configured on this worker")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="claims-pipeline"'}
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <token>)", headers=challenge)
-    if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-        raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
-                       headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
+    given = given.strip()
+    if secret and hmac.compare_digest(given.encode(), secret.encode()):
+        return Principal("default", reviewer=False)
+    if (reviewer := runtime.reviewers.find(given)) is not None:
+        return reviewer
+    raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
+                   headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
+
+
+def principal(request: Any) -> Principal:
+    """The caller `ApiView.dispatch` authorized."""
+    return request[PRINCIPAL]
 
 
 async def read_body(request: Any, media_types: Iterable[str] = ("application/json",),
@@ -382,10 +403,13 @@ def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> di
 
 
 def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]]) -> str:
-    """PENDING while lines are unanswered; then DECIDED (every line adjudicated, PAID or
+    """PENDING while lines are unanswered; IN_REVIEW while a line is PENDED (each PENDED
+    record names its queue in `pend`); then DECIDED (every line adjudicated, PAID or
     DENIED), REJECTED (every line rejected) or PARTIALLY_REJECTED."""
     if ledger_status in ("OPEN", "ASSEMBLED") or not records:
         return "PENDING"
+    if any(r.get("status") == "PENDED" for r in records):
+        return "IN_REVIEW"
     kinds = {r["topic"] for r in records}
     if kinds == {topics.ADJUDICATED.name}:
         return "DECIDED"
@@ -615,6 +639,7 @@ async def claim_status(web: Any, claim_id: str) -> Any:
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
 class ClaimView(ApiView):
     route_label = "status"
+    reviewers_allowed = True
 
     async def get(self, request: Any, claim_id: str) -> Any:
         return await claim_status(self.web, claim_id)

@@ -21,7 +21,7 @@ from streams.schemas import DESCRIPTIONS
 
 #: a claim's status in the API's answers: ACCEPTED (published, not waited for), what
 #: `streams.api.overall_status` says, or REPLACED / VOIDED (reversed by a correction)
-CLAIM_STATUSES = ("ACCEPTED", "PENDING", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED")
+CLAIM_STATUSES = ("ACCEPTED", "PENDING", "IN_REVIEW", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED")
 
 
 class _Answer(BaseModel):
@@ -100,7 +100,8 @@ class ClaimAnswer(_Answer):
 
     claim_id: str
     status_url: str = Field(description="Where to look the claim up: GET it (the claim id URL-encoded).")
-    status: ClaimStatus = Field(description="PENDING while lines are unanswered; then DECIDED (every line "
+    status: ClaimStatus = Field(description="PENDING while lines are unanswered; IN_REVIEW while a line is "
+                                            "PENDED (waiting for a reviewer); then DECIDED (every line "
                                             "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED; "
                                             "REPLACED or VOIDED once a replacement or void reversed it.")
     lines: list[LineRecord]

@@ -1,6 +1,7 @@
 """What this project changes in Faust's behaviour, and why: each change is a small patch of
 one Faust (or aiohttp driver) method, applied once per process by `apply` before the app is
-created, and each says what Faust does otherwise."""
+created, and each says what Faust does otherwise. Every private Faust/aiokafka name relied on
+here and elsewhere is checked by tests/test_upstream_guards.py (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def _send_in_source_transaction() -> None:
         return await producer.send(topic, key, value, partition, timestamp, headers, transactional_id=tid)
 
     send_answering._claims_tuned = True
+    send_answering.__wrapped__ = send  # Faust's own, for tests/test_upstream_guards.py
     TransactionManager.send = send_answering
 
 
@@ -83,6 +85,7 @@ def _tune_fetch_wait(settings: Settings) -> None:
         return consumer
 
     create_tuned._claims_tuned = True
+    create_tuned.__wrapped__ = create
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_tuned
 
 
@@ -111,6 +114,7 @@ def _commit_before_revoke() -> None:
         await revoke(self, revoked)
 
     on_partitions_revoked._claims_tuned = True
+    on_partitions_revoked.__wrapped__ = revoke
     Consumer.on_partitions_revoked = on_partitions_revoked
 
 
@@ -183,6 +187,7 @@ def _commit_between_batches() -> None:
             return await force(self, topics, start_new_transaction=start_new_transaction)
 
     force_commit._claims_tuned = True
+    force_commit.__wrapped__ = force
     Consumer.force_commit = force_commit
 
 
@@ -202,7 +207,8 @@ def _bound_shutdown_drain() -> None:
                 "stopping with %d events in flight after %.0fs; they are read again after the restart",
                 len(self._unacked_messages), SHUTDOWN_DRAIN_S)  # noqa: SLF001
 
-    bounded._claims_bounded = True
+    bounded._claims_bounded = bounded._claims_tuned = True
+    bounded.__wrapped__ = wait_empty
     Consumer.wait_empty = bounded
 
     from faust.app.base import App
@@ -219,6 +225,8 @@ def _bound_shutdown_drain() -> None:
             logging.getLogger("claims.worker").warning("stopping without the broker: output unsent after %.0fs",
                                                        SHUTDOWN_DRAIN_S)
 
+    bounded_flush._claims_tuned = True
+    bounded_flush.__wrapped__ = flush
     App._producer_flush = bounded_flush
 
 
@@ -245,4 +253,6 @@ def _serve_on(sock: socket.socket) -> None:
     def on_socket(self):
         return SockSite(self._runner, sock)  # noqa: SLF001 - the driver's own runner
 
+    on_socket._claims_tuned = True
+    on_socket.__wrapped__ = driver.Web._new_transport_tcp
     driver.Web._new_transport_tcp = on_socket  # read when the web server is created, at start

@@ -34,7 +34,7 @@ import psycopg
 from rules.engine import History, Outcome
 from streams import corrections_store, review_store
 from streams.assembly_store import AssemblyStore, Intake, dumps, restamp_rejection, settle, settled_by
-from streams.ledger_schema import SCHEMA, TABLES
+from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
 from streams.review_store import ReviewStore
@@ -50,14 +50,21 @@ class LedgerUnavailable(RuntimeError):
     caller retries the same message later (it is never a DLQ case)."""
 
 
+class LedgerTooNew(LedgerUnavailable):
+    """The ledger's schema version is newer than this code knows (streams/ledger_schema.py):
+    a worker refuses to start on it; one that reconnects to it retries, as for an outage,
+    rather than dead-letter anything."""
+
+
 class Ledger(AssemblyStore, ReviewStore):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 
     BUSY_TIMEOUT_S = 60.0
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, migrations: tuple[Migration, ...] = MIGRATIONS):
         self.url = url
+        self.migrations = migrations  # to the last of them at connect (tests build older ledgers)
         self.postgres = url.startswith(("postgresql://", "postgres://"))
         self._lock = threading.RLock()
         self._depth = 0
@@ -76,10 +83,10 @@ class Ledger(AssemblyStore, ReviewStore):
                 self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, keepalives=1,
                                              keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
                                              tcp_user_timeout=10_000)
-                with self._conn.transaction():
-                    self._conn.execute("SELECT pg_advisory_xact_lock(724501)")
-                    for statement in filter(str.strip, SCHEMA.split(";")):
-                        self._conn.execute(statement)
+                conn = self._conn
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(724501)")
+                    migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
             else:
                 path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
                 if path not in ("", ":memory:"):
@@ -91,9 +98,21 @@ class Ledger(AssemblyStore, ReviewStore):
                 # in the writers' turn: two workers opening a new file at once both switch it to
                 # WAL, and SQLite answers the second "database is locked" without waiting
                 with self._gate.turn(self.BUSY_TIMEOUT_S) if self._gate else nullcontext():
-                    self._conn.execute("PRAGMA journal_mode=WAL")
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
-                    self._conn.executescript(SCHEMA)
+                    conn = self._conn
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+        except SchemaTooNew as exc:
+            self._conn.close()
+            self._conn = None
+            raise LedgerTooNew(f"ledger {self.describe()} {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable now"
             self._conn = None
             raise LedgerUnavailable(f"ledger {self.describe()} unavailable: {exc}".splitlines()[0]) from exc
@@ -312,6 +331,11 @@ class Ledger(AssemblyStore, ReviewStore):
             raise ValueError(f"no ledger table {table!r}")
         with self.transaction() as q:
             return q(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def schema_version(self) -> int:
+        """The last migration applied to the ledger (streams/ledger_schema.py)."""
+        with self.reading() as q:
+            return q(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()[0]
 
     def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
         with self.reading() as q:

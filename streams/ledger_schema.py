@@ -1,9 +1,48 @@
-"""The ledger's tables (SQLite and PostgreSQL alike), created at connect if missing.
+"""The ledger's tables (SQLite and PostgreSQL alike) and their versions.
 
-Statements are split on `;` for PostgreSQL: no semicolon inside a statement or comment.
+A ledger records the migrations applied to it in `schema_version`; `migrate` applies the ones
+it lacks, in order, when `Ledger` connects, inside one transaction that holds the writers'
+lock (SQLite: the writers' gate and BEGIN IMMEDIATE; PostgreSQL: the advisory lock), so of
+workers starting at once one migrates and the others find it done. A ledger made before
+versions existed (no `schema_version`, but the tables of migration 1) is stamped version 1:
+migration 1's `CREATE ... IF NOT EXISTS` creates whatever an older ledger still lacked, as
+the code then did at every connect, and changes nothing that exists. A ledger of a version
+newer than the code knows is refused (`SchemaTooNew`).
+
+To change the schema, append a `Migration` with the next version: never edit one that was
+released (ledgers in production carry it; tests/test_ledger_migrations.py holds each released
+migration's checksum). `TABLES` is computed over all of them. Statements are split on `;`:
+no semicolon inside a statement or comment.
+
+A small runner rather than Alembic: the ledger speaks raw SQL through sqlite3 and psycopg,
+with no SQLAlchemy models for Alembic to compare, and must migrate inside its own connection
+and writers' lock on two backends; Alembic would bring SQLAlchemy, an env.py and a versions
+directory, and still need that lock wrapped around it. Ordered SQL scripts and a version
+table are all the ledger needs (about 50 lines).
 """
 
-SCHEMA = """
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: its version (1, 2, ...), what it does, its SQL."""
+
+    version: int
+    description: str
+    sql: str
+
+    def statements(self) -> list[str]:
+        return [s.strip() for s in self.sql.split(";") if s.strip()]
+
+
+#: Migration 1: the ledger as the code created it before schema versions (`SCHEMA` until then).
+_V1 = """
 CREATE TABLE IF NOT EXISTS claims (
     claim_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,             -- OPEN, ASSEMBLED, DECIDED, REJECTED
@@ -115,6 +154,11 @@ CREATE TABLE IF NOT EXISTS control_numbers (
 CREATE TABLE IF NOT EXISTS member_locks (
     member_id TEXT PRIMARY KEY
 );
+"""
+
+#: manual review (POLICY.md *Manual review*): the queue of pended lines, the append-only
+#: history of their reviews, and the outbox of reviewers' final records
+_V2 = """
 CREATE TABLE IF NOT EXISTS pends (
     claim_id TEXT NOT NULL,           -- a line pended for manual review (POLICY.md *Manual review*): its
     line_number INTEGER NOT NULL,     -- decision (PENDED, then final) is in decisions, its holds in
@@ -145,5 +189,55 @@ CREATE TABLE IF NOT EXISTS decision_outbox (
 );
 """
 
-#: The tables SCHEMA creates, in order.
-TABLES: tuple[str, ...] = tuple(stmt.split("(")[0].split()[-1] for stmt in SCHEMA.split(";") if "CREATE TABLE" in stmt)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
+    Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
+)
+
+#: the version this code migrates a ledger to
+LATEST: int = MIGRATIONS[-1].version
+
+#: the SQL of every migration, in order
+SCHEMA = "".join(m.sql for m in MIGRATIONS)
+
+#: The tables the migrations create, in order.
+TABLES: tuple[str, ...] = tuple(stmt.split("(")[0].split()[-1] for m in MIGRATIONS for stmt in m.statements()
+                                if "CREATE TABLE" in stmt)
+
+#: where a ledger records the migrations applied to it (not one of `TABLES`)
+VERSION_TABLE = "schema_version"
+
+
+class SchemaTooNew(RuntimeError):
+    """The ledger was migrated by newer code than this."""
+
+
+def migrate(q: Callable[..., Any], postgres: bool, migrations: tuple[Migration, ...] = MIGRATIONS) -> tuple[int, int]:
+    """Bring the ledger to the last of `migrations`, inside the caller's transaction, which
+    holds the writers' lock; `q(sql, *params)` runs one statement (`?` placeholders).
+    Returns (version before, version after); 0 before: a new ledger."""
+    if _exists(q, postgres, VERSION_TABLE):
+        current = q(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()[0] or 0
+        stamped = False
+    else:
+        q(f"CREATE TABLE {VERSION_TABLE} (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+          "applied_at DOUBLE PRECISION NOT NULL)")
+        current, stamped = 0, _exists(q, postgres, "claims")  # made by the code before versions
+    known = migrations[-1].version
+    if current > known:
+        raise SchemaTooNew(f"has schema version {current}, newer than this code's {known}: run the code that "
+                           f"migrated it (or newer), or restore a ledger of version {known} or earlier")
+    for m in migrations:
+        if m.version > current:
+            for statement in m.statements():
+                q(statement)
+            note = " (stamped: the ledger was created before schema versions)" if stamped and m.version == 1 else ""
+            q(f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)",
+              m.version, m.description + note, time.time())
+    return current, max(current, known)
+
+
+def _exists(q: Callable[..., Any], postgres: bool, table: str) -> bool:
+    if postgres:  # in the connection's search_path, where the ledger's statements create it
+        return q("SELECT to_regclass(?::text) IS NOT NULL", table).fetchone()[0]
+    return q("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", table).fetchone() is not None

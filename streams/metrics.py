@@ -10,9 +10,11 @@ are PHI/PII and unbounded: they never become label values (put them in logs).
 
 Label values, as the rest of the code must use them:
 
-- ``stage``: one of ``STAGES`` (intake, enrich, adjudicate, expiry, remittance).
+- ``stage``: one of ``STAGES`` (intake, enrich, adjudicate, expiry, remittance, review).
 - ``outcome``: one of ``OUTCOMES`` (forwarded, adjudicated, rejected, dlq).
-- ``status``: ``PAID``, ``DENIED``, ``REVERSED`` or ``VOIDED``, as in the published record.
+- ``status``: ``PAID``, ``DENIED``, ``REVERSED``, ``VOIDED`` or ``PENDED``, as in the published record.
+- ``queue``/``reason``/``action``: a review queue and pend reason of the rulebook's
+  ``[review]`` section (a closed list per policy version), a reviewer's ``PAY``/``DENY``.
 - ``kind``: ``replacement`` (claim frequency 7) or ``void`` (8).
 - ``carc``: the CARC of the line's first adjustment (``"none"`` for a line
   paid in full); a closed code list.
@@ -65,14 +67,17 @@ __all__ = [
     "COMMITS",
     "WORKER_READY",
     "WORKER_INFO",
+    "PENDS_OPEN",
+    "PEND_OLDEST_AGE",
+    "REVIEW_DECISIONS",
     "render",
 ]
 
 REGISTRY = CollectorRegistry()
 
-STAGES = ("intake", "enrich", "adjudicate", "expiry", "remittance")
+STAGES = ("intake", "enrich", "adjudicate", "expiry", "remittance", "review")
 OUTCOMES = ("forwarded", "adjudicated", "rejected", "dlq")
-STATUSES = ("PAID", "DENIED", "REVERSED", "VOIDED")
+STATUSES = ("PAID", "DENIED", "REVERSED", "VOIDED", "PENDED")
 CORRECTION_KINDS = ("replacement", "void")
 
 # Per-message handler time: sub-millisecond lookups up to multi-second stalls.
@@ -212,6 +217,24 @@ SHADOW_ALLOWED = Counter(
     ["policy"],
     registry=REGISTRY,
 )
+PENDS_OPEN = Gauge(
+    "claims_review_pended_lines",
+    "Lines waiting for a reviewer (PENDED, not yet decided), by queue and pend reason; read from the ledger.",
+    ["queue", "reason"],
+    registry=REGISTRY,
+)
+PEND_OLDEST_AGE = Gauge(
+    "claims_review_oldest_pend_age_seconds",
+    "Age of the oldest line waiting in a review queue (0 when the queue is empty).",
+    ["queue"],
+    registry=REGISTRY,
+)
+REVIEW_DECISIONS = Counter(
+    "claims_review_decisions_total",
+    "Reviewers' decisions stored by this worker's API, by queue and action (PAY, DENY).",
+    ["queue", "action"],
+    registry=REGISTRY,
+)
 WORKER_READY = Gauge(
     "claims_worker_ready",
     "1 when the worker is ready (/readyz answers 200), else 0.",
@@ -276,6 +299,29 @@ def prime_shadow(rules: list[str]) -> None:
         SHADOW_ALLOWED.labels(policy=policy)
     for rule in rules:
         SHADOW_CHANGED.labels(rule=rule)
+
+
+def prime_review(queues_reasons: list[tuple[str, str]]) -> None:
+    """The review series at 0 for every queue and reason of the loaded rulebooks."""
+    for queue, reason in queues_reasons:
+        PENDS_OPEN.labels(queue=queue, reason=reason)
+        PEND_OLDEST_AGE.labels(queue=queue)
+        for action in ("PAY", "DENY"):
+            REVIEW_DECISIONS.labels(queue=queue, action=action)
+
+
+def set_pends(queues_reasons: list[tuple[str, str]], stats: list[tuple[str, str, int, float | None]]) -> None:
+    """The pend gauges from the ledger's open pends: (queue, reason, count, oldest age in
+    seconds); every known queue and reason without an open pend reads 0."""
+    counts = {(q, r): 0 for q, r in queues_reasons}
+    oldest = {q: 0.0 for q, _ in queues_reasons}
+    for queue, reason, count, age in stats:
+        counts[(queue, reason)] = count
+        oldest[queue] = max(oldest.get(queue, 0.0), age or 0.0)
+    for (queue, reason), count in counts.items():
+        PENDS_OPEN.labels(queue=queue, reason=reason).set(count)
+    for queue, age in oldest.items():
+        PEND_OLDEST_AGE.labels(queue=queue).set(age)
 
 
 def count_correction(kind: str, reversed_lines: int, rejection_reasons: list[str]) -> None:

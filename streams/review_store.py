@@ -22,6 +22,7 @@ import orjson
 
 from rules import review as policy
 from rules.rulebook import Rulebooks
+from streams import corrections_store
 from streams.models import AdjudicatedLine
 
 
@@ -45,12 +46,13 @@ class ReviewConflict(Exception):
 @dataclass(frozen=True, slots=True)
 class Reviewed:
     """A reviewer's decision as stored: the final record, whether this request stored it (not
-    an idempotent repeat), and the claim's decisions when none of its lines is pended any more
-    (its remittance can go out), else None."""
+    an idempotent repeat), and, when none of the claim's lines is pended any more, what its
+    835 carries (the reversals it made, then its decisions), else None."""
 
     record: AdjudicatedLine
     stored_now: bool
     claim_final: tuple[AdjudicatedLine, ...] | None
+    queue: str
 
 
 def _history(q, claim_id: str, line_number: int, event: str, actor: str, at: datetime, details: dict[str, Any]) -> None:
@@ -121,7 +123,7 @@ class ReviewStore:
                 raise ReviewConflict(f"the line's claim was reversed by {current.reversed_by!r}; it can no longer be decided", current)
             if state == "DECIDED":
                 if policy.same(current, decision, suggested):
-                    return Reviewed(current, False, None)
+                    return Reviewed(current, False, None, queue)
                 raise ReviewConflict("the line was already decided otherwise", current)
             final = policy.final(current, charge, decision, reviewer, book, now)
             body_json = final.model_dump_json()
@@ -134,12 +136,16 @@ class ReviewStore:
                      {"action": decision.action, "status": final.status, "allowed_amount": str(final.allowed_amount),
                       "carc": decision.carc, "rarc": list(decision.rarc), "note": decision.note})
             q("INSERT INTO decision_outbox (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, line_number, body_json)
-            return Reviewed(final, True, self._if_final(q, claim_id))
+            return Reviewed(final, True, self._if_final(q, claim_id), queue)
 
     def _if_final(self, q, claim_id: str) -> tuple[AdjudicatedLine, ...] | None:
+        """What the claim's 835 carries once none of its lines is pended: the reversals it made
+        (a replacement or void) first, then its own decisions; None while a line is pended."""
         rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         decisions = tuple(AdjudicatedLine.model_validate_json(r[0]) for r in rows)
-        return None if any(d.status == "PENDED" for d in decisions) else decisions
+        if any(d.status == "PENDED" for d in decisions):
+            return None
+        return (*corrections_store.caused(q, claim_id), *decisions)
 
     def decision_outbox(self, limit: int = 1000) -> list[AdjudicatedLine]:
         """Final records stored by reviews and not yet published."""

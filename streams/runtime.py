@@ -13,6 +13,7 @@ from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks, default_rulebooks, load_single
 from streams import metrics
 from streams.ledger import Ledger, LedgerUnavailable
+from streams.reviewers import Reviewers
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -26,6 +27,8 @@ class Runtime:
         # Monitor Mode: validated here, so a broken candidate stops the worker at start
         self.shadow: Rulebooks | None = load_single(settings.shadow_rulebook) if settings.shadow_rulebook else None
         self.reference = ReferenceData()
+        #: the reviewers of CLAIMS_REVIEWERS_FILE (read again when it changes); a broken file stops the worker at start
+        self.reviewers = Reviewers(settings.reviewers_file)
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False

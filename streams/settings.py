@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     web_bind: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     api_token: SecretStr | None = None
+    reviewers_file: Path | None = Field(
+        None, description="Manual review: a TOML file of [[reviewer]] (name, token_sha256, queues), read again when it changes.")
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     @field_serializer("ledger_url")

@@ -47,11 +47,13 @@ def _prime_metrics(books) -> None:
     carcs = sorted({spec.carc for book in books.books for spec in book.rules.values()})
     metrics.prime(
         statuses_carcs=[("PAID", "none"), ("PAID", "45"), ("VOIDED", "none"), ("REVERSED", "none"), ("REVERSED", "45"),
+                        ("PENDED", "none"),
                         *((status, c) for c in carcs for status in ("DENIED", "REVERSED"))],
         reasons=list(REJECTION_CODES),
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
-        ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs", "remittance_inputs_all"],
+        ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs",
+                           "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages"],
         correction_reasons=list(CORRECTION_REJECTIONS),
     )
 
@@ -76,6 +78,7 @@ def run(loglevel: str = "warning") -> None:
         api_reference,  # noqa: F401 - /v1/openapi.json and /v1/docs
         logs,
         metrics,
+        review_api,  # noqa: F401 - the /v1 review routes
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )
@@ -90,6 +93,7 @@ def run(loglevel: str = "warning") -> None:
             print("claims-pipeline worker: could not rewind the group's offsets (other members are active)", flush=True)
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     _prime_metrics(runtime.books)
+    metrics.prime_review(runtime.books.pend_labels())
     if runtime.shadow is not None:
         metrics.prime_shadow(sorted({rule for book in runtime.shadow.books for rule in book.rules}))
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,

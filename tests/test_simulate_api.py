@@ -10,7 +10,8 @@ import pytest
 
 from rules.rulebook import candidate_path
 from streams import topics
-from streams.ledger import SCHEMA, Ledger
+from streams.ledger import Ledger
+from streams.ledger_schema import SCHEMA
 from streams.synthetic import generate
 from tests.harness import batch_expectation, read_to_end
 from tests.test_metrics_e2e import wait_for

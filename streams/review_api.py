@@ -1,0 +1,134 @@
+"""The review API (CONTRACT.md *Pended lines and manual review*), on the worker's `/v1`:
+
+    GET  /v1/reviews?queue=&reason=&limit=                 the open pends, oldest first
+    POST /v1/reviews/{claim_id}/{line_number}              a reviewer's PAY or DENY -> the final record
+    GET  /v1/reviews/{claim_id}/{line_number}/history      every event of the line's review
+    GET  /v1/reviews/me                                    who the token is, and the queues it may decide
+
+Reviewers are named people with their own tokens (`CLAIMS_REVIEWERS_FILE`); the API token
+reads everything and decides nothing. A decision is stored with its history row and the
+final record in one ledger transaction, then published (the final record, and the claim's
+835 once no line is pended); a failed publish leaves it in the ledger's outbox, which the
+expiry timer publishes, and answers 503 (the same decision again is then answered 200).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from rules.review import InvalidDecision
+from streams import metrics
+from streams.api import API_PREFIX, ApiError, ApiView, json_response, ledger_call, principal, read_body
+from streams.app import app
+from streams.review_outputs import publish_reviewed
+from streams.review_store import ReviewConflict, ReviewForbidden, ReviewNotFound
+from streams.stage import runtime
+
+log = logging.getLogger("claims.review")
+
+MAX_LIMIT = 500
+
+
+class ReviewView(ApiView):
+    """The review routes: reviewers' tokens are welcome here."""
+
+    reviewers_allowed = True
+
+
+def _line_number(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 999:
+        raise ApiError(404, "NOT_FOUND", f"line_number {raw!r} is not a line number (1-999)", field="line_number")
+    return int(raw)
+
+
+def _record(model: Any) -> Any:
+    return orjson.loads(model.model_dump_json())
+
+
+@app.page(f"{API_PREFIX}/reviews/me", base=ReviewView, name="api_reviews_me")
+class ReviewerView(ReviewView):
+    route_label = "review_me"
+
+    async def get(self, request: Any) -> Any:
+        caller = principal(request)
+        books = runtime.books.books
+        return json_response(self.web, {
+            "name": caller.name, "can_decide": caller.can_decide, "queues": list(caller.queues),
+            "all_queues": sorted({q for book in books for q in book.review.queues}),
+            "reasons": sorted({r.reason for book in books for r in book.review.reasons}),
+            "review_denial_carcs": sorted({c for book in books for c in book.review.review_denial_carcs}, key=int),
+        }, 200)
+
+
+@app.page(f"{API_PREFIX}/reviews", base=ReviewView, name="api_reviews")
+class ReviewQueueView(ReviewView):
+    route_label = "review_queue"
+
+    async def get(self, request: Any) -> Any:
+        queue = request.query.get("queue") or None
+        reason = request.query.get("reason") or None
+        raw = request.query.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise ApiError(400, "BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
+        items = await ledger_call(runtime.ledger.open_pends, queue, reason, int(raw))
+        now = datetime.now(UTC)
+        for item in items:
+            item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
+        return json_response(self.web, {"reviews": items, "count": len(items)}, 200)
+
+
+@app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")
+class ReviewDecisionView(ReviewView):
+    route_label = "review_decide"
+
+    async def post(self, request: Any, claim_id: str, line_number: str) -> Any:
+        number = _line_number(line_number)
+        caller = principal(request)
+        if not caller.can_decide:
+            raise ApiError(403, "FORBIDDEN", "this token may read the review queue but not decide: "
+                           "decisions are made with a reviewer's own token (CLAIMS_REVIEWERS_FILE)")
+        raw = await read_body(request)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+        try:
+            reviewed = await ledger_call(runtime.ledger.review, claim_id, number, body, caller.name, caller.queues,
+                                         runtime.books, datetime.now(UTC))
+        except ReviewNotFound as exc:
+            raise ApiError(404, "NOT_FOUND", str(exc), field="line_number") from None
+        except ReviewForbidden as exc:
+            raise ApiError(403, "FORBIDDEN", str(exc)) from None
+        except InvalidDecision as exc:
+            raise ApiError(422, "INVALID_DECISION", str(exc), field=exc.field) from None
+        except ReviewConflict as exc:
+            return json_response(self.web, {**ApiError(409, "CONFLICT", str(exc)).body(), "current": _record(exc.current)}, 409)
+        record = reviewed.record
+        if reviewed.stored_now:
+            metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()
+            log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
+            finals = {record.claim_id: reviewed.claim_final} if reviewed.claim_final is not None else {}
+            try:
+                await publish_reviewed([record], finals)
+            except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat
+                log.error("publishing a reviewed line failed (%s); it stays in the outbox", type(exc).__name__)
+                raise ApiError(503, "PUBLISH_FAILED", "the decision is stored and will be published; "
+                               "sending the same decision again answers its record") from None
+        return json_response(self.web, _record(record), 200)
+
+
+@app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", base=ReviewView, name="api_review_history")
+class ReviewHistoryView(ReviewView):
+    route_label = "review_history"
+
+    async def get(self, request: Any, claim_id: str, line_number: str) -> Any:
+        number = _line_number(line_number)
+        events = await ledger_call(runtime.ledger.review_history, claim_id, number)
+        if events is None:
+            raise ApiError(404, "NOT_FOUND", f"line {number} of claim {claim_id!r} is unknown or was never pended",
+                           field="line_number")
+        return json_response(self.web, {"claim_id": claim_id, "line_number": number, "events": events}, 200)
