@@ -115,7 +115,8 @@ def decided_count(ledger: Ledger) -> int:
     return sum(1 for (event,) in ledger.rows("review_history", "event") if event == "DECIDED")
 
 
-def test_kill9_while_review_decisions_are_stored(fresh_bootstrap, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_kill9_while_review_decisions_are_stored(backend, fresh_bootstrap, tmp_path, request):
     run = f"RC{uuid.uuid4().hex[:6]}"
     ref = reference()
     lines = claim_lines(run)
@@ -129,7 +130,8 @@ def test_kill9_while_review_decisions_are_stored(fresh_bootstrap, tmp_path):
     reviewers = workdir / "reviewers.toml"
     reviewers.write_text(f'[[reviewer]]\nname = "Rae Reviewer"\ntoken_sha256 = "{hashlib.sha256(REVIEWER.encode()).hexdigest()}"\n'
                          f'queues = ["PAYMENT_INTEGRITY", "CLINICAL"]\n')
-    pipe = ApiPipeline(fresh_bootstrap, workdir, partitions=4)
+    ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    pipe = ApiPipeline(fresh_bootstrap, workdir, partitions=4, ledger_url=ledger_url)
     pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
     pipe.load_reference(ref)
     pipe.start("w1")
@@ -254,6 +256,6 @@ def test_kill9_while_review_decisions_are_stored(fresh_bootstrap, tmp_path):
         assert remit835.balance_errors([claim]) == []
         assert remitted.setdefault(key, claim.paid) == claim.paid  # a repeat remits the same
     assert remitted == dict(paid_by_claim)
-    print(f"\nreview crash: {len(pended)} decisions, {at_kill} stored at the kill, {outbox_at_kill} in the outbox then, "
+    print(f"\nreview crash ({backend}): {len(pended)} decisions, {at_kill} stored at the kill, {outbox_at_kill} in the outbox then, "
           f"{failed_on_w1['requests']} requests to w1 failed and were sent again, "
           f"{len(mine) - len(by_key)} repeated records, {len(remits) - len(remitted)} repeated 835s")
