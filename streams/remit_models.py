@@ -217,3 +217,14 @@ def claim_response_inputs(ledger: Ledger, claim_id: str) -> tuple[str | None, bo
         charges = [{"claim_id": claim_id, "line_number": int(n), "charge_amount": charge} for n, charge in
                    q("SELECT line_number, charge_amount FROM pends WHERE claim_id = ?", claim_id).fetchall()]
         return (replaces[0] if replaces else None), reversed_while_pended(q, claim_id), charges
+
+
+def remittable_claims(ledger: Ledger, claim_ids: Iterable[str]) -> dict[str, tuple[AdjudicatedLine, ...]]:
+    """Of these claims, those whose 835 can go out now, with what it carries (`decided_claim`:
+    the reversals to remit first, then the claim's decisions), by claim id: the shape of
+    `streams.review_outputs.final_claims`, for the review API's publishing and outbox drain."""
+    out = {}
+    for claim_id in sorted(set(claim_ids)):
+        if (claim := decided_claim(ledger, claim_id)) is not None:
+            out[claim_id] = claim.decisions
+    return out

@@ -208,3 +208,19 @@ def test_fhir_needs_a_pended_lines_charge():
         fhir.claim_response([pended])
     assert fhir.claim_response([pended], claim_lines=[{"claim_id": "F-2", "line_number": 1, "charge_amount": "20.00"}]
                                )["outcome"] == "queued"
+
+
+def test_remittable_claims_is_what_the_review_api_should_remit(store):
+    """`Reviewed.claim_final` carries every reversal a claim made; the 835 must not take back
+    what a claim reversed while pended was never paid (`remittable_claims` leaves it out)."""
+    from streams.remit_models import remittable_claims
+
+    ledger = store.ledger
+    decide_lines(ledger, [factor("RC-1", 1, 2), nurse("RC-1", 2, 2)])  # held: never remitted
+    decide_lines(ledger, [factor("RC-2", 1, 2, charge="15000.00", claim_frequency="7", original_claim_id="RC-1"),
+                          nurse("RC-2", 2, 2, claim_frequency="7", original_claim_id="RC-1")])
+    assert remittable_claims(ledger, ["RC-1", "RC-2"]) == {}
+    reviewed = decide_review(ledger, "RC-2", 1, {"action": "PAY"})
+    assert [d.claim_id for d in reviewed.claim_final] == ["RC-1", "RC-1", "RC-2", "RC-2"]  # the ledger's own view
+    final = remittable_claims(ledger, ["RC-1", "RC-2"])
+    assert list(final) == ["RC-2"] and [(d.claim_id, d.status) for d in final["RC-2"]] == [("RC-2", "PAID"), ("RC-2", "PAID")]
