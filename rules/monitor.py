@@ -41,11 +41,19 @@ REDUCTION = "PRICE-CONTRACT-REDUCTION"
 
 
 def _rule_amounts(decision: Record | AdjudicatedLine | None) -> dict[str, Decimal]:
+    """The rules a decision names, with their amounts: its adjustments', and the rule that
+    pended it (with the amount the rules would allow), so a pend is a rule that decided."""
     if decision is None:
         return {}
     if isinstance(decision, AdjudicatedLine):
-        return {a.rule: a.amount for a in decision.adjustments}
-    return {a["rule"]: Decimal(a["amount"]) for a in decision.get("adjustments", [])}
+        found = {a.rule: a.amount for a in decision.adjustments}
+        if decision.pend is not None:
+            found[decision.pend.rule] = decision.pend.suggested_amount
+        return found
+    out = {a["rule"]: Decimal(a["amount"]) for a in decision.get("adjustments", [])}
+    if pend := decision.get("pend"):
+        out[pend["rule"]] = Decimal(pend["suggested_amount"])
+    return out
 
 
 def deciding_rules(before: Record | AdjudicatedLine | None, after: Record | AdjudicatedLine | None) -> list[str]:
@@ -96,12 +104,14 @@ def shadow_decisions(work: ClaimWork, ref: ReferenceData, candidate: Rulebooks,
 
 @dataclass(slots=True)
 class ShadowResult:
-    """One claim's comparison, for the topic and the metrics."""
+    """One claim's comparison, for the topic, the metrics and the impact totals (`lines`:
+    every line compared, live and candidate decision, and the deciding rules when they differ)."""
 
     compared: int = 0
     allowed_live: Decimal = ZERO
     allowed_candidate: Decimal = ZERO
     differences: list[ShadowDifference] = field(default_factory=list)
+    lines: list[tuple[AdjudicatedLine, AdjudicatedLine, list[str] | None]] = field(default_factory=list)
 
 
 def compare_claim(work: ClaimWork, history: engine.History, live: list[AdjudicatedLine], ref: ReferenceData,
@@ -118,8 +128,11 @@ def compare_claim(work: ClaimWork, history: engine.History, live: list[Adjudicat
         result.compared += 1
         result.allowed_live += d.allowed_amount
         result.allowed_candidate += other.allowed_amount
+        rules = None
         if decision_outcome(d) != decision_outcome(other):
+            rules = deciding_rules(d, other)
             result.differences.append(build(
                 ShadowDifference, claim_id=d.claim_id, line_number=d.line_number,
-                candidate_version=other.policy_version, before=d, after=other, rules=deciding_rules(d, other)))
+                candidate_version=other.policy_version, before=d, after=other, rules=rules))
+        result.lines.append((d, other, rules))
     return result

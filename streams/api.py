@@ -4,6 +4,7 @@ same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
     POST /v1/claims[?wait=SECONDS]   a claim (header once, its lines) -> its lines published
     POST /v1/claims/simulate[?candidate=true]   the same body -> the decisions it would get now
     GET  /v1/claims/{claim_id}       the decisions and rejections recorded so far
+    GET  /v1/shadow/impact?by=rule|provider_npi|procedure_code   Monitor Mode's impact since start
 
 
 Why in the worker and not a separate process: the worker already owns a started Faust
@@ -50,6 +51,7 @@ from pydantic import ValidationError
 from rules import frontend
 from streams import corrections_store, metrics, pipeline, stage, topics
 from streams.api_models import claim_request_model
+from streams.impact import LIVE_DIMENSIONS
 from streams.app import app, settings
 from streams.models import ClaimLine
 from streams.reviewers import Principal
@@ -643,3 +645,22 @@ class ClaimView(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         return await claim_status(self.web, claim_id)
+
+
+@app.page(f"{API_PREFIX}/shadow/impact", base=ApiView, name="api_shadow_impact")
+class ShadowImpactView(ApiView):
+    """Monitor Mode: the impact of the candidate on the lines this worker decided since it
+    started, by rule, provider NPI or procedure code (the tables of `shadow --report`)."""
+
+    route_label = "impact"
+
+    async def get(self, request: Any) -> Any:
+        by = request.query.get("by", "rule")
+        if by not in LIVE_DIMENSIONS:
+            raise ApiError(400, "BAD_REQUEST", f"by must be one of {', '.join(LIVE_DIMENSIONS)}", field="by")
+        if runtime.shadow is None:
+            raise ApiError(404, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
+                           "or CLAIMS_SHADOW_RULEBOOK)")
+        table = runtime.impact.table(by)
+        return json_response(self.web, {**table, "candidate_versions": runtime.shadow.versions,
+                                        "since": runtime.impact_since.isoformat()}, 200)

@@ -153,6 +153,135 @@ class X12Answer(_Answer):
                                                     "sets, their errors): the 999's content as JSON.")
 
 
+# --- manual review ---------------------------------------------------------------------------
+
+
+class ReviewPay(BaseModel):
+    """A reviewer pays a pended line: at `allowed_amount` (at most the charge, two decimal
+    places), by default the amount the rules computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["PAY"]
+    allowed_amount: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]{1,2})?$", examples=["1250.00"])
+    note: str | None = Field(None, max_length=2000)
+
+
+class ReviewDeny(BaseModel):
+    """A reviewer denies a pended line with one of the rulebook's `review_denial_carcs` (group CO)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["DENY"]
+    carc: str = Field(description="One of the rulebook's review_denial_carcs (shipped: 16, 50, 96, 197, 252).",
+                      examples=["50"])
+    rarc: list[str] = Field([], max_length=5, description="Remark codes (LQ*HE).")
+    note: str | None = Field(None, max_length=2000)
+
+
+
+class OtherLine(_Answer):
+    """Another line of the pended line's claim, and where it stands."""
+
+    line_number: int
+    procedure_code: str
+    status: str
+    allowed_amount: str
+
+
+class ReviewItem(_Answer):
+    """An open pend of the review queue: the line, why it waits, and its claim's other lines."""
+
+    claim_id: str
+    line_number: int
+    reason: str = Field(description="HIGH_DOLLAR or NOC_REVIEW (a rulebook version may add reasons).")
+    queue: str
+    pended_at: str
+    age_seconds: int
+    procedure_code: str
+    ndc11: str | None
+    charge_amount: str
+    suggested_amount: str = Field(description="What the rules would allow: a PAY without an amount pays this.")
+    member_id: str
+    provider_npi: str
+    service_date: str
+    modifiers: list[str]
+    policy_version: str
+    pend: dict[str, Any] | None
+    pricing: dict[str, Any] | None
+    other_lines: list[OtherLine]
+
+
+class ReviewQueue(_Answer):
+    """The open pends, oldest first."""
+
+    reviews: list[ReviewItem]
+    count: int
+
+
+class ReviewEvent(_Answer):
+    """One event of a line's review: PENDED (by the rule), DECIDED (by the reviewer), REVERSED (by a correction)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    seq: int
+    event: Literal["PENDED", "DECIDED", "REVERSED"]
+    by: str = Field(description="The rule that pended the line, the reviewer, or the correcting claim.")
+    at: str
+
+
+class ReviewHistory(_Answer):
+    """Every event of a pended line's review, oldest first."""
+
+    claim_id: str
+    line_number: int
+    events: list[ReviewEvent]
+
+
+class Reviewer(_Answer):
+    """Who the token is, what it may decide, and the review vocabulary of the loaded rulebooks."""
+
+    name: str
+    can_decide: bool
+    queues: list[str]
+    all_queues: list[str]
+    reasons: list[str]
+    review_denial_carcs: list[str]
+
+# --- Monitor Mode's impact -----------------------------------------------------------------
+
+Dollars = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2}$", description="Dollars and cents, a decimal string.")]
+
+
+class ImpactRow(_Answer):
+    """One group's figures over the lines compared (`streams.impact.Row`)."""
+
+    group: str = Field(description="The rule ids that made a changed line's difference (joined by ` + `; "
+                                   "`(no change)` for the lines decided alike), the provider NPI or the procedure code.")
+    lines: int = Field(ge=0, description="Lines compared in the group.")
+    changed: int = Field(ge=0, description="Lines whose status, allowed amount or set of CARCs differs.")
+    share: str = Field(pattern=r"^[01]\.[0-9]{4}$",
+                       description="Changed lines as a share of the group's lines (for a rule, of every line "
+                                   "compared), to four places.")
+    allowed_before: Dollars
+    allowed_after: Dollars
+    difference: Dollars
+    newly_denied: int = Field(ge=0, description="Changed lines DENIED under the candidate and not live.")
+    newly_paid: int = Field(ge=0, description="Changed lines PAID under the candidate and not live.")
+    newly_pended: int = Field(ge=0, description="Changed lines PENDED under the candidate and not live.")
+
+
+class ImpactAnswer(_Answer):
+    """Monitor Mode's impact on the lines this worker decided since it started: one table, by
+    rule, provider NPI or procedure code, the same figures as `claims-pipeline shadow --report`."""
+
+    by: Literal["rule", "provider_npi", "procedure_code"]
+    candidate_versions: list[str] = Field(description="The candidate rulebook version(s).")
+    since: str = Field(description="When this worker started counting (ISO 8601, UTC).")
+    rows: list[ImpactRow] = Field(description="One row per group; the largest differences first.")
+    total: ImpactRow = Field(description="Every line compared (group `TOTAL`): the rows add up to it.")
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -191,3 +320,9 @@ class PendedAnswer(ErrorAnswer):
     are named here, and its 835 is written once every line is final."""
 
     pended_lines: list[PendedLine]
+
+
+class ReviewConflict(ErrorAnswer):
+    """`409` of a review decision: the line was decided otherwise, or reversed; its current record."""
+
+    current: AdjudicatedLine

@@ -35,15 +35,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _batch_inputs(file: Path, reference: Path, rulebook: Path | None):
-    """(rulebooks, reference data, submitted lines) for a batch command, or one clear error."""
+def _batch_inputs(file: Path | None, reference: Path, rulebook: Path | None):
+    """(rulebooks, reference data, submitted lines) for a batch command, or one clear error;
+    no lines without a file (they come from elsewhere)."""
     from rules.rulebook import RulebookError, default_rulebooks, load_single
     from streams.pipeline import BatchError, load_reference_dir
 
     try:
         books = load_single(rulebook) if rulebook else default_rulebooks()
         ref = load_reference_dir(reference)
-        lines = file.read_bytes().splitlines()
+        lines = file.read_bytes().splitlines() if file is not None else []
     except (BatchError, RulebookError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -73,25 +74,78 @@ def adjudicate(
 
 @app.command()
 def shadow(
-    claims: Annotated[Path, typer.Argument(metavar="CLAIMS", help="Claim lines, JSON Lines, in submission order.")],
     reference: Annotated[Path, typer.Option("--reference", metavar="DIR", help="Folder of reference .jsonl files.")],
     candidate: Annotated[Path, typer.Option(metavar="FILE", help="The candidate rulebook version (TOML), in effect for every date.")],
+    claims: Annotated[Path | None, typer.Argument(metavar="CLAIMS", help="Claim lines, JSON Lines, in submission order (or --from-ledger).")] = None,
     table: Annotated[bool, typer.Option(help="A table for people instead of JSON Lines.")] = False,
+    report: Annotated[Path | None, typer.Option(metavar="DIR", help="Also write the impact report there: CSV tables by rule, provider, "
+                                                "procedure code and month of service, and impact.html.")] = None,
+    from_ledger: Annotated[str | None, typer.Option(metavar="URL", help="A history run: the claims a ledger has decided, "
+                                                    "instead of CLAIMS (sqlite:///PATH or postgresql://...).")] = None,
+    since: Annotated[str | None, typer.Option(metavar="DATE", help="With --from-ledger: claims with a date of service on or after DATE.")] = None,
+    until: Annotated[str | None, typer.Option(metavar="DATE", help="With --from-ledger: claims with a date of service on or before DATE.")] = None,
 ) -> None:
-    """Monitor Mode over a file: the lines a candidate policy decides differently, and the totals."""
+    """Monitor Mode over a file or a ledger's decided claims: the lines a candidate policy decides differently, and the totals."""
     from rules.rulebook import default_rulebooks
+    from streams.impact import Impact
     from streams.shadow import run_shadow
 
+    if (claims is None) == (from_ledger is None):
+        fail("give either CLAIMS or --from-ledger URL")
+    if from_ledger is None and (since or until):
+        fail("--since and --until select claims of --from-ledger")
     books, ref, lines = _batch_inputs(claims, reference, candidate)
-    report = run_shadow(lines, ref, default_rulebooks(), books)
+    source = str(claims)
+    if from_ledger is not None:
+        lines, source = _ledger_lines(from_ledger, since, until)
+    impact = Impact(keep_changed=True) if report else None
+    live = default_rulebooks()
+    records = list(run_shadow(lines, ref, live, books, impact))
+    if report is not None and impact is not None:
+        from streams.impact_report import ReportInfo, write_report
+
+        try:
+            write_report(report, impact, ReportInfo(", ".join(live.versions), books.versions[0], source))
+        except OSError as exc:
+            fail(f"{report}: {exc.strerror or exc}")
     if not table:
-        _write_jsonl(report)
+        _write_jsonl(records)
         return
     from rich.console import Console
 
     from streams.shadow import render_table
 
-    render_table(list(report), books.versions[0], Console())
+    render_table(records, books.versions[0], Console())
+
+
+def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[bytes], str]:
+    """The submitted lines of the claims a ledger has decided with a date of service in
+    [since, until], in the order they were decided; and a description of the selection."""
+    from datetime import date
+
+    from streams.ledger import Ledger, LedgerUnavailable
+
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            if value is not None:
+                date.fromisoformat(value)
+        except ValueError:
+            fail(f"{name} must be a date, YYYY-MM-DD, not {value!r}")
+    if since and until and since > until:
+        fail(f"--since {since} is after --until {until}")
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if url.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
+        fail(f"no ledger at {path}")
+    try:
+        ledger = Ledger(url)
+        try:
+            lines = ledger.decided_lines(since, until)
+        finally:
+            ledger.close()
+    except LedgerUnavailable as exc:
+        fail(str(exc))
+    window = f"service dates {since or 'any'} to {until or 'any'}"
+    return lines, f"decided claims in {ledger.describe()}, {window}"
 
 
 reference_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime
@@ -277,11 +278,15 @@ class Ledger(AssemblyStore, ReviewStore):
                   claim_id, member, day.isoformat())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
             settle(q, claim_id, source)
+            service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
+            decided_at = time.time()
             for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
                     q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                       claim_id, number, orjson.dumps(facts).decode())
+                q("INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT DO NOTHING", claim_id, number, service_dates.get(number, ""), decided_at, original)
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
             q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
@@ -310,6 +315,22 @@ class Ledger(AssemblyStore, ReviewStore):
                 for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
                     out[(claim_id, int(number))] = orjson.loads(body)
         return out
+
+    def decided_lines(self, since: str | None = None, until: str | None = None) -> list[bytes]:
+        """The submitted lines (as received) of the claims decided with a line whose date of
+        service is in [since, until] (ISO dates, either open), whole claims, in the order
+        they were decided: Monitor Mode's history run (`shadow --from-ledger`)."""
+        where, params = [], []
+        for op, value in ((">=", since), ("<=", until)):
+            if value is not None:
+                where.append(f"service_date {op} ?")
+                params.append(value)
+        chosen = f"SELECT claim_id FROM decided_lines WHERE {' AND '.join(where)}" if where else None
+        with self.reading() as q:
+            rows = q("SELECT body FROM decided_lines"
+                     + (f" WHERE claim_id IN ({chosen})" if chosen else "")
+                     + " ORDER BY decided_at, claim_id, line_number", *params).fetchall()
+        return [r[0].encode() if isinstance(r[0], str) else bytes(r[0]) for r in rows]
 
     def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
         with self.reading() as q:

@@ -189,9 +189,23 @@ CREATE TABLE IF NOT EXISTS decision_outbox (
 );
 """
 
+#: Monitor Mode's history run (`shadow --from-ledger`): a decided claim's lines as submitted
+_V3 = """
+CREATE TABLE IF NOT EXISTS decided_lines (
+    claim_id TEXT NOT NULL,           -- a decided claim's lines as submitted, kept once its claim_lines
+    line_number INTEGER NOT NULL,     -- rows go: Monitor Mode's history run decides them again
+    service_date TEXT NOT NULL,       -- ISO date of service (the history run selects by it)
+    decided_at DOUBLE PRECISION NOT NULL,  -- when the claim was decided (the order the run replays)
+    body TEXT NOT NULL,               -- the line as received
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE INDEX IF NOT EXISTS decided_lines_service_date ON decided_lines (service_date);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
     Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
+    Migration(3, "Monitor Mode's history run: decided_lines", _V3),
 )
 
 #: the version this code migrates a ledger to

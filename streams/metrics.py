@@ -27,6 +27,9 @@ Label values, as the rest of the code must use them:
 - ``operation``: a ledger operation name (e.g. ``record_decision``, ``lookup``).
 - ``table``: a reference table name (members, authorizations, drugs,
   awp-prices, fee-schedule, provider-contracts).
+- ``rule``: a rule id of the rulebooks (Monitor Mode), or for the changed dollars the
+  ids that made one line's difference joined by `` + ``; never an NPI or a member.
+- ``policy``: ``live`` or ``candidate`` (Monitor Mode).
 - ``topic``/``partition``: a consumed topic partition; partitions are bounded
   by ``CLAIMS_PARTITIONS``. A worker removes the series of partitions it no
   longer owns after a rebalance (``CONSUMER_LAG.remove(topic, partition)``).
@@ -235,6 +238,14 @@ REVIEW_DECISIONS = Counter(
     ["queue", "action"],
     registry=REGISTRY,
 )
+SHADOW_RULE_ALLOWED = Counter(
+    "claims_shadow_changed_allowed_dollars_total",
+    "Monitor Mode: allowed amounts of the lines the candidate decides differently, live and under the "
+    "candidate, by the rules that made the difference (the impact report's rows: a line changed by two "
+    'rules counts once, under "RULE-A + RULE-B"); candidate minus live is the rule\'s effect on payments.',
+    ["rule", "policy"],
+    registry=REGISTRY,
+)
 WORKER_READY = Gauge(
     "claims_worker_ready",
     "1 when the worker is ready (/readyz answers 200), else 0.",
@@ -299,6 +310,8 @@ def prime_shadow(rules: list[str]) -> None:
         SHADOW_ALLOWED.labels(policy=policy)
     for rule in rules:
         SHADOW_CHANGED.labels(rule=rule)
+        for policy in ("live", "candidate"):
+            SHADOW_RULE_ALLOWED.labels(rule=rule, policy=policy)
 
 
 def prime_review(queues_reasons: list[tuple[str, str]]) -> None:

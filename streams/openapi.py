@@ -26,7 +26,7 @@ import orjson
 from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
-from streams import api, api_models, schemas, x12_api
+from streams import api, api_models, review_api, schemas, x12_api
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parent / "sample_data"
@@ -40,8 +40,15 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.ClaimAnswer, "serialization"),
     (api_models.SimulatedAnswer, "serialization"),
     (api_models.X12Answer, "serialization"),
+    (api_models.ImpactAnswer, "serialization"),
     (api_models.ErrorAnswer, "serialization"),
     (api_models.PendedAnswer, "serialization"),
+    (api_models.ReviewPay, "validation"),
+    (api_models.ReviewDeny, "validation"),
+    (api_models.ReviewQueue, "serialization"),
+    (api_models.ReviewHistory, "serialization"),
+    (api_models.Reviewer, "serialization"),
+    (api_models.ReviewConflict, "serialization"),
 )
 
 
@@ -69,10 +76,15 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 ERRORS: dict[str, dict[str, Any]] = {
     "BadRequest": _error("`MALFORMED_JSON`: the body is not JSON; `BAD_REQUEST`: a query parameter out of range "
                          "(`field` names it); `NO_CANDIDATE`: `?candidate=true` on a worker without a candidate rulebook."),
-    "Unauthorized": _error("`UNAUTHORIZED`: no bearer token, or not the worker's `CLAIMS_API_TOKEN`.", headers={
+    "Forbidden": _error("`FORBIDDEN`: the token may not do this: the API token reads the review queue but does not "
+                        "decide; a reviewer decides only the queues the reviewers file gives them, and reaches only "
+                        "the review routes and a claim's status."),
+    "Unauthorized": _error("`UNAUTHORIZED`: no bearer token, or neither the worker's `CLAIMS_API_TOKEN` nor a "
+                           "reviewer's token (`CLAIMS_REVIEWERS_FILE`).", headers={
         "WWW-Authenticate": {"description": 'Bearer realm="claims-pipeline"', "schema": {"type": "string"}}}),
     "NotFound": _error("`NOT_FOUND`: the pipeline has never seen this claim (a claim just accepted appears within a "
-                       "second: treat an early 404 after a 202 as \"not yet\")."),
+                       "second: treat an early 404 after a 202 as \"not yet\"); `NO_CANDIDATE`: Monitor Mode's "
+                       "impact asked of a worker without a candidate rulebook."),
     "Conflict": _error("`NOT_DECIDED` (with `Retry-After`): lines are still being assembled or adjudicated; "
                        "`NO_REMITTANCE`: the claim was rejected at the front end, or its decisions cannot be written "
                        "as an 835 (a claim id over 38 characters).", headers=RETRY_AFTER),
@@ -93,7 +105,7 @@ ERRORS: dict[str, dict[str, Any]] = {
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    names = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 413: "TooLarge",
              415: "UnsupportedMediaType", 422: "Unprocessable", 503: "Unavailable"}
     return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
@@ -178,6 +190,21 @@ def operations() -> dict[str, dict[str, Any]]:
             "responses": {"200": {"description": "The FHIR R4B ClaimResponse (CARCs under the X12 code systems).",
                                   "content": {x12_api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
                           **_errors(401, 404, 409, 503)}}},
+        **_review_operations(),
+        f"{api.API_PREFIX}/shadow/impact": {"get": {
+            "operationId": "getShadowImpact", "tags": ["monitor"],
+            "summary": "Monitor Mode: the candidate policy's impact since this worker started",
+            "description": "On a worker with a candidate rulebook (`worker --shadow FILE`): every line it decided "
+                           "since it started, also decided under the candidate, added up by rule, provider NPI or "
+                           "procedure code, as `claims-pipeline shadow --report` adds up a file's. Each worker "
+                           "counts its own lines. " + no_store,
+            "parameters": [{"name": "by", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": list(api.LIVE_DIMENSIONS), "default": "rule"},
+                            "description": "The table: by the rules that made the difference, by provider NPI or by "
+                                           "procedure code."}],
+            "responses": {"200": {"description": "The table, its rows adding up to its total.",
+                                  "content": _json("ImpactAnswer")},
+                          **_errors(400, 401, 404, 503)}}},
         f"{api.API_PREFIX}/x12/837": {"post": {
             "operationId": "submit837", "tags": ["x12"], "summary": "Submit an 837P interchange",
             "description": "Parses the 837P (005010X222A1), answers its 999 and publishes every claim of the accepted "
@@ -198,6 +225,56 @@ def operations() -> dict[str, dict[str, Any]]:
                         "content": {**_x12("The 999."),
                                     JSON: {"schema": {"oneOf": [_ref("X12Answer"), _ref("ErrorAnswer")]}}}},
                 **_errors(401, 413, 415, 503)}}},
+    }
+
+
+LINE_NUMBER = {"name": "line_number", "in": "path", "required": True, "description": "The line number (1-999).",
+               "schema": {"type": "integer", "minimum": 1, "maximum": 999}, "example": 1}
+
+
+def _review_operations() -> dict[str, dict[str, Any]]:
+    """The review routes (streams/review_api.py): the queue, a reviewer's decision, a line's history."""
+    prefix = f"{api.API_PREFIX}/reviews"
+    query = [{"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+             for name, text, schema in (
+                 ("queue", "Only this queue (e.g. PAYMENT_INTEGRITY, CLINICAL).", {"type": "string"}),
+                 ("reason", "Only this pend reason (HIGH_DOLLAR, NOC_REVIEW).", {"type": "string"}),
+                 ("limit", "At most this many (default 100).", {"type": "integer", "minimum": 1, "maximum": review_api.MAX_LIMIT}))]
+    decision = {"required": True, "content": {JSON: {
+        "schema": {"oneOf": [_ref("ReviewPay"), _ref("ReviewDeny")],
+                   "discriminator": {"propertyName": "action",
+                                     "mapping": {"PAY": REF.format(model="ReviewPay"), "DENY": REF.format(model="ReviewDeny")}}},
+        "example": {"action": "PAY", "allowed_amount": "9500.00", "note": "invoice matches"}}}}
+    return {
+        f"{prefix}/me": {"get": {
+            "operationId": "getReviewer", "tags": ["review"], "summary": "Who the token is and what it may decide",
+            "responses": {"200": {"description": "The caller.", "content": _json("Reviewer")}, **_errors(401, 503)}}},
+        prefix: {"get": {
+            "operationId": "listReviews", "tags": ["review"], "summary": "The open pends, oldest first",
+            "description": "Lines waiting for a reviewer, with why, what the rules would allow, and their claim's other "
+                           "lines. Any token may read it.",
+            "parameters": query,
+            "responses": {"200": {"description": "The queue.", "content": _json("ReviewQueue")}, **_errors(400, 401, 503)}}},
+        f"{prefix}/{{claim_id}}/{{line_number}}": {"post": {
+            "operationId": "decideReview", "tags": ["review"], "summary": "A reviewer pays or denies a pended line",
+            "description": "Needs a reviewer's token whose queues include the line's. Stores the decision, its history "
+                           "row and the final record in one transaction, publishes the final record on "
+                           "`claims.lines.adjudicated` (and the claim's 835 once no line is pended), and answers it. "
+                           "The same decision again answers the stored record.",
+            "parameters": [CLAIM_ID, LINE_NUMBER], "requestBody": decision,
+            "responses": {
+                "200": {"description": "The final record (PAID or DENIED, with `review`).", "content": _json("Decision")},
+                "409": {"description": "`CONFLICT`: the line was already decided otherwise, or its claim was reversed by "
+                                       "a correction; `current` is its current record.", "content": _json("ReviewConflict")},
+                "422": _error("`INVALID_DECISION`: an unknown action; an allowed amount above the charge, negative or "
+                              "with more than two decimal places; a CARC not in the rulebook's `review_denial_carcs` "
+                              "(`field` names it)."),
+                **_errors(400, 401, 403, 404, 413, 415, 503)}}},
+        f"{prefix}/{{claim_id}}/{{line_number}}/history": {"get": {
+            "operationId": "getReviewHistory", "tags": ["review"], "summary": "Every event of a pended line's review",
+            "parameters": [CLAIM_ID, LINE_NUMBER],
+            "responses": {"200": {"description": "Pended, decided, reversed: who and when.", "content": _json("ReviewHistory")},
+                          **_errors(401, 404, 503)}}},
     }
 
 
@@ -235,7 +312,9 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "tags": [{"name": "claims", "description": "Claims as JSON: submit, simulate, look up."},
                  {"name": "remittance", "description": "A decided claim's remittance."},
-                 {"name": "x12", "description": "X12 5010: 837P in, 999 and 277CA back."}],
+                 {"name": "review", "description": "Manual review: the queue of pended lines and reviewers' decisions."},
+                 {"name": "x12", "description": "X12 5010: 837P in, 999 and 277CA back."},
+                 {"name": "monitor", "description": "Monitor Mode: a candidate policy decided alongside the live one."}],
         "paths": operations(),
         "components": {
             "schemas": _components(),

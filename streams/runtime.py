@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Callable, TypeVar
 
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks, default_rulebooks, load_single
 from streams import metrics
+from streams.impact import LIVE_DIMENSIONS, Impact
 from streams.ledger import Ledger, LedgerUnavailable
 from streams.reviewers import Reviewers
 from streams.settings import Settings
@@ -26,6 +28,9 @@ class Runtime:
         self.books: Rulebooks = default_rulebooks()
         # Monitor Mode: validated here, so a broken candidate stops the worker at start
         self.shadow: Rulebooks | None = load_single(settings.shadow_rulebook) if settings.shadow_rulebook else None
+        #: Monitor Mode's impact since this worker started (GET /v1/shadow/impact)
+        self.impact = Impact(LIVE_DIMENSIONS)
+        self.impact_since = datetime.now(UTC)
         self.reference = ReferenceData()
         #: the reviewers of CLAIMS_REVIEWERS_FILE (read again when it changes); a broken file stops the worker at start
         self.reviewers = Reviewers(settings.reviewers_file)

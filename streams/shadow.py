@@ -9,42 +9,52 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from rules.monitor import Record, Summary, difference, record_outcome
+from rules.monitor import ZERO, Record, Summary, difference, record_outcome
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
+from streams.impact import Impact, from_records
 from streams.pipeline import run_batch
 from streams.topics import ADJUDICATED, REJECTED
 
 
-def _answers(records: Iterable[Record]) -> tuple[dict[tuple, Record], Decimal]:
+def _answers(records: Iterable[Record]) -> tuple[dict[tuple, Record], dict[tuple, Decimal]]:
     """Each line's first answer (its decision or rejection; a reversal is the effect of a
-    later claim, not the line's own answer), and the allowed total a consumer deduping by
-    (claim_id, line_number, status) adds up."""
+    later claim, not the line's own answer), and what each decided line adds to the allowed
+    total a consumer deduping by (claim_id, line_number, status) adds up (its decision, and
+    its reversal when a correction reversed it)."""
     first: dict[tuple, Record] = {}
     seen: set[tuple] = set()
-    allowed = Decimal("0.00")
+    allowed: dict[tuple, Decimal] = {}
     for r in records:
         if r["topic"] == ADJUDICATED.name:
+            key = ("decision", r["claim_id"], r["line_number"])
             dedupe = (r["claim_id"], r["line_number"], r["status"])
             if dedupe not in seen:
                 seen.add(dedupe)
-                allowed += Decimal(r["allowed_amount"])
+                allowed[key] = allowed.get(key, Decimal("0.00")) + Decimal(r["allowed_amount"])
             if r["status"] != "REVERSED":
-                first.setdefault(("decision", r["claim_id"], r["line_number"]), r)
+                first.setdefault(key, r)
         elif r["topic"] == REJECTED.name and r.get("claim_id") is not None and r.get("line_number") is not None:
             first.setdefault(("rejection", r["claim_id"], r["line_number"]), r)
     return first, allowed
 
 
-def run_shadow(lines: list[bytes], ref: ReferenceData, live: Rulebooks, candidate: Rulebooks) -> Iterator[dict[str, Any]]:
-    """Yield one object per changed line, in submission order, then `{"summary": ...}`."""
+def run_shadow(lines: list[bytes], ref: ReferenceData, live: Rulebooks, candidate: Rulebooks,
+               impact: Impact | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one object per changed line, in submission order, then `{"summary": ...}`;
+    with `impact`, every line compared is added to it too (the report's tables)."""
     before, allowed_before = _answers(run_batch(lines, ref, live))
     after, allowed_after = _answers(run_batch(lines, ref, candidate))
-    summary = Summary(lines=len(before.keys() | after.keys()), allowed_before=allowed_before, allowed_after=allowed_after)
+    summary = Summary(lines=len(before.keys() | after.keys()), allowed_before=sum(allowed_before.values(), ZERO),
+                      allowed_after=sum(allowed_after.values(), ZERO))
     for key in [*before, *(k for k in after if k not in before)]:
         b, a = before.get(key), after.get(key)
-        if record_outcome(b) != record_outcome(a):
-            diff = difference(b, a)
+        changed = record_outcome(b) != record_outcome(a)
+        diff = difference(b, a) if changed else None
+        if impact is not None:
+            impact.add(from_records(b, a, changed, diff["rules"] if diff else (),
+                                    allowed_before.get(key, ZERO), allowed_after.get(key, ZERO)))
+        if diff is not None:
             summary.count(diff)
             yield diff
     yield summary.as_json()

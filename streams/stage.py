@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.types import TP, EventT
 
-from streams import metrics, topics
+from streams import impact, metrics, topics
 from streams.app import app, channel, settings
 from streams.faust_tuning import BATCHES, answering
 from rules.monitor import ShadowResult
@@ -141,8 +141,9 @@ async def publish_rejection(stage: str, rejection: RejectedLine) -> None:
 
 
 async def publish_shadow(result: ShadowResult) -> None:
-    """Monitor Mode: each line the candidate decides differently, and the comparison's
-    metrics (dollars as floats there: a metric is a gauge of the effect, the topic is exact)."""
+    """Monitor Mode: each line the candidate decides differently, the comparison's metrics
+    (dollars as floats there: a metric is a gauge of the effect, the topic is exact), and
+    the worker's impact totals (exact, GET /v1/shadow/impact)."""
     for diff in result.differences:
         await topic(topics.SHADOW_DIFFERENCES).send(key=diff.claim_id.encode(), value=diff.model_dump_json().encode())
         for rule in diff.rules:
@@ -151,6 +152,13 @@ async def publish_shadow(result: ShadowResult) -> None:
     metrics.SHADOW_LINES.labels("same").inc(result.compared - len(result.differences))
     metrics.SHADOW_ALLOWED.labels("live").inc(float(max(result.allowed_live, 0)))
     metrics.SHADOW_ALLOWED.labels("candidate").inc(float(max(result.allowed_candidate, 0)))
+    for live, candidate, rules in result.lines:
+        line = impact.from_decisions(live, candidate, rules)
+        runtime.impact.add(line)
+        if line.changed:  # a counter only grows: a new decision's amount is never negative anyway
+            group = line.group("rule")
+            metrics.SHADOW_RULE_ALLOWED.labels(group, "live").inc(float(max(line.allowed_before, 0)))
+            metrics.SHADOW_RULE_ALLOWED.labels(group, "candidate").inc(float(max(line.allowed_after, 0)))
 
 
 async def forward(stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:

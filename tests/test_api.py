@@ -360,6 +360,11 @@ def test_unknown_route_gets_json_404(api):
         assert status == 404 and answer["error"]["code"] == "NOT_FOUND"
 
 
+def test_shadow_impact_of_a_worker_without_a_candidate_gets_404(api):
+    status, _, body = call(api.url, "GET", "/v1/shadow/impact?by=rule", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 404 and body["error"]["code"] == "NO_CANDIDATE", body
+
+
 def test_claim_ids_with_reserved_characters(api):
     body = _claim(claim_id=f"T/{uuid.uuid4().hex[:6]} #1?")
     status, _, answer = call(api.url, "POST", "/v1/claims?wait=15", orjson.dumps(body), {**AUTH, **JSON})

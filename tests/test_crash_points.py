@@ -107,7 +107,7 @@ def _state(ledger: Ledger) -> dict[str, list]:
                 continue
             cursor = q(f"SELECT * FROM {table}")
             names = [d[0] for d in cursor.description]
-            state[table] = sorted((tuple(clean(v) for n, v in zip(names, row) if n not in ("first_seen", "last_seen"))
+            state[table] = sorted((tuple(clean(v) for n, v in zip(names, row) if n not in ("first_seen", "last_seen", "decided_at"))
                                    for row in cursor.fetchall()), key=repr)
         return state
 

@@ -71,10 +71,12 @@ DASHBOARD_ROWS = [
     "Consumer lag",
     "Reference data freshness",
     "Worker health",
+    "Manual review",
     "Candidate policy",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",
+    "ClaimsReviewPendOverdue",
     "ClaimsNoOffsetCommits",
     "ClaimsDLQRateHigh",
     "ClaimsEndToEndLatencyHigh",
@@ -236,6 +238,10 @@ METRIC_DEFINITIONS = [
         ("SHADOW_FAILED", "counter", "claims_shadow_claims_failed", ()),
         ("SHADOW_CHANGED", "counter", "claims_shadow_lines_changed", ("rule",)),
         ("SHADOW_ALLOWED", "counter", "claims_shadow_allowed_dollars", ("policy",)),
+        ("SHADOW_RULE_ALLOWED", "counter", "claims_shadow_changed_allowed_dollars", ("rule", "policy")),
+        ("PENDS_OPEN", "gauge", "claims_review_pended_lines", ("queue", "reason")),
+        ("PEND_OLDEST_AGE", "gauge", "claims_review_oldest_pend_age_seconds", ("queue",)),
+        ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
 ]
 
 
