@@ -319,6 +319,22 @@ class ErrorAnswer(_Answer):
     error: ErrorDetail
 
 
+class PendedLine(_Answer):
+    """A line of the claim waiting for a reviewer (CONTRACT.md *Pended lines and manual review*)."""
+
+    line_number: int
+    reason: str = Field(description="Why it waits: HIGH_DOLLAR or NOC_REVIEW (the rulebook may add reasons).")
+    queue: str = Field(description="The review queue it waits in, e.g. PAYMENT_INTEGRITY or CLINICAL.")
+    pended_at: str = Field(description="When it was pended (ISO 8601, UTC).")
+
+
+class PendedAnswer(ErrorAnswer):
+    """409 `PENDED` from a claim's 835: the claim is not remitted while lines are pended; they
+    are named here, and its 835 is written once every line is final."""
+
+    pended_lines: list[PendedLine]
+
+
 class ReviewConflict(ErrorAnswer):
     """`409` of a review decision: the line was decided otherwise, or reversed; its current record."""
 
