@@ -24,6 +24,7 @@ from rules.review import InvalidDecision
 from streams import metrics
 from streams.api import API_PREFIX, ApiError, ApiView, json_response, ledger_call, principal, read_body
 from streams.app import app
+from streams.remit_models import remittable_claims
 from streams.review_outputs import publish_reviewed
 from streams.review_store import ReviewConflict, ReviewForbidden, ReviewNotFound
 from streams.stage import runtime
@@ -122,7 +123,8 @@ class ReviewDecisionView(ReviewView):
         if reviewed.stored_now:
             metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()
             log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
-            finals = {record.claim_id: reviewed.claim_final} if reviewed.claim_final is not None else {}
+            finals = {} if reviewed.claim_final is None else \
+                await ledger_call(remittable_claims, runtime.ledger, {record.claim_id})
             try:
                 await publish_reviewed([record], finals)
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat

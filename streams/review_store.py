@@ -159,11 +159,6 @@ class ReviewStore:
             for r in sent:
                 q("DELETE FROM decision_outbox WHERE claim_id = ? AND line_number = ?", r.claim_id, r.line_number)
 
-    def claim_if_final(self, claim_id: str) -> tuple[AdjudicatedLine, ...] | None:
-        """The claim's decisions when none of its lines is pended, else None."""
-        with self.reading() as q:
-            return self._if_final(q, claim_id)
-
     def open_pends(self, queue: str | None = None, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The open pends, oldest first, as the review queue lists them: the line, why it waits,
         the units its authorization has in use (pended holds included), and the claim's other
