@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -48,21 +49,47 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 #: The brokers the broker tests run on: the embedded Tansu and Apache Kafka (KRaft, one node).
 BROKER_KINDS = ("tansu", "kafka")
 
+#: The fixtures that hand a test a broker, parametrized by kind (the item's callspec names it).
+BROKER_FIXTURES = ("kafka_bootstrap", "module_bootstrap", "fresh_bootstrap")
 
-def _skip_reason(kind: str) -> str | None:
-    """Why the tests cannot run on broker `kind` here (None: they can). In CI (CI=true) Apache
-    Kafka is required: its absence fails instead of skipping."""
-    external = os.environ.get("CLAIMS_TEST_BROKER")
-    if external:
-        return None if kind == "tansu" else f"$CLAIMS_TEST_BROKER={external} is the one broker of this run"
-    chosen = os.environ.get("CLAIMS_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",")
-    if kind not in chosen:
-        return f"$CLAIMS_TEST_BROKERS={','.join(chosen)} leaves out {kind}"
-    if kind == "kafka" and (missing := tools_missing()):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI runs every broker test on Apache Kafka too: {missing}")
-        return f"{missing} (install both to run the broker tests on Apache Kafka too)"
-    return None
+# Which tests run on which broker (issue 29). Every test that takes a broker fixture is
+# generated for each kind, then:
+#  * a test marked `@pytest.mark.both_brokers` (on the function, the module's pytestmark or
+#    one `pytest.param(..., marks=pytest.mark.both_brokers)`) runs on every kind: its
+#    behaviour depends on the broker (transactions, rebalances and group membership, restarts
+#    and kill -9, compaction, TLS/SASL, metadata and topic administration);
+#  * any other broker test runs on one kind: Tansu, the fast one (the first kind of
+#    $CLAIMS_TEST_BROKERS; `CLAIMS_TEST_BROKERS=kafka` runs them all on Apache Kafka);
+#    its other kinds are deselected (the summary's "deselected" count).
+# $CLAIMS_TEST_ALL_BROKERS=1 runs every broker test on every kind, as before issue 29.
+
+
+def _chosen_kinds() -> list[str]:
+    return [k for k in os.environ.get("CLAIMS_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",") if k in BROKER_KINDS]
+
+
+def _broker_kind(item: pytest.Item) -> str | None:
+    """The broker kind a generated test runs on (None: it takes no broker fixture)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((params[name] for name in BROKER_FIXTURES if name in params), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("CLAIMS_TEST_ALL_BROKERS"):
+        return
+    chosen = _chosen_kinds()
+    # $CLAIMS_TEST_BROKER stands in for the tansu cases (its kafka cases skip, saying so)
+    single = "tansu" if os.environ.get("CLAIMS_TEST_BROKER") or not chosen else chosen[0]
+    keep, drop = [], []
+    for item in items:
+        kind = _broker_kind(item)
+        if kind is None or kind == single or item.get_closest_marker("both_brokers"):
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @contextmanager
@@ -119,6 +146,7 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A PostgreSQL ledger URL in a schema of the test's own, dropped afterwards."""
     from tests.harness import drop_pg_schema, pg_schema_url
 
-    schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower()
+    node = request.node.nodeid
+    schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + hashlib.sha1(node.encode()).hexdigest()[:8]
     yield pg_schema_url(schema)
     drop_pg_schema(schema)
