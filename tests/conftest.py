@@ -119,22 +119,25 @@ def kafka_available() -> None:
 
 @pytest.fixture(scope="session", params=BROKER_KINDS)
 def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker of each kind for the session (topics shared by the tests that use it)."""
+    """A broker for the session (topics shared by the tests that use it): Tansu, or each kind
+    for a test marked both_brokers."""
     with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(scope="module", params=BROKER_KINDS)
 def module_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker)."""
+    """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker): Tansu,
+    or each kind for the tests marked both_brokers."""
     with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(params=BROKER_KINDS)
 def fresh_bootstrap(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A broker holding no pipeline state, of each kind: a new one for this test (a new
-    Tansu in memory takes 0.1 s, a new single-node Apache Kafka about 5 s). With
+    """A broker holding no pipeline state: a new one for this test (a new Tansu in memory
+    takes 0.1 s, a new single-node Apache Kafka about 5 s), Tansu, or each kind for a test
+    marked both_brokers. With
     $CLAIMS_TEST_BROKER the test gets that broker and a consumer group of its own, but
     shares its topics."""
     with broker(request, tmp_path) as bootstrap:
