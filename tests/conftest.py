@@ -90,6 +90,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _slow_modules_first(items)
+
+
+#: The modules that take longest (a minute or more on 2 cores), longest first. On several
+#: processes (pytest-xdist, whole modules each: --dist loadfile) they start first, so that no
+#: long module starts last while the other processes have nothing left to do. Only the order.
+SLOW_MODULES = (
+    "test_kafka_cluster", "test_x12_api", "test_assembly_timeout", "test_security", "test_pipeline_e2e",
+    "test_openapi", "test_corrections_e2e", "test_prometheus_scrape", "test_metrics_e2e", "test_faults",
+    "test_rebalance_under_load", "test_exactly_once", "test_crash_repeats", "test_api", "test_api_failures",
+)
+
+
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable: else as collected
+
+
+def _skip_reason(kind: str) -> str | None:
+    """Why the tests cannot run on broker `kind` here (None: they can). In CI (CI=true) Apache
+    Kafka is required: its absence fails instead of skipping."""
+    external = os.environ.get("CLAIMS_TEST_BROKER")
+    if external:
+        return None if kind == "tansu" else f"$CLAIMS_TEST_BROKER={external} is the one broker of this run"
+    chosen = os.environ.get("CLAIMS_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",")
+    if kind not in chosen:
+        return f"$CLAIMS_TEST_BROKERS={','.join(chosen)} leaves out {kind}"
+    if kind == "kafka" and (missing := tools_missing()):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs every broker test on Apache Kafka too: {missing}")
+        return f"{missing} (install both to run the broker tests on Apache Kafka too)"
+    return None
 
 
 @contextmanager
