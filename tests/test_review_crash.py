@@ -115,7 +115,8 @@ def decided_count(ledger: Ledger) -> int:
     return sum(1 for (event,) in ledger.rows("review_history", "event") if event == "DECIDED")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("backend", [pytest.param("sqlite", marks=pytest.mark.both_brokers),  # kill -9 and a rebalance
+                                     pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_kill9_while_review_decisions_are_stored(backend, fresh_bootstrap, tmp_path, request):
     run = f"RC{uuid.uuid4().hex[:6]}"
     ref = reference()
