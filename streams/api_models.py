@@ -225,13 +225,6 @@ class ReviewItem(_Answer):
     other_lines: list[OtherLine]
 
 
-class ReviewQueue(_Answer):
-    """The open pends, oldest first."""
-
-    reviews: list[ReviewItem]
-    count: int
-
-
 class ReviewEvent(_Answer):
     """One event of a line's review: PENDED (by the rule), DECIDED (by the reviewer), REVERSED (by a correction)."""
 
@@ -241,14 +234,6 @@ class ReviewEvent(_Answer):
     event: Literal["PENDED", "DECIDED", "REVERSED"]
     by: str = Field(description="The rule that pended the line, the reviewer, or the correcting claim.")
     at: str
-
-
-class ReviewHistory(_Answer):
-    """Every event of a pended line's review, oldest first."""
-
-    claim_id: str
-    line_number: int
-    events: list[ReviewEvent]
 
 
 class Reviewer(_Answer):

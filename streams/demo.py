@@ -210,7 +210,7 @@ async def _review(bootstrap: str, lines: list[bytes], before: list[dict], worker
             if resp.status != 200:
                 console.print(f"[red]GET /v1/reviews answered {resp.status}: {queue}[/]")
                 return 1
-        items = queue["reviews"]
+        items = queue
         console.print(f"\n[bold]manual review[/]: {len(items)} lines wait (GET /v1/reviews, oldest first):")
         for item in items:
             console.print(f"  {item['claim_id']}/{item['line_number']:<3} {item['procedure_code']:6} {item['reason']:12} "

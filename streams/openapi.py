@@ -45,8 +45,8 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.PendedAnswer, "serialization"),
     (api_models.ReviewPay, "validation"),
     (api_models.ReviewDeny, "validation"),
-    (api_models.ReviewQueue, "serialization"),
-    (api_models.ReviewHistory, "serialization"),
+    (api_models.ReviewItem, "serialization"),
+    (api_models.ReviewEvent, "serialization"),
     (api_models.Reviewer, "serialization"),
     (api_models.ReviewConflict, "serialization"),
 )
@@ -254,7 +254,9 @@ def _review_operations() -> dict[str, dict[str, Any]]:
             "description": "Lines waiting for a reviewer, with why, what the rules would allow, and their claim's other "
                            "lines. Any token may read it.",
             "parameters": query,
-            "responses": {"200": {"description": "The queue.", "content": _json("ReviewQueue")}, **_errors(400, 401, 503)}}},
+            "responses": {"200": {"description": "The queue: the open pends, oldest first.",
+                                  "content": {JSON: {"schema": {"type": "array", "items": _ref("ReviewItem")}}}},
+                          **_errors(400, 401, 503)}}},
         f"{prefix}/{{claim_id}}/{{line_number}}": {"post": {
             "operationId": "decideReview", "tags": ["review"], "summary": "A reviewer pays or denies a pended line",
             "description": "Needs a reviewer's token whose queues include the line's. Stores the decision, its history "
@@ -273,7 +275,7 @@ def _review_operations() -> dict[str, dict[str, Any]]:
         f"{prefix}/{{claim_id}}/{{line_number}}/history": {"get": {
             "operationId": "getReviewHistory", "tags": ["review"], "summary": "Every event of a pended line's review",
             "parameters": [CLAIM_ID, LINE_NUMBER],
-            "responses": {"200": {"description": "Pended, decided, reversed: who and when.", "content": _json("ReviewHistory")},
+            "responses": {"200": {"description": "Pended, decided, reversed: who and when.", "content": {JSON: {"schema": {"type": "array", "items": _ref("ReviewEvent")}}}},
                           **_errors(401, 404, 503)}}},
     }
 

@@ -1,8 +1,8 @@
 """The review API (CONTRACT.md *Pended lines and manual review*), on the worker's `/v1`:
 
-    GET  /v1/reviews?queue=&reason=&limit=                 the open pends, oldest first
+    GET  /v1/reviews?queue=&reason=&limit=                 the open pends, oldest first (a JSON array)
     POST /v1/reviews/{claim_id}/{line_number}              a reviewer's PAY or DENY -> the final record
-    GET  /v1/reviews/{claim_id}/{line_number}/history      every event of the line's review
+    GET  /v1/reviews/{claim_id}/{line_number}/history      every event of the line's review (a JSON array)
     GET  /v1/reviews/me                                    who the token is, and the queues it may decide
 
 Reviewers are named people with their own tokens (`CLAIMS_REVIEWERS_FILE`); the API token
@@ -80,7 +80,7 @@ class ReviewQueueView(ReviewView):
         for item in items:
             item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
             item["authorization"] = _authorization(item.pop("authorization_number"), item.pop("units_used"))
-        return json_response(self.web, {"reviews": items, "count": len(items)}, 200)
+        return json_response(self.web, items, 200)
 
 
 def _authorization(number: str | None, used: str | None) -> dict[str, Any] | None:
@@ -144,4 +144,4 @@ class ReviewHistoryView(ReviewView):
         if events is None:
             raise ApiError(404, "NOT_FOUND", f"line {number} of claim {claim_id!r} is unknown or was never pended",
                            field="line_number")
-        return json_response(self.web, {"claim_id": claim_id, "line_number": number, "events": events}, 200)
+        return json_response(self.web, events, 200)

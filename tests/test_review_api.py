@@ -107,7 +107,7 @@ def test_a_pended_line_is_paid_by_its_reviewer_and_published_once(review_api):
     assert pended["pend"]["suggested_amount"] == "12507.75" and nursing["status"] == "PAID" and nursing["pend"] is None
 
     status, _, queue = call(pipe.url, "GET", "/v1/reviews?queue=PAYMENT_INTEGRITY", headers=bearer(INTEGRITY))
-    item = next(i for i in queue["reviews"] if i["claim_id"] == claim_id)
+    item = next(i for i in queue if i["claim_id"] == claim_id)
     assert status == 200 and item["line_number"] == 1 and item["charge_amount"] == "15000.00"
     assert item["suggested_amount"] == "12507.75" and item["member_id"] == MEMBER and item["age_seconds"] >= 0
     assert item["other_lines"] == [{"line_number": 2, "procedure_code": "99601", "status": "PAID",
@@ -124,9 +124,9 @@ def test_a_pended_line_is_paid_by_its_reviewer_and_published_once(review_api):
     status, _, view = call(pipe.url, "GET", f"/v1/claims/{claim_id}", headers=AUTH)
     assert status == 200 and view["status"] == "DECIDED" and view["lines"][0]["review"]["reviewer"] == "Ines Integrity"
     status, _, history = call(pipe.url, "GET", f"/v1/reviews/{claim_id}/1/history", headers=AUTH)
-    assert status == 200 and [(e["event"], e["by"]) for e in history["events"]] == \
+    assert status == 200 and [(e["event"], e["by"]) for e in history] == \
         [("PENDED", "REVIEW-HIGH-DOLLAR"), ("DECIDED", "Ines Integrity")]
-    assert history["events"][1]["note"] == "invoice ok"
+    assert history[1]["note"] == "invoice ok"
 
     records = _records_of(pipe, claim_id, 2)
     assert [(r["line_number"], r["status"]) for r in records] == [(1, "PENDED"), (2, "PAID"), (1, "PAID")]
@@ -159,8 +159,8 @@ def test_a_denial_releases_the_duplicate_hold_and_the_queue_filters(review_api):
 
     _, _, clinical = call(pipe.url, "GET", "/v1/reviews?queue=CLINICAL", headers=AUTH)
     _, _, noc_only = call(pipe.url, "GET", "/v1/reviews?reason=NOC_REVIEW&limit=500", headers=AUTH)
-    assert {i["queue"] for i in clinical["reviews"]} == {"CLINICAL"} and noc["claim_id"] in {i["claim_id"] for i in noc_only["reviews"]}
-    ages = [i["pended_at"] for i in noc_only["reviews"]]
+    assert {i["queue"] for i in clinical} == {"CLINICAL"} and noc["claim_id"] in {i["claim_id"] for i in noc_only}
+    ages = [i["pended_at"] for i in noc_only]
     assert ages == sorted(ages)  # oldest first
 
     status, denied = decide(pipe, INTEGRITY, first, 1, {"action": "DENY", "carc": "50", "rarc": ["N115"]})
@@ -212,7 +212,7 @@ def test_every_refusal_of_the_contracts_table(review_api):
     status, answer = decide(pipe, CLINICAL, pended_id, 1, {"action": "PAY"})
     assert status == 409 and answer["current"]["status"] == "REVERSED"
     status, _, history = call(pipe.url, "GET", f"/v1/reviews/{pended_id}/1/history", headers=bearer(CLINICAL))
-    assert [e["event"] for e in history["events"]] == ["PENDED", "REVERSED"]
+    assert [e["event"] for e in history] == ["PENDED", "REVERSED"]
 
 
 def test_who_am_i_and_the_pend_metrics(review_api):

@@ -175,7 +175,7 @@
     if ($("filter-reason").value) params.set("reason", $("filter-reason").value);
     params.set("limit", "200");
     const answer = await api("GET", `/reviews?${params}`);
-    state.items = answer.reviews || [];
+    state.items = Array.isArray(answer) ? answer : [];
     const body = $("queue-table").querySelector("tbody");
     body.replaceChildren();
     for (const item of state.items) {
@@ -277,7 +277,7 @@
     const answer = await api("GET", `${linePath(item)}/history`);
     const body = $("history").querySelector("tbody");
     body.replaceChildren();
-    for (const ev of answer.events || []) {
+    for (const ev of Array.isArray(answer) ? answer : []) {
       const details = Object.entries(ev)
         .filter(([k, v]) => !["seq", "event", "by", "at"].includes(k) && v !== null && v !== "" &&
           !(Array.isArray(v) && !v.length))
