@@ -320,7 +320,10 @@ class PendedAnswer(ErrorAnswer):
     pended_lines: list[PendedLine]
 
 
-class ReviewConflict(ErrorAnswer):
-    """`409` of a review decision: the line was decided otherwise, or reversed; its current record."""
+class ReviewConflict(AdjudicatedLine):
+    """`409` of a review decision: the line was decided otherwise, or reversed. The answer is the
+    line's current record (its fields at the top level, as the `200` answers it), with `error`
+    and the same record again in `current`."""
 
+    error: ErrorDetail
     current: AdjudicatedLine

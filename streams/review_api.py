@@ -118,7 +118,8 @@ class ReviewDecisionView(ReviewView):
         except InvalidDecision as exc:
             raise ApiError(422, "INVALID_DECISION", str(exc), field=exc.field) from None
         except ReviewConflict as exc:
-            return json_response(self.web, {**ApiError(409, "CONFLICT", str(exc)).body(), "current": _record(exc.current)}, 409)
+            current = _record(exc.current)  # the line's current record, with the error
+            return json_response(self.web, {**current, **ApiError(409, "CONFLICT", str(exc)).body(), "current": current}, 409)
         record = reviewed.record
         if reviewed.stored_now:
             metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()

@@ -203,7 +203,8 @@ def test_every_refusal_of_the_contracts_table(review_api):
     status, paid = decide(pipe, INTEGRITY, claim_id, 1, {"action": "PAY"})
     assert status == 200 and paid["allowed_amount"] == "12000.00"
     status, answer = decide(pipe, INTEGRITY, claim_id, 1, {"action": "DENY", "carc": "96"})
-    assert status == 409 and answer["current"] == paid
+    assert status == 409 and answer["current"] == paid and answer["error"]["code"] == "CONFLICT"
+    assert {k: v for k, v in answer.items() if k not in ("error", "current")} == paid  # the current record itself
     # 409 for a line reversed by a correction
     pended_id = f"RC-{uuid.uuid4().hex[:8]}"
     submit(pipe, claim(pended_id, noc_line(day=day(9))))
