@@ -51,6 +51,7 @@ STREAM_TOPICS = {
     "claims.remittance.835",
     "claims.shadow.differences",
     "claims.remittance.dlq",
+    "claims.audit.access",
 }
 COMPACTED_TOPICS = {
     "claims.internal.incarnation",
