@@ -74,6 +74,7 @@ DASHBOARD_ROWS = [
     "Worker health",
     "Manual review",
     "Candidate policy",
+    "API access",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",
@@ -84,6 +85,7 @@ REQUIRED_ALERTS = {
     "ClaimsDenialRateAnomaly",
     "ClaimsWorkerDown",
     "ClaimsWorkerNotReady",
+    "ClaimsClientMassRead",
 }
 # PHI/PII or unbounded: never a label.
 FORBIDDEN_LABEL = re.compile(r"member|claim|npi|ndc|diagnos|icd|patient|subscriber|provider|auth", re.I)
@@ -243,6 +245,8 @@ METRIC_DEFINITIONS = [
         ("PENDS_OPEN", "gauge", "claims_review_pended_lines", ("queue", "reason")),
         ("PEND_OLDEST_AGE", "gauge", "claims_review_oldest_pend_age_seconds", ("queue",)),
         ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
+        ("ACCESS_ENTRIES", "counter", "claims_access_log_entries", ("client", "action", "code")),
+        ("CLAIMS_READ", "counter", "claims_access_claims_read", ("client",)),
 ]
 
 
