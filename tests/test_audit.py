@@ -357,6 +357,74 @@ def test_the_audit_command_lists_a_clients_entries(audited):
     assert bad.returncode == 2 and "--since" in bad.stderr
 
 
+# --- kill -9 ------------------------------------------------------------------------------------
+
+
+def test_kill_9_loses_no_entry_of_an_answered_request_and_none_on_the_topic(module_bootstrap, tmp_path):
+    """Reads answered while the worker is killed with SIGKILL: every request answered has its
+    entry in the ledger (it commits before the answer is sent), and after a restart every
+    entry of the ledger reaches claims.audit.access (the outbox), each with its request's id."""
+    import threading
+
+    clients = tmp_path / "clients.toml"
+    clients.write_text(clients_toml(["reader", "submitter"]), encoding="utf-8")
+    pipe = ApiPipeline(module_bootstrap, tmp_path)
+    pipe.env["CLAIMS_CLIENTS_FILE"] = str(clients)
+    pipe.load_reference(reference())
+    pipe.start()
+    try:
+        pipe.wait_for("/readyz")
+        claim_id = f"AU-K9-{uuid.uuid4().hex[:6]}"
+        assert post_claim(pipe, bearer("submitter"), small_claim(claim_id))[0] == 200
+        url, answered, stop = pipe.url, [], threading.Event()
+
+        def hammer() -> None:
+            import urllib.request
+
+            while not stop.is_set():
+                try:
+                    request = urllib.request.Request(f"{url}/v1/claims/{claim_id}", headers=bearer("reader"))
+                    with urllib.request.urlopen(request, timeout=5) as resp:
+                        body = resp.read()
+                        if resp.status == 200 and claim_id.encode() in body:
+                            answered.append(resp.headers["X-Request-Id"])
+                except Exception:  # noqa: BLE001 - the worker is killed under us
+                    pass
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        pipe.kill("w1")
+        stop.set()
+        for t in threads:
+            t.join()
+        assert len(answered) > 10, "too few reads answered before the kill"
+        ledger = Ledger(pipe.ledger_url)
+        try:
+            logged = {e["request_id"] for e in ledger.access_entries(claim_id=claim_id, limit=100_000)}
+        finally:
+            ledger.close()
+        missing = set(answered) - logged
+        assert not missing, f"{len(missing)} answered reads have no entry"
+        # restarted: the outbox empties onto the topic, every entry there
+        pipe.start("w2")
+        pipe.wait_for("/readyz")
+        ledger = Ledger(pipe.ledger_url)
+        deadline = time.monotonic() + 30
+        try:
+            while ledger.access_outbox():
+                assert time.monotonic() < deadline, "the outbox left by the kill was not published"
+                time.sleep(0.3)
+            entries_now = {e["entry_id"] for e in ledger.access_entries(limit=100_000)}
+        finally:
+            ledger.close()
+        published = {orjson.loads(v)["entry_id"] for _, _, _, _, v in read_to_end(pipe.bootstrap, [topics.AUDIT_ACCESS.name], 500)}
+        assert entries_now <= published, f"{len(entries_now - published)} entries never published"
+    finally:
+        pipe.stop_all(check=False)
+
+
 # --- the ledger's half, no broker -------------------------------------------------------------------
 
 
