@@ -215,7 +215,9 @@ def test_reads_submissions_and_denials_are_logged_with_their_request_ids(audited
     assert len(entries(pipe, f"claim_id={claim_id}&until={future}&limit=2")) == 2
     assert get(pipe, "/v1/audit?since=yesterday", bearer("auditor"))[0] == 400
     # distinct claims read, by client (each claim once a minute)
-    read = {s[1].get("client"): s[2] for s in pipe.metrics() if s[0] == "claims_access_claims_read_total"}
+    samples = pipe.metrics()
+    assert not any(secret in str(sample) for sample in samples for secret in SECRETS), "a token in a metric"
+    read = {s[1].get("client"): s[2] for s in samples if s[0] == "claims_access_claims_read_total"}
     assert read.get("reader", 0) >= 1 and read.get("default", 0) >= 1, read
 
 
@@ -423,6 +425,7 @@ def test_kill_9_loses_no_entry_of_an_answered_request_and_none_on_the_topic(modu
         assert entries_now <= published, f"{len(entries_now - published)} entries never published"
     finally:
         pipe.stop_all(check=False)
+    _assert_no_secret_in_logs(tmp_path)
 
 
 # --- the ledger's half, no broker -------------------------------------------------------------------
@@ -434,7 +437,14 @@ def _entry(client: str, claim_ids: list[str], at: datetime, status: int = 200) -
 
 
 def test_ledger_filters_newest_first_and_retention(tmp_path):
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    _filters_and_retention(Ledger(f"sqlite:///{tmp_path / 'ledger.db'}"))
+
+
+def test_ledger_filters_newest_first_and_retention_on_postgresql(postgres_url):
+    _filters_and_retention(Ledger(postgres_url))
+
+
+def _filters_and_retention(ledger: Ledger) -> None:
     now = datetime.now(UTC)
     old = _entry("a", ["C1"], now - timedelta(days=2200))
     mid = _entry("b", ["C1", "C2"], now - timedelta(days=3))
