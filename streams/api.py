@@ -124,11 +124,12 @@ def json_response(web: Any, value: Any, status: int, headers: dict[str, str] | N
                      headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-#: the operations that read or change a claim's data: each request appends an access-log entry
-AUDITED = frozenset({"submitClaim", "simulateClaim", "getClaim", "getClaim835", "getClaimResponse", "submit837",
-                     "listReviews", "decideReview", "getReviewHistory", "listAudit"})
-#: claim-reading operations: their claims count toward claims_access_claims_read_total when answered 2xx
-READS = frozenset({"getClaim", "getClaim835", "getClaimResponse", "listReviews", "getReviewHistory"})
+#: the operations that touch no claim's data, so write no access-log entry: who the token is, and
+#: Monitor Mode's totals. Every other /v1 operation (routes added later too) appends an entry
+#: for every request; a view whose claims are not in its path names them (`access(request).claim_ids`)
+UNAUDITED = frozenset({"getReviewer", "getShadowImpact"})
+#: not claim reads for claims_access_claims_read_total: the access log's own reads
+NOT_READS = frozenset({"listAudit"})
 ACCESS = "claims.access"  # where `dispatch` keeps the request's `Access`
 REQUEST_ID_HEADER = "X-Request-Id"
 
@@ -143,6 +144,8 @@ class Access:
     operation: str | None
     claim_ids: list[str] = field(default_factory=list)
     logged: bool = False
+    #: a GET of claim data: its claims count as read (claims_access_claims_read_total) when answered 2xx
+    read: bool = False
 
     def entry(self, caller: Principal | None, status: int) -> AccessEntry:
         return AccessEntry(entry_id=uuid.uuid4().hex, at=datetime.now(UTC), client=caller.name if caller else None,
@@ -171,7 +174,8 @@ class ApiView(faust.web.View):
         method = "GET" if request.method == "HEAD" else request.method
         operation, scope = self.operations.get(method, (None, None))
         claim_id = request.match_info.get("claim_id")
-        audit = request[ACCESS] = Access(uuid.uuid4().hex, operation, [claim_id] if claim_id else [])
+        audit = request[ACCESS] = Access(uuid.uuid4().hex, operation, [claim_id] if claim_id else [],
+                                         read=method == "GET" and operation not in NOT_READS)
         caller: Principal | None = None
         try:
             caller = request[PRINCIPAL] = authorize(request)
@@ -188,7 +192,7 @@ class ApiView(faust.web.View):
         except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
             log.exception("%s %s failed", request.method, self.route_label)
             response = json_response(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
-        if audit.operation in AUDITED and not audit.logged:
+        if audit.operation is not None and audit.operation not in UNAUDITED and not audit.logged:
             response = await self._log_access(audit, caller, response)
         response.headers[REQUEST_ID_HEADER] = audit.request_id
         REQUESTS.labels(self.route_label, str(response.status)).inc()
@@ -208,7 +212,7 @@ class ApiView(faust.web.View):
             return json_response(self.web, ApiError(503, "LEDGER_UNAVAILABLE", "the access log could not be written: "
                                                     "nothing is answered without its entry; try again").body(), 503,
                                  {"Retry-After": "1"})
-        count_access(entry, audit.operation)
+        count_access(entry, audit.read)
         return response
 
     async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
@@ -250,12 +254,12 @@ def authorize(request: Any) -> Principal:
                    headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
 
 
-def count_access(entry: AccessEntry, operation: str | None) -> None:
+def count_access(entry: AccessEntry, read: bool) -> None:
     """The access metrics of an entry written: entries by client, operation and status, and the
     distinct claims a client read this minute."""
     name = entry.client or "anonymous"
     metrics.ACCESS_ENTRIES.labels(name, entry.action, str(entry.status)).inc()
-    if operation in READS and 200 <= entry.status < 300 and entry.claim_ids:
+    if read and 200 <= entry.status < 300 and entry.claim_ids:
         metrics.DISTINCT_READS.read(name, entry.claim_ids, time.time())
 
 

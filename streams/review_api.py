@@ -106,7 +106,7 @@ class ReviewDecisionView(ReviewView):
             reviewed = await ledger_call(runtime.ledger.review, claim_id, number, body, caller.name, caller.queues,
                                          runtime.books, datetime.now(UTC), entry)
             audit.logged = True
-            count_access(entry, audit.operation)
+            count_access(entry, audit.read)
         except ReviewNotFound as exc:
             raise ApiError(404, "NOT_FOUND", str(exc), field="line_number") from None
         except ReviewForbidden as exc:
