@@ -11,10 +11,18 @@ At least once: a re-delivered batch, or a claim decided again on a re-delivery u
 publishes the claim's 835 again, with the same claim, amounts and codes; its control
 numbers (ISA13/GS06/TRN02) are new ones from the ledger's sequence, as every interchange's
 are. Readers deduplicate by key (claim_id).
+
+Remittance is held until final (CONTRACT.md *Pended lines and manual review*): a claim with a
+PENDED line (in the message, or still open in the ledger) gets no 835; the review API hands
+the claim on again once a review made its last line final. What an 835 carries is read with
+the ledger's reversals (`streams.remit_models.remittable`): a replacement's reversal first,
+even when it was handed on by a review with its own decisions only; nothing of a claim that
+was reversed while pended (it was never remitted).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +32,8 @@ from edi.remit835 import RemittanceError
 from streams import stage, topics
 from streams.remit_models import DecidedBatch, DecidedClaim, build_835, remittance_inputs_all
 from streams.stage import app, runtime
+
+log = logging.getLogger("claims.remittance")
 
 
 @app.agent(stage.topic(topics.DECIDED), name="remittance")
@@ -40,9 +50,12 @@ async def handle(events: Sequence[EventT]) -> None:
             with stage.answering(event.message.tp):
                 await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
     inputs = await runtime.in_ledger(remittance_inputs_all, runtime.ledger, [claim for _, claim in claims])
-    for (tp, claim), (facts, number) in zip(claims, inputs, strict=True):
+    for (tp, claim), (remit, facts, number) in zip(claims, inputs, strict=True):
         with stage.answering(tp):
-            await _remit(claim, facts, number)
+            if remit is None:  # a line is pended (remitted once every line is final), or nothing to remit
+                log.info("claim not remitted: a line is pended, or nothing of it is left to remit")
+                continue
+            await _remit(remit, facts, number)
 
 
 async def _remit(claim: DecidedClaim, facts: Mapping[tuple[str, int], Mapping[str, Any]], number: int) -> None:

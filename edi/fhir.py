@@ -9,6 +9,13 @@ Per line (`item`, by line number):
   (CO/PR/OA), reason = the CARC under `https://x12.org/codes/claim-adjustment-reason-codes`
   (text: the rule's message), amount; each RARC as an extension on that adjudication
   (X12 remittance advice remark code system) and as a `processNote` the item points to.
+
+While any line is pended for manual review (CONTRACT.md *Pended lines and manual review*) the
+`outcome` is `queued` (R4B's codes: queued | complete | error | partial; `queued` as the issue
+asks: the claim is not finished and nothing is remitted yet), there is no `payment`, and each
+pended item carries its charge (`submitted`), nothing `eligible` or paid (`benefit` 0.00, as its
+PENDED record owes nothing) and a `processNote` saying why and in which queue it waits. Once
+every line is final the outcome is `complete` again, with the reviewers' amounts.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
     """The ClaimResponse for the decisions of one claim, as a validated FHIR R4B JSON dict.
 
     The charge of a line is taken from `claim_lines` when given, else it is the allowed
-    amount plus the adjustments (the contract guarantees they add up). `replaces`: the
+    amount plus the adjustments (the contract guarantees they add up); a PENDED line's
+    charge must be given (its record owes nothing and has no adjustments). `replaces`: the
     claim a replacement or void corrects (its `original_claim_id`), named in an extension."""
     from fhir.resources.R4B.claimresponse import ClaimResponse
 
@@ -66,9 +74,16 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
     for number in sorted(lines):
         dec = lines[number]
         allowed = Decimal(dec.allowed_amount)
+        if dec.status == "PENDED" and number not in charges:
+            raise ValueError(f"line {number} is pended: its charge must be given in claim_lines")
         charge = charges.get(number, allowed + sum((Decimal(a.amount) for a in dec.adjustments), Decimal(0)))
         adjudication = [_amount("submitted", charge), _amount("eligible", allowed), _amount("benefit", allowed)]
         note_numbers = []
+        if dec.status == "PENDED" and dec.pend is not None:
+            notes.append({"number": len(notes) + 1, "type": "display",
+                          "text": f"Line {number} is pended for manual review ({dec.pend.reason}, {dec.pend.queue} queue, "
+                                  f"rule {dec.pend.rule}); nothing is payable until a reviewer decides it."})
+            note_numbers.append(len(notes))
         for adj in dec.adjustments:
             entry: dict[str, Any] = {
                 "category": {"coding": [{"system": GROUP_SYSTEM, "code": adj.group}]},
@@ -92,7 +107,9 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
         totals["benefit"] += allowed
     paid = sum(1 for d in lines.values() if d.status == "PAID")
     voided = sum(1 for d in lines.values() if d.status == "VOIDED")
-    disposition = f"{paid} line(s) paid, {len(lines) - paid - voided} denied" + (f", {voided} voided" if voided else "")
+    pended = sum(1 for d in lines.values() if d.status == "PENDED")
+    disposition = f"{paid} line(s) paid, {len(lines) - paid - voided - pended} denied" + \
+        (f", {voided} voided" if voided else "") + (f", {pended} pended for manual review" if pended else "")
     extensions = [{"url": POLICY_EXTENSION, "valueString": first.policy_version}]
     if replaces:
         extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": CLAIM_ID_SYSTEM, "value": replaces}})
@@ -108,13 +125,14 @@ def claim_response(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], *,
         "insurer": {"display": insurer},
         "requestor": {"identifier": {"system": NPI_SYSTEM, "value": first.provider_npi}},
         "request": {"identifier": {"system": CLAIM_ID_SYSTEM, "value": first.claim_id}},
-        "outcome": "complete",
+        "outcome": "queued" if pended else "complete",
         "disposition": disposition,
         "item": items,
         "total": [_amount(k, v) for k, v in totals.items()],
-        "payment": {"type": {"coding": [{"system": PAYMENT_TYPE_SYSTEM, "code": "complete"}]},
-                    "amount": _money(totals["benefit"])},
     }
+    if not pended:  # nothing is paid while a line waits: the claim is remitted once every line is final
+        resource["payment"] = {"type": {"coding": [{"system": PAYMENT_TYPE_SYSTEM, "code": "complete"}]},
+                               "amount": _money(totals["benefit"])}
     if notes:
         resource["processNote"] = notes
     model = ClaimResponse.model_validate(resource)

@@ -41,11 +41,19 @@ REDUCTION = "PRICE-CONTRACT-REDUCTION"
 
 
 def _rule_amounts(decision: Record | AdjudicatedLine | None) -> dict[str, Decimal]:
+    """The rules a decision names, with their amounts: its adjustments', and the rule that
+    pended it (with the amount the rules would allow), so a pend is a rule that decided."""
     if decision is None:
         return {}
     if isinstance(decision, AdjudicatedLine):
-        return {a.rule: a.amount for a in decision.adjustments}
-    return {a["rule"]: Decimal(a["amount"]) for a in decision.get("adjustments", [])}
+        found = {a.rule: a.amount for a in decision.adjustments}
+        if decision.pend is not None:
+            found[decision.pend.rule] = decision.pend.suggested_amount
+        return found
+    out = {a["rule"]: Decimal(a["amount"]) for a in decision.get("adjustments", [])}
+    if pend := decision.get("pend"):
+        out[pend["rule"]] = Decimal(pend["suggested_amount"])
+    return out
 
 
 def deciding_rules(before: Record | AdjudicatedLine | None, after: Record | AdjudicatedLine | None) -> list[str]:

@@ -104,7 +104,7 @@ def final(pended_line: AdjudicatedLine, charge: Decimal, decision: Decision, rev
     """The PAID or DENIED record a reviewer's decision makes of a PENDED line. A payment is at
     the reviewer's amount (by default the amount the rules computed) and carries CO/45
     `REVIEW-PRICED` for what it leaves of the charge; a denial carries the reviewer's CARC
-    (group CO, `REVIEW-DENIED`) for the whole charge. It keeps the line's pricing."""
+    (group CO, `REVIEW-DENIED`) for the whole charge and, like every DENIED record, no pricing."""
     charge = charge.quantize(CENT)
     review = build(Review, action=decision.action, reviewer=reviewer, decided_at=now, note=decision.note)
     if decision.action == "PAY":
@@ -112,12 +112,13 @@ def final(pended_line: AdjudicatedLine, charge: Decimal, decision: Decision, rev
         rest = charge - allowed
         adjustments = [book.review_adjustment("PAY", rest)] if rest > 0 else []
         status = "PAID"
+        pricing = pended_line.pricing
     else:
         allowed = ZERO
         adjustments = [book.review_adjustment("DENY", charge, decision.carc or "", list(decision.rarc))]
-        status = "DENIED"
-    return evolve(pended_line, status=status, allowed_amount=allowed, adjustments=adjustments, pend=None,
-                  review=review, adjudicated_at=now)
+        status, pricing = "DENIED", None  # as every DENIED record: pricing is how a payment was computed
+    return evolve(pended_line, status=status, allowed_amount=allowed, adjustments=adjustments, pricing=pricing,
+                  pend=None, review=review, adjudicated_at=now)
 
 
 def same(stored: AdjudicatedLine, decision: Decision, suggested: Decimal) -> bool:

@@ -189,6 +189,17 @@ class OtherLine(_Answer):
     allowed_amount: str
 
 
+class ReviewAuthorization(_Answer):
+    """A pended line's authorization: the reference record (null fields when the worker no longer
+    knows it) and the units in use under it, pended holds included."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    authorization_number: str
+    status: str | None
+    units_used: str | None = Field(description="Units of lines paid or pended under it (decimal string).")
+
+
 class ReviewItem(_Answer):
     """An open pend of the review queue: the line, why it waits, and its claim's other lines."""
 
@@ -209,6 +220,8 @@ class ReviewItem(_Answer):
     policy_version: str
     pend: dict[str, Any] | None
     pricing: dict[str, Any] | None
+    authorization: ReviewAuthorization | None = Field(description="The claim's authorization as the worker's reference "
+                                                                  "data has it, with the units in use under it.")
     other_lines: list[OtherLine]
 
 
@@ -311,6 +324,22 @@ class ErrorAnswer(_Answer):
     """Every refusal: `{"error": {"code", "message", "field"[, "errors"]}}`, never a stack trace."""
 
     error: ErrorDetail
+
+
+class PendedLine(_Answer):
+    """A line of the claim waiting for a reviewer (CONTRACT.md *Pended lines and manual review*)."""
+
+    line_number: int
+    reason: str = Field(description="Why it waits: HIGH_DOLLAR or NOC_REVIEW (the rulebook may add reasons).")
+    queue: str = Field(description="The review queue it waits in, e.g. PAYMENT_INTEGRITY or CLINICAL.")
+    pended_at: str = Field(description="When it was pended (ISO 8601, UTC).")
+
+
+class PendedAnswer(ErrorAnswer):
+    """409 `PENDED` from a claim's 835: the claim is not remitted while lines are pended; they
+    are named here, and its 835 is written once every line is final."""
+
+    pended_lines: list[PendedLine]
 
 
 class ReviewConflict(ErrorAnswer):

@@ -267,7 +267,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore):
                 review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, dumps(d))
-            review_store.record_pends(q, outcome.new_decisions, {lw.line.line_number: lw.line.charge_amount for lw in work.lines})
+            review_store.record_pends(q, outcome.new_decisions, {lw.line.line_number: lw.line for lw in work.lines})
             for fingerprint, number, member_id in outcome.paid:
                 q("INSERT INTO paid_lines (claim_id, line_number, member_id, fingerprint) VALUES (?, ?, ?, ?)",
                   claim_id, number, member_id, fingerprint)

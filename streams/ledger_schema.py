@@ -164,6 +164,7 @@ CREATE TABLE IF NOT EXISTS pends (
     line_number INTEGER NOT NULL,     -- decision (PENDED, then final) is in decisions, its holds in
     reason TEXT NOT NULL,             -- paid_lines and unit_usage as a paid line's are
     queue TEXT NOT NULL,
+    authorization_number TEXT,        -- the claim's, for the reviewer's view of the units it holds
     charge_amount TEXT NOT NULL,      -- what the reviewer's amount may not exceed
     suggested_amount TEXT NOT NULL,   -- what the rules would allow (a PAY without an amount)
     pended_at TEXT NOT NULL,          -- ISO 8601, UTC: the queue is oldest first

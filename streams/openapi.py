@@ -42,6 +42,7 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.X12Answer, "serialization"),
     (api_models.ImpactAnswer, "serialization"),
     (api_models.ErrorAnswer, "serialization"),
+    (api_models.PendedAnswer, "serialization"),
     (api_models.ReviewPay, "validation"),
     (api_models.ReviewDeny, "validation"),
     (api_models.ReviewQueue, "serialization"),
@@ -169,7 +170,22 @@ def operations() -> dict[str, dict[str, Any]]:
             "parameters": [CLAIM_ID],
             "responses": {"200": {"description": "One 835 interchange (005010X221A1), the same as on "
                                                  "`claims.remittance.835`.", "content": _x12("The 835.")},
-                          **_errors(401, 404, 409, 503)}}},
+                          **_errors(401, 404, 503),
+                          "409": {"description": "`PENDED`: lines of the claim are pended for manual review; they are "
+                                                 "named in `pended_lines`, and the 835 is written once every line is "
+                                                 "final. `NOT_DECIDED` (with `Retry-After`): lines are still being "
+                                                 "assembled or adjudicated; `NO_REMITTANCE`: the claim was rejected at "
+                                                 "the front end, it was replaced or voided while lines of it were "
+                                                 "pended (never remitted), or its decisions cannot be written as an 835.",
+                                  "headers": RETRY_AFTER,
+                                  "content": {JSON: {"schema": {"oneOf": [_ref("PendedAnswer"), _ref("ErrorAnswer")]},
+                                                     "example": {"error": {"code": "PENDED", "field": None, "message":
+                                                                 "claim 'C-1' is not remitted while lines are pended "
+                                                                 "for manual review (line 1); its 835 is written once "
+                                                                 "every line is final"},
+                                                                 "pended_lines": [{"line_number": 1, "reason": "HIGH_DOLLAR",
+                                                                                   "queue": "PAYMENT_INTEGRITY",
+                                                                                   "pended_at": "2026-03-01T12:00:00+00:00"}]}}}}}}},
         f"{api.API_PREFIX}/claims/{{claim_id}}/remittance": {"get": {
             "operationId": "getClaimResponse", "tags": ["remittance"],
             "summary": "A decided claim's remittance as a FHIR R4B ClaimResponse",

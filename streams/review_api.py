@@ -24,6 +24,7 @@ from rules.review import InvalidDecision
 from streams import metrics
 from streams.api import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
 from streams.app import app
+from streams.remit_models import remittable_claims
 from streams.review_outputs import publish_reviewed
 from streams.review_store import ReviewConflict, ReviewForbidden, ReviewNotFound
 from streams.stage import runtime
@@ -81,7 +82,18 @@ class ReviewQueueView(ReviewView):
         access(request).claim_ids = [item["claim_id"] for item in items]  # the claims listed
         for item in items:
             item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
+            item["authorization"] = _authorization(item.pop("authorization_number"), item.pop("units_used"))
         return json_response(self.web, {"reviews": items, "count": len(items)}, 200)
+
+
+def _authorization(number: str | None, used: str | None) -> dict[str, Any] | None:
+    """The line's authorization as the worker's reference data has it now, with the units in
+    use under it (pended holds included)."""
+    if number is None:
+        return None
+    auth = runtime.reference.authorizations.get(number)
+    known = orjson.loads(auth.model_dump_json()) if auth is not None else {"authorization_number": number, "status": None}
+    return {**known, "units_used": used}
 
 
 @app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")
@@ -119,7 +131,8 @@ class ReviewDecisionView(ReviewView):
         if reviewed.stored_now:
             metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()
             log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
-            finals = {record.claim_id: reviewed.claim_final} if reviewed.claim_final is not None else {}
+            finals = {} if reviewed.claim_final is None else \
+                await ledger_call(remittable_claims, runtime.ledger, {record.claim_id})
             try:
                 await publish_reviewed([record], finals)
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat

@@ -18,22 +18,14 @@ from edi.remit835 import RemittanceError
 from streams import stage, topics
 from streams.app import app
 from streams.models import AdjudicatedLine
-from streams.remit_models import DecidedClaim, build_835, remittance_inputs
+from streams.remit_models import DecidedClaim, build_835, remittable_claims, remittance_inputs
 from streams.stage import runtime
 
 log = logging.getLogger("claims.review")
 
-#: the claims whose 835 can go out now: what it carries (reversals first, then decisions), by claim
+#: the claims whose 835 can go out now: what it carries (the reversals to remit first, then its
+#: decisions), by claim (`streams.remit_models.remittable_claims`)
 FinalClaims = Mapping[str, Sequence[AdjudicatedLine]]
-
-
-def final_claims(claim_ids: set[str]) -> dict[str, tuple[AdjudicatedLine, ...]]:
-    """Of these claims, those none of whose lines is pended, with what their 835 carries."""
-    out = {}
-    for claim_id in sorted(claim_ids):
-        if (decisions := runtime.ledger.claim_if_final(claim_id)) is not None:
-            out[claim_id] = decisions
-    return out
 
 
 async def publish_reviewed(records: Sequence[AdjudicatedLine], finals: FinalClaims) -> None:
@@ -66,7 +58,7 @@ async def drain_outbox() -> int:
     """Publish the final records a crash (or a broker outage) left in the outbox; how many."""
     pending = await runtime.in_ledger(runtime.ledger.decision_outbox)
     if pending:
-        finals = await runtime.in_ledger(final_claims, {r.claim_id for r in pending})
+        finals = await runtime.in_ledger(remittable_claims, runtime.ledger, {r.claim_id for r in pending})
         await publish_reviewed(pending, finals)
         log.info("published %d reviewed line(s) left in the outbox", len(pending))
     return len(pending)

@@ -24,7 +24,7 @@ from rules import review as policy
 from rules.rulebook import Rulebooks
 from streams import corrections_store
 from streams.access_store import insert_access
-from streams.models import AccessEntry, AdjudicatedLine
+from streams.models import AccessEntry, AdjudicatedLine, ClaimLine
 
 
 class ReviewNotFound(LookupError):
@@ -63,15 +63,16 @@ def _history(q, claim_id: str, line_number: int, event: str, actor: str, at: dat
       claim_id, line_number, seq, event, actor, at.isoformat(), orjson.dumps(details).decode())
 
 
-def record_pends(q, decisions: Iterable[AdjudicatedLine], charges: dict[int, Decimal]) -> None:
-    """The queue entries and first history rows of a claim's newly PENDED lines."""
+def record_pends(q, decisions: Iterable[AdjudicatedLine], lines: dict[int, ClaimLine]) -> None:
+    """The queue entries and first history rows of a claim's newly PENDED lines (`lines`: the
+    claim's lines by number)."""
     for d in decisions:
         if d.status != "PENDED" or d.pend is None:
             continue
-        pend = d.pend
-        q("INSERT INTO pends (claim_id, line_number, reason, queue, charge_amount, suggested_amount, pended_at, state) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?, 'OPEN')", d.claim_id, d.line_number, pend.reason, pend.queue,
-          str(charges[d.line_number]), str(pend.suggested_amount), pend.pended_at.isoformat())
+        pend, line = d.pend, lines[d.line_number]
+        q("INSERT INTO pends (claim_id, line_number, reason, queue, authorization_number, charge_amount, suggested_amount, "
+          "pended_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'OPEN')", d.claim_id, d.line_number, pend.reason, pend.queue,
+          line.authorization_number, str(line.charge_amount), str(pend.suggested_amount), pend.pended_at.isoformat())
         _history(q, d.claim_id, d.line_number, "PENDED", pend.rule, pend.pended_at,
                  {"reason": pend.reason, "queue": pend.queue, "rule": pend.rule,
                   "suggested_amount": str(pend.suggested_amount), "policy_version": d.policy_version})
@@ -168,14 +169,10 @@ class ReviewStore:
             for r in sent:
                 q("DELETE FROM decision_outbox WHERE claim_id = ? AND line_number = ?", r.claim_id, r.line_number)
 
-    def claim_if_final(self, claim_id: str) -> tuple[AdjudicatedLine, ...] | None:
-        """The claim's decisions when none of its lines is pended, else None."""
-        with self.reading() as q:
-            return self._if_final(q, claim_id)
-
     def open_pends(self, queue: str | None = None, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The open pends, oldest first, as the review queue lists them: the line, why it waits,
-        and the claim's other lines with their statuses."""
+        the units its authorization has in use (pended holds included), and the claim's other
+        lines with their statuses."""
         where, params = ["state = 'OPEN'"], []
         if queue:
             where.append("queue = ?")
@@ -184,11 +181,11 @@ class ReviewStore:
             where.append("reason = ?")
             params.append(reason)
         with self.reading() as q:
-            rows = q(f"SELECT claim_id, line_number, reason, queue, pended_at, charge_amount, suggested_amount FROM pends "
-                     f"WHERE {' AND '.join(where)} ORDER BY pended_at, claim_id, line_number LIMIT {int(limit)}",
-                     *params).fetchall()
+            rows = q(f"SELECT claim_id, line_number, reason, queue, pended_at, charge_amount, suggested_amount, "
+                     f"authorization_number FROM pends WHERE {' AND '.join(where)} "
+                     f"ORDER BY pended_at, claim_id, line_number LIMIT {int(limit)}", *params).fetchall()
             out = []
-            for claim_id, number, why, in_queue, pended_at, charge, suggested in rows:
+            for claim_id, number, why, in_queue, pended_at, charge, suggested, auth in rows:
                 lines = {n: AdjudicatedLine.model_validate_json(b) for n, b in
                          q("SELECT line_number, body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id)}
                 line = lines[number]
@@ -197,6 +194,9 @@ class ReviewStore:
                     "procedure_code": line.procedure_code, "ndc11": line.ndc11, "charge_amount": charge,
                     "suggested_amount": suggested, "member_id": line.member_id, "provider_npi": line.provider_npi,
                     "service_date": line.service_date.isoformat(), "modifiers": line.modifiers,
+                    "authorization_number": auth, "units_used": str(sum(
+                        (Decimal(u) for (u,) in q("SELECT units FROM unit_usage WHERE authorization_number = ?", auth)),
+                        Decimal(0))) if auth else None,
                     "policy_version": line.policy_version, "pend": orjson.loads(line.pend.model_dump_json()) if line.pend else None,
                     "pricing": orjson.loads(line.pricing.model_dump_json()) if line.pricing else None,
                     "other_lines": [{"line_number": n, "procedure_code": d.procedure_code, "status": d.status,

@@ -80,6 +80,7 @@ def run(loglevel: str = "warning") -> None:
         logs,
         metrics,
         review_api,  # noqa: F401 - the /v1 review routes
+        review_page,  # noqa: F401 - the reviewer's page, /review
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )

@@ -1,7 +1,7 @@
 """The X12 routes of the /v1 API: 837P in, 999 and 277CA back; 835 and FHIR ClaimResponse out.
 
     POST /v1/x12/837[?wait=SECONDS]    an 837P interchange -> its 999 (and, waited, the 277CA)
-    GET  /v1/claims/{claim_id}/835     the claim's 835 remittance (X12)
+    GET  /v1/claims/{claim_id}/835     the claim's 835 remittance (X12); 409 PENDED while a line is pended
     GET  /v1/claims/{claim_id}/remittance   the same as a FHIR R4B ClaimResponse (JSON)
 
 They build on `streams.api`'s pieces (docs/integration.md section 9): `ApiView` for auth and JSON errors, `read_body` for the size and
@@ -37,7 +37,6 @@ from streams.api import (
     access,
     answers_in,
     claim_answers,
-    correction_state,
     json_response,
     ledger_call,
     overall_status,
@@ -47,8 +46,8 @@ from streams.api import (
     watcher,
 )
 from streams.app import app
-from streams.models import CORRECTION_REJECTIONS
-from streams.remit_models import build_835, remittance_inputs
+from streams.models import CORRECTION_REJECTIONS, AdjudicatedLine
+from streams.remit_models import build_835, claim_response_inputs, remittance_inputs, remittance_of
 from streams.stage import runtime
 
 log = logging.getLogger("claims.api")
@@ -308,6 +307,20 @@ async def _decisions(claim_id: str) -> list[dict[str, Any]]:
     return decisions
 
 
+class PendedError(ApiError):
+    """409 PENDED: the claim has lines waiting for a reviewer, so it has no 835 yet (CONTRACT.md
+    *Pended lines and manual review*); the body names them in `pended_lines`."""
+
+    def __init__(self, claim_id: str, lines: list[dict[str, Any]]):
+        numbers = ", ".join(str(p["line_number"]) for p in lines)
+        super().__init__(409, "PENDED", f"claim {claim_id!r} is not remitted while lines are pended for manual review "
+                         f"(line {numbers}); its 835 is written once every line is final", field=None)
+        self.pended_lines = lines
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "pended_lines": self.pended_lines}
+
+
 async def _build(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_build_pool, fn, *args)
 
@@ -321,12 +334,17 @@ class Claim835View(ApiView):
     operations = {"GET": ("getClaim835", "claims:read")}
 
     async def get(self, request: Any, claim_id: str) -> Any:
-        decisions = await _decisions(claim_id)
-        caused = (await ledger_call(correction_state, runtime.ledger, claim_id))["reversals"]
+        decisions = [AdjudicatedLine.model_validate(d) for d in await _decisions(claim_id)]
+        state, remit = await ledger_call(remittance_of, runtime.ledger, claim_id, decisions)
+        if state == "PENDED":
+            raise PendedError(claim_id, remit)
+        if state != "OK":
+            raise ApiError(409, "NO_REMITTANCE", f"claim {claim_id!r} was never remitted: it was replaced or voided while "
+                           f"lines of it were pended for manual review (or it voids such a claim)", field="claim_id")
         facts, number = await ledger_call(remittance_inputs, runtime.ledger,
-                                         [claim_id, *(r["claim_id"] for r in caused)])
+                                         [claim_id, *(d.claim_id for d in remit.decisions)])
         try:  # a replacement's or void's 835 starts with the reversal it made
-            text = await _build(build_835, [*caused, *decisions], facts, number)
+            text = await _build(build_835, remit.decisions, facts, number)
         except remit835.RemittanceError as exc:
             raise ApiError(409, "NO_REMITTANCE", f"the decisions cannot be written as an 835: {exc}",
                            field="claim_id") from None
@@ -342,8 +360,12 @@ class ClaimRemittanceView(ApiView):
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)
-        replaces = (await ledger_call(correction_state, runtime.ledger, claim_id))["reverses"]
-        resource = await _build(partial(fhir.claim_response, replaces=replaces), decisions)
+        replaces, unremitted, charges = await ledger_call(claim_response_inputs, runtime.ledger, claim_id)
+        if unremitted:
+            raise ApiError(409, "NO_REMITTANCE", f"claim {claim_id!r} was never remitted: it was replaced or voided while "
+                           f"lines of it were pended for manual review", field="claim_id")
+        # outcome `queued` while a line is pended (its charge from the pend: the record has none)
+        resource = await _build(partial(fhir.claim_response, replaces=replaces, claim_lines=charges), decisions)
         return self.web.bytes(orjson.dumps(resource), content_type=FHIR_MEDIA_TYPE, status=200,
                               headers={"Cache-Control": "no-store"})
 

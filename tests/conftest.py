@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -48,6 +49,65 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 #: The brokers the broker tests run on: the embedded Tansu and Apache Kafka (KRaft, one node).
 BROKER_KINDS = ("tansu", "kafka")
 
+#: The fixtures that hand a test a broker, parametrized by kind (the item's callspec names it).
+BROKER_FIXTURES = ("kafka_bootstrap", "module_bootstrap", "fresh_bootstrap")
+
+# Which tests run on which broker (issue 29). Every test that takes a broker fixture is
+# generated for each kind, then:
+#  * a test marked `@pytest.mark.both_brokers` (on the function, the module's pytestmark or
+#    one `pytest.param(..., marks=pytest.mark.both_brokers)`) runs on every kind: its
+#    behaviour depends on the broker (transactions, rebalances and group membership, restarts
+#    and kill -9, compaction, TLS/SASL, metadata and topic administration);
+#  * any other broker test runs on one kind: Tansu, the fast one (the first kind of
+#    $CLAIMS_TEST_BROKERS; `CLAIMS_TEST_BROKERS=kafka` runs them all on Apache Kafka);
+#    its other kinds are deselected (the summary's "deselected" count).
+# $CLAIMS_TEST_ALL_BROKERS=1 runs every broker test on every kind, as before issue 29.
+
+
+def _chosen_kinds() -> list[str]:
+    return [k for k in os.environ.get("CLAIMS_TEST_BROKERS", ",".join(BROKER_KINDS)).split(",") if k in BROKER_KINDS]
+
+
+def _broker_kind(item: pytest.Item) -> str | None:
+    """The broker kind a generated test runs on (None: it takes no broker fixture)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return next((params[name] for name in BROKER_FIXTURES if name in params), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("CLAIMS_TEST_ALL_BROKERS"):
+        return
+    chosen = _chosen_kinds()
+    # $CLAIMS_TEST_BROKER stands in for the tansu cases (its kafka cases skip, saying so)
+    single = "tansu" if os.environ.get("CLAIMS_TEST_BROKER") or not chosen else chosen[0]
+    keep, drop = [], []
+    for item in items:
+        kind = _broker_kind(item)
+        if kind is None or kind == single or item.get_closest_marker("both_brokers"):
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _slow_modules_first(items)
+
+
+#: The modules that take longest (a minute or more on 2 cores), longest first. On several
+#: processes (pytest-xdist, whole modules each: --dist loadfile) they start first, so that no
+#: long module starts last while the other processes have nothing left to do. Only the order.
+SLOW_MODULES = (
+    "test_kafka_cluster", "test_x12_api", "test_assembly_timeout", "test_security", "test_pipeline_e2e",
+    "test_openapi", "test_corrections_e2e", "test_prometheus_scrape", "test_metrics_e2e", "test_faults",
+    "test_rebalance_under_load", "test_exactly_once", "test_crash_repeats", "test_api", "test_api_failures",
+)
+
+
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable: else as collected
+
 
 def _skip_reason(kind: str) -> str | None:
     """Why the tests cannot run on broker `kind` here (None: they can). In CI (CI=true) Apache
@@ -92,22 +152,25 @@ def kafka_available() -> None:
 
 @pytest.fixture(scope="session", params=BROKER_KINDS)
 def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker of each kind for the session (topics shared by the tests that use it)."""
+    """A broker for the session (topics shared by the tests that use it): Tansu, or each kind
+    for a test marked both_brokers."""
     with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(scope="module", params=BROKER_KINDS)
 def module_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker)."""
+    """Like `fresh_bootstrap`, shared by the tests of one module (one broker, one worker): Tansu,
+    or each kind for the tests marked both_brokers."""
     with broker(request, tmp_path_factory.mktemp("broker")) as bootstrap:
         yield bootstrap
 
 
 @pytest.fixture(params=BROKER_KINDS)
 def fresh_bootstrap(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A broker holding no pipeline state, of each kind: a new one for this test (a new
-    Tansu in memory takes 0.1 s, a new single-node Apache Kafka about 5 s). With
+    """A broker holding no pipeline state: a new one for this test (a new Tansu in memory
+    takes 0.1 s, a new single-node Apache Kafka about 5 s), Tansu, or each kind for a test
+    marked both_brokers. With
     $CLAIMS_TEST_BROKER the test gets that broker and a consumer group of its own, but
     shares its topics."""
     with broker(request, tmp_path) as bootstrap:
@@ -119,6 +182,7 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A PostgreSQL ledger URL in a schema of the test's own, dropped afterwards."""
     from tests.harness import drop_pg_schema, pg_schema_url
 
-    schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower()
+    node = request.node.nodeid
+    schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + hashlib.sha1(node.encode()).hexdigest()[:8]
     yield pg_schema_url(schema)
     drop_pg_schema(schema)

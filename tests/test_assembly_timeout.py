@@ -97,6 +97,7 @@ def test_completed_at_half_the_timeout_is_decided_left_incomplete_is_rejected(fr
         pipe.stop_all()
 
 
+@pytest.mark.both_brokers  # a stopped member's partition taken over after its session timeout: a rebalance
 def test_a_claim_whose_line_waits_in_an_unread_partition_is_not_expired(fresh_bootstrap, tmp_path):
     pipe = Pipeline(fresh_bootstrap, tmp_path, partitions=2)
     # w1 takes the stopped worker's partition a session timeout after it stopped: longer than the

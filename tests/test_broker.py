@@ -53,10 +53,12 @@ def _port_closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+@pytest.mark.both_brokers  # metadata and topic administration
 async def test_broker_answers_metadata(kafka_bootstrap: str) -> None:
     await wait_for_kafka(kafka_bootstrap, timeout=10)
 
 
+@pytest.mark.both_brokers  # metadata and topic administration
 async def test_ensure_topics_then_keyed_roundtrip(kafka_bootstrap: str) -> None:
     events = TopicSpec(_topic("events"), partitions=4)
     ref = TopicSpec(_topic("ref"), partitions=2, config={"cleanup.policy": "compact"})
@@ -117,6 +119,7 @@ async def test_ensure_topics_then_keyed_roundtrip(kafka_bootstrap: str) -> None:
     assert all(len(ps) == 1 for ps in partition_of_key.values())
 
 
+@pytest.mark.both_brokers  # metadata and topic administration
 async def test_ensure_topics_rejects_partition_mismatch(kafka_bootstrap: str) -> None:
     name = _topic("mismatch")
     await ensure_topics(kafka_bootstrap, [TopicSpec(name, partitions=4)])

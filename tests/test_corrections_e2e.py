@@ -30,7 +30,8 @@ def _state(ledger: Ledger) -> dict[str, list[tuple]]:
     }
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+# a group of two workers (a rebalance) on each broker; the ledger backend on one
+@pytest.mark.parametrize("backend", [pytest.param("sqlite", marks=pytest.mark.both_brokers), "postgres"])
 def test_two_workers_decide_corrections_like_batch_mode(backend, fresh_bootstrap, tmp_path, request):
     ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     work = generate(1200, members=80, seed=21, corrections=0.2)
@@ -53,6 +54,7 @@ def test_two_workers_decide_corrections_like_batch_mode(backend, fresh_bootstrap
     assert _reversals(stream_ledger) == _reversals(batch_ledger)
 
 
+@pytest.mark.both_brokers  # kill -9 and a rebalance
 def test_kill9_mid_stream_reverses_nothing_twice(fresh_bootstrap, tmp_path):
     """Two workers; one is killed with SIGKILL while corrections are being decided (more to
     come), the other takes its partitions over, and it is started again."""

@@ -91,6 +91,7 @@ def repeat_bound() -> float:
     return RATE * COMMIT_INTERVAL_S + Settings.model_fields["batch_size"].default
 
 
+@pytest.mark.both_brokers  # kill -9, a rebalance, commit intervals
 def test_kill9_of_one_of_two_workers_repeats_at_most_one_commit_interval(fresh_bootstrap, tmp_path):
     counts = run_crash(fresh_bootstrap, tmp_path)
     assert counts["lost"] == 0

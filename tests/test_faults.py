@@ -139,6 +139,7 @@ def _via_proxy(url: str, port: int) -> tuple[str, tuple[str, int]]:
 
 
 @pytest.mark.broker
+@pytest.mark.both_brokers  # a worker leaving the group: a rebalance
 def test_graceful_stop_of_one_of_two_workers_under_load(fresh_bootstrap, tmp_path: Path):
     work = generate(2400, members=160, seed=23)
     batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")

@@ -37,9 +37,14 @@ RECORDS = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").split
 
 def outcome(record: dict[str, Any]) -> str:
     """A record in the expectations' notation: 'PAID 115.00 45', 'DENIED 31 197',
-    'REJECTED NPI', 'REVERSED -145.00'."""
+    'REJECTED NPI', 'REVERSED -145.00', 'PENDED HIGH_DOLLAR 12000.00' (the pend's reason and
+    suggested amount; nothing allowed, no adjustments)."""
     if record["topic"] == "claims.lines.rejected":
         return " ".join(["REJECTED", *sorted({r["code"] for r in record["reasons"]})])
+    if record["status"] == "PENDED":
+        assert record["allowed_amount"] == "0.00" and record["adjustments"] == [] and record["review"] is None, record
+        return f"PENDED {record['pend']['reason']} {record['pend']['suggested_amount']}"
+    assert record.get("pend") is None, record
     carcs = sorted((a["carc"] for a in record["adjustments"]), key=lambda c: (len(c), c))
     amount = [] if record["status"] == "DENIED" else [record["allowed_amount"]]
     if record["status"] == "DENIED":
@@ -97,7 +102,8 @@ def test_expectations_cover_every_status_and_the_arithmetic():
     rule the sample data is for, amounts with rounding (10.625 -> 10.63, 88.065 -> 88.07)."""
     written = [o for outcomes in GEN.EXPECTED.values() for o in outcomes if o] + \
         [o for recs in GEN.EXPECTED_REVERSALS.values() for o in recs]
-    assert {o.split()[0] for o in written} == {"PAID", "DENIED", "VOIDED", "REJECTED", "REVERSED"}
+    assert {o.split()[0] for o in written} == {"PAID", "DENIED", "VOIDED", "REJECTED", "REVERSED", "PENDED"}
+    assert {o for o in written if o.startswith("PENDED")} == {"PENDED HIGH_DOLLAR 12000.00", "PENDED NOC_REVIEW 825.00"}
     carcs = {c for o in written if o.startswith("DENIED") for c in o.split()[1:]}
     assert carcs == {"4", "16", "18", "27", "31", "107", "197", "198", "204"}
     assert {"PAID 10.63 45", "PAID 88.07 45", "PAID 23.38 45", "PAID 121.50 45"} <= set(written)

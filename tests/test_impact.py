@@ -272,7 +272,7 @@ def test_page_in_a_browser(sample_report, tmp_path):
 
 def untimed(recs: list[dict]) -> list[dict]:
     """The shadow output without the times of its decisions."""
-    return json.loads(re.sub(r'"(?:adjudicated_at|rejected_at)": "[^"]*"', '"at": null', json.dumps(recs)))
+    return json.loads(re.sub(r'"(?:adjudicated_at|rejected_at|pended_at|decided_at)": "[^"]*"', '"at": null', json.dumps(recs)))
 
 
 def _decided_ledger(url: str, lines: list[bytes]) -> None:

@@ -221,13 +221,13 @@ def test_outputs_were_read_after_the_counters_settled(run):
 
 
 def test_intake_lines_in_equals_submitted_messages(run):
-    assert total(run.final, "claims_stage_lines_in_total", stage="intake") == len(run.lines) == 148
+    assert total(run.final, "claims_stage_lines_in_total", stage="intake") == len(run.lines) == 151
 
 
 def test_decisions_by_status_and_carc_match_the_published_decisions(run):
     decisions = run.by_topic[topics.ADJUDICATED.name]
     expected = Counter((d["status"], d["adjustments"][0]["carc"] if d["adjustments"] else "none") for d in decisions)
-    assert {k for k, _ in expected} == {"PAID", "DENIED", "REVERSED", "VOIDED"}
+    assert {k for k, _ in expected} == {"PAID", "DENIED", "REVERSED", "VOIDED", "PENDED"}
     assert by(run.final, "claims_decisions_total", "status", "carc") == expected
 
 

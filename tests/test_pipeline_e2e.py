@@ -87,7 +87,8 @@ def _charge(work, decision):
     raise AssertionError("decision for a line never submitted")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+# a group of two workers (a rebalance) on each broker; the ledger backend on one
+@pytest.mark.parametrize("backend", [pytest.param("sqlite", marks=pytest.mark.both_brokers), "postgres"])
 def test_two_workers_decide_like_batch_mode(backend, fresh_bootstrap, tmp_path, request):
     ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     work = generate(1500, members=150, seed=5)
@@ -113,6 +114,7 @@ def test_two_workers_decide_like_batch_mode(backend, fresh_bootstrap, tmp_path, 
     assert sum(taken.values()) >= len(work.lines), taken
 
 
+@pytest.mark.both_brokers  # kill -9 and a rebalance
 def test_kill9_mid_stream_loses_nothing_and_counts_units_once(fresh_bootstrap, tmp_path):
     work = generate(3000, members=120, seed=9)
     batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")

@@ -181,7 +181,7 @@ def test_pay_in_full_carries_no_adjustment(store):
 def test_deny_with_the_reviewers_carc_for_the_whole_charge(store):
     decide_lines(store.ledger, [factor("R-N1")])
     denied = decide_review(store.ledger, "R-N1", 1, {"action": "DENY", "carc": "50", "rarc": ["N115"]}).record
-    assert denied.status == "DENIED" and denied.allowed_amount == Decimal("0.00")
+    assert denied.status == "DENIED" and denied.allowed_amount == Decimal("0.00") and denied.pricing is None
     assert [(a.group, a.carc, a.rarc, a.rule, a.amount) for a in denied.adjustments] == \
         [("CO", "50", ["N115"], "REVIEW-DENIED", Decimal("12000.00"))]
 
@@ -339,3 +339,13 @@ def test_a_rulebook_without_a_review_section_pends_nothing(tmp_path):
     [d] = engine.finalize(work, engine.History(), books, T0).decisions
     assert d.status == "PAID" and d.allowed_amount == Decimal("12000.00")
     assert default_rulebooks().books[0].review.review_denial_carcs == ["16", "50", "96", "197", "252"]
+
+
+def test_monitor_mode_names_the_pend_rule_that_made_a_difference():
+    from rules.monitor import deciding_rules
+
+    paid = {"status": "PAID", "allowed_amount": "12000.00", "adjustments": [], "pend": None}
+    pended = {"status": "PENDED", "allowed_amount": "0.00", "adjustments": [],
+              "pend": {"rule": "REVIEW-HIGH-DOLLAR", "suggested_amount": "12000.00"}}
+    assert deciding_rules(paid, pended) == ["REVIEW-HIGH-DOLLAR"]
+    assert deciding_rules(pended, paid) == ["REVIEW-HIGH-DOLLAR"]

@@ -294,7 +294,8 @@ def _worker_env(bootstrap: str, workdir: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.broker
-@pytest.mark.parametrize("failure", ["sasl_scram_against_plaintext_broker", "ledger_unreachable"])
+@pytest.mark.parametrize("failure", [pytest.param("sasl_scram_against_plaintext_broker", marks=pytest.mark.both_brokers),  # SASL
+                                     "ledger_unreachable"])
 def test_worker_start_failure_prints_no_secret(failure: str, fresh_bootstrap: str, tmp_path: Path) -> None:
     extra = {"CLAIMS_API_TOKEN": API_TOKEN, "CLAIMS_SASL_USERNAME": "claims-svc", "CLAIMS_SASL_PASSWORD": SASL_PASSWORD}
     if failure == "sasl_scram_against_plaintext_broker":

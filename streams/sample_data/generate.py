@@ -28,6 +28,7 @@ FACTOR8_2000 = "00944294110"  # printed as 11 plain digits
 DEXAMETHASONE = "63323051630"  # printed 63323-516-30 (5-3-2), multiple-dose vial
 VANCOMYCIN = "00409650901"  # printed 00409-6509-01 (5-4-2)
 HEPARIN_FLUSH = "63323054705"
+NOC_ANTINEOPLASTIC = "99999010001"  # labeler 99999 is no real labeler: a made-up NOC drug
 
 REFERENCE: dict[str, list[dict]] = {
     "members": [
@@ -61,6 +62,10 @@ REFERENCE: dict[str, list[dict]] = {
         {"authorization_number": "PA26-1006", "member_id": "M1006", "status": "APPROVED",
          "procedure_codes": ["S9502", "J3370", "J1642"],
          "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": "100"},
+        # a not-otherwise-classified drug (J9999) the plan reviews before paying (NOC_REVIEW)
+        {"authorization_number": "PA26-1007", "member_id": "M1006", "status": "APPROVED",
+         "procedure_codes": ["J9999"],
+         "start_date": "2026-05-01", "end_date": "2026-10-31", "approved_units": "8"},
         {"authorization_number": "PA26-2001", "member_id": "M2001", "status": "APPROVED",
          "procedure_codes": ["S9365", "B4185", "B4189", "99601"],
          "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None},
@@ -83,6 +88,7 @@ REFERENCE: dict[str, list[dict]] = {
         {"ndc": DEXAMETHASONE, "description": "Dexamethasone sodium phosphate 4 mg/mL, 30 mL multiple-dose vial", "billing_unit": "ML", "package_type": "MULTI_USE"},
         {"ndc": VANCOMYCIN, "description": "Vancomycin hydrochloride for injection 1 g single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
         {"ndc": HEPARIN_FLUSH, "description": "Heparin lock flush 100 USP units/mL, 5 mL", "billing_unit": "ML", "package_type": "SINGLE_USE"},
+        {"ndc": NOC_ANTINEOPLASTIC, "description": "Antineoplastic, not otherwise classified (made up), 100 mg single-dose vial", "billing_unit": "UN", "package_type": "SINGLE_USE"},
     ],
     "awp-prices": [
         {"ndc": CEFTRIAXONE_1G, "awp_per_unit": "12.50", "effective_from": "2025-07-01"},
@@ -95,6 +101,7 @@ REFERENCE: dict[str, list[dict]] = {
         # vancomycin has no price before 2026-04-01
         {"ndc": VANCOMYCIN, "awp_per_unit": "9.80", "effective_from": "2026-04-01"},
         {"ndc": HEPARIN_FLUSH, "awp_per_unit": "0.42", "effective_from": "2025-01-01"},
+        {"ndc": NOC_ANTINEOPLASTIC, "awp_per_unit": "412.50", "effective_from": "2025-07-01"},
     ],
     "fee-schedule": [
         {"procedure_code": "S9500", "rate": "115.00", "effective_from": "2025-01-01"},
@@ -173,7 +180,8 @@ C = {}  # claim id -> list of lines (line_number order)
 # What each line is expected to end as, written by hand from POLICY.md and docs/rulebook.md
 # (prices from REFERENCE above), not taken from the engine: tests/test_golden_anchor.py checks
 # tests/golden/sample_decisions.jsonl against it. Per line number: "PAID <allowed> [CARCs]",
-# "DENIED <CARCs>", "VOIDED 0.00", "REJECTED <codes>", or None for a line never sent. Every
+# "DENIED <CARCs>", "PENDED <pend reason> <suggested amount>" (allowed 0.00, no adjustments),
+# "VOIDED 0.00", "REJECTED <codes>", or None for a line never sent. Every
 # message sent is answered once (so a line sent twice has two such records); the REVERSED
 # records a correction causes are expected next to it (expect_reversal).
 EXPECTED: dict[str, list[str | None]] = {}  # claim id -> outcome by line number (1 first)
@@ -493,6 +501,23 @@ C["C26-0081"] = claim("C26-0081", "M1006", NORTHSHORE, "PA26-1006", VANC, [
 ])
 expect("C26-0081", "PAID 131.00", "PAID 19.60 45", "PAID 2.10 45")
 
+# Manual review (POLICY.md *Manual review*): lines the rules would pay, pended for a person
+# (PENDED, 0.00 allowed, the amount the rules computed suggested). Factor VIII 9000 IU at
+# AWP 1.635 - 18 % = 12,066.30, allowed the 12,000.00 charged: at least the 10,000.00
+# threshold (HIGH_DOLLAR, the PAYMENT_INTEGRITY queue). The pended drug line still supports
+# the day's per diem (95 % of 165.00). `claims-pipeline demo` pays it through the review API.
+C["C26-0111"] = claim("C26-0111", "M1003", PIONEER, H, HEMO, [
+    ("2026-03-16", "J7192", [], "9000", "12000.00", drug(FACTOR8_1000, "9000", "F2", "9000 IU", "once", 20)),
+    ("2026-03-16", "S9345", [], "1", "200.00", None),
+], form="837P")
+expect("C26-0111", "PENDED HIGH_DOLLAR 12000.00", "PAID 156.75 45")
+# J9999, an antineoplastic not otherwise classified, priced by its NDC (2 x 412.50 at AWP - 0 %,
+# no contract): the plan reviews NOC codes whatever the amount (NOC_REVIEW, the CLINICAL queue).
+C["C26-0110"] = claim("C26-0110", "M1006", NORTHSHORE, "PA26-1007", ["C49.9"], [
+    ("2026-05-18", "J9999", [], "2", "900.00", drug(NOC_ANTINEOPLASTIC, "2", "UN", "200 mg", "every 21 days", 60)),
+])
+expect("C26-0110", "PENDED NOC_REVIEW 825.00")
+
 # Front-end cases (M1001 on March dates).
 FE = lambda cid, lines, **kw: claim(cid, M, BAYSTATE, A, OPAT, lines, **kw)  # noqa: E731
 # One of two lines breaks the schema (units 0): both lines are rejected.
@@ -677,6 +702,9 @@ def arrival() -> list:
     order.append(C26_0001_LATE)
     order.append(raw('{"claim_id": "C26-0099", "line_number": 1, "line_count": 1, "form": "837P"'))
     add(L("C26-0081", 3, 1, 2))
+    # manual review: pended lines
+    add(L("C26-0110", 1))
+    add(L("C26-0111", 2, 1))
     # corrections and voids
     add(L("C26-0100", 1, 2, 3))
     add(L("C26-0101", 1))
