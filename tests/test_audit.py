@@ -362,6 +362,7 @@ def test_the_audit_command_lists_a_clients_entries(audited):
 # --- kill -9 ------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_brokers  # a kill -9 and a restart: the broker's recovery matters
 def test_kill_9_loses_no_entry_of_an_answered_request_and_none_on_the_topic(module_bootstrap, tmp_path):
     """Reads answered while the worker is killed with SIGKILL: every request answered has its
     entry in the ledger (it commits before the answer is sent), and after a restart every
