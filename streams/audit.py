@@ -86,7 +86,7 @@ async def drain_access_outbox() -> int:
     return len(pending)
 
 
-_last_prune = 0.0
+_last_prune: float | None = None  # the first round prunes
 
 
 @app.timer(interval=OUTBOX_INTERVAL_S)
@@ -96,7 +96,7 @@ async def publish_access_log() -> None:
     try:
         while await drain_access_outbox() >= 1000:
             pass
-        if time.monotonic() - _last_prune >= PRUNE_INTERVAL_S:
+        if _last_prune is None or time.monotonic() - _last_prune >= PRUNE_INTERVAL_S:
             _last_prune = time.monotonic()
             cutoff = datetime.now(UTC) - timedelta(days=settings.access_log_retention_days)
             if pruned := await runtime.in_ledger(runtime.ledger.prune_access, cutoff, retry=False):

@@ -410,6 +410,12 @@ def test_kill_9_loses_no_entry_of_an_answered_request_and_none_on_the_topic(modu
             ledger.close()
         missing = set(answered) - logged
         assert not missing, f"{len(missing)} answered reads have no entry"
+        # retention: an entry older than CLAIMS_ACCESS_LOG_RETENTION_DAYS goes at the first round
+        ledger = Ledger(pipe.ledger_url)
+        ancient = _entry("reader", [claim_id], datetime.now(UTC) - timedelta(days=31))
+        ledger.append_access(ancient)
+        ledger.close()
+        pipe.env["CLAIMS_ACCESS_LOG_RETENTION_DAYS"] = "30"
         # restarted: the outbox empties onto the topic, every entry there
         pipe.start("w2")
         pipe.wait_for("/readyz")
@@ -418,6 +424,9 @@ def test_kill_9_loses_no_entry_of_an_answered_request_and_none_on_the_topic(modu
         try:
             while ledger.access_outbox():
                 assert time.monotonic() < deadline, "the outbox left by the kill was not published"
+                time.sleep(0.3)
+            while ancient.entry_id in {e["entry_id"] for e in ledger.access_entries(claim_id=claim_id, limit=100_000)}:
+                assert time.monotonic() < deadline, "retention did not delete an entry past its days"
                 time.sleep(0.3)
             entries_now = {e["entry_id"] for e in ledger.access_entries(limit=100_000)}
         finally:
