@@ -10,7 +10,7 @@ timer (streams/audit.py), so a crash loses none (at least once: a SIEM deduplica
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
