@@ -39,7 +39,10 @@ import hmac
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -53,8 +56,8 @@ from streams import corrections_store, metrics, pipeline, stage, topics
 from streams.api_models import claim_request_model
 from streams.impact import LIVE_DIMENSIONS
 from streams.app import app, settings
-from streams.models import ClaimLine
-from streams.reviewers import Principal
+from streams.models import AccessEntry, ClaimLine
+from streams.reviewers import DEFAULT_SCOPES, Principal
 from streams.stage import runtime
 
 log = logging.getLogger("claims.api")
@@ -121,29 +124,95 @@ def json_response(web: Any, value: Any, status: int, headers: dict[str, str] | N
                      headers={"Cache-Control": "no-store", **(headers or {})})
 
 
+#: the operations that touch no claim's data, so write no access-log entry: who the token is, and
+#: Monitor Mode's totals. Every other /v1 operation (routes added later too) appends an entry
+#: for every request; a view whose claims are not in its path names them (`access(request).claim_ids`)
+UNAUDITED = frozenset({"getReviewer", "getShadowImpact"})
+#: not claim reads for claims_access_claims_read_total: the access log's own reads
+NOT_READS = frozenset({"listAudit"})
+ACCESS = "claims.access"  # where `dispatch` keeps the request's `Access`
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(slots=True)
+class Access:
+    """What a request's access-log entry will say: its id, operation and the claims it
+    touched (the views fill in the claims of a body or a listing). `logged`: the view wrote
+    the entry itself, in the transaction of the change it made."""
+
+    request_id: str
+    operation: str | None
+    claim_ids: list[str] = field(default_factory=list)
+    logged: bool = False
+    #: a GET of claim data: its claims count as read (claims_access_claims_read_total) when answered 2xx
+    read: bool = False
+
+    def entry(self, caller: Principal | None, status: int) -> AccessEntry:
+        return AccessEntry(entry_id=uuid.uuid4().hex, at=datetime.now(UTC), client=caller.name if caller else None,
+                           kind=caller.kind if caller else "anonymous", action=self.operation or "unknown",
+                           claim_ids=list(dict.fromkeys(self.claim_ids)), status=status, request_id=self.request_id)
+
+
+def access(request: Any) -> Access:
+    return request[ACCESS]
+
+
 class ApiView(faust.web.View):
-    """Base of every /v1 view: the token check, JSON errors for everything (405 included),
-    no stack trace ever."""
+    """Base of every /v1 view: the token and scope checks, the access log, JSON errors for
+    everything (405 included), no stack trace ever."""
 
     route_label = "other"
+    #: method -> (operationId, scope): every /v1 route declares the scope a token needs
+    #: (CONTRACT.md *API clients and the access log*); tests/test_openapi.py checks the
+    #: operationIds against the OpenAPI document
+    operations: dict[str, tuple[str, str]] = {}
     #: whether a reviewer's token may call this view (the review routes, a claim's status)
     reviewers_allowed = False
 
     async def dispatch(self, request: Any) -> Any:
         started = time.perf_counter()
+        method = "GET" if request.method == "HEAD" else request.method
+        operation, scope = self.operations.get(method, (None, None))
+        claim_id = request.match_info.get("claim_id")
+        audit = request[ACCESS] = Access(uuid.uuid4().hex, operation, [claim_id] if claim_id else [],
+                                         read=method == "GET" and operation not in NOT_READS)
+        caller: Principal | None = None
         try:
             caller = request[PRINCIPAL] = authorize(request)
             if caller.reviewer and not self.reviewers_allowed:
                 raise ApiError(403, "FORBIDDEN", "a reviewer's token may use the review routes and read a claim's "
                                "status, nothing else")
+            if scope is not None and scope not in caller.scopes:
+                raise ApiError(403, "FORBIDDEN", f"this token lacks the scope {scope}", field=scope)
             response = await super().dispatch(request)
         except ApiError as exc:
+            if exc.code == "API_DISABLED":
+                audit.operation = None  # no API, nothing served: nothing to log
             response = json_response(self.web, exc.body(), exc.status, exc.headers)
         except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
             log.exception("%s %s failed", request.method, self.route_label)
             response = json_response(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
+        if audit.operation is not None and audit.operation not in UNAUDITED and not audit.logged:
+            response = await self._log_access(audit, caller, response)
+        response.headers[REQUEST_ID_HEADER] = audit.request_id
         REQUESTS.labels(self.route_label, str(response.status)).inc()
         log.debug("%s %s -> %s in %.3fs", request.method, self.route_label, response.status, time.perf_counter() - started)
+        return response
+
+    async def _log_access(self, audit: Access, caller: Principal | None, response: Any) -> Any:
+        """Append the request's entry before the answer goes out; an answer with data whose
+        entry cannot be written is not sent (503 instead)."""
+        entry = audit.entry(caller, response.status)
+        try:
+            await ledger_call(runtime.ledger.append_access, entry)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, no data goes out unlogged
+            log.error("access log: the entry of a %s request could not be written (%s)", audit.operation, type(exc).__name__)
+            if response.status >= 400:
+                return response
+            return json_response(self.web, ApiError(503, "LEDGER_UNAVAILABLE", "the access log could not be written: "
+                                                    "nothing is answered without its entry; try again").body(), 503,
+                                 {"Retry-After": "1"})
+        count_access(entry, audit.read)
         return response
 
     async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
@@ -161,24 +230,37 @@ class ApiView(faust.web.View):
 
 def authorize(request: Any) -> Principal:
     """Who the bearer token names: the API client `default` (CLAIMS_API_TOKEN, compared in
-    constant time) or a reviewer of CLAIMS_REVIEWERS_FILE (by the token's SHA-256). 503 when
-    neither is configured (API disabled), 401 for a missing or unknown token."""
+    constant time), a client of CLAIMS_CLIENTS_FILE or a reviewer of CLAIMS_REVIEWERS_FILE
+    (by the token's SHA-256, every hash compared in constant time). 503 when none is
+    configured (API disabled), 401 for a missing or unknown token. The token is never
+    logged nor echoed."""
     token = settings.api_token
     secret = token.get_secret_value() if token is not None else ""
-    if not secret and not runtime.reviewers.configured:
-        raise ApiError(503, "API_DISABLED",
-                       "the /v1 API is disabled: no CLAIMS_API_TOKEN (nor CLAIMS_REVIEWERS_FILE) is configured on this worker")
+    if not secret and not runtime.reviewers.configured and not runtime.clients.configured:
+        raise ApiError(503, "API_DISABLED", "the /v1 API is disabled: no CLAIMS_API_TOKEN (nor CLAIMS_CLIENTS_FILE "
+                       "or CLAIMS_REVIEWERS_FILE) is configured on this worker")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="claims-pipeline"'}
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <token>)", headers=challenge)
     given = given.strip()
     if secret and hmac.compare_digest(given.encode(), secret.encode()):
-        return Principal("default", reviewer=False)
+        return Principal("default", reviewer=False, scopes=DEFAULT_SCOPES)
+    if (client := runtime.clients.find(given)) is not None:
+        return client
     if (reviewer := runtime.reviewers.find(given)) is not None:
         return reviewer
     raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
                    headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
+
+
+def count_access(entry: AccessEntry, read: bool) -> None:
+    """The access metrics of an entry written: entries by client, operation and status, and the
+    distinct claims a client read this minute."""
+    name = entry.client or "anonymous"
+    metrics.ACCESS_ENTRIES.labels(name, entry.action, str(entry.status)).inc()
+    if read and 200 <= entry.status < 300 and entry.claim_ids:
+        metrics.DISTINCT_READS.read(name, entry.claim_ids, time.time())
 
 
 def principal(request: Any) -> Principal:
@@ -548,6 +630,7 @@ app.web.web_app.middlewares.append(_json_http_errors)
 @app.page(f"{API_PREFIX}/claims", base=ApiView, name="api_claims")
 class ClaimsView(ApiView):
     route_label = "submit"
+    operations = {"POST": ("submitClaim", "claims:submit")}
 
     async def post(self, request: Any) -> Any:
         started = time.perf_counter()
@@ -578,6 +661,8 @@ async def claim_body(request: Any) -> list[dict[str, Any]]:
         claim = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+    if isinstance(claim, dict) and isinstance(claim.get("claim_id"), str) and 0 < len(claim["claim_id"]) <= 64:
+        access(request).claim_ids = [claim["claim_id"]]  # the access log names it, whatever the answer
     return claim_lines(claim)
 
 
@@ -607,6 +692,7 @@ class SimulateView(ApiView):
     nothing and consuming no units."""
 
     route_label = "simulate"
+    operations = {"POST": ("simulateClaim", "claims:submit"), "GET": ("getClaim", "claims:read")}
 
     async def post(self, request: Any) -> Any:
         candidate = _candidate_param(request)
@@ -622,6 +708,7 @@ class SimulateView(ApiView):
                                 "status": overall_status("DECIDED", records), "lines": records}, 200)
 
     async def get(self, request: Any) -> Any:  # a claim whose id is "simulate"
+        access(request).claim_ids = ["simulate"]
         return await claim_status(self.web, "simulate")
 
 
@@ -641,6 +728,7 @@ async def claim_status(web: Any, claim_id: str) -> Any:
 @app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
 class ClaimView(ApiView):
     route_label = "status"
+    operations = {"GET": ("getClaim", "claims:read")}
     reviewers_allowed = True
 
     async def get(self, request: Any, claim_id: str) -> Any:
@@ -653,6 +741,7 @@ class ShadowImpactView(ApiView):
     started, by rule, provider NPI or procedure code (the tables of `shadow --report`)."""
 
     route_label = "impact"
+    operations = {"GET": ("getShadowImpact", "claims:read")}
 
     async def get(self, request: Any) -> Any:
         by = request.query.get("by", "rule")

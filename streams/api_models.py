@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from streams import topics
-from streams.models import AdjudicatedLine, ClaimLine, RejectedLine
+from streams.models import AccessEntry, AdjudicatedLine, ClaimLine, RejectedLine
 from streams.schemas import DESCRIPTIONS
 
 #: a claim's status in the API's answers: ACCEPTED (published, not waited for), what

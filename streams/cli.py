@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -116,6 +117,55 @@ def shadow(
     from streams.shadow import render_table
 
     render_table(records, books.versions[0], Console())
+
+
+@app.command("audit")
+def audit_log(
+    since: Annotated[str, typer.Option(metavar="DATE", help="Entries at or after DATE (YYYY-MM-DD, or an ISO 8601 time, UTC).")],
+    client: Annotated[str | None, typer.Option(metavar="NAME", help="Only this API client's (or reviewer's) entries.")] = None,
+    until: Annotated[str | None, typer.Option(metavar="DATE", help="Entries before the end of DATE (or before an ISO 8601 time).")] = None,
+    claim_id: Annotated[str | None, typer.Option("--claim-id", metavar="ID", help="Only entries that touched this claim.")] = None,
+    ledger: Annotated[str | None, typer.Option(metavar="URL", help="The ledger (sqlite:///PATH or postgresql://...); "
+                                               "default: CLAIMS_LEDGER_URL, as the workers have it.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 100_000,
+) -> None:
+    """The access log for a security review: who read or changed which claims, newest first (JSON Lines), then a summary."""
+    from datetime import UTC, date, datetime, time, timedelta
+
+    from streams.ledger import Ledger, LedgerUnavailable
+    from streams.settings import Settings
+
+    def when(name: str, value: str, end: bool = False) -> datetime:
+        try:
+            if len(value) == 10:
+                day = date.fromisoformat(value)
+                return datetime.combine(day + timedelta(days=1) if end else day, time(), UTC)
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            fail(f"{name} must be a date, YYYY-MM-DD, or an ISO 8601 time, not {value!r}")
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    start = when("--since", since)
+    stop = when("--until", until, end=True) if until else None
+    if stop is not None and start > stop:
+        fail(f"--since {since} is after --until {until}")
+    url = ledger or Settings().ledger_url
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if url.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
+        fail(f"no ledger at {path}")
+    try:
+        store = Ledger(url)
+        try:
+            entries = store.access_entries(client, claim_id, start, stop, limit)
+        finally:
+            store.close()
+    except LedgerUnavailable as exc:
+        fail(str(exc))
+    denied = sum(1 for e in entries if e["status"] in (401, 403, 404))
+    claims = {c for e in entries for c in e["claim_ids"]}
+    _write_jsonl([*entries, {"summary": {"entries": len(entries), "distinct_claims": len(claims), "denied": denied,
+                                         "clients": sorted({e["client"] or "anonymous" for e in entries}),
+                                         "actions": dict(sorted(Counter(e["action"] for e in entries).items()))}}])
 
 
 def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[bytes], str]:

@@ -34,6 +34,7 @@ import psycopg
 
 from rules.engine import History, Outcome
 from streams import corrections_store, review_store
+from streams.access_store import AccessStore
 from streams.assembly_store import AssemblyStore, Intake, dumps, restamp_rejection, settle, settled_by
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
@@ -57,7 +58,7 @@ class LedgerTooNew(LedgerUnavailable):
     rather than dead-letter anything."""
 
 
-class Ledger(AssemblyStore, ReviewStore):
+class Ledger(AssemblyStore, ReviewStore, AccessStore):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 

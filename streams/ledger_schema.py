@@ -203,10 +203,40 @@ CREATE TABLE IF NOT EXISTS decided_lines (
 CREATE INDEX IF NOT EXISTS decided_lines_service_date ON decided_lines (service_date);
 """
 
+#: the access log (CONTRACT.md *API clients and the access log*): one entry per request that read
+#: or changed a claim's data, append-only (only retention deletes), the claims each touched,
+#: and the outbox of entries not yet published on claims.audit.access
+_V4 = """
+CREATE TABLE IF NOT EXISTS access_log (
+    entry_id TEXT PRIMARY KEY,        -- one request's entry: nothing updates a row, only retention
+    at TEXT NOT NULL,                 -- (CLAIMS_ACCESS_LOG_RETENTION_DAYS) deletes, by at (ISO 8601 UTC)
+    client TEXT,                      -- the client's or reviewer's name (null: no valid token)
+    action TEXT NOT NULL,             -- the operationId
+    status INTEGER NOT NULL,          -- the HTTP status answered
+    request_id TEXT NOT NULL,
+    body TEXT NOT NULL                -- the entry as published (JSON)
+);
+CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at);
+CREATE INDEX IF NOT EXISTS access_log_client ON access_log (client, at);
+CREATE TABLE IF NOT EXISTS access_log_claims (
+    claim_id TEXT NOT NULL,           -- who touched this claim: an entry's claims, one row each
+    at TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    PRIMARY KEY (claim_id, at, entry_id)
+);
+CREATE INDEX IF NOT EXISTS access_log_claims_at ON access_log_claims (at);
+CREATE TABLE IF NOT EXISTS access_outbox (
+    entry_id TEXT PRIMARY KEY,        -- an entry stored with its request and kept until it is published
+    client TEXT,                      -- on claims.audit.access (a crash in between publishes it later)
+    body TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
     Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
     Migration(3, "Monitor Mode's history run: decided_lines", _V3),
+    Migration(4, "the access log: access_log, access_log_claims, access_outbox", _V4),
 )
 
 #: the version this code migrates a ledger to

@@ -246,6 +246,20 @@ SHADOW_RULE_ALLOWED = Counter(
     ["rule", "policy"],
     registry=REGISTRY,
 )
+ACCESS_ENTRIES = Counter(
+    "claims_access_log_entries_total",
+    "Access-log entries this worker wrote, by client or reviewer name (\"anonymous\": no valid token), "
+    "operation and HTTP status answered.",
+    ["client", "action", "code"],
+    registry=REGISTRY,
+)
+CLAIMS_READ = Counter(
+    "claims_access_claims_read_total",
+    "Distinct claims each client or reviewer read through this worker (answered 2xx to a GET), each claim "
+    "counted once per client per minute: rate(...) * 60 is distinct claims read per minute.",
+    ["client"],
+    registry=REGISTRY,
+)
 WORKER_READY = Gauge(
     "claims_worker_ready",
     "1 when the worker is ready (/readyz answers 200), else 0.",
@@ -321,6 +335,34 @@ def prime_review(queues_reasons: list[tuple[str, str]]) -> None:
         PEND_OLDEST_AGE.labels(queue=queue)
         for action in ("PAY", "DENY"):
             REVIEW_DECISIONS.labels(queue=queue, action=action)
+
+
+def prime_access(names: list[str]) -> None:
+    """The distinct-claims series at 0 for every client and reviewer known at start."""
+    for name in names:
+        CLAIMS_READ.labels(client=name)
+
+
+class DistinctReads:
+    """Claims each client read in the current minute, to count each once (CLAIMS_READ)."""
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._seen: dict[str, set[str]] = {}
+
+    def read(self, client: str, claim_ids: list[str], now: float) -> int:
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._seen = minute, {}
+        seen = self._seen.setdefault(client, set())
+        new = [c for c in dict.fromkeys(claim_ids) if c not in seen]
+        seen.update(new)
+        if new:
+            CLAIMS_READ.labels(client=client).inc(len(new))
+        return len(new)
+
+
+DISTINCT_READS = DistinctReads()
 
 
 def set_pends(queues_reasons: list[tuple[str, str]], stats: list[tuple[str, str, int, float | None]]) -> None:

@@ -433,3 +433,20 @@ class ClaimBatch(_Output):
     batches, so the per-message cost of a hop is paid once per batch, not once per claim."""
 
     claims: tuple[ClaimWork, ...]
+
+
+# --- the access log (CONTRACT.md *API clients and the access log*) -------------------------
+
+
+class AccessEntry(_Output):
+    """One request that read or changed a claim's data, as the ledger's access log keeps it
+    and `claims.audit.access` carries it (key: the client's name)."""
+
+    entry_id: str = Field(description="Unique id of the entry (a SIEM deduplicates by it: the topic is at least once).")
+    at: datetime = Field(description="When the request was answered (UTC).")
+    client: str | None = Field(description="The API client's or reviewer's name; null when no valid token was given (401).")
+    kind: Literal["client", "reviewer", "anonymous"] = Field(description="What `client` names.")
+    action: str = Field(description="The route's operation (the OpenAPI operationId), e.g. getClaim.")
+    claim_ids: list[str] = Field(description="The claims touched: the claim of the route, the claims submitted, or the claims a listing answered.")
+    status: int = Field(description="The HTTP status answered, denials included.")
+    request_id: str = Field(description="The request's id, also answered in the X-Request-Id header.")

@@ -26,7 +26,7 @@ import orjson
 from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
-from streams import api, api_models, review_api, schemas, x12_api
+from streams import api, api_models, audit, review_api, schemas, x12_api
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parent / "sample_data"
@@ -49,6 +49,7 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.ReviewEvent, "serialization"),
     (api_models.Reviewer, "serialization"),
     (api_models.ReviewConflict, "serialization"),
+    (api_models.AccessEntry, "serialization"),
 )
 
 
@@ -76,11 +77,13 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 ERRORS: dict[str, dict[str, Any]] = {
     "BadRequest": _error("`MALFORMED_JSON`: the body is not JSON; `BAD_REQUEST`: a query parameter out of range "
                          "(`field` names it); `NO_CANDIDATE`: `?candidate=true` on a worker without a candidate rulebook."),
-    "Forbidden": _error("`FORBIDDEN`: the token may not do this: the API token reads the review queue but does not "
-                        "decide; a reviewer decides only the queues the reviewers file gives them, and reaches only "
-                        "the review routes and a claim's status."),
-    "Unauthorized": _error("`UNAUTHORIZED`: no bearer token, or neither the worker's `CLAIMS_API_TOKEN` nor a "
-                           "reviewer's token (`CLAIMS_REVIEWERS_FILE`).", headers={
+    "Forbidden": _error("`FORBIDDEN`: the token may not do this: a client's token lacks the operation's scope "
+                        "(`field` and the message name it: `claims:read`, `claims:submit`, `reviews:read`, "
+                        "`reprocess:read`, `audit:read`); a client reads the review queue but does not decide; a "
+                        "reviewer decides only the queues the reviewers file gives them, and reaches only the review "
+                        "routes and a claim's status."),
+    "Unauthorized": _error("`UNAUTHORIZED`: no bearer token, or neither the worker's `CLAIMS_API_TOKEN`, a client's "
+                           "token (`CLAIMS_CLIENTS_FILE`) nor a reviewer's (`CLAIMS_REVIEWERS_FILE`).", headers={
         "WWW-Authenticate": {"description": 'Bearer realm="claims-pipeline"', "schema": {"type": "string"}}}),
     "NotFound": _error("`NOT_FOUND`: the pipeline has never seen this claim (a claim just accepted appears within a "
                        "second: treat an early 404 after a 202 as \"not yet\"); `NO_CANDIDATE`: Monitor Mode's "
@@ -191,6 +194,23 @@ def operations() -> dict[str, dict[str, Any]]:
                                   "content": {x12_api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
                           **_errors(401, 404, 409, 503)}}},
         **_review_operations(),
+        f"{api.API_PREFIX}/audit": {"get": {
+            "operationId": "listAudit", "tags": ["audit"], "summary": "The access log, newest first",
+            "description": "Every request that read or changed a claim's data: who, which operation, which claims, the "
+                           "status answered and the request id (`X-Request-Id`). Needs the scope `audit:read`; this "
+                           "read is logged too. " + no_store,
+            "parameters": [{"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+                           for name, text, schema in (
+                               ("client", "Only this client's (or reviewer's) entries.", {"type": "string"}),
+                               ("claim_id", "Only entries that touched this claim.", {"type": "string"}),
+                               ("since", "From this date (YYYY-MM-DD, its start) or time (ISO 8601, UTC without "
+                                         "an offset).", {"type": "string", "format": "date-time"}),
+                               ("until", "Before this time, or to the end of this date.",
+                                {"type": "string", "format": "date-time"}),
+                               ("limit", "At most this many (default 100).",
+                                {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}))],
+            "responses": {"200": {"description": "The entries.", "content": {JSON: {"schema": {"type": "array", "items": _ref("AccessEntry")}}}},
+                          **_errors(400, 401, 403, 503)}}},
         f"{api.API_PREFIX}/shadow/impact": {"get": {
             "operationId": "getShadowImpact", "tags": ["monitor"],
             "summary": "Monitor Mode: the candidate policy's impact since this worker started",
@@ -280,6 +300,16 @@ def _review_operations() -> dict[str, dict[str, Any]]:
     }
 
 
+def _with_forbidden(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every operation may answer 403: each needs a scope (streams/api.py `ApiView.operations`)."""
+    for methods in paths.values():
+        for op in methods.values():
+            responses = op["responses"]
+            if "403" not in responses:
+                op["responses"] = dict(sorted({**responses, **_errors(403)}.items()))
+    return paths
+
+
 def _components() -> dict[str, Any]:
     """Every model's schema, decorated as the topic schemas are, under components/schemas."""
     out: dict[str, Any] = {}
@@ -306,8 +336,11 @@ def document() -> dict[str, Any]:
             "version": api.API_PREFIX.strip("/"),
             "summary": "Submit claims (JSON or X12 837P), read their decisions, 835s and FHIR ClaimResponses.",
             "description": "Served by every pipeline worker on its web port. Every operation needs "
-                           "`Authorization: Bearer <CLAIMS_API_TOKEN>`; a worker without a token answers 503 "
-                           "`API_DISABLED`. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`. "
+                           "`Authorization: Bearer <token>`: a client's (`CLAIMS_CLIENTS_FILE`, or "
+                           "`CLAIMS_API_TOKEN`, the client `default`) holding the operation's scope, or a reviewer's; "
+                           "a worker with none configured answers 503 `API_DISABLED`. Every answer carries "
+                           "`X-Request-Id`; every request that reads or changes a claim's data is in the access log "
+                           "(`GET /v1/audit`). Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`. "
                            "See docs/integration.md.",
         },
         "servers": [{"url": "/", "description": "The worker serving this document."}],
@@ -316,13 +349,15 @@ def document() -> dict[str, Any]:
                  {"name": "remittance", "description": "A decided claim's remittance."},
                  {"name": "review", "description": "Manual review: the queue of pended lines and reviewers' decisions."},
                  {"name": "x12", "description": "X12 5010: 837P in, 999 and 277CA back."},
+                 {"name": "audit", "description": "The access log: who read or changed which claim."},
                  {"name": "monitor", "description": "Monitor Mode: a candidate policy decided alongside the live one."}],
-        "paths": operations(),
+        "paths": _with_forbidden(operations()),
         "components": {
             "schemas": _components(),
             "responses": ERRORS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "The worker's CLAIMS_API_TOKEN."}},
+                                           "description": "A client's token (CLAIMS_CLIENTS_FILE; "
+                                           "CLAIMS_API_TOKEN is the client `default`) or a reviewer's."}},
         },
     }
 

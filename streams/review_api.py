@@ -22,7 +22,7 @@ import orjson
 
 from rules.review import InvalidDecision
 from streams import metrics
-from streams.api import API_PREFIX, ApiError, ApiView, json_response, ledger_call, principal, read_body
+from streams.api import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
 from streams.app import app
 from streams.remit_models import remittable_claims
 from streams.review_outputs import publish_reviewed
@@ -53,6 +53,7 @@ def _record(model: Any) -> Any:
 @app.page(f"{API_PREFIX}/reviews/me", base=ReviewView, name="api_reviews_me")
 class ReviewerView(ReviewView):
     route_label = "review_me"
+    operations = {"GET": ("getReviewer", "reviews:read")}
 
     async def get(self, request: Any) -> Any:
         caller = principal(request)
@@ -68,6 +69,7 @@ class ReviewerView(ReviewView):
 @app.page(f"{API_PREFIX}/reviews", base=ReviewView, name="api_reviews")
 class ReviewQueueView(ReviewView):
     route_label = "review_queue"
+    operations = {"GET": ("listReviews", "reviews:read")}
 
     async def get(self, request: Any) -> Any:
         queue = request.query.get("queue") or None
@@ -77,6 +79,7 @@ class ReviewQueueView(ReviewView):
             raise ApiError(400, "BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
         items = await ledger_call(runtime.ledger.open_pends, queue, reason, int(raw))
         now = datetime.now(UTC)
+        access(request).claim_ids = [item["claim_id"] for item in items]  # the claims listed
         for item in items:
             item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
             item["authorization"] = _authorization(item.pop("authorization_number"), item.pop("units_used"))
@@ -96,6 +99,7 @@ def _authorization(number: str | None, used: str | None) -> dict[str, Any] | Non
 @app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")
 class ReviewDecisionView(ReviewView):
     route_label = "review_decide"
+    operations = {"POST": ("decideReview", "reviews:read")}
 
     async def post(self, request: Any, claim_id: str, line_number: str) -> Any:
         number = _line_number(line_number)
@@ -109,8 +113,12 @@ class ReviewDecisionView(ReviewView):
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
         try:
+            audit = access(request)
+            entry = audit.entry(caller, 200)  # answered 200 if the decision commits: with it, in its transaction
             reviewed = await ledger_call(runtime.ledger.review, claim_id, number, body, caller.name, caller.queues,
-                                         runtime.books, datetime.now(UTC))
+                                         runtime.books, datetime.now(UTC), entry)
+            audit.logged = True
+            count_access(entry, audit.read)
         except ReviewNotFound as exc:
             raise ApiError(404, "NOT_FOUND", str(exc), field="line_number") from None
         except ReviewForbidden as exc:
@@ -130,6 +138,7 @@ class ReviewDecisionView(ReviewView):
                 await publish_reviewed([record], finals)
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat
                 log.error("publishing a reviewed line failed (%s); it stays in the outbox", type(exc).__name__)
+                audit.logged = False  # the answer is not the 200 its entry says: a second entry says 503
                 raise ApiError(503, "PUBLISH_FAILED", "the decision is stored and will be published; "
                                "sending the same decision again answers its record") from None
         return json_response(self.web, _record(record), 200)
@@ -138,6 +147,7 @@ class ReviewDecisionView(ReviewView):
 @app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", base=ReviewView, name="api_review_history")
 class ReviewHistoryView(ReviewView):
     route_label = "review_history"
+    operations = {"GET": ("getReviewHistory", "reviews:read")}
 
     async def get(self, request: Any, claim_id: str, line_number: str) -> Any:
         number = _line_number(line_number)

@@ -23,7 +23,8 @@ import orjson
 from rules import review as policy
 from rules.rulebook import Rulebooks
 from streams import corrections_store
-from streams.models import AdjudicatedLine, ClaimLine
+from streams.access_store import insert_access
+from streams.models import AccessEntry, AdjudicatedLine, ClaimLine
 
 
 class ReviewNotFound(LookupError):
@@ -102,42 +103,51 @@ class ReviewStore:
     """The review half of the ledger (a part of `Ledger`, like `AssemblyStore`)."""
 
     def review(self, claim_id: str, line_number: int, body: Any, reviewer: str, queues: Sequence[str] | None,
-               books: Rulebooks, now: datetime) -> Reviewed:
+               books: Rulebooks, now: datetime, access: AccessEntry | None = None) -> Reviewed:
         """Apply a reviewer's decision to a pended line, in one transaction.
 
         `queues`: the queues the reviewer may decide (None: any). Raises `ReviewNotFound`
         (404), `ReviewForbidden` (403), `policy.InvalidDecision` (422, naming the field),
-        `ReviewConflict` (409); the same decision again returns the stored record."""
-        lock = " FOR UPDATE" if self.postgres else ""
+        `ReviewConflict` (409); the same decision again returns the stored record.
+        `access`: the request's access-log entry, appended in the same transaction when the
+        decision is answered 200 (stored now or an idempotent repeat); nothing when it raises."""
         with self.transaction() as q:
-            row = q(f"SELECT queue, charge_amount, suggested_amount, state FROM pends WHERE claim_id = ? AND line_number = ?{lock}",
-                    claim_id, line_number).fetchone()
-            if row is None:
-                raise ReviewNotFound(f"line {line_number} of claim {claim_id!r} is unknown or was never pended")
-            queue, charge, suggested, state = row[0], Decimal(row[1]), Decimal(row[2]), row[3]
-            if queues is not None and queue not in queues:
-                raise ReviewForbidden(f"reviewer {reviewer!r} may not decide the {queue} queue")
-            current = _current(q, claim_id, line_number)
-            book = books.get(current.policy_version)
-            decision = policy.check(body, charge, book)
-            if state == "REVERSED":
-                raise ReviewConflict(f"the line's claim was reversed by {current.reversed_by!r}; it can no longer be decided", current)
-            if state == "DECIDED":
-                if policy.same(current, decision, suggested):
-                    return Reviewed(current, False, None, queue)
-                raise ReviewConflict("the line was already decided otherwise", current)
-            final = policy.final(current, charge, decision, reviewer, book, now)
-            body_json = final.model_dump_json()
-            q("UPDATE decisions SET body = ? WHERE claim_id = ? AND line_number = ?", body_json, claim_id, line_number)
-            q("UPDATE pends SET state = 'DECIDED' WHERE claim_id = ? AND line_number = ?", claim_id, line_number)
-            if final.status == "DENIED":  # a denial releases the units and the duplicate fingerprint it held
-                for table in ("paid_lines", "unit_usage"):
-                    q(f"DELETE FROM {table} WHERE claim_id = ? AND line_number = ?", claim_id, line_number)
-            _history(q, claim_id, line_number, "DECIDED", reviewer, now,
-                     {"action": decision.action, "status": final.status, "allowed_amount": str(final.allowed_amount),
-                      "carc": decision.carc, "rarc": list(decision.rarc), "note": decision.note})
-            q("INSERT INTO decision_outbox (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, line_number, body_json)
-            return Reviewed(final, True, self._if_final(q, claim_id), queue)
+            reviewed = self._review(q, claim_id, line_number, body, reviewer, queues, books, now)
+            if access is not None:
+                insert_access(q, access)
+            return reviewed
+
+    def _review(self, q, claim_id: str, line_number: int, body: Any, reviewer: str, queues: Sequence[str] | None,
+                books: Rulebooks, now: datetime) -> Reviewed:
+        lock = " FOR UPDATE" if self.postgres else ""
+        row = q(f"SELECT queue, charge_amount, suggested_amount, state FROM pends WHERE claim_id = ? AND line_number = ?{lock}",
+                claim_id, line_number).fetchone()
+        if row is None:
+            raise ReviewNotFound(f"line {line_number} of claim {claim_id!r} is unknown or was never pended")
+        queue, charge, suggested, state = row[0], Decimal(row[1]), Decimal(row[2]), row[3]
+        if queues is not None and queue not in queues:
+            raise ReviewForbidden(f"reviewer {reviewer!r} may not decide the {queue} queue")
+        current = _current(q, claim_id, line_number)
+        book = books.get(current.policy_version)
+        decision = policy.check(body, charge, book)
+        if state == "REVERSED":
+            raise ReviewConflict(f"the line's claim was reversed by {current.reversed_by!r}; it can no longer be decided", current)
+        if state == "DECIDED":
+            if policy.same(current, decision, suggested):
+                return Reviewed(current, False, None, queue)
+            raise ReviewConflict("the line was already decided otherwise", current)
+        final = policy.final(current, charge, decision, reviewer, book, now)
+        body_json = final.model_dump_json()
+        q("UPDATE decisions SET body = ? WHERE claim_id = ? AND line_number = ?", body_json, claim_id, line_number)
+        q("UPDATE pends SET state = 'DECIDED' WHERE claim_id = ? AND line_number = ?", claim_id, line_number)
+        if final.status == "DENIED":  # a denial releases the units and the duplicate fingerprint it held
+            for table in ("paid_lines", "unit_usage"):
+                q(f"DELETE FROM {table} WHERE claim_id = ? AND line_number = ?", claim_id, line_number)
+        _history(q, claim_id, line_number, "DECIDED", reviewer, now,
+                 {"action": decision.action, "status": final.status, "allowed_amount": str(final.allowed_amount),
+                  "carc": decision.carc, "rarc": list(decision.rarc), "note": decision.note})
+        q("INSERT INTO decision_outbox (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, line_number, body_json)
+        return Reviewed(final, True, self._if_final(q, claim_id), queue)
 
     def _if_final(self, q, claim_id: str) -> tuple[AdjudicatedLine, ...] | None:
         """What the claim's 835 carries once none of its lines is pended: the reversals it made

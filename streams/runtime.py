@@ -15,7 +15,7 @@ from rules.rulebook import Rulebooks, default_rulebooks, load_single
 from streams import metrics
 from streams.impact import LIVE_DIMENSIONS, Impact
 from streams.ledger import Ledger, LedgerUnavailable
-from streams.reviewers import Reviewers
+from streams.reviewers import Clients, Reviewers
 from streams.settings import Settings
 
 T = TypeVar("T")
@@ -34,6 +34,8 @@ class Runtime:
         self.reference = ReferenceData()
         #: the reviewers of CLAIMS_REVIEWERS_FILE (read again when it changes); a broken file stops the worker at start
         self.reviewers = Reviewers(settings.reviewers_file)
+        #: the API clients of CLAIMS_CLIENTS_FILE (read again when it changes or on SIGHUP); the same
+        self.clients = Clients(settings.clients_file)
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False

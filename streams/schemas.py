@@ -119,7 +119,7 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ShadowDifference", "rules"): "Rule ids on one side only (or whose amounts differ): what made the difference.",
 }
 
-_OUTPUTS = {topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name, topics.REMITTANCE_DLQ.name}
+_OUTPUTS = {topics.AUDIT_ACCESS.name, topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name, topics.REMITTANCE_DLQ.name}
 
 #: key schemas: (schema, description) per external topic
 _STRING_KEY = {"type": "string", "minLength": 1}
@@ -135,6 +135,8 @@ KEYS: dict[str, tuple[dict[str, Any], str]] = {
                                  "source-topic (claims.internal.decided) and stage (remittance)."),
     topics.SHADOW_DIFFERENCES.name: ({"type": "string", "minLength": 1, "maxLength": 64},
                                      "The claim_id of the line decided differently."),
+    topics.AUDIT_ACCESS.name: ({"type": ["string", "null"], "maxLength": 64},
+                               "The client's or reviewer's name (null: a request without a valid token, answered 401)."),
     topics.DLQ.name: ({"type": ["string", "null"]}, "The key of the original message, unchanged (null: it had none)."),
     topics.REMITTANCE_835.name: ({"type": "string", "minLength": 1, "maxLength": 38},
                                  "The claim_id of the remitted claim (CLP01 of the 835)."),

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     reviewers_file: Path | None = Field(
         None, description="Manual review: a TOML file of [[reviewer]] (name, token_sha256, queues), read again when it changes.")
+    clients_file: Path | None = Field(
+        None, description="API clients: a TOML file of [[client]] (name, token_sha256, scopes), read again when it changes or on SIGHUP.")
+    access_log_retention_days: int = Field(
+        2190, ge=1, description="Access-log entries older than this many days are deleted (six years: HIPAA records).")
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
     @field_serializer("ledger_url")

@@ -76,6 +76,7 @@ def run(loglevel: str = "warning") -> None:
     from streams import (  # noqa: F401 - registers the pages
         api,  # noqa: F401 - registers the /v1 HTTP API
         api_reference,  # noqa: F401 - /v1/openapi.json and /v1/docs
+        audit,  # noqa: F401 - GET /v1/audit, the access log's outbox and retention, SIGHUP
         logs,
         metrics,
         review_api,  # noqa: F401 - the /v1 review routes
@@ -95,6 +96,8 @@ def run(loglevel: str = "warning") -> None:
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     _prime_metrics(runtime.books)
     metrics.prime_review(runtime.books.pend_labels())
+    metrics.prime_access(["default"] * bool(settings.api_token) + [e.name for e in runtime.clients.entries()]
+                         + [e.name for e in runtime.reviewers.entries()])
     if runtime.shadow is not None:
         metrics.prime_shadow(sorted({rule for book in runtime.shadow.books for rule in book.rules}))
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
@@ -104,7 +107,8 @@ def run(loglevel: str = "warning") -> None:
         with open(f"{port_file}.tmp", "w", encoding="utf-8") as f:
             f.write(f"{WEB_PORT}\n")
         os.replace(f"{port_file}.tmp", port_file)
-    api_state = "on" if settings.api_token else "off (set CLAIMS_API_TOKEN)"
+    api_state = "on" if settings.api_token or settings.clients_file or settings.reviewers_file \
+        else "off (set CLAIMS_API_TOKEN or CLAIMS_CLIENTS_FILE)"
     print(f"claims-pipeline worker: brokers {','.join(settings.bootstrap_list)}, ledger {runtime.ledger.describe()}, "
           f"http://{settings.web_bind}:{WEB_PORT} (/readyz, /metrics; /v1 API {api_state})"
           + (f", Monitor Mode {','.join(runtime.shadow.versions)}" if runtime.shadow else ""), flush=True)

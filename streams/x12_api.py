@@ -34,6 +34,7 @@ from streams.api import (
     ApiError,
     ApiView,
     PUBLISH_TIMEOUT_S,
+    access,
     answers_in,
     claim_answers,
     json_response,
@@ -263,12 +264,14 @@ class X12ClaimsView(ApiView):
     claims whole. `?wait` answers JSON instead: the 999, the 277CA, the claims' answers."""
 
     route_label = "x12_837"
+    operations = {"POST": ("submit837", "claims:submit")}
 
     async def post(self, request: Any) -> Any:
         wait = wait_param(request)
         body = await read_body(request, X12_MEDIA_TYPES, charsets=X12_CHARSETS)
         received = datetime.now(UTC)
         result, ack = await _parse_837(body)
+        access(request).claim_ids = [c.claim_id for c in result.claims]
         accepted = result.status in ("A", "E", "P")
         if accepted:
             await publish_claims(result.claims)
@@ -328,6 +331,7 @@ class Claim835View(ApiView):
     publishes on claims.remittance.835 (control numbers included; dates are today's)."""
 
     route_label = "remittance_835"
+    operations = {"GET": ("getClaim835", "claims:read")}
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = [AdjudicatedLine.model_validate(d) for d in await _decisions(claim_id)]
@@ -352,6 +356,7 @@ class ClaimRemittanceView(ApiView):
     """The claim's remittance as a FHIR R4B ClaimResponse (CARCs under the X12 code system)."""
 
     route_label = "remittance_fhir"
+    operations = {"GET": ("getClaimResponse", "claims:read")}
 
     async def get(self, request: Any, claim_id: str) -> Any:
         decisions = await _decisions(claim_id)

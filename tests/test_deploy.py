@@ -51,6 +51,7 @@ STREAM_TOPICS = {
     "claims.remittance.835",
     "claims.shadow.differences",
     "claims.remittance.dlq",
+    "claims.audit.access",
 }
 COMPACTED_TOPICS = {
     "claims.internal.incarnation",
@@ -73,6 +74,7 @@ DASHBOARD_ROWS = [
     "Worker health",
     "Manual review",
     "Candidate policy",
+    "API access",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",
@@ -83,6 +85,7 @@ REQUIRED_ALERTS = {
     "ClaimsDenialRateAnomaly",
     "ClaimsWorkerDown",
     "ClaimsWorkerNotReady",
+    "ClaimsClientMassRead",
 }
 # PHI/PII or unbounded: never a label.
 FORBIDDEN_LABEL = re.compile(r"member|claim|npi|ndc|diagnos|icd|patient|subscriber|provider|auth", re.I)
@@ -242,6 +245,8 @@ METRIC_DEFINITIONS = [
         ("PENDS_OPEN", "gauge", "claims_review_pended_lines", ("queue", "reason")),
         ("PEND_OLDEST_AGE", "gauge", "claims_review_oldest_pend_age_seconds", ("queue",)),
         ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
+        ("ACCESS_ENTRIES", "counter", "claims_access_log_entries", ("client", "action", "code")),
+        ("CLAIMS_READ", "counter", "claims_access_claims_read", ("client",)),
 ]
 
 

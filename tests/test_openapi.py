@@ -25,6 +25,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from rules.rulebook import candidate_path
 from streams import api, api_models, openapi, x12_api
+from streams.reviewers import SCOPES
 from streams.app import app
 from tests import swagger_ui
 from tests.test_api import TOKEN, ApiPipeline, api_claims, call
@@ -39,6 +40,8 @@ FUZZ_CHECKS = ("not_a_server_error,status_code_conformance,content_type_conforma
 FUZZ_EXAMPLES = 100
 #: a reviewer's token: the second schemathesis pass drives the review routes with it
 REVIEWER = f"reviewer-{uuid.uuid4().hex}"
+#: a scoped client of CLAIMS_CLIENTS_FILE (every scope): the first schemathesis pass runs with it
+FUZZ_CLIENT = f"fuzz-{uuid.uuid4().hex}"
 FUZZ_SEED = 20261201
 FUZZ_TIMEOUT_S = 600  # per run; a loaded 2-core machine needs far more than a quiet one (about 100 s)
 
@@ -91,6 +94,22 @@ def test_document_lists_every_api_route():
     assert {SAME_AS.get(r, r) for r in registered} == documented()
 
 
+def test_every_api_view_declares_a_scope_and_its_operation_ids():
+    """Every method a /v1 view answers names its operation (the document's operationId for that
+    path and method, which the access log records) and a contract scope."""
+    document = openapi.document()["paths"]
+    for path, view in app.web.views.items():
+        if not isinstance(view, api.ApiView):
+            continue
+        methods = [m for m in view.allowed_methods() if m != "HEAD"]
+        assert set(view.operations) == set(methods), (path, view.operations)
+        for method in methods:
+            doc_method, doc_path = SAME_AS.get((method.lower(), path), (method.lower(), path))
+            operation, scope = view.operations[method]
+            assert document[doc_path][doc_method]["operationId"] == operation, (path, method)
+            assert scope in SCOPES, (path, method, scope)
+
+
 def test_request_example_is_a_claim_the_api_accepts():
     example = openapi.document()["paths"]["/v1/claims"]["post"]["requestBody"]["content"]["application/json"]["example"]
     lines = api.claim_lines(example)  # ApiError if the front end refused it
@@ -111,6 +130,10 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     pipe = ApiPipeline(module_bootstrap, workdir)
     pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
     pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    clients = workdir / "clients.toml"
+    clients.write_text(f'[[client]]\nname = "fuzz"\ntoken_sha256 = "{hashlib.sha256(FUZZ_CLIENT.encode()).hexdigest()}"\n'
+                       f'scopes = {json.dumps(list(SCOPES))}\n', encoding="utf-8")
+    pipe.env["CLAIMS_CLIENTS_FILE"] = str(clients)
     pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
                          for p in SAMPLE_REFERENCE.glob("*.jsonl")})
     pipe.start()
@@ -225,12 +248,13 @@ def test_answers_of_a_worker_without_reference_data_meet_the_document(module_boo
 @pytest.mark.broker
 def test_schemathesis_finds_nothing(worker, tmp_path):
     """schemathesis, driven by the served document alone (every phase: its examples, boundary
-    coverage, fuzzing, stateful sequences through the inferred links), with the token."""
-    done = _schemathesis(worker, tmp_path / "api", TOKEN)
-    assert "11 selected / 11 total" in done.stdout
+    coverage, fuzzing, stateful sequences through the inferred links), with a scoped client's
+    token (CLAIMS_CLIENTS_FILE, every scope)."""
+    done = _schemathesis(worker, tmp_path / "api", FUZZ_CLIENT)
+    assert "12 selected / 12 total" in done.stdout
     # the review routes again with a reviewer's token, which may decide (the API token may not)
     done = _schemathesis(worker, tmp_path / "review", REVIEWER, "--include-tag", "review")
-    assert "4 selected / 11 total" in done.stdout
+    assert "4 selected / 12 total" in done.stdout
 
 
 def _schemathesis(worker: ApiPipeline, tmp_path: Path, token: str, *select: str) -> subprocess.CompletedProcess:
