@@ -22,6 +22,7 @@ def apply(settings: Settings) -> None:
     _bound_shutdown_drain()
     _send_in_source_transaction()
     _commit_between_batches()
+    _never_commit_past_in_flight()
 
 
 #: The input partition whose message the current task is answering (see `answering`).
@@ -184,6 +185,62 @@ def _commit_between_batches() -> None:
 
     force_commit._claims_tuned = True
     Consumer.force_commit = force_commit
+
+
+def _in_flight(consumer) -> dict:
+    """The smallest offset per partition of a message delivered to the streams and not yet
+    acknowledged (`Consumer._unacked_messages`)."""
+    smallest: dict = {}
+    for message in list(consumer._unacked_messages):  # noqa: SLF001 - a WeakSet: a copy to iterate
+        if not message.acked and (message.tp not in smallest or message.offset < smallest[message.tp]):
+            smallest[message.tp] = message.offset
+    return smallest
+
+
+def _never_commit_past_in_flight() -> None:
+    """faust-streaming #606 (open; fixed only on the unmerged branch claude/fix-606-offset-gap,
+    commit 5810c4ab): `Consumer._new_offset` commits the first run of consecutive acknowledged
+    offsets, and refuses only when that run starts more than one past the committed offset.
+    A message still being processed at the committed offset, with the ones after it already
+    acknowledged (`committed` = 10, 10 in flight, 11-13 acked), is jumped over: 14 is committed,
+    and a crash then never reads 10 again. With no committed offset yet (None, or 0) there is no
+    check at all. The stages here acknowledge a partition's messages in order (a `take_events`
+    batch, after its body returned), so the shape needs out-of-order acks they do not make
+    (tests/test_faust_offsets.py shows both); the cap is carried anyway, as upstream's fix
+    does it: acknowledged offsets at or past the smallest one still in flight wait for it.
+    The in-flight offsets are gathered once per commit (`_filter_committable_offsets`)."""
+    from faust.transport.consumer import Consumer
+
+    filter_ = Consumer._filter_committable_offsets
+    if getattr(filter_, "_claims_tuned", False):
+        return
+    new_offset = Consumer._new_offset
+
+    def filter_committable(self, tps):
+        self._claims_in_flight = _in_flight(self)
+        try:
+            return filter_(self, tps)
+        finally:
+            self._claims_in_flight = None
+
+    def capped_new_offset(self, tp):
+        in_flight = getattr(self, "_claims_in_flight", None)
+        first = (in_flight if in_flight is not None else _in_flight(self)).get(tp)
+        acked = self._acked[tp]  # noqa: SLF001
+        held = [offset for offset in acked if first is not None and offset >= first]
+        if not held:
+            return new_offset(self, tp)
+        acked[:] = [offset for offset in acked if offset < first]  # Faust's own logic on the rest
+        try:
+            return new_offset(self, tp)
+        finally:
+            acked.extend(held)
+            acked.sort()
+
+    filter_committable._claims_tuned = True
+    capped_new_offset._claims_original = new_offset
+    Consumer._filter_committable_offsets = filter_committable
+    Consumer._new_offset = capped_new_offset
 
 
 def _bound_shutdown_drain() -> None:
