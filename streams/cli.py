@@ -245,6 +245,7 @@ def bench(
     shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Run the workers in Monitor Mode with this candidate rulebook.")] = None,
     ledger: Annotated[str | None, typer.Option(metavar="URL", help="The workers' ledger, a postgresql:// URL holding no claims yet; default a fresh SQLite file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
+    idle_s: Annotated[float, typer.Option(help="Seconds of idle CPU measured per process, before the load and after it; 0 skips.")] = 30,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
     from rich.console import Console
@@ -256,7 +257,8 @@ def bench(
         fail(f"--engine must be tansu or kafka, not {engine!r}")
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger,
+                            idle_s)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
@@ -280,6 +282,14 @@ def bench(
         w = figures["wait"]
         console.print(f"POST /v1/claims?wait, one 5-line claim at a time on the idle pipeline: {w['round_trips']} round trips, "
                       f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
+    if "wait_idle" in figures:
+        w = figures["wait_idle"]
+        console.print(f"  the same, each claim finding the workers idle ({w['gap_s']:g} s apart): {w['round_trips']} round trips, "
+                      f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
+    for phase in ("idle_before", "idle_after"):
+        if phase in figures:
+            cpu = ", ".join(f"{name} {pct:.2f} %" for name, pct in figures[phase].items())
+            console.print(f"idle CPU {'before the load' if phase == 'idle_before' else 'after the run'}, % of one core: {cpu}")
     goals = Table(title="issue 13's targets (met: - where this run's shape does not measure it)")
     for column in ("target", "goal", "pipeline", "pass-through", "met"):
         goals.add_column(column, justify="left" if column == "target" else "right")
@@ -291,6 +301,17 @@ def bench(
                       f"and the comparison, pure engine)")
     if json_out:
         json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    from streams.losses import describe
+
+    for r in runs:
+        if r["unanswered_lines"] and isinstance(r["unanswered_lines"][0], dict):
+            console.print(f"{r['name']}: the unanswered lines (first {len(r['unanswered_lines'])}):")
+            for text in describe(r["unanswered_lines"]):
+                console.print(f"  {text}", markup=False)
+        elif r["unanswered_lines"]:
+            console.print(f"{r['name']}: unanswered: {', '.join(f'{c} line {n}' for c, n in r['unanswered_lines'][:50])}", markup=False)
+    if "kept_logs" in figures:
+        console.print(f"the workers' and the broker's logs and the ledger of this incomplete run are kept in {figures['kept_logs']}", markup=False)
     if unanswered := sum(r["unanswered"] for r in runs):
         fail(f"{unanswered} lines were not answered within --timeout {timeout:g} s: the figures above are of an incomplete run", 1)
 
