@@ -65,3 +65,17 @@ def test_explain_names_the_record_the_commit_and_the_ledger_state(fresh_bootstra
     text = losses.describe(found)
     assert text[2] == "LOST-2 line 1: submitted p0@2 (not committed past); ledger: claim not in the ledger, line not stored"
     assert "p0@1 (committed past)" in text[1] and "claim OPEN, line not stored" in text[1]
+    # the fault tests' report names the same, and says where the logs are
+    from types import SimpleNamespace
+
+    from tests.harness import fault_outcome
+
+    def decided(claim: str, number: int) -> dict:
+        return {"topic": topics.ADJUDICATED.name, "claim_id": claim, "line_number": number, "status": "PAID"}
+
+    pipe = SimpleNamespace(bootstrap=fresh_bootstrap, ledger_url=url, env={"CLAIMS_APP_ID": "losses-test"}, workdir=tmp_path)
+    expected = [decided("LOST-1", 1), decided("LOST-1", 2), decided("LOST-2", 1)]
+    with pytest.raises(AssertionError) as failed:
+        fault_outcome(3, expected[:2], expected, Ledger(url), Ledger(url), pipe)
+    assert "'lost': 1" in str(failed.value)
+    assert "LOST-2 line 1: submitted p0@2 (not committed past)" in str(failed.value) and str(tmp_path) in str(failed.value)
