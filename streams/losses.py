@@ -26,7 +26,9 @@ def explain(bootstrap: str, ledger_url: str | None, group: str | None, lost: Ite
     on that partition is past the record (read and committed, yet unanswered: lost inside the
     pipeline) or not (never read, or read and not committed: stuck), and the ledger's `claim`
     status (OPEN: assembling; ASSEMBLED; DECIDED; REJECTED; None: intake never stored it),
-    `line_stored`, `decided` and `rejected` for the line."""
+    `line_stored` (in assembly: a settled claim's lines are no longer there), `decided` and
+    `rejected` for the line. A line decided in the ledger and unanswered was lost on its way
+    out; one committed past and not in the ledger, on its way in."""
     wanted = sorted(set(lost), key=repr)[:limit]
     if not wanted:
         return []
@@ -55,8 +57,10 @@ def describe(entries: list[dict[str, Any]]) -> list[str]:
         where = ", ".join(f"p{s['partition']}@{s['offset']}"
                           f" ({'committed past' if s['consumed'] else 'not committed past' if s['consumed'] is False else 'no commit'})"
                           for s in e["submitted"]) or "no submitted record found"
-        ledger = (f"claim {e['claim_status'] or 'not in the ledger'}, line {'stored' if e['line_stored'] else 'not stored'}"
-                  f"{', decided' if e['decided'] else ''}{', rejected' if e['rejected'] else ''}")
+        settled = e["decided"] or e["rejected"]  # a settled claim's lines leave the assembly table
+        ledger = (f"claim {e['claim_status'] or 'not in the ledger'}"
+                  f"{'' if settled else ', line stored' if e['line_stored'] else ', line not stored'}"
+                  f"{', line decided' if e['decided'] else ''}{', line rejected' if e['rejected'] else ''}")
         text.append(f"{e['claim']} line {e['line']}: submitted {where}; ledger: {ledger}")
     return text
 
