@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from rules import engine, frontend
 from rules.reference import TABLES, ReferenceData
 from rules.monitor import compare_claim
 from rules.rulebook import default_rulebooks, load_single
-from streams import client, passthrough, topics
+from streams import client, losses, passthrough, topics
 from streams.admin import TopicSpec, ensure_topics
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_broker import KafkaCluster
@@ -55,6 +55,8 @@ class RunFigures:
     broker_cpu_s: float
     worker_peak_rss_mb: float
     broker_peak_rss_mb: float
+    #: the unanswered lines: (claim, line) here, then where each is (`streams.losses.explain`)
+    unanswered_lines: list = field(default_factory=list)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -150,7 +152,21 @@ def _measure(name: str, bootstrap: str, procs: list[int], broker_pid: int | None
         broker_cpu_s=round((_cpu_seconds(broker_pid) - bcpu0) if broker_pid else float("nan"), 2),
         worker_peak_rss_mb=round(max(_peak_rss_mb(p) for p in procs), 1),
         broker_peak_rss_mb=round(_peak_rss_mb(broker_pid), 1) if broker_pid else float("nan"),
+        unanswered_lines=sorted(want - received.keys(), key=repr),
     )
+
+
+#: seconds of idle CPU measured per process (`--idle-s`), after `IDLE_SETTLE_S` of quiet
+IDLE_SECONDS = 30.0
+IDLE_SETTLE_S = 5.0
+
+
+def _idle_cpu(pids: dict[str, int | None], seconds: float) -> dict[str, float]:
+    """Percent of one core each process used over `seconds` with nothing offered."""
+    live = {name: pid for name, pid in pids.items() if pid}
+    before = {name: _cpu_seconds(pid) for name, pid in live.items()}
+    time.sleep(seconds)
+    return {name: round((_cpu_seconds(pid) - before[name]) * 100 / seconds, 2) for name, pid in live.items()}
 
 
 #: round trips of one claim through `POST /v1/claims?wait` on the idle pipeline
@@ -177,13 +193,16 @@ def _wait_claim(work: Workload, size: int = 5) -> tuple[dict[str, Any], list[dic
     raise RuntimeError(f"the workload has no clean {size}-line claim")
 
 
-def _wait_round_trips(port: int, token: str, work: Workload, n: int = WAIT_ROUND_TRIPS) -> dict[str, Any]:
+def _wait_round_trips(port: int, token: str, work: Workload, n: int = WAIT_ROUND_TRIPS, gap_s: float = 0.2,
+                      tag: str = "") -> dict[str, Any]:
     """`POST /v1/claims?wait=10` of one 5-line claim (a new claim_id each time), one at a
-    time on the otherwise idle pipeline: milliseconds from request to the decided answer."""
+    time on the otherwise idle pipeline, `gap_s` apart: milliseconds from request to the
+    decided answer. A gap longer than the workers' switch to the idle fetch wait
+    (`faust_tuning.IdleFetchWait`) measures a claim that finds the workers idle."""
     header, lines = _wait_claim(work)
     times, undecided = [], 0
     for i in range(n):
-        body = orjson.dumps({**header, "claim_id": f"BENCH-WAIT-{os.getpid()}-{i:03d}", "lines": lines})
+        body = orjson.dumps({**header, "claim_id": f"BENCH-WAIT{tag}-{os.getpid()}-{i:03d}", "lines": lines})
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/claims?wait=10", data=body, method="POST", headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         t = time.perf_counter()
@@ -191,8 +210,8 @@ def _wait_round_trips(port: int, token: str, work: Workload, n: int = WAIT_ROUND
             r.read()
             undecided += r.status != 200
         times.append((time.perf_counter() - t) * 1000)
-        time.sleep(0.2)
-    return {"round_trips": n, "undecided": undecided, "min_ms": round(min(times), 1),
+        time.sleep(gap_s)
+    return {"round_trips": n, "gap_s": gap_s, "undecided": undecided, "min_ms": round(min(times), 1),
             "p50_ms": round(_percentile(times, 0.50), 1), "p99_ms": round(_percentile(times, 0.99), 1)}
 
 
@@ -373,7 +392,7 @@ def _start_broker(engine: str, workdir: Path) -> tuple[EmbeddedBroker | KafkaClu
 
 def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap: str | None, baseline: bool,
               timeout: float, say: Callable[[str], None], engine: str = "tansu",
-              shadow: Path | None = None, ledger: str | None = None) -> dict[str, Any]:
+              shadow: Path | None = None, ledger: str | None = None, idle_s: float = IDLE_SECONDS) -> dict[str, Any]:
     if ledger is not None and Ledger(ledger).count("claims"):
         raise ValueError("the ledger given already holds claims: give the bench an empty one")
     work = generate(lines, members=max(lines // 10, 50), seed=42)
@@ -404,6 +423,8 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
                 finally:
                     _stop(procs)
                 figures["baseline"] = asdict(base)
+                if base.unanswered:
+                    figures["kept_logs"] = str(losses.keep_logs(workdir, _kept_logs_dir()))
             say(f"pipeline: {workers} worker process(es) ...")
             ports = [free_port() for _ in range(workers)]
             procs = [_spawn(["-m", "streams.cli", "worker"], {**env, "CLAIMS_WEB_PORT": str(port)}, workdir / f"w{i}.log")
@@ -412,18 +433,47 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
                 for port, proc in zip(ports, procs):
                     _wait_ready(port, proc)
                 _settle([p.pid for p in procs])
+                named = {**{f"worker {i + 1}": p.pid for i, p in enumerate(procs)}, "broker": broker_pid}
+                if idle_s:
+                    say(f"idle CPU per process over {idle_s:g} s, before the load ...")
+                    time.sleep(IDLE_SETTLE_S)
+                    figures["idle_before"] = _idle_cpu(named, idle_s)
                 run = _measure("pipeline", boot, [p.pid for p in procs], broker_pid, work.lines, rate,
                                topics.SUBMITTED.name, [topics.ADJUDICATED.name, topics.REJECTED.name], _output_key, timeout)
+                if run.unanswered:
+                    say(f"{run.unanswered} lines unanswered: finding where they are ...")
+                    run.unanswered_lines = losses.explain(boot, env["CLAIMS_LEDGER_URL"], env["CLAIMS_APP_ID"],
+                                                          [tuple(k) for k in run.unanswered_lines])
                 say(f"single claims through POST /v1/claims?wait, {WAIT_ROUND_TRIPS} round trips on the idle pipeline ...")
                 time.sleep(1)
                 figures["wait"] = _wait_round_trips(ports[0], token, work)
+                say(f"... and {WAIT_IDLE_ROUND_TRIPS} that each find the workers idle ({WAIT_IDLE_GAP_S:g} s apart) ...")
+                time.sleep(WAIT_IDLE_GAP_S)
+                figures["wait_idle"] = _wait_round_trips(ports[0], token, work, WAIT_IDLE_ROUND_TRIPS, WAIT_IDLE_GAP_S, "-IDLE")
+                if idle_s:
+                    say(f"idle CPU per process over {idle_s:g} s, after the run ...")
+                    time.sleep(IDLE_SETTLE_S)
+                    figures["idle_after"] = _idle_cpu(named, idle_s)
             finally:
                 _stop(procs)
             figures["pipeline"] = asdict(run)
+            if run.unanswered:
+                figures["kept_logs"] = str(losses.keep_logs(workdir, _kept_logs_dir()))
         finally:
             if broker:
                 broker.stop()
     return figures
+
+
+#: `?wait` round trips that each find the workers idle, and the gap between them (longer
+#: than `faust_tuning.IdleFetchWait.IDLE_AFTER_S` and the idle wait)
+WAIT_IDLE_ROUND_TRIPS = 10
+WAIT_IDLE_GAP_S = 2.0
+
+
+def _kept_logs_dir() -> Path:
+    """Where an incomplete run's logs and ledger are kept (the run's own folder is removed)."""
+    return Path(tempfile.gettempdir()) / f"claims-bench-incomplete-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def _output_key(value: bytes) -> tuple[str, int] | None:

@@ -349,6 +349,7 @@ def bench(
     shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Run the workers in Monitor Mode with this candidate rulebook.")] = None,
     ledger: Annotated[str | None, typer.Option(metavar="URL", help="The workers' ledger, a postgresql:// URL holding no claims yet; default a fresh SQLite file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
+    idle_s: Annotated[float, typer.Option(help="Seconds of idle CPU measured per process, before the load and after it; 0 skips.")] = 30,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
     from rich.console import Console
@@ -360,7 +361,8 @@ def bench(
         fail(f"--engine must be tansu or kafka, not {engine!r}")
     console = Console()
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger)
+        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger,
+                            idle_s)
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
@@ -384,6 +386,14 @@ def bench(
         w = figures["wait"]
         console.print(f"POST /v1/claims?wait, one 5-line claim at a time on the idle pipeline: {w['round_trips']} round trips, "
                       f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
+    if "wait_idle" in figures:
+        w = figures["wait_idle"]
+        console.print(f"  the same, each claim finding the workers idle ({w['gap_s']:g} s apart): {w['round_trips']} round trips, "
+                      f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
+    for phase in ("idle_before", "idle_after"):
+        if phase in figures:
+            cpu = ", ".join(f"{name} {pct:.2f} %" for name, pct in figures[phase].items())
+            console.print(f"idle CPU {'before the load' if phase == 'idle_before' else 'after the run'}, % of one core: {cpu}")
     goals = Table(title="issue 13's targets (met: - where this run's shape does not measure it)")
     for column in ("target", "goal", "pipeline", "pass-through", "met"):
         goals.add_column(column, justify="left" if column == "target" else "right")
@@ -395,8 +405,55 @@ def bench(
                       f"and the comparison, pure engine)")
     if json_out:
         json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    from streams.losses import describe
+
+    for r in runs:
+        if r["unanswered_lines"] and isinstance(r["unanswered_lines"][0], dict):
+            console.print(f"{r['name']}: the unanswered lines (first {len(r['unanswered_lines'])}):")
+            for text in describe(r["unanswered_lines"]):
+                console.print(f"  {text}", markup=False)
+        elif r["unanswered_lines"]:
+            console.print(f"{r['name']}: unanswered: {', '.join(f'{c} line {n}' for c, n in r['unanswered_lines'][:50])}", markup=False)
+    if "kept_logs" in figures:
+        console.print(f"the workers' and the broker's logs and the ledger of this incomplete run are kept in {figures['kept_logs']}", markup=False)
     if unanswered := sum(r["unanswered"] for r in runs):
         fail(f"{unanswered} lines were not answered within --timeout {timeout:g} s: the figures above are of an incomplete run", 1)
+
+
+@app.command()
+def soak(
+    seconds: Annotated[float, typer.Option(help="How long to go on starting rounds.")] = 300,
+    engine: Annotated[str, typer.Option(help="A fresh broker per round: tansu, or kafka (Apache Kafka, one node).")] = "tansu",
+    guarantee: Annotated[str, typer.Option(help="at_least_once, or exactly_once (Apache Kafka only).")] = "at_least_once",
+    lines: Annotated[int, typer.Option(help="Lines offered per round.")] = 3000,
+    rate: Annotated[float, typer.Option(help="Lines/s offered.")] = 300,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write every round's figures to this file.")] = None,
+) -> None:
+    """Rounds of offered load with a fault each (kill -9, graceful restart, a worker joining and
+    leaving), checked against batch mode; a table per fault; exits 1 on any loss."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from streams.soak import FAULTS, soak as run_soak
+
+    if engine not in ("tansu", "kafka") or guarantee not in ("at_least_once", "exactly_once"):
+        fail("--engine is tansu or kafka, --guarantee at_least_once or exactly_once")
+    console = Console()
+    results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
+    table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
+    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "differing", "units counted once"):
+        table.add_column(column, justify="left" if column == "fault" else "right")
+    for fault in FAULTS:
+        rows = [r for r in results if r["fault"] == fault]
+        if rows:
+            table.add_row(fault, str(len(rows)), str(sum(r["lines"] for r in rows)), str(sum(r["lost"] for r in rows)),
+                          f"{sum(r['repeated'] for r in rows)} ({max(r['repeated'] for r in rows)})",
+                          str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO")
+    console.print(table)
+    if json_out:
+        json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    if any(r["lost"] or r["differ"] or not r["units_ok"] for r in results):
+        fail("a round lost or changed an answer, or counted units wrong: see above", 1)
 
 
 def _register_x12() -> None:

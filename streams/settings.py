@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.02, gt=0, description="How long an agent waits to fill a batch (latency against CPU per line).")
     producer_linger_ms: int = Field(5, ge=0, description="Producer batching window; fewer, larger produce requests.")
     fetch_max_wait_ms: int = Field(
-        10, ge=1, le=5000, description="How long a fetch waits for data (Faust's default 1500; the embedded broker holds it that long).")
+        10, ge=1, le=5000, description="How long a fetch waits for data while data flows (Faust's default 1500; the embedded broker holds it that long).")
+    fetch_idle_wait_ms: int = Field(
+        0, ge=0, le=5000, description="How long a fetch waits once no data came for a second; 0: by broker, 500 on Apache Kafka, "
+                                      "100 on the embedded broker (faust_tuning.IdleFetchWait).")
     commit_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often offsets are committed; a crash replays about this much work (Faust: 2.8).")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

@@ -205,12 +205,28 @@ def unit_usage(ledger: Ledger) -> list[tuple]:
 
 
 def fault_outcome(sent: int, records: list[dict[str, Any]], expected: list[dict[str, Any]], ledger: Ledger,
-                  batch_ledger: Ledger) -> dict[str, int]:
+                  batch_ledger: Ledger, pipe: Pipeline | None = None) -> dict[str, int]:
     """What a fault test reports (lines sent, decided, lost, repeated), after checking that the
-    pipeline answered as batch mode does and counted every authorized unit once."""
+    pipeline answered as batch mode does and counted every authorized unit once. A loss is
+    explained: each unanswered line's submitted record (partition@offset), whether the group
+    committed past it, and its claim's state in the ledger (`streams.losses`), and where the
+    workers' logs are kept."""
     got, want = keyed(records), keyed(expected)
     counts = {"lines": sent, "decided": len(got), "lost": len(set(want) - set(got)), "repeated": len(records) - len(got)}
-    assert counts["lost"] == 0, counts
+    if counts["lost"]:
+        lost = sorted(set(want) - set(got), key=repr)
+        detail = [repr(k) for k in lost[:50]]
+        if pipe is not None:
+            from streams import losses
+
+            lines = {(k[1], k[2]) for k in lost if len(k) == 4 and k[0] != topics.DLQ.name}
+            try:
+                detail = losses.describe(losses.explain(pipe.bootstrap, pipe.ledger_url, pipe.env["CLAIMS_APP_ID"], lines, 50))
+            except Exception as exc:  # noqa: BLE001 - the report must not hide the loss
+                detail.append(f"(could not explain: {type(exc).__name__}: {exc})")
+            detail.append(f"the workers' logs and the ledger: {pipe.workdir}")
+        print("\n".join(["lost:", *detail]))
+        raise AssertionError(f"{counts}; lost:\n" + "\n".join(detail))
     assert got == want
     assert unit_usage(ledger) == unit_usage(batch_ledger)
     return counts

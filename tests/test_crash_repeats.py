@@ -77,7 +77,7 @@ def run_crash(bootstrap: str, tmp_path: Path) -> dict:
     finally:
         pipe.stop_all()
     carried = internal_repeats(bootstrap)
-    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger)
+    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger, pipe)
     print(f"kill -9 of one of two workers: {counts}; lines carried again by the internal topics: {carried}")
     return counts
 

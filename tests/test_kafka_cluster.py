@@ -120,7 +120,7 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
         records = pipe.collect(expected, timeout=240)
     finally:
         pipe.stop_all()
-    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger)
+    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger, pipe)
     print(f"{fault.__name__}: {counts}")
     return counts
 

@@ -52,5 +52,5 @@ def test_a_worker_joining_and_leaving_under_load_loses_nothing(kafka_available, 
             records = pipe.collect(expected, timeout=60)
         finally:
             pipe.stop_all()
-    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger)
+    counts = fault_outcome(len(work.lines), records, expected, Ledger(pipe.ledger_url), batch_ledger, pipe)
     print(f"a second worker joining and leaving {len(CHURN)} times under load: {counts}")

@@ -1,0 +1,105 @@
+"""faust-streaming #606, broker-free: Faust's commit offset against messages still in flight
+(`faust_tuning._never_commit_past_in_flight`). The gap shape: the message at the committed
+offset is still being processed while the ones after it are acknowledged; a commit past it
+loses it in a crash. Faust's own `Consumer._new_offset` and `ack` run on a bare consumer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import SimpleNamespace
+from weakref import WeakSet
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Consumer as KafkaConsumer
+from faust.types import TP, Message
+from intervaltree import IntervalTree
+
+from streams import faust_tuning
+from streams.settings import Settings
+
+TP0 = TP("claims.lines.submitted", 0)
+
+
+@pytest.fixture(autouse=True)
+def tuned() -> None:
+    faust_tuning.apply(Settings())
+
+
+def consumer(committed: int | None) -> KafkaConsumer:
+    """A consumer with only the state the offset logic reads (no broker, no app)."""
+    c = KafkaConsumer.__new__(KafkaConsumer)
+    c.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    c._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    c._acked, c._acked_index, c._gap = defaultdict(list), defaultdict(set), defaultdict(IntervalTree)
+    c._unacked_messages, c._n_acked = WeakSet(), 0
+    return c
+
+
+def delivered(c: KafkaConsumer, *offsets: int) -> list[Message]:
+    """Messages handed to the streams (Faust's `track_message` without the sensors)."""
+    messages = [Message(TP0.topic, TP0.partition, o, 0.0, 0, None, None, b"", None, tp=TP0) for o in offsets]
+    c._unacked_messages.update(messages)
+    return messages
+
+
+def commit_offset(c: KafkaConsumer, stock: bool = False) -> int | None:
+    """The offset a commit now would store (and then stores it, as a commit does); `stock`:
+    by Faust's own `_new_offset`, without the cap."""
+    if stock:
+        offset = Consumer._new_offset._claims_original(c, TP0)
+    else:
+        offset = Consumer._filter_committable_offsets(c, [TP0]).get(TP0)
+    if offset is not None:
+        c._committed_offset[TP0] = offset
+    return offset
+
+
+@pytest.mark.parametrize("committed", [10, None])
+def test_a_slow_message_followed_by_acked_ones_is_not_committed_past(committed) -> None:
+    first = committed or 0
+    c = consumer(committed)
+    slow, *rest = delivered(c, *range(first, first + 4))
+    for m in rest:
+        c.ack(m)
+    # Faust 0.15.3 alone commits past the slow message (the gap is exactly one offset, or
+    # there is no committed offset to compare with): a crash now would skip it
+    stock = consumer(committed)
+    stock_slow, *stock_rest = delivered(stock, *range(first, first + 4))
+    for m in stock_rest:
+        stock.ack(m)
+    assert commit_offset(stock, stock=True) == first + 4
+    # tuned: nothing is committable while the slow message is in flight ...
+    assert commit_offset(c) is None
+    assert c._acked[TP0] == [first + 1, first + 2, first + 3], "the acked offsets wait, they are not dropped"
+    # ... and everything once it is acknowledged
+    c.ack(slow)
+    assert commit_offset(c) == first + 4
+    assert stock_slow.offset == slow.offset
+
+
+def test_acked_offsets_before_the_slow_message_still_commit() -> None:
+    c = consumer(10)
+    m10, m11, m12, m13 = delivered(c, 10, 11, 12, 13)
+    c.ack(m10)
+    c.ack(m11)
+    c.ack(m13)  # 12 in flight
+    assert commit_offset(c) == 12
+    c.ack(m12)
+    assert commit_offset(c) == 14
+
+
+def test_in_order_acks_as_the_stages_make_them_never_commit_past_a_message_in_flight() -> None:
+    """The pipeline's stages ack a `take_events` batch in delivery order once the body
+    returned, while the next messages are already delivered: a commit between any two acks,
+    with Faust's stock logic, stays at or below the first message in flight."""
+    c = consumer(100)
+    batch = delivered(c, *range(100, 110))
+    waiting = delivered(c, *range(110, 115))  # delivered to the stream, not yet taken
+    for i, m in enumerate(batch):
+        c.ack(m)
+        snapshot = consumer(100)
+        snapshot._acked[TP0] = list(c._acked[TP0])
+        snapshot._acked_index[TP0] = set(c._acked_index[TP0])
+        offset = commit_offset(snapshot, stock=True)
+        assert offset == 100 + i + 1 <= min(x.offset for x in [*batch, *waiting] if not x.acked)
