@@ -162,42 +162,6 @@ class IdleFetchWait:
         return min(self._idle_ms.values()) if len(self._idle_ms) > 1 else self._idle_ms[node_id]
 
 
-async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
-    """`stream.take_events(max_, within)`, except that with nothing buffered it waits for the
-    first event with no timer. Faust's loop wakes every `within` (5-20 ms here) whether or not
-    anything came: four agents did that 200-800 times a second on an idle worker, two thirds
-    of its idle CPU after the idle fetch wait (py-spy). A batch still closes when full, or on
-    the tick Faust's timer would have had (so a lone event waits no longer than it did, on
-    average `within`/2: waiting a whole `within` from the first event added ~35 ms to a
-    `?wait` claim's four hops). The first-event signal is a processor of the stream's own
-    (processors see every event); it is cleared when a batch is handed out, before its body
-    runs, so an event arriving during the body wakes the next wait."""
-    arrived = asyncio.Event()
-
-    def note(value):
-        arrived.set()
-        return value
-
-    stream.add_processor(note)
-    wait = stream.wait_for_stopped
-
-    async def wait_for_first(*fs, timeout=None):
-        if not arrived.is_set() and timeout:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            if await wait(arrived):
-                return True  # stopped
-            # Faust's loop would have woken on its next tick, every `timeout` since it began
-            # waiting: the first event waits that long for its batch to close, as it did
-            timeout = timeout - (loop.time() - started) % timeout
-        return await wait(*fs, timeout=timeout)
-
-    stream.wait_for_stopped = wait_for_first  # only take_events (and Faust's other batch readers) call it
-    async for events in stream.take_events(max_, within=within):
-        arrived.clear()
-        yield events
-
-
 #: On SIGTERM the consumer waits for the events in flight to be acked before it commits and
 #: stops; an event whose handler cannot finish (its ledger unreachable, its reference data not
 #: loaded) would hold the stop forever. Wait this long, then commit what was acked and stop:

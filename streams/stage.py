@@ -20,7 +20,7 @@ from faust.types import TP, EventT
 
 from streams import impact, metrics, topics
 from streams.app import app, channel, settings
-from streams.faust_tuning import BATCHES, answering, take_batches
+from streams.faust_tuning import BATCHES, answering
 from rules.monitor import ShadowResult
 from streams.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline import DeadLetter, Step
@@ -44,7 +44,7 @@ async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
     exactly_once a batch and a commit never overlap (`faust_tuning.BatchGate`); a stage that
     `needs_reference` data waits for it before the batch begins, not inside it."""
     uncommitted: set = set()
-    async for events in take_batches(stream, settings.batch_size, settings.batch_within_s):
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         if uncommitted:
             await _commit_new_partitions(uncommitted)
         if needs_reference:  # a worker not sure of its broker (or without reference data) takes nothing in
