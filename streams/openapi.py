@@ -285,7 +285,8 @@ def _review_operations() -> dict[str, dict[str, Any]]:
                            "The same decision again answers the stored record.",
             "parameters": [CLAIM_ID, LINE_NUMBER], "requestBody": decision,
             "responses": {
-                "200": {"description": "The final record (PAID or DENIED, with `review`).", "content": _json("Decision")},
+                "200": {"description": "The final record (PAID or DENIED, with `review`), as published on "
+                                       "`claims.lines.adjudicated`.", "content": _json("AdjudicatedLine")},
                 "409": {"description": "`CONFLICT`: the line was already decided otherwise, or its claim was reversed by "
                                        "a correction; `current` is its current record.", "content": _json("ReviewConflict")},
                 "422": _error("`INVALID_DECISION`: an unknown action; an allowed amount above the charge, negative or "

@@ -457,7 +457,31 @@ def test_every_private_name_read_in_the_code_is_guarded_here() -> None:
     assert not missing, f"private names read without a guard in tests/test_upstream_guards.py: {missing}"
 
 
+def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
+    """`IdleFetchWait` (streams/faust_tuning.py) wraps aiokafka's per-node fetch task, sets the
+    fetcher's wait per request and tells brokers apart by a connection's ApiVersions; the #606
+    cap reads Faust's acked offsets. If aiokafka or Faust renames any of them, the idle wait
+    silently stays at the busy one, or the cap raises in every commit."""
+    import faust.transport.consumer as faust_consumer
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.conn import AIOKafkaConnection
+    from aiokafka.consumer import AIOKafkaConsumer
+    from aiokafka.consumer.fetcher import Fetcher
+
+    where = "streams/faust_tuning.py IdleFetchWait / capped_new_offset"
+    assert list(inspect.signature(Fetcher._proc_fetch_request).parameters) == ["self", "assignment", "node_id", "request"], \
+        f"aiokafka Fetcher._proc_fetch_request changed signature: {where} wraps it"
+    for owner, text, name in ((AIOKafkaConsumer, inspect.getsource(AIOKafkaConsumer), "self._fetcher ="),
+                              (Fetcher, inspect.getsource(Fetcher), "self._fetch_max_wait_ms"),
+                              (Fetcher, inspect.getsource(Fetcher.__init__), "self._client = client"),
+                              (AIOKafkaClient, inspect.getsource(AIOKafkaClient.__init__), "self._conns"),
+                              (AIOKafkaConnection, inspect.getsource(AIOKafkaConnection), "self._versions"),
+                              (faust_consumer.Consumer, inspect.getsource(faust_consumer.Consumer.__init__), "self._acked")):
+        assert name in text, f"{owner.__module__}.{owner.__qualname__} no longer has {name!r}: {where} relies on it"
+
+
 #: the private names the tests above guard (and `streams.schemas._decorate`, our own)
 GUARDED = {"_client", "_consumer", "_committed_offset", "_ensure_producer", "_txn_manager", "_message_accumulator",
            "_compression_type", "_transaction_producers", "_fetch_max_wait_ms", "_unacked_messages", "_runner",
-           "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate"}
+           "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate",
+           "_fetcher", "_proc_fetch_request", "_conns", "_acked"}
