@@ -113,12 +113,8 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
     pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
                          for p in SAMPLE_REFERENCE.glob("*.jsonl")})
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

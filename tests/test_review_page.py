@@ -74,12 +74,8 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     reference = {p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()] for p in SAMPLE_REFERENCE.glob("*.jsonl")}
     reference["authorizations"].append(NOC_AUTH)
     pipe.load_reference(reference)
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def test_page_is_served_without_a_token_with_a_strict_policy(worker):
