@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,16 @@ class ApiPipeline(Pipeline):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"{self.url}{path} not 200 after {timeout}s")
+
+    @contextmanager
+    def running(self, name: str = "w1") -> Iterator[ApiPipeline]:
+        """Start a worker, wait until it is ready, and stop every worker on the way out."""
+        self.start(name)
+        try:
+            self.wait_for("/readyz")
+            yield self
+        finally:
+            self.stop_all()
 
 
 def call(url: str, method: str, path: str, body: bytes | None = None,
@@ -150,13 +161,9 @@ def test_http_claims_get_the_decisions_batch_mode_gives(fresh_bootstrap, tmp_pat
 
     pipe = ApiPipeline(fresh_bootstrap, tmp_path)
     pipe.load_reference(reference)
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         answers = asyncio.run(_submit_chains(pipe.url, list(chains.values())))
         status, _, again = call(pipe.url, "GET", f"/v1/claims/{claims[0][0]['claim_id']}", headers=AUTH)
-    finally:
-        pipe.stop_all()
     for (body, _), (code, answer) in zip(claims, answers):
         claim_id = body["claim_id"]
         assert code == 200, (claim_id, answer)
@@ -189,12 +196,8 @@ LOAD = generate(900, members=400, seed=31)
 def api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
     pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("api-worker"))
     pipe.load_reference(LOAD.reference)
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def _claim(claim_id: str | None = None, **line_changes: Any) -> dict[str, Any]:

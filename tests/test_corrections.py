@@ -290,9 +290,12 @@ operations = st.lists(
 )
 
 
-def _build(op: str, spec: list[tuple[str, str]], target: int, index: int, claims: list[str]) -> list[dict[str, Any]]:
-    claim_id = f"K{index}"
-    objs = [TEMPLATES[t](claim_id, n, len(spec), day) for n, (t, day) in enumerate(spec, 1)]
+def build(templates: dict[str, Any], claim_id: str, op: str, spec: list[tuple[str, str]], target: int,
+          claims: list[str]) -> list[dict[str, Any]]:
+    """The lines an operation of a property test sends: claim `claim_id` of `spec`'s (template,
+    day) lines, as an original or as a replacement or void of the `target`th of `claims` (of a
+    claim never sent where there is none)."""
+    objs = [templates[t](claim_id, n, len(spec), day) for n, (t, day) in enumerate(spec, 1)]
     if op == "original":
         return objs
     original = claims[target % len(claims)] if claims and target < 18 else "UNKNOWN"
@@ -324,7 +327,7 @@ def check_sequence(ledger: Ledger, ops: list[tuple[str, list, int]]) -> None:
                     assert mine <= {(d.claim_id, d.line_number, d.status) for d in out.decisions}
             assert snapshot(ledger) == before, "a re-delivery changed the ledger"
         else:
-            objs = _build(op, spec, target, index, claims)
+            objs = build(TEMPLATES, f"K{index}", op, spec, target, claims)
             original = objs[0].get("original_claim_id")
             expected = None
             if original is not None:

@@ -93,11 +93,9 @@ def test_examples_run_against_a_worker(fresh_bootstrap, tmp_path):
                  for p in SAMPLE_REFERENCE.glob("*.jsonl")}
     pipe = ApiPipeline(fresh_bootstrap, tmp_path)
     pipe.load_reference(reference)
-    pipe.start()
-    env = {**os.environ, "CLAIMS_API": pipe.url, "CLAIMS_API_TOKEN": TOKEN, "KAFKA_BOOTSTRAP": fresh_bootstrap,
-           "CONSUMER_GROUP": f"docs-{uuid.uuid4().hex[:8]}", "IDLE_EXIT_S": "4"}
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
+        env = {**os.environ, "CLAIMS_API": pipe.url, "CLAIMS_API_TOKEN": TOKEN, "KAFKA_BOOTSTRAP": fresh_bootstrap,
+               "CONSUMER_GROUP": f"docs-{uuid.uuid4().hex[:8]}", "IDLE_EXIT_S": "4"}
         # curl: submit and wait, then look it up; the answers are the ones the guide shows
         answer = json.loads(_run(*blocks["submit-claim"], env))
         shown = json.loads(blocks["submit-claim-answer"][1])
@@ -123,8 +121,6 @@ def test_examples_run_against_a_worker(fresh_bootstrap, tmp_path):
             time.sleep(0.2)
         assert state["status"] == "DECIDED", state
         consumed = _run(*blocks["consume"], env).splitlines()
-    finally:
-        pipe.stop_all()
     expected = [f"{r['claim_id']}/{r['line_number']} {r['status']} {r['allowed_amount']}" for r in [*shown["lines"], *corrections]]
     expected.append(f"{claim_id}/1 PAID {state['lines'][0]['allowed_amount']}")
     assert sorted(" ".join(ln.split()[:3]) for ln in consumed) == sorted(expected), consumed

@@ -26,8 +26,8 @@ from streams.ledger import Ledger
 from streams.pipeline import load_reference_dir, run_batch
 from streams.shadow import run_shadow
 from streams.synthetic import generate
-from tests import chromium
-from tests.test_shadow import CANDIDATE, CLAIMS, REF, ROOT, cli, records
+from tests import browser
+from tests.test_shadow import CANDIDATE, CLAIMS, REF, cli, records
 
 ADJUDICATED, REJECTED = "claims.lines.adjudicated", "claims.lines.rejected"
 ADDITIVE = ("lines", "changed", "allowed_before", "allowed_after", "difference", "newly_denied", "newly_paid", "newly_pended")
@@ -233,10 +233,8 @@ def test_page_in_a_browser(sample_report, tmp_path):
     provider's link opens its changed lines; the screenshot is kept."""
     out, shadow = sample_report
     *diffs, last = shadow
-    artifacts = Path(os.environ.get("CLAIMS_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    shot = artifacts / "impact-report.png"
-    script = """(async () => {
+    shot = browser.artifact("impact-report.png")
+    script = """async () => {
       const tables = {};
       for (const t of document.querySelectorAll("table[data-dimension]")) {
         tables[t.dataset.dimension] = [...t.querySelectorAll("tfoot td")].map(td => td.textContent);
@@ -251,8 +249,9 @@ def test_page_in_a_browser(sample_report, tmp_path):
               resources: performance.getEntriesByType("resource").length, hash: location.hash,
               npi: target.dataset.npi, drilled: target.querySelectorAll("tbody tr").length,
               visible: target.querySelector("tbody tr").getBoundingClientRect().height > 0};
-    })()"""
-    seen = chromium.open_page((out / "impact.html").as_uri(), script, tmp_path / "chromium", shot, height=1100, full_page=False)
+    }"""
+    seen = browser.visit((out / "impact.html").as_uri(), [script], tmp_path / "chromium", shot, timeout=60,
+                         height=1100, full_page=False).results[0]
     print(f"\nscreenshot of the impact page: {shot}")
     summary = last["summary"]
     for dimension in DIMENSIONS:

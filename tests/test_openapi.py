@@ -10,7 +10,6 @@ import json
 import os
 import uuid
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -27,7 +26,7 @@ from rules.rulebook import candidate_path
 from streams import api, api_models, openapi, x12_api
 from streams.reviewers import SCOPES
 from streams.app import app
-from tests import swagger_ui
+from tests import browser
 from tests.test_api import TOKEN, ApiPipeline, api_claims, call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,12 +135,8 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     pipe.env["CLAIMS_CLIENTS_FILE"] = str(clients)
     pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
                          for p in SAMPLE_REFERENCE.glob("*.jsonl")})
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -275,23 +270,48 @@ def _schemathesis(worker: ApiPipeline, tmp_path: Path, token: str, *select: str)
     return done
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs Debian's chromium: apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium); the reference page is not checked in a browser")
-    return found
+#: Swagger UI as a person uses it: read the operations it lists, press Authorize and paste the
+#: bearer token, then "Try it out" and "Execute" one operation with its example, and read the
+#: answer. Runs in the page; every step waits for what it needs (Swagger UI renders asynchronously)
+TRY_IT_OUT = """(async (token, operationId) => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  async function find(selector, root = document, timeout = 30000) {
+    for (const end = Date.now() + timeout; ; await sleep(100)) {
+      const el = root.querySelector(selector);
+      if (el) return el;
+      if (Date.now() > end) throw new Error("Swagger UI shows no " + selector);
+    }
+  }
+  function type(input, value) {  // a React-controlled input
+    Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value").set.call(input, value);
+    input.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  await find(".opblock");
+  const operations = [...document.querySelectorAll(".opblock")].map(op => [
+    op.querySelector(".opblock-summary-method").textContent.toLowerCase(),
+    op.querySelector(".opblock-summary-path").dataset.path]);
+  const servers = [...document.querySelectorAll(".servers select option")].map(o => o.value);
+  (await find(".auth-wrapper .authorize")).click();
+  type(await find(".modal-ux input"), token);
+  (await find(".modal-ux button.authorize")).click();
+  (await find(".modal-ux button.btn-done")).click();
+  const op = await find("[id$='-" + operationId + "']");
+  (await find(".opblock-summary-control", op)).click();
+  (await find(".try-out__btn", op)).click();
+  (await find("button.execute", op)).click();
+  const status = await find(".live-responses-table tr.response .response-col_status", op);
+  const body = await find(".live-responses-table .response-col_description pre", op);
+  return {operations, servers, status: status.textContent.trim(), body: body.textContent};
+})"""
 
 
 @pytest.mark.broker
 def test_reference_page_in_a_browser_lists_every_operation_and_tries_one_out(worker, tmp_path):
     """Swagger UI in headless Chromium: every operation listed, the server is the page's own
     origin, and Authorize + "Try it out" + Execute submits the example claim to this worker."""
-    artifacts = Path(os.environ.get("CLAIMS_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    shot = artifacts / f"v1-docs-{tmp_path.name}.png"  # kept after the run (CI lists it)
-    seen = swagger_ui.try_it_out(_chromium(), worker.url + "/v1/docs", TOKEN, "submitClaim", tmp_path / "chromium", shot)
+    shot = browser.artifact(f"v1-docs-{tmp_path.name}.png")
+    script = f"() => {TRY_IT_OUT}({json.dumps(TOKEN)}, {json.dumps('submitClaim')})"
+    seen = browser.visit(worker.url + "/v1/docs", [script], tmp_path / "chromium", shot, timeout=90, height=2000).results[0]
     print(f"\nscreenshot of /v1/docs after Try it out: {shot}")
     assert {tuple(op) for op in seen["operations"]} == documented()
     assert seen["servers"] == ["/"]

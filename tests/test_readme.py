@@ -32,18 +32,14 @@ def test_readme_curl_examples_run_as_written(fresh_bootstrap, tmp_path):
     assert len(commands) == 5 and all(c.startswith("curl ") for c in commands)
     pipe = ApiPipeline(fresh_bootstrap, tmp_path)
     pipe.load_reference(sample_reference())
-    pipe.start()
     outputs = []
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         for command in commands:
             command = command.split("  #")[0].replace("127.0.0.1:6066", f"127.0.0.1:{pipe.port}")
             run = subprocess.run(["bash", "-c", command + " --fail-with-body"], capture_output=True, text=True, cwd=ROOT,
                                  timeout=60, env={**os.environ, "CLAIMS_API_TOKEN": TOKEN})
             assert run.returncode == 0, (command, run.stdout[:500], run.stderr[:500])
             outputs.append(run.stdout)
-    finally:
-        pipe.stop_all()
     submitted, status, simulated, x12, remittance = outputs
     assert '"status":"DECIDED"' in submitted and '"claim_id":"EXAMPLE-0001"' in submitted
     assert '"status":"DECIDED"' in status

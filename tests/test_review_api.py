@@ -55,12 +55,8 @@ def review_api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     pipe = ApiPipeline(module_bootstrap, workdir)
     pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
     pipe.load_reference(reference())
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def claim(claim_id: str, *lines: dict[str, Any], **header: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,12 +73,8 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     reference = {p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()] for p in SAMPLE_REFERENCE.glob("*.jsonl")}
     reference["authorizations"].append(NOC_AUTH)
     pipe.load_reference(reference)
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 def test_page_is_served_without_a_token_with_a_strict_policy(worker):
@@ -216,13 +211,11 @@ def test_a_reviewer_pays_a_pended_line_through_the_page(worker, tmp_path):
     assert by_line[("RV-PAGE-0001", 1)]["status"] == "PENDED" and by_line[("RV-PAGE-0001", 2)]["status"] == "PAID"
     assert by_line[("RV-PAGE-0002", 1)]["pend"]["reason"] == "NOC_REVIEW"
 
-    artifacts = Path(os.environ.get("CLAIMS_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    shot = artifacts / f"review-page-{tmp_path.name}.png"  # kept after the run (CI lists it)
+    shot = browser.artifact(f"review-page-{tmp_path.name}.png")
     url = worker.url + "/review"
     scripts = [SIGN_IN_WRONG, READ_ONLY % (HELPERS, json.dumps(TOKEN)), DENY % (HELPERS, json.dumps(CAL)),
                SIGN_IN % (HELPERS, json.dumps(PAT), json.dumps(PAT)), OPEN_AND_PAY]
-    seen = browser.visit(browser.chromium(), url, scripts, tmp_path / "chromium", shot)
+    seen = browser.visit(url, scripts, tmp_path / "chromium", shot)
     print(f"\nscreenshot of /review after paying a line: {shot}")
     wrong, read_only, denied, signed_in, paid = seen.results
 

@@ -37,6 +37,7 @@ from streams.models import AdjudicatedLine, Authorization, ClaimLine
 from streams.remit_models import DecidedClaim, decided_claim, remittance_inputs_all
 from streams.review_store import ReviewConflict, ReviewNotFound
 from tests.harness import drop_pg_schema, pg_schema_url
+from tests.test_corrections import build
 from tests.test_ledger import BOOKS, T0, accept, line, snapshot
 from tests.test_review import FACTOR, MEMBER, reference
 
@@ -208,15 +209,6 @@ class Model:
             assert remitted[key] == owed, f"line {key}: remitted {remitted[key]}, owed {owed}"
 
 
-def build(op: str, spec: list[tuple[str, str]], target: int, index: int, claims: list[str]) -> list[dict[str, Any]]:
-    claim_id = f"P{index}"
-    objs = [TEMPLATES[t](claim_id, n, len(spec), day) for n, (t, day) in enumerate(spec, 1)]
-    if op == "original":
-        return objs
-    original = claims[target % len(claims)] if claims and target < 18 else "UNKNOWN"
-    return [{**o, "claim_frequency": "7" if op == "replace" else "8", "original_claim_id": original} for o in objs]
-
-
 def review(m: Model, claim_id: str, number: int, body: dict[str, Any], at: int) -> None:
     reviewed = m.ledger.review(claim_id, number, body, "pat", None, BOOKS, T0 + timedelta(seconds=at))
     assert reviewed.stored_now
@@ -241,7 +233,7 @@ def check_sequence(ledger: Ledger, ops: list[tuple[str, Any, int]], closing_revi
     for index, (op, arg, target) in enumerate(ops):
         at = index + 1
         if op in ("original", "replace", "void"):
-            objs = build(op, arg, target, index, m.claims)
+            objs = build(TEMPLATES, f"P{index}", op, arg, target, m.claims)
             original = objs[0].get("original_claim_id")
             claim_id = objs[0]["claim_id"]
             before = units_in_use(ledger) - sum((u for c, _, u in ledger.units_used(AUTH) if c == original), Decimal(0))

@@ -115,12 +115,8 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     pipe = ApiPipeline(module_bootstrap, tmp_path_factory.mktemp("x12-worker"))
     pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
                          for p in sorted((HERE / "reference").glob("*.jsonl"))})
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
 
 
 @pytest.fixture(scope="module")
