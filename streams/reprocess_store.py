@@ -154,6 +154,47 @@ class ReprocessStore:
                       and (q("SELECT status FROM claims WHERE claim_id = ?", c).fetchone() or ("",))[0] == "DECIDED"]
         return latest
 
+    def reindex_missing(self) -> int:
+        """Index the decided claims that have no index entries (decided before the index
+        existed); how many. The offline run does it inside its rolled-back transaction."""
+        with self.transaction() as q:
+            todo = [r[0] for r in q("SELECT DISTINCT d.claim_id FROM decided_lines d JOIN claims c ON c.claim_id = d.claim_id "
+                                    "WHERE c.status = 'DECIDED' AND NOT EXISTS (SELECT 1 FROM reprocess_index i "
+                                    "WHERE i.claim_id = d.claim_id)").fetchall()]
+            for claim_id in todo:
+                write_index(q, claim_id, self._submitted(q, claim_id), self._decisions(q, claim_id))
+        return len(todo)
+
+    def in_window(self, claim_id: str, since: str | None, until: str | None) -> bool:
+        """Whether a line of the claim has a date of service in [since, until] (ISO, either open)."""
+        sql, params = "SELECT 1 FROM reprocess_index WHERE claim_id = ? AND kind = 'code'", [claim_id]
+        for op, value in ((">=", since), ("<=", until)):
+            if value is not None:
+                sql += f" AND service_date {op} ?"
+                params.append(value)
+        with self.reading() as q:
+            return q(sql, *params).fetchone() is not None
+
+    def offline_proposals(self, changes: Iterable[tuple[str, str]], ref: ReferenceData, books: Rulebooks,
+                          now: datetime, since: str | None = None, until: str | None = None) -> list[ReprocessProposal]:
+        """The proposals these reference changes ((topic, key), the reference data after them
+        in `ref`) would make against what the ledger decided, in a transaction that is always
+        rolled back: nothing is recorded, published or adjusted. Each claim is looked at once,
+        for the first change that finds it; automatic approvals are shown as the OPEN proposal."""
+        out: list[ReprocessProposal] = []
+        with self.rolled_back():
+            self.reindex_missing()
+            found: dict[str, tuple[str, str]] = {}
+            for topic, key in changes:
+                for claim_id in self.claims_looked_at(topic, key):
+                    found.setdefault(claim_id, (topic, key))
+            for claim_id, (topic, key) in found.items():
+                if (since or until) and not self.in_window(claim_id, since, until):
+                    continue
+                made = self.propose("offline", topic, key, claim_id, ref, books, now)
+                out += [p for p in made.proposals if p.status == "OPEN"]
+        return out
+
     # --- the dry run's inputs -------------------------------------------------------------------
 
     def _submitted(self, q, claim_id: str) -> list[ClaimLine]:
