@@ -188,6 +188,13 @@ class ClaimLine(_Input):
     claim_frequency: Annotated[Literal["1", "7", "8"], BeforeValidator(_frequency_text)] = ORIGINAL
     original_claim_id: Annotated[Ident | None, Field(validate_default=True)] = None
 
+    @field_validator("claim_id")
+    @classmethod
+    def _not_an_adjustment_id(cls, claim_id: str) -> str:
+        if "~" in claim_id:  # reserved for the pipeline's adjusted claims, <claim_id>~A<n>
+            raise ValueError("a claim_id may not contain '~' (reserved for payer-initiated adjustments, <claim_id>~A<n>)")
+        return claim_id
+
     @field_validator("line_count")
     @classmethod
     def _count_covers_number(cls, count: int, info: ValidationInfo) -> int:

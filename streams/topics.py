@@ -19,6 +19,7 @@ from streams.models import (
     Member,
     ProviderContract,
     RejectedLine,
+    ReprocessProposal,
     ShadowDifference,
 )
 from streams.remit_models import DecidedBatch, DecidedClaim
@@ -44,6 +45,9 @@ SHADOW_DIFFERENCES = TopicDef("claims.shadow.differences", "claim_id", ShadowDif
 #: one 835 (005010X221A1, X12 text as bytes, not JSON) per decided claim (issue 5)
 REMITTANCE_835 = TopicDef("claims.remittance.835", "claim_id", None)
 
+#: reprocessing after a retroactive reference change: each proposal's latest status (compacted)
+REPROCESS_PROPOSALS = TopicDef("claims.reprocess.proposals", "claim_id", ReprocessProposal, compacted=True)
+
 ASSEMBLED = TopicDef("claims.internal.assembled", "none (partition = input partition)", ClaimBatch, internal=True)
 PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)", ClaimBatch, internal=True)
 #: adjudicate -> remittance: the decisions of the claims a batch decided
@@ -64,5 +68,5 @@ REFERENCE = {
 }
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
-ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, ASSEMBLED, PRICED, DECIDED,
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, REPROCESS_PROPOSALS, ASSEMBLED, PRICED, DECIDED,
        INCARNATION, *REFERENCE.values())
