@@ -279,7 +279,8 @@ class Ledger(AssemblyStore, ReviewStore, ReprocessStore):
                 q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   claim_id, member, day.isoformat())
             if outcome.new_decisions:  # found again by the reference changes that touch it
-                reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions)
+                reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
+                                            work.submitted_at.timestamp())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}

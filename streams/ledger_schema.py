@@ -211,6 +211,7 @@ CREATE TABLE IF NOT EXISTS reprocess_index (
     value TEXT NOT NULL,              -- the authorization number, 11-digit NDC, procedure code, member id
     service_date TEXT NOT NULL,       -- ISO date of service for ndc and code, '' for the claim-level kinds
     claim_id TEXT NOT NULL,           -- a decided claim (written when it is decided or adjusted)
+    as_of DOUBLE PRECISION NOT NULL,  -- when the claim was complete (adjusted): a change recorded before it is not its trigger
     PRIMARY KEY (kind, value, service_date, claim_id)
 );
 CREATE TABLE IF NOT EXISTS reference_changes (

@@ -70,11 +70,14 @@ class Made:
         return self
 
 
-def write_index(q, claim_id: str, lines: Iterable[ClaimLine], decisions: Iterable[AdjudicatedLine]) -> None:
-    """Index a decided claim by what reference changes look at (rules/reprocess.py)."""
+def write_index(q, claim_id: str, lines: Iterable[ClaimLine], decisions: Iterable[AdjudicatedLine],
+                as_of: float = 0.0) -> None:
+    """Index a decided claim by what reference changes look at (rules/reprocess.py); `as_of`:
+    when it became complete (its reference data was read after that), so a change recorded
+    before then does not look at it."""
     for kind, value, day in sorted(reprocess.index_entries(lines, decisions)):
-        q("INSERT INTO reprocess_index (kind, value, service_date, claim_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-          kind, value, day, claim_id)
+        q("INSERT INTO reprocess_index (kind, value, service_date, claim_id, as_of) VALUES (?, ?, ?, ?, ?) "
+          "ON CONFLICT DO NOTHING", kind, value, day, claim_id, as_of)
 
 
 def supersede_open(q, claim_id: str, by: str, now: datetime) -> list[ReprocessProposal]:
@@ -124,6 +127,17 @@ class ReprocessStore:
               "ON CONFLICT DO NOTHING", change_id, topic, key, now.timestamp())
         return True
 
+    def record_changes(self, changes: Iterable[tuple[str, str, str]], now: datetime) -> int:
+        """`record_change` for many (topic, key, change_id) in one transaction (the reference
+        agent records each batch it consumed); how many trigger a look."""
+        kept = [(t, k, c) for t, k, c in changes if reprocess.lookups(t, k)]
+        if kept:
+            with self.transaction() as q:
+                for topic, key, change_id in kept:
+                    q("INSERT INTO reference_changes (change_id, topic, ref_key, received_at, state) "
+                      "VALUES (?, ?, ?, ?, 'PENDING') ON CONFLICT DO NOTHING", change_id, topic, key, now.timestamp())
+        return len(kept)
+
     def pending_changes(self, limit: int = 100) -> list[tuple[str, str, str]]:
         """(change_id, topic, key) of the changes whose proposals are not all made, oldest first."""
         with self.reading() as q:
@@ -137,14 +151,19 @@ class ReprocessStore:
 
     # --- which claims ---------------------------------------------------------------------------
 
-    def claims_looked_at(self, topic: str, key: str) -> list[str]:
+    def claims_looked_at(self, topic: str, key: str, change_id: str | None = None) -> list[str]:
         """The latest versions of the decided claims a change looks at, through the index
-        (not a scan of every decision), in the order they were decided."""
+        (not a scan of every decision). With `change_id`: only claims complete before the
+        change was recorded (a claim completed later read the changed data already)."""
         found: set[str] = set()
         with self.reading() as q:
+            row = q("SELECT received_at FROM reference_changes WHERE change_id = ?", change_id).fetchone() if change_id else None
             for lk in reprocess.lookups(topic, key):
                 sql = "SELECT DISTINCT claim_id FROM reprocess_index WHERE kind = ? AND value = ?"
                 params: list[Any] = [lk.kind, lk.value]
+                if row is not None:
+                    sql += " AND as_of <= ?"
+                    params.append(row[0])
                 if lk.since is not None:
                     sql += " AND service_date >= ?"
                     params.append(lk.since.isoformat())
@@ -261,7 +280,7 @@ class ReprocessStore:
                        now: datetime) -> Made:
         """Every claim one change looks at, one transaction each; then the change is DONE."""
         made = Made()
-        for claim_id in self.claims_looked_at(topic, key):
+        for claim_id in self.claims_looked_at(topic, key, change_id):
             made += self.propose(change_id, topic, key, claim_id, ref, books, now)
         self.change_done(change_id)
         return made
@@ -338,7 +357,7 @@ class ReprocessStore:
             q("INSERT INTO adjusted_lines (claim_id, line_number, body) VALUES (?, ?, ?)", minted, number, body)
         q("INSERT INTO remittance_lines (claim_id, line_number, body) SELECT ?, line_number, body FROM remittance_lines "
           "WHERE claim_id = ?", minted, claim_id)
-        write_index(q, minted, lines, adj.outcome.new_decisions)
+        write_index(q, minted, lines, adj.outcome.new_decisions, now.timestamp())
         q("INSERT INTO adjustments (claim_id, adjusts, reverses, n, proposal_id) VALUES (?, ?, ?, ?, ?)",
           minted, root, claim_id, n, proposal.proposal_id)
         stored = _set_status(q, proposal, "APPROVED", now, decided_by=reviewer, decided_at=now, note=note,
@@ -375,6 +394,18 @@ class ReprocessStore:
         with self.reading() as q:
             rows = q(sql + f" ORDER BY created_at, proposal_id LIMIT {int(limit)}", *params).fetchall()
         return [ReprocessProposal.model_validate_json(r[0]) for r in rows]
+
+    def proposal_stats(self) -> list[tuple[str, int, float | None]]:
+        """(trigger topic, open proposals, age in seconds of the oldest), for the gauges."""
+        now = datetime.now().astimezone()
+        out: dict[str, list] = {}
+        with self.reading() as q:
+            for (body,) in q("SELECT body FROM proposals WHERE status = 'OPEN'").fetchall():
+                p = ReprocessProposal.model_validate_json(body)
+                age = (now - p.created_at).total_seconds()
+                count, oldest = out.get(p.trigger.topic, (0, 0.0))
+                out[p.trigger.topic] = (count + 1, max(oldest, age))
+        return [(t, c, a) for t, (c, a) in out.items()]
 
     def adjustment_of(self, claim_id: str) -> dict[str, Any] | None:
         """For the API: the adjustment that made `claim_id`, or the one that adjusted it."""

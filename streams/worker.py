@@ -79,6 +79,7 @@ def run(loglevel: str = "warning") -> None:
         logs,
         metrics,
         review_api,  # noqa: F401 - the /v1 review routes
+        reprocess_api,  # noqa: F401 - the /v1 reprocess routes
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )
@@ -94,6 +95,7 @@ def run(loglevel: str = "warning") -> None:
     runtime.ledger_ok = runtime.ledger is not None  # connects now: an unreachable store fails start-up
     _prime_metrics(runtime.books)
     metrics.prime_review(runtime.books.pend_labels())
+    metrics.prime_reprocess()
     if runtime.shadow is not None:
         metrics.prime_shadow(sorted({rule for book in runtime.shadow.books for rule in book.rules}))
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
