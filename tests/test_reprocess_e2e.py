@@ -124,6 +124,16 @@ def test_a_late_authorization_approval_is_adjusted_at_once(pipe: ApiPipeline) ->
     assert statuses[-1] == "APPROVED" and "OPEN" in statuses
     code, _, adjusted = call(pipe.url, "GET", f"/v1/claims/{claim_id}~A1", headers=AUTH)
     assert code == 200 and [ln["status"] for ln in adjusted["lines"]] == ["PAID", "PAID"], adjusted
+    assert (adjusted["adjusts"], adjusted["reverses"], adjusted["proposal_id"]) == (claim_id, claim_id, p["proposal_id"])
+    assert [r["status"] for r in adjusted["reversals"]] == ["REVERSED", "REVERSED"]
+    code, _, original = call(pipe.url, "GET", f"/v1/claims/{claim_id}", headers=AUTH)
+    assert code == 200 and original["status"] == "ADJUSTED" and original["adjusted_by"] == f"{claim_id}~A1", original
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{pipe.url}/v1/claims/{claim_id}~A1/remittance", headers=AUTH),
+                                timeout=40) as resp:
+        fhir = orjson.loads(resp.read())
+    assert fhir["resourceType"] == "ClaimResponse" and claim_id in orjson.dumps(fhir).decode()
 
 
 def test_a_price_decrease_waits_for_a_reviewer(pipe: ApiPipeline) -> None:
