@@ -17,9 +17,12 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
+
 from agents import reference
-from streams import metrics, stage, topics
+from streams import metrics, review_outputs, stage, topics
 from streams.ledger import LedgerUnavailable
+from streams.models import AdjudicatedLine
 from streams.pipeline import utcnow
 from streams.stage import app, runtime
 
@@ -38,6 +41,9 @@ async def publish_outbox() -> int:
             if topic == topics.ADJUDICATED.name:
                 await stage.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
                 metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
+            elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
+                records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
+                await review_outputs._remit(key, records)  # noqa: SLF001 - the review path's 835 writer
             else:
                 await stage.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
         await app.producer.flush()

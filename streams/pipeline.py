@@ -22,7 +22,7 @@ from rules.reference import TABLES, ReferenceData
 from rules.rulebook import Rulebooks
 from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
-from streams.topics import ADJUDICATED, DLQ, REJECTED, TABLE_BY_TOPIC
+from streams.topics import ADJUDICATED, DLQ, REJECTED, REMITTANCE_835, TABLE_BY_TOPIC
 
 __all__ = ["LedgerUnavailable", "Step", "DeadLetter", "Submitted", "check", "intake", "assemble", "intake_batch", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
 
@@ -298,7 +298,8 @@ def drain_reprocess_outbox(ledger: Ledger) -> Iterator[dict[str, Any]]:
     """What reprocessing stored to publish, as batch records, then marked sent."""
     while items := ledger.reprocess_outbox():
         for _, topic, _, body in items:
-            yield {"topic": topic, **orjson.loads(body)}
+            if topic != REMITTANCE_835.name:  # batch mode writes no 835 (`x12 835` does, from its output)
+                yield {"topic": topic, **orjson.loads(body)}
         ledger.reprocess_outbox_sent(item for item, *_ in items)
 
 

@@ -366,6 +366,9 @@ class ReprocessStore:
         for i, r in enumerate(records, start=1):
             _outbox(q, f"record:{r.claim_id}:{r.line_number}:{r.status}", ADJUDICATED_TOPIC, r.claim_id,
                     r.model_dump_json(), now, i)
+        if not any(d.status == "PENDED" for d in adj.outcome.new_decisions):  # else the review's 835 carries the pair
+            _outbox(q, f"remit:{minted}", REMIT_835, minted,
+                    orjson.dumps([orjson.loads(r.model_dump_json()) for r in records]).decode(), now)
         return Made(proposals=[stored], records=records, adjusted=minted)
 
     @staticmethod

@@ -169,3 +169,24 @@ def test_a_submitted_claim_id_with_a_tilde_is_rejected(pipe: ApiPipeline) -> Non
     code, _, answer = call(pipe.url, "POST", "/v1/claims?wait=20", orjson.dumps(claim("X~A1", PRICED, "2026-05-06")), {**AUTH, **JSON})
     assert code in (200, 400, 422), answer
     assert "CLAIM_ID" in orjson.dumps(answer).decode()
+
+
+def test_the_adjustment_835_is_the_reversal_then_the_adjusted_claim(pipe: ApiPipeline) -> None:
+    from edi import remit835
+
+    claim_id = f"R8-{uuid.uuid4().hex[:8]}"
+    submit(pipe, claim(claim_id, PRICED, "2026-06-02"))
+    pipe.load_reference({"awp-prices": [{"ndc": NDC, "awp_per_unit": "20.00", "effective_from": "2026-06-01"}]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")  # a raise: made at once
+    minted = p["adjustment_claim_id"]
+    deadline = time.monotonic() + 30
+    texts: list[str] = []
+    while time.monotonic() < deadline and not texts:
+        texts = [v.decode() for _, _, _, k, v in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name]) if k == minted.encode()]
+        time.sleep(0.5)
+    assert len(texts) == 1
+    (text,) = texts
+    clps = [seg.split("*") for seg in text.replace("\n", "").split("~") if seg.startswith("CLP*")]
+    # `~` is the 835's segment terminator: the X12 writer writes it as a space in CLP07
+    assert [(c[1], c[2], c[7]) for c in clps] == [(claim_id, "22", claim_id), (claim_id, "1", minted.replace("~", " "))]
+    assert remit835.balance_errors(remit835.read(text)) == []
