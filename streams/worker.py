@@ -53,7 +53,11 @@ def _prime_metrics(books) -> None:
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
         ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs",
-                           "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages"],
+                           "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages",
+                           # reprocessing (agents/reprocess.py, streams/reprocess_api.py)
+                           "record_changes", "pending_changes", "claims_looked_at", "propose", "change_done",
+                           "reprocess_outbox", "reprocess_outbox_sent", "proposal_stats", "proposals", "proposal",
+                           "decide_proposal"],
         correction_reasons=list(CORRECTION_REJECTIONS),
     )
 

@@ -60,6 +60,7 @@ COMPACTED_TOPICS = {
     "reference.awp-prices",
     "reference.fee-schedule",
     "reference.provider-contracts",
+    "claims.reprocess.proposals",
 }
 ALL_TOPICS = STREAM_TOPICS | COMPACTED_TOPICS
 
@@ -72,11 +73,13 @@ DASHBOARD_ROWS = [
     "Reference data freshness",
     "Worker health",
     "Manual review",
+    "Reprocessing",
     "Candidate policy",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",
     "ClaimsReviewPendOverdue",
+    "ClaimsReprocessProposalOverdue",
     "ClaimsNoOffsetCommits",
     "ClaimsDLQRateHigh",
     "ClaimsEndToEndLatencyHigh",
@@ -242,6 +245,10 @@ METRIC_DEFINITIONS = [
         ("PENDS_OPEN", "gauge", "claims_review_pended_lines", ("queue", "reason")),
         ("PEND_OLDEST_AGE", "gauge", "claims_review_oldest_pend_age_seconds", ("queue",)),
         ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
+        ("REPROCESS_OPEN", "gauge", "claims_reprocess_open_proposals", ("trigger",)),
+        ("REPROCESS_OLDEST_AGE", "gauge", "claims_reprocess_oldest_open_proposal_age_seconds", ()),
+        ("REPROCESS_ADJUSTMENTS", "counter", "claims_reprocess_adjustments", ("kind",)),
+        ("REPROCESS_DOLLARS", "counter", "claims_reprocess_adjusted_dollars", ("kind", "direction")),
 ]
 
 
