@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from streams import topics
-from streams.models import AdjudicatedLine, ClaimLine, RejectedLine
+from streams.models import AdjudicatedLine, ClaimLine, RejectedLine, ReprocessProposal
 from streams.schemas import DESCRIPTIONS
 
 #: a claim's status in the API's answers: ACCEPTED (published, not waited for), what
@@ -316,3 +316,27 @@ class ReviewConflict(ErrorAnswer):
     """`409` of a review decision: the line was decided otherwise, or reversed; its current record."""
 
     current: AdjudicatedLine
+
+
+class ProposalList(_Answer):
+    """Reprocess proposals, oldest first."""
+
+    proposals: list[ReprocessProposal]
+    count: int
+
+
+class ProposalDecision(BaseModel):
+    """A reviewer of the REPROCESS queue approves (the adjustment is made) or rejects a proposal."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Literal["APPROVE", "REJECT"]
+    note: str | None = Field(None, max_length=2000)
+
+
+class ProposalConflict(ErrorAnswer):
+    """`409` of a proposal decision: it is no longer open (`current`), or the claim's dry run no
+    longer gives it (withdrawn, and `new_proposal_id` names the one made instead, if any)."""
+
+    current: ReprocessProposal
+    new_proposal_id: str | None = None
