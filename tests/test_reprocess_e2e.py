@@ -24,7 +24,7 @@ pytestmark = pytest.mark.broker
 REPROCESSOR = f"reprocess-{uuid.uuid4().hex}"
 CLINICAL = f"clinical-{uuid.uuid4().hex}"
 MEMBER, NPI = "M1001", "1245678903"
-LATE, PRICED = "PA-LATE-E2E", "PA-PRICE-E2E"
+LATE, PRICED, SAME = "PA-LATE-E2E", "PA-PRICE-E2E", "PA-SAME-E2E"
 NDC = "00143985810"
 CEF = {"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"}
 CODES = ["S9500", "J0696"]
@@ -42,7 +42,7 @@ def auth(number: str, status: str) -> dict[str, Any]:
 def reference() -> dict[str, list[dict]]:
     ref = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
            for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
-    ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED")]
+    ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED"), auth(SAME, "PENDING")]
     return ref
 
 
@@ -190,3 +190,38 @@ def test_the_adjustment_835_is_the_reversal_then_the_adjusted_claim(pipe: ApiPip
     # `~` is the 835's segment terminator: the X12 writer writes it as a space in CLP07
     assert [(c[1], c[2], c[7]) for c in clps] == [(claim_id, "22", claim_id), (claim_id, "1", minted.replace("~", " "))]
     assert remit835.balance_errors(remit835.read(text)) == []
+
+
+def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
+    """The same claim and the same late approval, through the worker and through batch mode
+    (the authorization interleaved in the input): the same records, but for the times and
+    the proposal id (it derives from where the change was read)."""
+    from streams.pipeline import load_reference_dir, run_batch
+    from tests.test_ledger import BOOKS
+
+    claim_id = f"SB-{uuid.uuid4().hex[:8]}"
+    body = claim(claim_id, SAME, "2026-07-01")
+    submit(pipe, body)
+    pipe.load_reference({"authorizations": [auth(SAME, "APPROVED")]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streamed = published(pipe, topics.ADJUDICATED.name, claim_id) + published(pipe, topics.ADJUDICATED.name, p["adjustment_claim_id"])
+        if len(streamed) >= 6:
+            break
+        time.sleep(0.5)
+    header = {k: v for k, v in body.items() if k != "lines"}
+    lines = [orjson.dumps({**header, **ln, "line_number": i, "line_count": len(body["lines"])})
+             for i, ln in enumerate(body["lines"], start=1)]
+    ref = load_reference_dir(SAMPLES / "reference")
+    from streams.models import Authorization
+
+    ref.apply("authorizations", SAME, Authorization.model_validate(auth(SAME, "PENDING")))
+    batch_in = [*lines, orjson.dumps({"reference": {"topic": "reference.authorizations", "value": auth(SAME, "APPROVED")}})]
+    batched = [r for r in run_batch(batch_in, ref, BOOKS) if r["topic"] == topics.ADJUDICATED.name]
+
+    def same(records: list[dict[str, Any]]) -> list[tuple]:
+        return sorted(orjson.dumps({k: v for k, v in r.items() if k not in ("adjudicated_at", "proposal_id", "topic")},
+                                   option=orjson.OPT_SORT_KEYS).decode() for r in records)
+
+    assert len(batched) == 6 and same(streamed) == same(batched)
