@@ -230,3 +230,53 @@ def test_an_adjustment_is_one_transaction(store: Store, monkeypatch: pytest.Monk
     ledger.make_proposals(cid, t, k, ref, BOOKS, T0)
     assert ledger.count("adjustments") == 1 and len(ledger.decisions_for("L1~A1")) == 2
     assert ledger.count("reversals") == 2
+
+
+# --- crash points: a kill -9 anywhere in proposal making and adjusting ---------------------------
+
+
+def _reprocess_run(url: str, every: int | None) -> tuple[dict, int]:
+    """Claims decided with an authorization PENDING, then its approval and a price decrease:
+    proposals and adjustments made while statements are interrupted every `every` steps (a
+    crash: the transaction rolls back) and the work is done again, until it completes."""
+    from streams.ledger import LedgerUnavailable
+    from tests.test_crash_points import CrashingLedger
+
+    ledger = CrashingLedger(url, every)
+    ledger.armed = False
+    ref = fresh_ref()
+    set_auth(ref, status="PENDING")
+    for i, c in enumerate(("L1", "L2", "L3")):
+        submit(ledger, ref, claim(c, service_date=f"2026-01-0{5 + i}"))
+    ledger.armed = True
+    changes = [(AUTHS, lambda: set_auth(ref, status="APPROVED") or "PA26-1001", "c1"), (AWP, lambda: set_awp(ref, "10.00"), "c2")]
+    for topic, apply, cid in changes:
+        key = apply()
+        for _ in range(10_000):
+            try:
+                ledger.record_change(topic, key, cid, T0)
+                for pending, t, k in ledger.pending_changes():
+                    ledger.make_proposals(pending, t, k, ref, BOOKS, T0)
+                break
+            except LedgerUnavailable:
+                continue
+    ledger.armed = False
+    for p in ledger.proposals(status="OPEN"):
+        ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0)
+    state = {t: ledger.rows(t) for t in ("proposals", "adjustments", "decisions", "reversals", "paid_lines", "unit_usage",
+                                         "corrections", "claim_drug_days", "reference_changes")}
+    state["outbox"] = ledger.rows("reprocess_outbox", "item", "topic", "msg_key", "body")
+    crashes = ledger.crashes
+    ledger.close()
+    return state, crashes
+
+
+def test_a_crash_anywhere_in_reprocessing_loses_nothing_and_repeats_nothing(tmp_path) -> None:
+    expected, _ = _reprocess_run(f"sqlite:///{tmp_path / 'clean.db'}", None)
+    assert len(expected["adjustments"]) == 6 and len(expected["proposals"]) == 6
+    crashed_somewhere = 0
+    for every in (263, 389, 521, 787, 1201):
+        state, crashes = _reprocess_run(f"sqlite:///{tmp_path / f'crash-{every}.db'}", every)
+        crashed_somewhere += crashes
+        assert state == expected, f"interrupting every {every} steps ({crashes} crashes) changed the ledger"
+    assert crashed_somewhere > 0
