@@ -103,7 +103,7 @@ def test_late_authorization_is_adjusted_at_once(ledger: Ledger) -> None:
     assert ledger.adjustment_of("L1~A1")["adjusts"] == "L1"
     out = ledger.reprocess_outbox()
     assert [(t, k) for _, t, k, _ in out] == [("claims.reprocess.proposals", "L1")] * 2 + [("claims.lines.adjudicated", "L1")] * 2 \
-        + [("claims.lines.adjudicated", "L1~A1")] * 2
+        + [("claims.lines.adjudicated", "L1~A1")] * 2 + [("claims.remittance.835", "L1~A1")]  # the pair's 835
     ledger.reprocess_outbox_sent(i for i, *_ in out)
     assert ledger.reprocess_outbox() == []
     # the same change again (a replay) makes nothing; the adjusted claim is now the latest version
