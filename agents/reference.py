@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -103,15 +104,21 @@ async def _consume_forever() -> None:
             if latest_marker is not None and await consumer.position(marker) >= (consumer.highwater(marker) or 0):
                 _check_incarnation(latest_marker)  # the last marker (two may race at creation)
                 latest_marker = None
+            changes: list[tuple[str, str, str]] = []
             for tp, records in batches.items():
                 for rec in records:
                     error = _apply(tp.topic, rec.key, rec.value)
                     if error:
                         await stage.dead_letter("reference", topics.REFERENCE[topics.TABLE_BY_TOPIC[tp.topic]],
                                                 rec.value, rec.key, error, "invalid_reference")
+                    elif rec.key is not None:
+                        changes.append((tp.topic, rec.key.decode("utf-8", "replace"),
+                                        change_id(tp.topic, tp.partition, rec.offset)))
                 if records:
                     read_to[tp] = records[-1].offset + 1
                     metrics.REFERENCE_UPDATED.labels(topics.TABLE_BY_TOPIC[tp.topic]).set(time.time())
+            if changes:  # only recorded here: the proposals are made by agents/reprocess.py's timer
+                await runtime.in_ledger(runtime.ledger.record_changes, changes, datetime.now(UTC))
             for table, size in runtime.reference.sizes().items():
                 metrics.REFERENCE_RECORDS.labels(table).set(size)
             _check_not_truncated(consumer, read_to)
@@ -121,6 +128,19 @@ async def _consume_forever() -> None:
                          runtime.reference.sizes())
     finally:
         await consumer.stop()
+
+
+def change_id(topic: str, partition: int, offset: int) -> str:
+    """A reference change's identity: the record's place in this broker incarnation (a
+    replay or a restart reads the same record again and records nothing new)."""
+    return f"{runtime.incarnation or '-'}:{topic}:{partition}:{offset}"
+
+
+def consumed(change: str) -> bool:
+    """Whether this worker's reference view already holds the record of `change` (a change
+    another worker recorded may not have reached this one yet)."""
+    _, topic, partition, offset = change.rsplit(":", 3)
+    return _read_to.get(TopicPartition(topic, int(partition)), 0) > int(offset)
 
 
 def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartition, int]) -> None:

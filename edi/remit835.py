@@ -218,7 +218,9 @@ def _claim_payment(w: Writer, claim_id: str, rows: list[dict[str, Any]], payer: 
     status = "22" if statuses == {"REVERSED"} else "4" if statuses == {"DENIED"} else "1"
     first = rows[0]["decision"]
     said = rows[0]["line"]  # what the 837 said for the claim (absent for claims sent as JSON)
-    w.add("CLP", claim_id, status, money(charge), money(paid), money(patient) if patient else None,
+    # a payer-initiated adjustment's claim (<claim_id>~A<n>) and its reversals answer the
+    # provider's claim id (CLP01) and carry the payer's own in CLP07 (CONTRACT.md *Reprocessing*)
+    w.add("CLP", claim_id.split("~", 1)[0], status, money(charge), money(paid), money(patient) if patient else None,
           claim_filing_indicator(said.get("claim_filing_indicator"), payer), claim_id)
     w.add("NM1", "QC", "1", said.get("patient_last_name") or "", said.get("patient_first_name") or "", "", "", "",
           "MI", first.member_id)

@@ -27,10 +27,10 @@ _CODE_BY_FIELD = {
 }
 
 #: fields whose own code is only for a value of the right type that breaks the rule
-_RULE_ONLY = {"claim_frequency": "CLAIM_FREQUENCY", "original_claim_id": "ORIGINAL_CLAIM_ID"}
+_RULE_ONLY = {"claim_frequency": "CLAIM_FREQUENCY", "original_claim_id": "ORIGINAL_CLAIM_ID", "claim_id": "CLAIM_ID"}
 
 #: every rejection code the front end and the ledger's assembly give
-REJECTION_CODES = ("SCHEMA", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "CLAIM_FREQUENCY", "ORIGINAL_CLAIM_ID",
+REJECTION_CODES = ("SCHEMA", "CLAIM_ID", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "CLAIM_FREQUENCY", "ORIGINAL_CLAIM_ID",
                    "HEADER_MISMATCH", "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE",
                    *CORRECTION_REJECTIONS)
 

@@ -136,6 +136,17 @@ class ReviewPolicy(_Strict):
         return list(dict.fromkeys(r.queue for r in self.reasons))
 
 
+class ReprocessPolicy(_Strict):
+    """POLICY.md *Reprocessing*: which adjustments are made without a person."""
+
+    section: str = "Reprocessing"
+    #: an adjustment in which no line's allowed amount falls and no PAID line becomes DENIED
+    #: is approved at once (reviewer `auto`); every other waits for the REPROCESS queue
+    auto_approve_increases: bool = False
+    #: the queue whose reviewers decide proposals
+    queue: str = "REPROCESS"
+
+
 class RulebookFile(_Strict):
     version: str = Field(min_length=1)
     effective_from: date
@@ -146,6 +157,7 @@ class RulebookFile(_Strict):
     multi_ndc: MultiNdc
     edits: Edits = Edits()
     review: ReviewPolicy = ReviewPolicy()
+    reprocess: ReprocessPolicy = ReprocessPolicy()
     rules: dict[str, RuleSpec]
 
     @property
@@ -182,6 +194,7 @@ class Rulebook:
     #: each rule's adjustment message without detail, composed once rather than per line
     messages: dict[str, str]
     review: ReviewPolicy
+    reprocess: ReprocessPolicy
 
     @classmethod
     def compile(cls, data: RulebookFile) -> Rulebook:
@@ -204,6 +217,7 @@ class Rulebook:
             rules=dict(data.rules),
             messages={rule_id: _message(spec, "") for rule_id, spec in data.rules.items()},
             review=data.review,
+            reprocess=data.reprocess,
         )
 
     def pend_reason(self, procedure_code: str, allowed: Decimal) -> PendReason | None:

@@ -456,10 +456,15 @@ def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, 
     adjudicated = topics.ADJUDICATED.name
     view: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id), "status": status, "lines": records}
     if state["reversed_by"]:
-        view.update(status="VOIDED" if state["voided"] else "REPLACED", reversed_by=state["reversed_by"],
-                    reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
+        view.update(status="VOIDED" if state["voided"] else "ADJUSTED" if state.get("adjusted") else "REPLACED",
+                    reversed_by=state["reversed_by"], reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
+        if state.get("adjusted"):
+            view.update(adjusted_by=state["reversed_by"])
     if state["reverses"]:
         view.update(reverses=state["reverses"], reversals=[{"topic": adjudicated, **r} for r in state["reversals"]])
+        adjustment = ledger.adjustment_of(claim_id) if hasattr(ledger, "adjustment_of") else None
+        if adjustment is not None and adjustment["claim_id"] == claim_id:
+            view.update(adjusts=adjustment["adjusts"], proposal_id=adjustment["proposal_id"])
     return view
 
 

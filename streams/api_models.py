@@ -16,12 +16,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from streams import topics
-from streams.models import AccessEntry, AdjudicatedLine, ClaimLine, RejectedLine
+from streams.models import AccessEntry, AdjudicatedLine, ClaimLine, RejectedLine, ReprocessProposal
 from streams.schemas import DESCRIPTIONS
 
 #: a claim's status in the API's answers: ACCEPTED (published, not waited for), what
 #: `streams.api.overall_status` says, or REPLACED / VOIDED (reversed by a correction)
-CLAIM_STATUSES = ("ACCEPTED", "PENDING", "IN_REVIEW", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED")
+CLAIM_STATUSES = ("ACCEPTED", "PENDING", "IN_REVIEW", "DECIDED", "REJECTED", "PARTIALLY_REJECTED", "REPLACED", "VOIDED",
+                  "ADJUSTED")
 
 
 class _Answer(BaseModel):
@@ -103,13 +104,18 @@ class ClaimAnswer(_Answer):
     status: ClaimStatus = Field(description="PENDING while lines are unanswered; IN_REVIEW while a line is "
                                             "PENDED (waiting for a reviewer); then DECIDED (every line "
                                             "adjudicated), REJECTED (every line rejected) or PARTIALLY_REJECTED; "
-                                            "REPLACED or VOIDED once a replacement or void reversed it.")
+                                            "REPLACED or VOIDED once a replacement or void reversed it; ADJUSTED "
+                                            "once a payer-initiated adjustment (<claim_id>~A<n>) reversed it.")
     lines: list[LineRecord]
     reason: str | None = Field(None, description=NOT_READY)
     reversed_by: str | None = Field(None, description="The replacement or void that reversed this claim.")
     reversed: list[Decision] | None = Field(None, description="The REVERSED records of this claim's lines.")
     reverses: str | None = Field(None, description="The claim this replacement or void reversed.")
     reversals: list[Decision] | None = Field(None, description="The REVERSED records this replacement or void caused.")
+    adjusted_by: str | None = Field(None, description="The payer-initiated adjustment (<claim_id>~A<n>) that reversed this claim.")
+    adjusts: str | None = Field(None, description="On an adjusted claim (<claim_id>~A<n>): the submitted claim it adjusts "
+                                                  "(`reverses` names the version it reversed).")
+    proposal_id: str | None = Field(None, description="On an adjusted claim: the approved reprocess proposal.")
 
 
 class SimulatedAnswer(_Answer):
@@ -327,3 +333,27 @@ class ReviewConflict(AdjudicatedLine):
 
     error: ErrorDetail
     current: AdjudicatedLine
+
+
+class ProposalList(_Answer):
+    """Reprocess proposals, oldest first."""
+
+    proposals: list[ReprocessProposal]
+    count: int
+
+
+class ProposalDecision(BaseModel):
+    """A reviewer of the REPROCESS queue approves (the adjustment is made) or rejects a proposal."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Literal["APPROVE", "REJECT"]
+    note: str | None = Field(None, max_length=2000)
+
+
+class ProposalConflict(ErrorAnswer):
+    """`409` of a proposal decision: it is no longer open (`current`), or the claim's dry run no
+    longer gives it (withdrawn, and `new_proposal_id` names the one made instead, if any)."""
+
+    current: ReprocessProposal
+    new_proposal_id: str | None = None

@@ -198,6 +198,58 @@ def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[
     return lines, f"decided claims in {ledger.describe()}, {window}"
 
 
+#: the order an offline run attributes a claim to the records that look at it: the most specific first
+_TRIGGER_ORDER = ("awp-prices", "fee-schedule", "authorizations", "drugs", "members")
+
+
+@app.command()
+def reprocess(
+    reference: Annotated[Path, typer.Option("--reference", metavar="DIR", help="Folder of reference .jsonl files: the "
+                                            "reference data as it would be once loaded (the new files).")],
+    from_ledger: Annotated[str, typer.Option(metavar="URL", help="The ledger whose decided claims are looked at "
+                                             "(sqlite:///PATH or postgresql://...).")],
+    since: Annotated[str | None, typer.Option(metavar="DATE", help="Claims with a date of service on or after DATE.")] = None,
+    until: Annotated[str | None, typer.Option(metavar="DATE", help="Claims with a date of service on or before DATE.")] = None,
+    rulebook: Annotated[Path | None, typer.Option(metavar="FILE", help="A rulebook version (TOML) to apply alone.")] = None,
+) -> None:
+    """The reprocess proposals that new reference files would make against what a ledger decided (JSON Lines), touching nothing."""
+    from datetime import UTC, date, datetime
+
+    from rules.reference import TABLES as REF_TABLES
+    from streams.ledger import Ledger, LedgerUnavailable
+    from streams.pipeline import BatchError, read_reference_dir
+    from streams.topics import REFERENCE
+
+    for name, value in (("--since", since), ("--until", until)):
+        try:
+            if value is not None:
+                date.fromisoformat(value)
+        except ValueError:
+            fail(f"{name} must be a date, YYYY-MM-DD, not {value!r}")
+    if since and until and since > until:
+        fail(f"--since {since} is after --until {until}")
+    path = from_ledger.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if from_ledger.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
+        fail(f"no ledger at {path}")
+    books, ref, _ = _batch_inputs(None, reference, rulebook)
+    try:
+        records = list(read_reference_dir(reference))
+    except BatchError as exc:
+        fail(str(exc))
+    rank = {t: i for i, t in enumerate(_TRIGGER_ORDER)}
+    changes = [(REFERENCE[table].name, REF_TABLES[table][1](record))
+               for table, record, _ in sorted(records, key=lambda r: rank.get(r[0], len(rank)))]
+    try:
+        ledger = Ledger(from_ledger)
+        try:
+            proposals = ledger.offline_proposals(changes, ref, books, datetime.now(UTC), since, until)
+        finally:
+            ledger.close()
+    except LedgerUnavailable as exc:
+        fail(str(exc))
+    _write_jsonl(orjson.loads(p.model_dump_json()) for p in proposals)
+
+
 reference_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                             rich_markup_mode=None, help="Reference data on its compacted topics.")
 app.add_typer(reference_app, name="reference")

@@ -70,6 +70,7 @@ def state(q, claim_id: str) -> dict[str, Any]:
     return {
         "reversed_by": by[0] if by else None,
         "voided": bool(by) and by[1] == VOID,
+        "adjusted": bool(by) and by[1] == "A",  # reversed by a payer-initiated adjustment (streams/reprocess_store.py)
         "reversed": [orjson.loads(r[0]) for r in
                      q("SELECT body FROM reversals WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()],
         "reverses": reverses[0] if reverses else None,

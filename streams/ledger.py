@@ -33,12 +33,13 @@ import orjson
 import psycopg
 
 from rules.engine import History, Outcome
-from streams import corrections_store, review_store
+from streams import corrections_store, reprocess_store, review_store
 from streams.access_store import AccessStore
 from streams.assembly_store import AssemblyStore, Intake, dumps, restamp_rejection, settle, settled_by
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
+from streams.reprocess_store import ReprocessStore
 from streams.review_store import ReviewStore
 from streams.writer_gate import WriterGate
 
@@ -58,7 +59,7 @@ class LedgerTooNew(LedgerUnavailable):
     rather than dead-letter anything."""
 
 
-class Ledger(AssemblyStore, ReviewStore, AccessStore):
+class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 
@@ -265,6 +266,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore):
             if outcome.reverses is not None:
                 corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
                 review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
+                reprocess_store.supersede_open(q, outcome.reverses, claim_id, datetime.now(UTC))
             for d in outcome.new_decisions:
                 q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, dumps(d))
             review_store.record_pends(q, outcome.new_decisions, {lw.line.line_number: lw.line for lw in work.lines})
@@ -277,6 +279,9 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore):
             for day in outcome.drug_days:
                 q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   claim_id, member, day.isoformat())
+            if outcome.new_decisions:  # found again by the reference changes that touch it
+                reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
+                                            work.submitted_at.timestamp())
             q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}

@@ -232,11 +232,67 @@ CREATE TABLE IF NOT EXISTS access_outbox (
 );
 """
 
+#: reprocessing after a retroactive reference change (CONTRACT.md *Reprocessing ...*): the
+#: index a reference change finds decided claims by, the queue of changes to look at, the
+#: proposals, the adjustments made and their outbox
+_V5 = """
+CREATE TABLE IF NOT EXISTS reprocess_index (
+    kind TEXT NOT NULL,               -- authorization, ndc, code or member (rules/reprocess.py)
+    value TEXT NOT NULL,              -- the authorization number, 11-digit NDC, procedure code, member id
+    service_date TEXT NOT NULL,       -- ISO date of service for ndc and code, '' for the claim-level kinds
+    claim_id TEXT NOT NULL,           -- a decided claim (written when it is decided or adjusted)
+    as_of DOUBLE PRECISION NOT NULL,  -- when the claim was complete (adjusted): a change recorded before it is not its trigger
+    PRIMARY KEY (kind, value, service_date, claim_id)
+);
+CREATE TABLE IF NOT EXISTS reference_changes (
+    change_id TEXT PRIMARY KEY,       -- the change's identity (topic, partition, offset): recorded once
+    topic TEXT NOT NULL,              -- the reference topic and key that changed
+    ref_key TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL               -- PENDING until its proposals are made, then DONE
+);
+CREATE INDEX IF NOT EXISTS reference_changes_pending ON reference_changes (state, received_at);
+CREATE TABLE IF NOT EXISTS proposals (
+    proposal_id TEXT PRIMARY KEY,     -- derived from the change and the claim: made once per change
+    claim_id TEXT NOT NULL,
+    status TEXT NOT NULL,             -- OPEN, SUPERSEDED, WITHDRAWN, APPROVED, REJECTED
+    change_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,         -- ISO 8601: the API lists oldest first
+    body TEXT NOT NULL                -- the proposal as published, with its current status
+);
+CREATE UNIQUE INDEX IF NOT EXISTS proposals_one_open ON proposals (claim_id) WHERE status = 'OPEN';
+CREATE INDEX IF NOT EXISTS proposals_status ON proposals (status, created_at);
+CREATE TABLE IF NOT EXISTS adjustments (
+    claim_id TEXT PRIMARY KEY,        -- the minted <claim_id>~A<n>
+    adjusts TEXT NOT NULL,            -- the submitted claim it descends from
+    reverses TEXT NOT NULL UNIQUE,    -- the version it reversed
+    n INTEGER NOT NULL,
+    proposal_id TEXT NOT NULL UNIQUE,
+    UNIQUE (adjusts, n)
+);
+CREATE TABLE IF NOT EXISTS adjusted_lines (
+    claim_id TEXT NOT NULL,           -- an adjusted claim's lines as submitted (its root's), which a
+    line_number INTEGER NOT NULL,     -- later reprocessing decides again (decided_lines keeps only
+    body TEXT NOT NULL,               -- submitted claims, for Monitor Mode's history run)
+    PRIMARY KEY (claim_id, line_number)
+);
+CREATE TABLE IF NOT EXISTS reprocess_outbox (
+    item TEXT PRIMARY KEY,            -- what to publish, stored in the transaction that made it:
+    topic TEXT NOT NULL,              -- a proposal's new status, an adjustment's records and 835
+    msg_key TEXT NOT NULL,
+    made_at DOUBLE PRECISION NOT NULL,
+    ord INTEGER NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
     Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
     Migration(3, "Monitor Mode's history run: decided_lines", _V3),
     Migration(4, "the access log: access_log, access_log_claims, access_outbox", _V4),
+    Migration(5, "reprocessing: reprocess_index, reference_changes, proposals, adjustments, adjusted_lines, "
+                 "reprocess_outbox", _V5),
 )
 
 #: the version this code migrates a ledger to

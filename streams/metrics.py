@@ -73,6 +73,10 @@ __all__ = [
     "PENDS_OPEN",
     "PEND_OLDEST_AGE",
     "REVIEW_DECISIONS",
+    "REPROCESS_OPEN",
+    "REPROCESS_OLDEST_AGE",
+    "REPROCESS_ADJUSTMENTS",
+    "REPROCESS_DOLLARS",
     "render",
 ]
 
@@ -326,6 +330,63 @@ def prime_shadow(rules: list[str]) -> None:
         SHADOW_CHANGED.labels(rule=rule)
         for policy in ("live", "candidate"):
             SHADOW_RULE_ALLOWED.labels(rule=rule, policy=policy)
+
+
+#: the reference topics whose changes make reprocess proposals (CONTRACT.md *Reprocessing*)
+REPROCESS_TRIGGERS = ("reference.authorizations", "reference.awp-prices", "reference.fee-schedule",
+                      "reference.members", "reference.drugs")
+REPROCESS_OPEN = Gauge(
+    "claims_reprocess_open_proposals",
+    "Reprocess proposals waiting for approval (OPEN), by the reference topic that triggered them; read from the ledger.",
+    ["trigger"],
+    registry=REGISTRY,
+)
+REPROCESS_OLDEST_AGE = Gauge(
+    "claims_reprocess_oldest_open_proposal_age_seconds",
+    "Age of the oldest OPEN reprocess proposal (0 when none is open).",
+    registry=REGISTRY,
+)
+REPROCESS_ADJUSTMENTS = Counter(
+    "claims_reprocess_adjustments_total",
+    "Payer-initiated adjustments made by this worker, by kind (automatic by the rulebook, approved by a reviewer).",
+    ["kind"],
+    registry=REGISTRY,
+)
+REPROCESS_DOLLARS = Counter(
+    "claims_reprocess_adjusted_dollars_total",
+    "Money the adjustments moved (the adjusted claims' allowed amount minus the reversed ones'), by kind and "
+    "direction (increase, decrease).",
+    ["kind", "direction"],
+    registry=REGISTRY,
+)
+
+
+def prime_reprocess() -> None:
+    for trigger in REPROCESS_TRIGGERS:
+        REPROCESS_OPEN.labels(trigger=trigger)
+    for kind in ("automatic", "approved"):
+        REPROCESS_ADJUSTMENTS.labels(kind=kind)
+        for direction in ("increase", "decrease"):
+            REPROCESS_DOLLARS.labels(kind=kind, direction=direction)
+
+
+def count_adjustment(kind: str, delta) -> None:
+    """One adjustment made: its kind and the money it moved (`delta`, a Decimal)."""
+    REPROCESS_ADJUSTMENTS.labels(kind=kind).inc()
+    if delta:
+        REPROCESS_DOLLARS.labels(kind=kind, direction="increase" if delta > 0 else "decrease").inc(float(abs(delta)))
+
+
+def set_reprocess(stats: list[tuple[str, int, float | None]]) -> None:
+    """(trigger topic, open proposals, age of the oldest in seconds) from the ledger."""
+    counts = dict.fromkeys(REPROCESS_TRIGGERS, 0)
+    oldest = 0.0
+    for trigger, count, age in stats:
+        counts[trigger] = count
+        oldest = max(oldest, age or 0.0)
+    for trigger, count in counts.items():
+        REPROCESS_OPEN.labels(trigger=trigger).set(count)
+    REPROCESS_OLDEST_AGE.set(oldest)
 
 
 def prime_review(queues_reasons: list[tuple[str, str]]) -> None:

@@ -188,6 +188,13 @@ class ClaimLine(_Input):
     claim_frequency: Annotated[Literal["1", "7", "8"], BeforeValidator(_frequency_text)] = ORIGINAL
     original_claim_id: Annotated[Ident | None, Field(validate_default=True)] = None
 
+    @field_validator("claim_id")
+    @classmethod
+    def _not_an_adjustment_id(cls, claim_id: str) -> str:
+        if "~" in claim_id:  # reserved for the pipeline's adjusted claims, <claim_id>~A<n>
+            raise ValueError("a claim_id may not contain '~' (reserved for payer-initiated adjustments, <claim_id>~A<n>)")
+        return claim_id
+
     @field_validator("line_count")
     @classmethod
     def _count_covers_number(cls, count: int, info: ValidationInfo) -> int:
@@ -365,6 +372,47 @@ class AdjudicatedLine(_Output):
     #: on the lines of a payer-initiated adjustment: the claim adjusted, the approved proposal
     adjusts: str | None = None
     proposal_id: str | None = None
+
+
+#: a reprocess proposal's life (CONTRACT.md *Reprocessing after a retroactive reference change*)
+PROPOSAL_STATUSES = ("OPEN", "SUPERSEDED", "WITHDRAWN", "APPROVED", "REJECTED")
+#: what a reviewer of the REPROCESS queue may do with an open proposal
+PROPOSAL_ACTIONS = ("APPROVE", "REJECT")
+
+
+class ProposalTrigger(_Output):
+    """The reference record whose change made a proposal: its topic and key."""
+
+    topic: str
+    key: str
+
+
+class ProposalLine(_Output):
+    """One line a proposal changes: its current record and what a dry run decides now."""
+
+    line_number: int
+    before: AdjudicatedLine
+    after: AdjudicatedLine
+
+
+class ReprocessProposal(_Output):
+    """A reprocess proposal on `claims.reprocess.proposals` (key: claim_id)."""
+
+    proposal_id: str
+    claim_id: str
+    status: Literal["OPEN", "SUPERSEDED", "WITHDRAWN", "APPROVED", "REJECTED"]
+    trigger: ProposalTrigger
+    created_at: datetime
+    lines: list[ProposalLine]
+    #: the claim's allowed amount now, and after the adjustment (every line of the claim)
+    allowed_before: Money2
+    allowed_after: Money2
+    #: once APPROVED: the adjusted claim's minted id (`<claim_id>~A<n>`); null otherwise
+    adjustment_claim_id: str | None = None
+    #: once decided (APPROVED or REJECTED): who (`auto` for the rulebook), when, and the note
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    note: str | None = None
 
 
 class RejectionReason(_Output):

@@ -26,7 +26,7 @@ import orjson
 from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
-from streams import api, api_models, audit, review_api, schemas, x12_api
+from streams import api, api_models, audit, reprocess_api, review_api, schemas, x12_api  # noqa: F401 - their routes
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parent / "sample_data"
@@ -50,6 +50,9 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.Reviewer, "serialization"),
     (api_models.ReviewConflict, "serialization"),
     (api_models.AccessEntry, "serialization"),
+    (api_models.ProposalList, "serialization"),
+    (api_models.ProposalDecision, "validation"),
+    (api_models.ProposalConflict, "serialization"),
 )
 
 
@@ -211,6 +214,7 @@ def operations() -> dict[str, dict[str, Any]]:
                                 {"type": "integer", "minimum": 1, "maximum": audit.MAX_LIMIT}))],
             "responses": {"200": {"description": "The entries.", "content": {JSON: {"schema": {"type": "array", "items": _ref("AccessEntry")}}}},
                           **_errors(400, 401, 403, 503)}}},
+        **_reprocess_operations(),
         f"{api.API_PREFIX}/shadow/impact": {"get": {
             "operationId": "getShadowImpact", "tags": ["monitor"],
             "summary": "Monitor Mode: the candidate policy's impact since this worker started",
@@ -309,6 +313,50 @@ def _with_forbidden(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
             if "403" not in responses:
                 op["responses"] = dict(sorted({**responses, **_errors(403)}.items()))
     return paths
+
+
+PROPOSAL_ID = {"name": "proposal_id", "in": "path", "required": True, "description": "The proposal id.",
+               "schema": {"type": "string", "minLength": 1}, "example": "RP-3f2a9c0d1e2b3a4c5d6e7f80"}
+
+
+def _reprocess_operations() -> dict[str, dict[str, Any]]:
+    """The reprocess routes (streams/reprocess_api.py): proposals and a reviewer's decision."""
+    prefix = f"{api.API_PREFIX}/reprocess"
+    query = [{"name": "status", "in": "query", "required": False,
+              "description": "Only proposals with this status (default OPEN).",
+              "schema": {"type": "string", "enum": ["OPEN", "SUPERSEDED", "WITHDRAWN", "APPROVED", "REJECTED"]}},
+             {"name": "limit", "in": "query", "required": False, "description": "At most this many (default 100).",
+              "schema": {"type": "integer", "minimum": 1, "maximum": 500}}]
+    return {
+        prefix: {"get": {
+            "operationId": "listProposals", "tags": ["review"], "summary": "Reprocess proposals, oldest first",
+            "description": "Claims a retroactive reference change would adjust. Any token may read them.",
+            "parameters": query,
+            "responses": {"200": {"description": "The proposals.", "content": _json("ProposalList")},
+                          **_errors(400, 401, 503)}}},
+        f"{prefix}/{{proposal_id}}": {
+            "get": {
+                "operationId": "getProposal", "tags": ["review"], "summary": "One reprocess proposal",
+                "parameters": [PROPOSAL_ID],
+                "responses": {"200": {"description": "The proposal.", "content": _json("ReprocessProposal")},
+                              **_errors(401, 404, 503)}},
+            "post": {
+                "operationId": "decideProposal", "tags": ["review"], "summary": "A reviewer approves or rejects a proposal",
+                "description": "Needs a reviewer's token with the REPROCESS queue. An approval adjusts the claim in one "
+                               "transaction (its lines REVERSED, the claim decided again as <claim_id>~A<n>) and "
+                               "publishes the records, the proposal's new status and the 835. The same action again "
+                               "answers the stored result.",
+                "parameters": [PROPOSAL_ID],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ProposalDecision"),
+                                                                     "example": {"action": "APPROVE", "note": "price file fix"}}}},
+                "responses": {
+                    "200": {"description": "The proposal, APPROVED (with `adjustment_claim_id`) or REJECTED.",
+                            "content": _json("ReprocessProposal")},
+                    "409": {"description": "`CONFLICT`: no longer open, or withdrawn because the claim's dry run "
+                                           "changed; `current` is the proposal.", "content": _json("ProposalConflict")},
+                    "422": _error("`INVALID_DECISION`: an unknown action or a note that is not text (`field` names it)."),
+                    **_errors(400, 401, 403, 404, 413, 415, 503)}}},
+    }
 
 
 def _components() -> dict[str, Any]:

@@ -6,6 +6,8 @@ way it comes in. `Step` collects what a step wants published, by topic.
 
 from __future__ import annotations
 
+import copy
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from rules.reference import TABLES, ReferenceData
 from rules.rulebook import Rulebooks
 from streams.ledger import Intake, Ledger, LedgerUnavailable
 from streams.models import AdjudicatedLine, ClaimLine, ClaimWork, RejectedLine, RejectionReason
-from streams.topics import ADJUDICATED, DLQ, REJECTED
+from streams.topics import ADJUDICATED, DLQ, REJECTED, REMITTANCE_835, TABLE_BY_TOPIC
 
 __all__ = ["LedgerUnavailable", "Step", "DeadLetter", "Submitted", "check", "intake", "assemble", "intake_batch", "adjudicate", "run_batch", "simulate", "load_reference_dir"]
 
@@ -218,13 +220,87 @@ def simulate(ledger: Ledger, lines: list[bytes], ref: ReferenceData, books: Rule
 
 def _run_lines(ledger: Ledger, lines: Iterable[bytes], ref: ReferenceData, books: Rulebooks,
                observer: Callable[[ClaimWork], Observer | None] | None = None) -> Iterator[dict[str, Any]]:
-    """Every stage, line after line, in submission order (batch mode and simulations)."""
+    """Every stage, line after line, in submission order (batch mode and simulations).
+
+    A reference record interleaved in the input (`{"reference": {"topic", "key", "value"}}`,
+    see `reference_change`) applies from there on, and its reprocessing (proposals, and the
+    adjustments approved automatically) is published at that point, as the stream does once
+    the change is consumed. The caller's `ref` is copied before the first such change."""
+    run = uuid.uuid4().hex[:12]
+    copied = False
     for offset, raw in enumerate(lines):
+        change = reference_change(raw)
+        if change is not None:
+            if not copied:
+                ref, copied = copy.deepcopy(ref), True
+            yield from apply_reference_change(ledger, ref, books, change, f"batch:{run}:{offset}")
+            continue
         step = intake(ledger, raw, float(offset), books)
         yield from _records(step)
         if step.assembled is not None:
             work = engine.price(engine.enrich(step.assembled, ref, books), ref)
             yield from _records(adjudicate(ledger, work, books, observer(work) if observer else None))
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceChange:
+    """A reference record (or tombstone, `value` None) met in a batch input."""
+
+    topic: str
+    key: str
+    value: BaseModel | None
+    error: str | None = None
+    raw: bytes = b""
+
+
+def reference_change(raw: bytes | None) -> ReferenceChange | None:
+    """The reference change a batch input line carries, or None for a submitted line. The
+    line is a JSON object whose only field is `reference`: `{"topic": "reference.<table>",
+    "key": "<its key>" (optional with a value: computed from it), "value": {...} or null}`.
+    A malformed one is returned with `error` (a dead letter)."""
+    if not raw or b'"reference"' not in raw[:40]:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or set(obj) != {"reference"}:
+        return None
+    body = obj["reference"]
+    try:
+        topic = body["topic"]
+        table = TABLE_BY_TOPIC[topic]
+        model, key_of = TABLES[table]
+        value = None if body.get("value") is None else model.model_validate(body["value"])
+        key = body.get("key") or (key_of(value) if value is not None else None)
+        if not isinstance(key, str) or not key:
+            raise ValueError("a tombstone needs its key")
+    except (KeyError, TypeError, ValueError, ValidationError) as exc:
+        return ReferenceChange("", "", None, f"not a reference change: {type(exc).__name__}: {exc}".splitlines()[0], raw)
+    return ReferenceChange(topic, key, value)
+
+
+def apply_reference_change(ledger: Ledger, ref: ReferenceData, books: Rulebooks, change: ReferenceChange,
+                           change_id: str) -> Iterator[dict[str, Any]]:
+    """Apply a reference change to `ref` and make its proposals (and automatic adjustments)
+    against the ledger at once; yields what they publish, in order."""
+    if change.error is not None:
+        yield from _records(Step(dead=[DeadLetter(raw=change.raw, error=change.error)]))
+        return
+    ref.apply(TABLE_BY_TOPIC[change.topic], change.key, change.value)
+    now = utcnow()
+    if ledger.record_change(change.topic, change.key, change_id, now):
+        ledger.make_proposals(change_id, change.topic, change.key, ref, books, now)
+    yield from drain_reprocess_outbox(ledger)
+
+
+def drain_reprocess_outbox(ledger: Ledger) -> Iterator[dict[str, Any]]:
+    """What reprocessing stored to publish, as batch records, then marked sent."""
+    while items := ledger.reprocess_outbox():
+        for _, topic, _, body in items:
+            if topic != REMITTANCE_835.name:  # batch mode writes no 835 (`x12 835` does, from its output)
+                yield {"topic": topic, **orjson.loads(body)}
+        ledger.reprocess_outbox_sent(item for item, *_ in items)
 
 
 def _records(step: Step) -> Iterator[dict[str, Any]]:

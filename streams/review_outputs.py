@@ -35,12 +35,14 @@ async def publish_reviewed(records: Sequence[AdjudicatedLine], finals: FinalClai
     for record in records:
         await stage.publish_decision("review", record)
     for claim_id, decisions in finals.items():
-        await _remit(claim_id, decisions)
+        await remit(claim_id, decisions)
     await app.producer.flush()
     await runtime.in_ledger(runtime.ledger.decision_outbox_sent, list(records))
 
 
-async def _remit(claim_id: str, decisions: Sequence[AdjudicatedLine]) -> None:
+async def remit(claim_id: str, decisions: Sequence[AdjudicatedLine]) -> None:
+    """The 835 of what `decisions` carry for `claim_id` on claims.remittance.835 (a remittance
+    dead letter when it cannot be written): a review's final claim, or an adjustment's pair."""
     claim_ids = [claim_id, *dict.fromkeys(d.claim_id for d in decisions if d.claim_id != claim_id)]
     facts, number = await runtime.in_ledger(remittance_inputs, runtime.ledger, claim_ids)
     key = claim_id.encode()

@@ -119,7 +119,8 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ShadowDifference", "rules"): "Rule ids on one side only (or whose amounts differ): what made the difference.",
 }
 
-_OUTPUTS = {topics.AUDIT_ACCESS.name, topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name, topics.REMITTANCE_DLQ.name}
+_OUTPUTS = {topics.AUDIT_ACCESS.name, topics.ADJUDICATED.name, topics.REJECTED.name, topics.SHADOW_DIFFERENCES.name,
+            topics.REMITTANCE_DLQ.name, topics.REPROCESS_PROPOSALS.name}
 
 #: key schemas: (schema, description) per external topic
 _STRING_KEY = {"type": "string", "minLength": 1}
@@ -137,6 +138,8 @@ KEYS: dict[str, tuple[dict[str, Any], str]] = {
                                      "The claim_id of the line decided differently."),
     topics.AUDIT_ACCESS.name: ({"type": ["string", "null"], "maxLength": 64},
                                "The client's or reviewer's name (null: a request without a valid token, answered 401)."),
+    topics.REPROCESS_PROPOSALS.name: ({"type": "string", "minLength": 1, "maxLength": 64},
+                                      "The claim_id the proposal is for (compacted: the claim's latest proposal status)."),
     topics.DLQ.name: ({"type": ["string", "null"]}, "The key of the original message, unchanged (null: it had none)."),
     topics.REMITTANCE_835.name: ({"type": "string", "minLength": 1, "maxLength": 38},
                                  "The claim_id of the remitted claim (CLP01 of the 835)."),

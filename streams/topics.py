@@ -20,6 +20,7 @@ from streams.models import (
     Member,
     ProviderContract,
     RejectedLine,
+    ReprocessProposal,
     ShadowDifference,
 )
 from streams.remit_models import DecidedBatch, DecidedClaim
@@ -47,6 +48,8 @@ REMITTANCE_835 = TopicDef("claims.remittance.835", "claim_id", None)
 
 #: the access log (CONTRACT.md *API clients and the access log*): every entry, for a SIEM
 AUDIT_ACCESS = TopicDef("claims.audit.access", "client", AccessEntry)
+#: reprocessing after a retroactive reference change: each proposal's latest status (compacted)
+REPROCESS_PROPOSALS = TopicDef("claims.reprocess.proposals", "claim_id", ReprocessProposal, compacted=True)
 
 ASSEMBLED = TopicDef("claims.internal.assembled", "none (partition = input partition)", ClaimBatch, internal=True)
 PRICED = TopicDef("claims.internal.priced", "none (partition = input partition)", ClaimBatch, internal=True)
@@ -68,5 +71,6 @@ REFERENCE = {
 }
 TABLE_BY_TOPIC = {t.name: table for table, t in REFERENCE.items()}
 
-ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, AUDIT_ACCESS, ASSEMBLED, PRICED, DECIDED,
+ALL = (SUBMITTED, ADJUDICATED, REJECTED, DLQ, REMITTANCE_835, REMITTANCE_DLQ, SHADOW_DIFFERENCES, AUDIT_ACCESS,
+       REPROCESS_PROPOSALS, ASSEMBLED, PRICED, DECIDED,
        INCARNATION, *REFERENCE.values())

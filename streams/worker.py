@@ -53,7 +53,11 @@ def _prime_metrics(books) -> None:
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
         ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs",
-                           "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages"],
+                           "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages",
+                           # reprocessing (agents/reprocess.py, streams/reprocess_api.py)
+                           "record_changes", "pending_changes", "claims_looked_at", "propose", "change_done",
+                           "reprocess_outbox", "reprocess_outbox_sent", "proposal_stats", "proposals", "proposal",
+                           "decide_proposal"],
         correction_reasons=list(CORRECTION_REJECTIONS),
     )
 
@@ -81,6 +85,7 @@ def run(loglevel: str = "warning") -> None:
         metrics,
         review_api,  # noqa: F401 - the /v1 review routes
         review_page,  # noqa: F401 - the reviewer's page, /review
+        reprocess_api,  # noqa: F401 - the /v1 reprocess routes
         web,
         x12_api,  # noqa: F401 - the /v1 X12 routes
     )
@@ -98,6 +103,7 @@ def run(loglevel: str = "warning") -> None:
     metrics.prime_review(runtime.books.pend_labels())
     metrics.prime_access(["default"] * bool(settings.api_token) + [e.name for e in runtime.clients.entries()]
                          + [e.name for e in runtime.reviewers.entries()])
+    metrics.prime_reprocess()
     if runtime.shadow is not None:
         metrics.prime_shadow(sorted({rule for book in runtime.shadow.books for rule in book.rules}))
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,

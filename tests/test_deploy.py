@@ -61,6 +61,7 @@ COMPACTED_TOPICS = {
     "reference.awp-prices",
     "reference.fee-schedule",
     "reference.provider-contracts",
+    "claims.reprocess.proposals",
 }
 ALL_TOPICS = STREAM_TOPICS | COMPACTED_TOPICS
 
@@ -73,12 +74,14 @@ DASHBOARD_ROWS = [
     "Reference data freshness",
     "Worker health",
     "Manual review",
+    "Reprocessing",
     "Candidate policy",
     "API access",
 ]
 REQUIRED_ALERTS = {
     "ClaimsConsumerLagGrowing",
     "ClaimsReviewPendOverdue",
+    "ClaimsReprocessProposalOverdue",
     "ClaimsNoOffsetCommits",
     "ClaimsDLQRateHigh",
     "ClaimsEndToEndLatencyHigh",
@@ -247,6 +250,10 @@ METRIC_DEFINITIONS = [
         ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
         ("ACCESS_ENTRIES", "counter", "claims_access_log_entries", ("client", "action", "code")),
         ("CLAIMS_READ", "counter", "claims_access_claims_read", ("client",)),
+        ("REPROCESS_OPEN", "gauge", "claims_reprocess_open_proposals", ("trigger",)),
+        ("REPROCESS_OLDEST_AGE", "gauge", "claims_reprocess_oldest_open_proposal_age_seconds", ()),
+        ("REPROCESS_ADJUSTMENTS", "counter", "claims_reprocess_adjustments", ("kind",)),
+        ("REPROCESS_DOLLARS", "counter", "claims_reprocess_adjusted_dollars", ("kind", "direction")),
 ]
 
 

@@ -355,3 +355,12 @@ def test_claim_frequency_accepted(changes: dict[str, Any], frequency: str, origi
 ])
 def test_claim_frequency_rejections(changes: dict[str, Any], code: str, field: str) -> None:
     assert codes(with_(**changes)) == [(code, field)]
+
+
+def test_a_claim_id_with_a_tilde_is_rejected_claim_id() -> None:
+    """`~` is reserved for the payer's adjusted claims (<claim_id>~A<n>, CONTRACT.md
+    *Reprocessing*); an original_claim_id may name one."""
+    assert codes(with_(claim_id="C1~A1")) == [("CLAIM_ID", "claim_id")]
+    assert codes(with_(claim_id="~")) == [("CLAIM_ID", "claim_id")]
+    line = validate(with_(claim_id="R1", claim_frequency="7", original_claim_id="C1~A1"))
+    assert isinstance(line, ClaimLine) and line.original_claim_id == "C1~A1"

@@ -684,6 +684,40 @@ def api_access() -> list:
     ]
 
 
+def reprocessing() -> list:
+    """Reprocessing after a retroactive reference change: proposals waiting, adjustments made."""
+    return [
+        dashboard.Row("Reprocessing"),
+        ts(
+            "Open reprocess proposals, by trigger topic",
+            "short",
+            "Claims a retroactive reference change would adjust, waiting for a reviewer of the REPROCESS queue "
+            "(increases are adjusted at once and never wait), from the ledger every worker reads: max across workers.",
+            [(f"max by (trigger) (claims_reprocess_open_proposals{{{SEL}}})", "{{trigger}}")],
+            span=8,
+            stack=True,
+        ),
+        ts(
+            "Oldest open proposal",
+            "s",
+            "How long the oldest open proposal has waited; the ClaimsReprocessProposalOverdue alert fires past 7 days "
+            "(its threshold is in deploy/prometheus/alerts.yml).",
+            [(f"max(claims_reprocess_oldest_open_proposal_age_seconds{{{SEL}}})", "oldest")],
+            span=8,
+            slo=604800,
+        ),
+        ts(
+            "Adjusted dollars per hour, by kind and direction",
+            "currencyUSD",
+            "What the adjustments moved per hour (the adjusted claims' allowed amount minus the reversed ones'), "
+            "automatic (the rulebook's increases) or approved by a reviewer.",
+            [(f"sum by (kind, direction) (increase(claims_reprocess_adjusted_dollars_total{{{SEL}}}[1h]))",
+              "{{kind}} {{direction}}")],
+            span=8,
+        ),
+    ]
+
+
 # --- dashboard ---------------------------------------------------------------
 
 
@@ -728,6 +762,7 @@ def build() -> dashboard.Dashboard:
         reference_data(),
         worker_health(),
         manual_review(),
+        reprocessing(),
         candidate_policy(),
         api_access(),
     ):

@@ -1,0 +1,227 @@
+"""Reprocessing end to end: a real worker on a real broker. A late authorization approval
+is adjusted at once (the proposal on `claims.reprocess.proposals`, the reversal and the
+adjusted claim on `claims.lines.adjudicated`, the claim status); a price decrease waits,
+and a reviewer of the REPROCESS queue approves or rejects it over HTTP (401/403/404/409/422,
+idempotent repeats); a submitted claim id with `~` is rejected CLAIM_ID."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from streams import topics
+from tests.harness import read_to_end
+from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
+
+pytestmark = pytest.mark.broker
+
+REPROCESSOR = f"reprocess-{uuid.uuid4().hex}"
+CLINICAL = f"clinical-{uuid.uuid4().hex}"
+MEMBER, NPI = "M1001", "1245678903"
+LATE, PRICED, SAME = "PA-LATE-E2E", "PA-PRICE-E2E", "PA-SAME-E2E"
+NDC = "00143985810"
+CEF = {"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"}
+CODES = ["S9500", "J0696"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def auth(number: str, status: str) -> dict[str, Any]:
+    return {"authorization_number": number, "member_id": MEMBER, "status": status, "procedure_codes": CODES,
+            "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None}
+
+
+def reference() -> dict[str, list[dict]]:
+    ref = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
+           for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED"), auth(SAME, "PENDING")]
+    return ref
+
+
+@pytest.fixture(scope="module")
+def pipe(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
+    workdir = tmp_path_factory.mktemp("reprocess-worker")
+    reviewers = workdir / "reviewers.toml"
+    reviewers.write_text(
+        f'[[reviewer]]\nname = "Rita Reprocess"\ntoken_sha256 = "{hashlib.sha256(REPROCESSOR.encode()).hexdigest()}"\n'
+        f'queues = ["REPROCESS"]\n\n'
+        f'[[reviewer]]\nname = "Casey Clinical"\ntoken_sha256 = "{hashlib.sha256(CLINICAL.encode()).hexdigest()}"\n'
+        f'queues = ["CLINICAL"]\n')
+    p = ApiPipeline(module_bootstrap, workdir)
+    p.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    p.load_reference(reference())
+    p.start()
+    try:
+        p.wait_for("/readyz")
+        yield p
+    finally:
+        p.stop_all()
+
+
+def claim(claim_id: str, number: str, day: str) -> dict[str, Any]:
+    return {"claim_id": claim_id, "form": "CMS-1500", "member_id": MEMBER, "provider_npi": NPI,
+            "authorization_number": number, "diagnosis_codes": ["M86.171"],
+            "lines": [{"procedure_code": "S9500", "units": "1", "charge_amount": "150.00", "service_date": day},
+                      {"procedure_code": "J0696", "units": "8", "charge_amount": "60.00", "service_date": day, "drug": CEF}]}
+
+
+def submit(pipe: ApiPipeline, body: dict[str, Any]) -> dict[str, Any]:
+    status, _, answer = call(pipe.url, "POST", "/v1/claims?wait=20", orjson.dumps(body), {**AUTH, **JSON})
+    assert status == 200, answer
+    return answer
+
+
+def wait_proposal(pipe: ApiPipeline, claim_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, _, answer = call(pipe.url, "GET", f"/v1/reprocess?status={status}&limit=500", headers=bearer(REPROCESSOR))
+        assert code == 200, answer
+        found = [p for p in answer["proposals"] if p["claim_id"] == claim_id]
+        if found:
+            return found[-1]
+        time.sleep(0.3)
+    raise AssertionError(f"no {status} proposal for {claim_id}")
+
+
+def decide(pipe: ApiPipeline, token: str, proposal_id: str, body: Any) -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    code, _, answer = call(pipe.url, "POST", f"/v1/reprocess/{proposal_id}", raw, {**bearer(token), **JSON})
+    return code, answer
+
+
+def published(pipe: ApiPipeline, topic: str, key: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for _, _, _, k, v in read_to_end(pipe.bootstrap, [topic]) if k == key.encode() and v]
+
+
+def test_a_late_authorization_approval_is_adjusted_at_once(pipe: ApiPipeline) -> None:
+    claim_id = f"RL-{uuid.uuid4().hex[:8]}"
+    answer = submit(pipe, claim(claim_id, LATE, "2026-02-03"))
+    assert [ln["status"] for ln in answer["lines"]] == ["DENIED", "DENIED"]
+    pipe.load_reference({"authorizations": [auth(LATE, "APPROVED")]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")
+    assert p["decided_by"] == "auto" and p["adjustment_claim_id"] == f"{claim_id}~A1"
+    assert p["trigger"] == {"topic": "reference.authorizations", "key": LATE}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = published(pipe, topics.ADJUDICATED.name, claim_id) + published(pipe, topics.ADJUDICATED.name, f"{claim_id}~A1")
+        if len(records) >= 6:
+            break
+        time.sleep(0.5)
+    got = sorted((r["claim_id"], r["line_number"], r["status"], r["adjusts"], r["proposal_id"]) for r in records)
+    assert got == sorted([(claim_id, 1, "DENIED", None, None), (claim_id, 2, "DENIED", None, None),
+                          (claim_id, 1, "REVERSED", None, None), (claim_id, 2, "REVERSED", None, None),
+                          (f"{claim_id}~A1", 1, "PAID", claim_id, p["proposal_id"]),
+                          (f"{claim_id}~A1", 2, "PAID", claim_id, p["proposal_id"])])
+    statuses = [x["status"] for x in published(pipe, topics.REPROCESS_PROPOSALS.name, claim_id)]
+    assert statuses[-1] == "APPROVED" and "OPEN" in statuses
+    code, _, adjusted = call(pipe.url, "GET", f"/v1/claims/{claim_id}~A1", headers=AUTH)
+    assert code == 200 and [ln["status"] for ln in adjusted["lines"]] == ["PAID", "PAID"], adjusted
+    assert (adjusted["adjusts"], adjusted["reverses"], adjusted["proposal_id"]) == (claim_id, claim_id, p["proposal_id"])
+    assert [r["status"] for r in adjusted["reversals"]] == ["REVERSED", "REVERSED"]
+    code, _, original = call(pipe.url, "GET", f"/v1/claims/{claim_id}", headers=AUTH)
+    assert code == 200 and original["status"] == "ADJUSTED" and original["adjusted_by"] == f"{claim_id}~A1", original
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(f"{pipe.url}/v1/claims/{claim_id}~A1/remittance", headers=AUTH),
+                                timeout=40) as resp:
+        fhir = orjson.loads(resp.read())
+    assert fhir["resourceType"] == "ClaimResponse" and claim_id in orjson.dumps(fhir).decode()
+
+
+def test_a_price_decrease_waits_for_a_reviewer(pipe: ApiPipeline) -> None:
+    first, second = f"RP-{uuid.uuid4().hex[:8]}", f"RP-{uuid.uuid4().hex[:8]}"
+    submit(pipe, claim(first, PRICED, "2026-05-04"))
+    submit(pipe, claim(second, PRICED, "2026-05-05"))
+    pipe.load_reference({"awp-prices": [{"ndc": NDC, "awp_per_unit": "10.00", "effective_from": "2026-05-01"}]})
+    p1, p2 = wait_proposal(pipe, first, "OPEN"), wait_proposal(pipe, second, "OPEN")
+    assert [ln["line_number"] for ln in p1["lines"]] == [2] and p1["allowed_after"] < p1["allowed_before"]
+    # who may decide, and what
+    assert decide(pipe, "nope", p1["proposal_id"], {"action": "APPROVE"})[0] == 401
+    assert decide(pipe, CLINICAL, p1["proposal_id"], {"action": "APPROVE"})[0] == 403
+    code, _, _ = call(pipe.url, "POST", f"/v1/reprocess/{p1['proposal_id']}", b'{"action": "APPROVE"}', {**AUTH, **JSON})
+    assert code == 403
+    code, answer = decide(pipe, REPROCESSOR, p1["proposal_id"], {"action": "MAYBE"})
+    assert code == 422 and answer["error"]["field"] == "action"
+    assert decide(pipe, REPROCESSOR, "RP-none", {"action": "APPROVE"})[0] == 404
+    # approved: the adjustment
+    code, approved = decide(pipe, REPROCESSOR, p1["proposal_id"], {"action": "APPROVE", "note": "price file fix"})
+    assert code == 200, approved
+    assert (approved["status"], approved["decided_by"], approved["adjustment_claim_id"]) == ("APPROVED", "Rita Reprocess", f"{first}~A1")
+    assert decide(pipe, REPROCESSOR, p1["proposal_id"], {"action": "APPROVE", "note": "price file fix"}) == (200, approved)
+    assert decide(pipe, REPROCESSOR, p1["proposal_id"], {"action": "REJECT"})[0] == 409
+    # rejected: nothing adjusted
+    code, rejected = decide(pipe, REPROCESSOR, p2["proposal_id"], {"action": "REJECT"})
+    assert code == 200 and rejected["status"] == "REJECTED" and rejected["adjustment_claim_id"] is None
+    code, _, one = call(pipe.url, "GET", f"/v1/reprocess/{p2['proposal_id']}", headers=AUTH)
+    assert code == 200 and one == rejected
+    assert call(pipe.url, "GET", f"/v1/claims/{second}~A1", headers=AUTH)[0] == 404
+
+
+def test_a_submitted_claim_id_with_a_tilde_is_rejected(pipe: ApiPipeline) -> None:
+    code, _, answer = call(pipe.url, "POST", "/v1/claims?wait=20", orjson.dumps(claim("X~A1", PRICED, "2026-05-06")), {**AUTH, **JSON})
+    assert code in (200, 400, 422), answer
+    assert "CLAIM_ID" in orjson.dumps(answer).decode()
+
+
+def test_the_adjustment_835_is_the_reversal_then_the_adjusted_claim(pipe: ApiPipeline) -> None:
+    from edi import remit835
+
+    claim_id = f"R8-{uuid.uuid4().hex[:8]}"
+    submit(pipe, claim(claim_id, PRICED, "2026-06-02"))
+    pipe.load_reference({"awp-prices": [{"ndc": NDC, "awp_per_unit": "20.00", "effective_from": "2026-06-01"}]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")  # a raise: made at once
+    minted = p["adjustment_claim_id"]
+    deadline = time.monotonic() + 30
+    texts: list[str] = []
+    while time.monotonic() < deadline and not texts:
+        texts = [v.decode() for _, _, _, k, v in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name]) if k == minted.encode()]
+        time.sleep(0.5)
+    assert len(texts) == 1
+    (text,) = texts
+    clps = [seg.split("*") for seg in text.replace("\n", "").split("~") if seg.startswith("CLP*")]
+    # `~` is the 835's segment terminator: the X12 writer writes it as a space in CLP07
+    assert [(c[1], c[2], c[7]) for c in clps] == [(claim_id, "22", claim_id), (claim_id, "1", minted.replace("~", " "))]
+    assert remit835.balance_errors(remit835.read(text)) == []
+
+
+def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
+    """The same claim and the same late approval, through the worker and through batch mode
+    (the authorization interleaved in the input): the same records, but for the times and
+    the proposal id (it derives from where the change was read)."""
+    from streams.pipeline import load_reference_dir, run_batch
+    from tests.test_ledger import BOOKS
+
+    claim_id = f"SB-{uuid.uuid4().hex[:8]}"
+    body = claim(claim_id, SAME, "2026-07-01")
+    submit(pipe, body)
+    pipe.load_reference({"authorizations": [auth(SAME, "APPROVED")]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streamed = published(pipe, topics.ADJUDICATED.name, claim_id) + published(pipe, topics.ADJUDICATED.name, p["adjustment_claim_id"])
+        if len(streamed) >= 6:
+            break
+        time.sleep(0.5)
+    header = {k: v for k, v in body.items() if k != "lines"}
+    lines = [orjson.dumps({**header, **ln, "line_number": i, "line_count": len(body["lines"])})
+             for i, ln in enumerate(body["lines"], start=1)]
+    ref = load_reference_dir(SAMPLES / "reference")
+    from streams.models import Authorization
+
+    ref.apply("authorizations", SAME, Authorization.model_validate(auth(SAME, "PENDING")))
+    batch_in = [*lines, orjson.dumps({"reference": {"topic": "reference.authorizations", "value": auth(SAME, "APPROVED")}})]
+    batched = [r for r in run_batch(batch_in, ref, BOOKS) if r["topic"] == topics.ADJUDICATED.name]
+
+    def same(records: list[dict[str, Any]]) -> list[tuple]:
+        return sorted(orjson.dumps({k: v for k, v in r.items() if k not in ("adjudicated_at", "proposal_id", "topic")},
+                                   option=orjson.OPT_SORT_KEYS).decode() for r in records)
+
+    assert len(batched) == 6 and same(streamed) == same(batched)
