@@ -17,39 +17,17 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
-
 from agents import reference
-from streams import metrics, review_outputs, stage, topics
+from streams import metrics
 from streams.ledger import LedgerUnavailable
-from streams.models import AdjudicatedLine
 from streams.pipeline import utcnow
+from streams.reprocess_outputs import publish_outbox
 from streams.stage import app, runtime
 
 log = logging.getLogger("claims.reprocess")
 INTERVAL = 1.0
 #: how long one round may go on making proposals before it yields to the next timer tick
 ROUND_BUDGET_S = 5.0
-
-
-async def publish_outbox() -> int:
-    """Publish what reprocessing left in the ledger's outbox, in the order it was made."""
-    ledger = runtime.ledger
-    sent = 0
-    while items := await runtime.in_ledger(ledger.reprocess_outbox, 500, retry=False):
-        for _, topic, key, body in items:
-            if topic == topics.ADJUDICATED.name:
-                await stage.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
-                metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
-            elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
-                records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
-                await review_outputs.remit(key, records)  # the review path's 835 writer
-            else:
-                await stage.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
-        await app.producer.flush()
-        await runtime.in_ledger(ledger.reprocess_outbox_sent, [i for i, *_ in items], retry=False)
-        sent += len(items)
-    return sent
 
 
 async def one_round() -> None:

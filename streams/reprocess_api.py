@@ -26,6 +26,7 @@ from streams.app import app
 from streams.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
 from streams.reprocess_store import ProposalConflict, ProposalNotFound
 from streams.review_api import ReviewView
+from streams.reprocess_outputs import publish_outbox
 from streams.stage import runtime
 
 log = logging.getLogger("claims.reprocess")
@@ -45,6 +46,7 @@ def _queues() -> set[str]:
 @app.page(f"{API_PREFIX}/reprocess", base=ReviewView, name="api_reprocess_list")
 class ReprocessListView(ReviewView):
     route_label = "reprocess_list"
+    operations = {"GET": ("listProposals", "reprocess:read")}
 
     async def get(self, request: Any) -> Any:
         status = request.query.get("status", "OPEN") or None
@@ -60,6 +62,7 @@ class ReprocessListView(ReviewView):
 @app.page(f"{API_PREFIX}/reprocess/{{proposal_id}}", base=ReviewView, name="api_reprocess_one")
 class ReprocessProposalView(ReviewView):
     route_label = "reprocess_one"
+    operations = {"GET": ("getProposal", "reprocess:read"), "POST": ("decideProposal", "reprocess:read")}
 
     async def get(self, request: Any, proposal_id: str) -> Any:
         found = await ledger_call(runtime.ledger.proposal, proposal_id)
@@ -98,8 +101,6 @@ class ReprocessProposalView(ReviewView):
             if made.adjusted:
                 metrics.count_adjustment("approved", stored.allowed_after - stored.allowed_before)
             try:
-                from agents.reprocess import publish_outbox
-
                 await publish_outbox()
             except Exception as exc:  # noqa: BLE001 - stored: the timer publishes it; the client may repeat
                 log.error("publishing a reprocess decision failed (%s); it stays in the outbox", type(exc).__name__)

@@ -25,9 +25,9 @@ from streams.watched import ConfigFileError, WatchedFile, parse_toml
 SCOPES = ("claims:read", "claims:submit", "reviews:read", "reprocess:read", "audit:read")
 #: the scopes of `CLAIMS_API_TOKEN`, the client `default`: every one but the access log's
 DEFAULT_SCOPES = frozenset(s for s in SCOPES if s != "audit:read")
-#: what a reviewer may read, beyond deciding: the review routes and a claim's status (only
+#: what a reviewer may read, beyond deciding: the review and reprocess routes and a claim's status (only
 #: on the views that say `reviewers_allowed`)
-REVIEWER_SCOPES = frozenset({"reviews:read", "claims:read"})
+REVIEWER_SCOPES = frozenset({"reviews:read", "claims:read", "reprocess:read"})
 
 Scope = Literal["claims:read", "claims:submit", "reviews:read", "reprocess:read", "audit:read"]
 _NAME = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")

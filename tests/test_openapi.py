@@ -43,7 +43,6 @@ REVIEWER = f"reviewer-{uuid.uuid4().hex}"
 FUZZ_CLIENT = f"fuzz-{uuid.uuid4().hex}"
 FUZZ_SEED = 20261201
 FUZZ_TIMEOUT_S = 600  # per run; a loaded 2-core machine needs far more than a quiet one (about 100 s)
-FUZZ_TIMEOUT_S = 420  # 14 operations (the reprocess routes added 3) on a shared machine
 
 
 def documented() -> set[tuple[str, str]]:
