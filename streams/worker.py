@@ -57,7 +57,12 @@ def _prime_metrics(books) -> None:
                            # reprocessing (agents/reprocess.py, streams/reprocess_api.py)
                            "record_changes", "pending_changes", "claims_looked_at", "propose", "change_done",
                            "reprocess_outbox", "reprocess_outbox_sent", "proposal_stats", "proposals", "proposal",
-                           "decide_proposal"],
+                           "decide_proposal",
+                           # the access log (streams/access_store.py)
+                           "access_outbox", "access_outbox_sent", "prune_access", "append_access",
+                           # the HTTP API's reads (streams/api.py, review_api.py, x12_api.py)
+                           "claim_answers", "claim_view", "completed_claims", "correction_state", "simulate",
+                           "open_pends", "review_history", "audit_entries"],
         correction_reasons=list(CORRECTION_REJECTIONS),
     )
 

@@ -75,5 +75,5 @@ def test_the_by_hand_path_worker_says_where_it_is_and_when_it_is_ready(fresh_boo
         pipe.stop_all()
     text = log.read_text(errors="replace")
     (start,) = [ln for ln in text.splitlines() if ln.startswith("claims-pipeline worker: brokers")]
-    assert fresh_bootstrap in start and "ledger sqlite:///" in start and "/v1 API off (set CLAIMS_API_TOKEN)" in start
+    assert fresh_bootstrap in start and "ledger sqlite:///" in start and "/v1 API off (set CLAIMS_API_TOKEN or CLAIMS_CLIENTS_FILE)" in start
     assert "\x1b" not in text and "\b" not in text
