@@ -35,7 +35,8 @@ import psycopg
 from rules.engine import History, Outcome
 from streams import corrections_store, reprocess_store, review_store
 from streams.access_store import AccessStore
-from streams.assembly_store import AssemblyStore, Intake, dumps, restamp_rejection, settle, settled_by
+from streams.decision_store import record_outcome
+from streams.assembly_store import AssemblyStore, Intake, restamp_rejection, settle, settled_by
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
@@ -267,18 +268,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
                 review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
                 reprocess_store.supersede_open(q, outcome.reverses, claim_id, datetime.now(UTC))
-            for d in outcome.new_decisions:
-                q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, dumps(d))
-            review_store.record_pends(q, outcome.new_decisions, {lw.line.line_number: lw.line for lw in work.lines})
-            for fingerprint, number, member_id in outcome.paid:
-                q("INSERT INTO paid_lines (claim_id, line_number, member_id, fingerprint) VALUES (?, ?, ?, ?)",
-                  claim_id, number, member_id, fingerprint)
-            for auth, number, units in outcome.units:
-                q("INSERT INTO unit_usage (claim_id, line_number, authorization_number, units) VALUES (?, ?, ?, ?)",
-                  claim_id, number, auth, str(units))
-            for day in outcome.drug_days:
-                q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                  claim_id, member, day.isoformat())
+            record_outcome(q, claim_id, member, outcome, {lw.line.line_number: lw.line for lw in work.lines})
             if outcome.new_decisions:  # found again by the reference changes that touch it
                 reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
                                             work.submitted_at.timestamp())

@@ -27,10 +27,11 @@ from typing import Any
 import orjson
 
 from rules import reprocess
-from rules.engine import History, Outcome
+from rules.engine import History
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
 from streams import corrections_store, review_store
+from streams.decision_store import record_outcome
 from streams.models import AdjudicatedLine, ClaimLine, ProposalTrigger, ReprocessProposal, evolve
 
 #: the corrections row of an adjusted version: not a provider's 7 or 8
@@ -352,7 +353,7 @@ class ReprocessStore:
         review_store.reverse_pends(q, claim_id, minted, now)
         q("INSERT INTO claims (claim_id, status, reason, source_partition, first_seen, last_seen) "
           "VALUES (?, 'DECIDED', NULL, NULL, ?, ?)", minted, now.timestamp(), now.timestamp())
-        _record(q, minted, lines[0].member_id, adj.outcome, {ln.line_number: ln.charge_amount for ln in lines})
+        record_outcome(q, minted, lines[0].member_id, adj.outcome, {ln.line_number: ln for ln in lines})
         for ln, (number, body) in zip(lines, self._bodies(q, claim_id), strict=True):
             q("INSERT INTO adjusted_lines (claim_id, line_number, body) VALUES (?, ?, ?)", minted, number, body)
         q("INSERT INTO remittance_lines (claim_id, line_number, body) SELECT ?, line_number, body FROM remittance_lines "
@@ -431,17 +432,3 @@ class ReprocessStore:
                 q("DELETE FROM reprocess_outbox WHERE item = ?", item)
 
 
-def _record(q, claim_id: str, member: str, outcome: Outcome, charges: dict[int, Decimal]) -> None:
-    """A decided claim's decisions and what they establish (as `Ledger.decide` records them)."""
-    for d in outcome.new_decisions:
-        q("INSERT INTO decisions (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, d.line_number, d.model_dump_json())
-    review_store.record_pends(q, outcome.new_decisions, charges)
-    for fingerprint, number, member_id in outcome.paid:
-        q("INSERT INTO paid_lines (claim_id, line_number, member_id, fingerprint) VALUES (?, ?, ?, ?)",
-          claim_id, number, member_id, fingerprint)
-    for auth, number, units in outcome.units:
-        q("INSERT INTO unit_usage (claim_id, line_number, authorization_number, units) VALUES (?, ?, ?, ?)",
-          claim_id, number, auth, str(units))
-    for day in outcome.drug_days:
-        q("INSERT INTO claim_drug_days (claim_id, member_id, service_date) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-          claim_id, member, day.isoformat())
