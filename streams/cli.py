@@ -150,9 +150,7 @@ def audit_log(
     if stop is not None and start > stop:
         fail(f"--since {since} is after --until {until}")
     url = ledger or Settings().ledger_url
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    if url.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
-        fail(f"no ledger at {path}")
+    _check_ledger_file(url)
     try:
         store = Ledger(url)
         try:
@@ -168,12 +166,9 @@ def audit_log(
                                          "actions": dict(sorted(Counter(e["action"] for e in entries).items()))}}])
 
 
-def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[bytes], str]:
-    """The submitted lines of the claims a ledger has decided with a date of service in
-    [since, until], in the order they were decided; and a description of the selection."""
+def _check_window(since: str | None, until: str | None) -> None:
+    """`--since`/`--until` are dates, in order; else one clear line."""
     from datetime import date
-
-    from streams.ledger import Ledger, LedgerUnavailable
 
     for name, value in (("--since", since), ("--until", until)):
         try:
@@ -183,9 +178,22 @@ def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[
             fail(f"{name} must be a date, YYYY-MM-DD, not {value!r}")
     if since and until and since > until:
         fail(f"--since {since} is after --until {until}")
+
+
+def _check_ledger_file(url: str) -> None:
+    """A SQLite ledger named by a command that only reads must exist (opening creates one)."""
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     if url.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
         fail(f"no ledger at {path}")
+
+
+def _ledger_lines(url: str, since: str | None, until: str | None) -> tuple[list[bytes], str]:
+    """The submitted lines of the claims a ledger has decided with a date of service in
+    [since, until], in the order they were decided; and a description of the selection."""
+    from streams.ledger import Ledger, LedgerUnavailable
+
+    _check_window(since, until)
+    _check_ledger_file(url)
     try:
         ledger = Ledger(url)
         try:
@@ -213,24 +221,15 @@ def reprocess(
     rulebook: Annotated[Path | None, typer.Option(metavar="FILE", help="A rulebook version (TOML) to apply alone.")] = None,
 ) -> None:
     """The reprocess proposals that new reference files would make against what a ledger decided (JSON Lines), touching nothing."""
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
     from rules.reference import TABLES as REF_TABLES
     from streams.ledger import Ledger, LedgerUnavailable
     from streams.pipeline import BatchError, read_reference_dir
     from streams.topics import REFERENCE
 
-    for name, value in (("--since", since), ("--until", until)):
-        try:
-            if value is not None:
-                date.fromisoformat(value)
-        except ValueError:
-            fail(f"{name} must be a date, YYYY-MM-DD, not {value!r}")
-    if since and until and since > until:
-        fail(f"--since {since} is after --until {until}")
-    path = from_ledger.removeprefix("sqlite:///").removeprefix("sqlite://")
-    if from_ledger.startswith("sqlite:") and path not in ("", ":memory:") and not Path(path).is_file():
-        fail(f"no ledger at {path}")
+    _check_window(since, until)
+    _check_ledger_file(from_ledger)
     books, ref, _ = _batch_inputs(None, reference, rulebook)
     try:
         records = list(read_reference_dir(reference))
