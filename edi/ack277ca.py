@@ -23,7 +23,7 @@ from typing import Any
 
 from edi.parse837 import Claim
 from edi.x12 import Delimiters, Party, Writer, envelope, x12_date, x12_decimal
-from streams.models import CORRECTION_REJECTIONS
+from contract.models import CORRECTION_REJECTIONS
 
 VERSION = "005010X214"
 ADJUDICATED = "claims.lines.adjudicated"

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from streams.models import AdjudicatedLine
+from contract.models import AdjudicatedLine
 
 CARC_SYSTEM = "https://x12.org/codes/claim-adjustment-reason-codes"
 RARC_SYSTEM = "https://x12.org/codes/remittance-advice-remark-codes"

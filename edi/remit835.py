@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from edi.x12 import Delimiters, Party, Writer, envelope, x12_date, x12_decimal
-from streams.models import AdjudicatedLine
+from contract.models import AdjudicatedLine
 
 VERSION = "005010X221A1"
 CENT = Decimal("0.01")
@@ -91,7 +91,7 @@ def build(
 
     `control_number` is ISA13 (and GS06, and the first 9 digits of each TRN02): the caller
     takes it from the ledger's sequence, so no two 835s of a sender share one. The submitted
-    lines may carry what the 837 said (see `streams.remit_models.REMITTANCE_FIELDS`):
+    lines may carry what the 837 said (see `streams.ledger.remittance.REMITTANCE_FIELDS`):
     REF*6R, the SV101-7 description, the patient's name, SBR09 (CLP06) and ISA15; with
     `claim_lines=None`, `facts` gives them by (claim id, line number).
 

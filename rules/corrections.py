@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from streams.models import (
+from contract.models import (
     ORIGINAL_ALREADY_REPLACED,
     ORIGINAL_MISMATCH,
     ORIGINAL_NOT_FOUND,

@@ -31,7 +31,7 @@ from rules.corrections import OriginalClaim
 from rules.ndc import normalize_ndc
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebook, Rulebooks
-from streams.models import (
+from contract.models import (
     AdjudicatedLine,
     Authorization,
     ClaimLine,

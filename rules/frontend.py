@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.models import CORRECTION_REJECTIONS, HEADER_FIELDS, ClaimLine, RejectionReason
+from contract.models import HEADER_FIELDS, ClaimLine, RejectionReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DEPTH = 32  # a claim line nests 3 levels; deeper JSON cannot be a claim line
@@ -28,15 +28,6 @@ _CODE_BY_FIELD = {
 
 #: fields whose own code is only for a value of the right type that breaks the rule
 _RULE_ONLY = {"claim_frequency": "CLAIM_FREQUENCY", "original_claim_id": "ORIGINAL_CLAIM_ID", "claim_id": "CLAIM_ID"}
-
-#: every rejection code the front end and the ledger's assembly give
-REJECTION_CODES = ("SCHEMA", "CLAIM_ID", "FORM", "MULTI_DATE", "NPI", "LINE_NUMBER", "CLAIM_FREQUENCY", "ORIGINAL_CLAIM_ID",
-                   "HEADER_MISMATCH", "DUPLICATE_LINE_NUMBER", "CLAIM_REJECTED", "CLAIM_CLOSED", "INCOMPLETE",
-                   *CORRECTION_REJECTIONS)
-
-#: DLQ error types of undecodable input
-DLQ_KINDS = ("not_json", "not_object", "too_large", "too_deep")
-
 
 class NotAnObject(ValueError):
     """The message is not a JSON object: it goes to the DLQ with this error."""

@@ -17,7 +17,7 @@ from typing import Any
 from rules import engine
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
-from streams.models import AdjudicatedLine, ClaimWork, ShadowDifference, build
+from contract.models import AdjudicatedLine, ClaimWork, ShadowDifference, build
 
 Record = dict[str, Any]
 ZERO = Decimal("0.00")

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams.models import (
+from contract.models import (
     Authorization,
     AwpPrice,
     Drug,

@@ -9,7 +9,7 @@
     adjust         the adjustment: the current version's reversals and the minted
                    `<claim_id>~A<n>` claim's decisions (`adjusts`, `proposal_id`)
 
-The ledger (streams/reprocess_store.py) finds the claims, gives the dry run the member's
+The ledger (streams/ledger/reprocess.py) finds the claims, gives the dry run the member's
 state without what the claim itself established (the release), and commits what these
 return; batch mode keeps the same state in memory.
 """
@@ -27,7 +27,7 @@ from rules.engine import History, Outcome
 from rules.ndc import normalize_ndc
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
-from streams.models import (
+from contract.models import (
     ORIGINAL,
     AdjudicatedLine,
     ClaimLine,

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rules.rulebook import PendReason, Rulebook
-from streams.models import REVIEW_ACTIONS, AdjudicatedLine, Pend, Review, build, evolve
+from contract.models import REVIEW_ACTIONS, AdjudicatedLine, Pend, Review, build, evolve
 
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from streams.models import Adjustment, build
+from contract.models import Adjustment, build
 
 #: Every rule id the engine can raise; a rulebook missing one of them does not load.
 ENGINE_RULES = frozenset(

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from streams.broker import EmbeddedBroker
-from streams.kafka_broker import KafkaCluster, tools_missing
+from streams.devbrokers.tansu import EmbeddedBroker
+from streams.devbrokers.kafka import KafkaCluster, tools_missing
 
 _POSTGRES = None
 

@@ -19,13 +19,14 @@ import pytest
 
 from rules.reference import ReferenceData, TABLES
 from rules.rulebook import default_rulebooks
-from streams import client, topics
-from streams.admin import ensure_topics
-from streams.demo import comparable, start_worker, stop_worker
-from streams.ledger import Ledger
-from streams.pipeline import run_batch
+from contract import topics
+from streams.kafka import client
+from streams.kafka.admin import ensure_topics
+from streams.tools.demo import comparable, start_worker, stop_worker
+from streams.ledger.store import Ledger
+from streams.pipeline.batch import run_batch
 from streams.settings import Settings
-from streams.worker import topic_specs
+from streams.build import topic_specs
 
 PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -209,7 +210,7 @@ def fault_outcome(sent: int, records: list[dict[str, Any]], expected: list[dict[
     """What a fault test reports (lines sent, decided, lost, repeated), after checking that the
     pipeline answered as batch mode does and counted every authorized unit once. A loss is
     explained: each unanswered line's submitted record (partition@offset), whether the group
-    committed past it, and its claim's state in the ledger (`streams.losses`), and where the
+    committed past it, and its claim's state in the ledger (`streams.tools.losses`), and where the
     workers' logs are kept."""
     got, want = keyed(records), keyed(expected)
     counts = {"lines": sent, "decided": len(got), "lost": len(set(want) - set(got)), "repeated": len(records) - len(got)}
@@ -217,7 +218,7 @@ def fault_outcome(sent: int, records: list[dict[str, Any]], expected: list[dict[
         lost = sorted(set(want) - set(got), key=repr)
         detail = [repr(k) for k in lost[:50]]
         if pipe is not None:
-            from streams import losses
+            from streams.tools import losses
 
             lines = {(k[1], k[2]) for k in lost if len(k) == 4 and k[0] != topics.DLQ.name}
             try:

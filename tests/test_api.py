@@ -27,9 +27,10 @@ import orjson
 import pytest
 
 from rules import frontend
-from streams import demo, topics
-from streams.models import ClaimLine
-from streams.synthetic import generate
+from contract import topics
+from streams.tools import demo
+from contract.models import ClaimLine
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, read_to_end
 
 pytestmark = pytest.mark.broker

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.devbrokers.tansu import EmbeddedBroker
 from tests.fixtures.x12 import generate as gen
 from tests.tcp_proxy import TcpProxy
 from tests.test_api import AUTH, JSON, ApiPipeline, call

@@ -15,7 +15,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from streams import client, topics
+from contract import topics
+from streams.kafka import client
 from tests.harness import Pipeline
 from tests.test_metrics_e2e import http_get, parse, sample_reference, wait_for
 

@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import topics
-from streams.ledger import Ledger
-from streams.models import AccessEntry
+from contract import topics
+from streams.ledger.store import Ledger
+from contract.models import AccessEntry
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, TOKEN, ApiPipeline, call
 from tests.test_review_api import claim, factor_line, reference
@@ -347,14 +347,14 @@ def test_the_audit_command_lists_a_clients_entries(audited):
     pipe, claim_id = audited, f"AU-{uuid.uuid4().hex[:8]}"
     _, head, _ = get(pipe, f"/v1/claims/{claim_id}", bearer("reader"))
     today = datetime.now(UTC).date().isoformat()
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "audit", "--client", "reader", "--since", today,
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "audit", "--client", "reader", "--since", today,
                            "--ledger", pipe.ledger_url], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rows = [orjson.loads(x) for x in done.stdout.splitlines()]
     summary = rows.pop()["summary"]
     assert head["X-Request-Id"] in {r["request_id"] for r in rows}
     assert {r["client"] for r in rows} == {"reader"} and summary["entries"] == len(rows) and summary["denied"] >= 1
-    bad = subprocess.run([sys.executable, "-m", "streams.cli", "audit", "--since", "soon", "--ledger", pipe.ledger_url],
+    bad = subprocess.run([sys.executable, "-m", "streams.cli.main", "audit", "--since", "soon", "--ledger", pipe.ledger_url],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "--since" in bad.stderr
 

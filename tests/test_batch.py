@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.demo import timeless
+from streams.tools.demo import timeless
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "streams" / "sample_data"
@@ -56,7 +56,7 @@ def test_output_records_are_as_published(sample_run: subprocess.CompletedProcess
 
 def test_golden_covers_the_rulebook_and_every_rejection_code() -> None:
     """The sample keeps its promise: every rule denies somewhere and every front-end code occurs."""
-    from rules.frontend import REJECTION_CODES
+    from contract.codes import REJECTION_CODES
     from rules.rulebook import ENGINE_RULES
 
     records = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines()]

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.ledger import Ledger
-from streams.models import ClaimLine
+from streams.ledger.store import Ledger
+from contract.models import ClaimLine
 from tests.test_ledger import line
 
 pytestmark = pytest.mark.broker
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.broker
 
 def test_bench_with_two_workers_on_postgresql_answers_every_line(postgres_url: str, tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    run = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--lines", "400", "--workers", "2", "--no-baseline",
+    run = subprocess.run([sys.executable, "-m", "streams.cli.main", "bench", "--lines", "400", "--workers", "2", "--no-baseline",
                           "--ledger", postgres_url, "--timeout", "120", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -34,7 +34,7 @@ def test_bench_with_two_workers_on_postgresql_answers_every_line(postgres_url: s
 
 def test_bench_refuses_a_ledger_that_already_holds_claims(postgres_url: str, tmp_path: Path) -> None:
     Ledger(postgres_url).accept(ClaimLine.model_validate(line("B", 1, 2)), line("B", 1, 2), datetime.now(UTC))
-    run = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--lines", "50", "--no-baseline", "--ledger", postgres_url],
+    run = subprocess.run([sys.executable, "-m", "streams.cli.main", "bench", "--lines", "50", "--no-baseline", "--ledger", postgres_url],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert run.stderr.strip().count("\n") == 0 and "already holds claims" in run.stderr, run.stderr

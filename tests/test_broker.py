@@ -17,9 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-import streams.broker as broker_mod
-from streams.admin import TopicSetupError, TopicSpec, ensure_topics
-from streams.broker import BrokerError, EmbeddedBroker, free_port, tansu_binary, wait_for_kafka
+import streams.devbrokers.tansu as broker_mod
+from streams.kafka.admin import TopicSetupError, TopicSpec, ensure_topics
+from streams.devbrokers.tansu import EmbeddedBroker, tansu_binary
+from streams.devbrokers.process import BrokerError, free_port, wait_for_kafka
 
 pytestmark = pytest.mark.broker
 
@@ -195,7 +196,7 @@ def test_run_foreground_stops_on_sigterm(tmp_path: Path) -> None:
     """The `claims-pipeline broker` path: ready line on stderr, SIGTERM -> clean exit."""
     port = free_port()
     code = (
-        "from streams.broker import EmbeddedBroker, run_foreground; "
+        "from streams.devbrokers.tansu import EmbeddedBroker; from streams.devbrokers.process import run_foreground; "
         f"run_foreground(EmbeddedBroker(port={port}, log_path={str(tmp_path / 'fg.log')!r}))"
     )
     proc = subprocess.Popen(
@@ -219,7 +220,7 @@ def test_run_foreground_stops_on_sigterm(tmp_path: Path) -> None:
 def test_broker_dies_with_killed_parent() -> None:
     """A SIGKILLed owner (e.g. a killed pytest) must not leave tansu running."""
     code = (
-        "import time; from streams.broker import EmbeddedBroker; "
+        "import time; from streams.devbrokers.tansu import EmbeddedBroker; "
         "b = EmbeddedBroker(); b.start(); b.wait_ready(); print(b.pid, b.port, flush=True); "
         "time.sleep(60)"
     )

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.synthetic import generate
+from streams.devbrokers.tansu import EmbeddedBroker
+from streams.devbrokers.process import free_port
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
 from tests.test_broker_restart import _claims_in, _ready, _wait
 

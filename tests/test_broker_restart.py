@@ -14,9 +14,10 @@ import urllib.request
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.ledger import Ledger
-from streams.synthetic import generate
+from streams.devbrokers.tansu import EmbeddedBroker
+from streams.devbrokers.process import free_port
+from streams.ledger.store import Ledger
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
 
 pytestmark = pytest.mark.broker

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from rules.reference import TABLES
-from streams import topics
+from contract import topics
 from tests.harness import read_to_end
 from tests.test_batch import CLI, ROOT, SAMPLE
 

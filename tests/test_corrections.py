@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules import engine
-from streams.ledger import Intake, Ledger
-from streams.models import AdjudicatedLine, ClaimLine
-from streams.remit_models import DecidedBatch, DecidedClaim, decided_messages
+from streams.ledger.store import Intake, Ledger
+from contract.models import AdjudicatedLine, ClaimLine
+from contract.messages import DecidedBatch, DecidedClaim, decided_messages
 from tests.harness import drop_pg_schema, pg_schema_url
 from tests.test_ledger import BOOKS, REF, T0, Store, accept, ledger, line, snapshot, store  # noqa: F401 - fixtures
 

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from streams.ledger import Ledger
-from streams.synthetic import generate
+from streams.ledger.store import Ledger
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
 from tests.test_metrics_e2e import wait_for
 

@@ -26,10 +26,10 @@ from rules import engine
 from rules.reference import TABLES as REFERENCE_TABLES
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
-from streams import pipeline
-from streams.ledger import Ledger, LedgerUnavailable
-from streams.ledger_schema import TABLES
-from streams.synthetic import generate
+from streams.pipeline import batch, steps as pipeline
+from streams.ledger.store import Ledger, LedgerUnavailable
+from streams.ledger.schema import TABLES
+from streams.tools.synthetic import generate
 
 BOOKS = default_rulebooks()
 WORK = generate(500, members=12, seed=23, corrections=0.4)
@@ -63,7 +63,7 @@ class CrashingLedger(Ledger):
 
 def _answers(step: pipeline.Step) -> list[dict[str, Any]]:
     """The records of a step without their clock fields."""
-    return [{k: v for k, v in r.items() if not k.endswith("_at")} for r in pipeline._records(step)]  # noqa: SLF001
+    return [{k: v for k, v in r.items() if not k.endswith("_at")} for r in batch._records(step)]  # noqa: SLF001
 
 
 def _deliver(ledger: Ledger, n: int, raw: bytes) -> list[dict[str, Any]]:

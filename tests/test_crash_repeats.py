@@ -17,10 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams import topics
-from streams.ledger import Ledger
+from contract import topics
+from streams.ledger.store import Ledger
 from streams.settings import Settings
-from streams.synthetic import generate
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, fault_outcome, read_to_end
 from tests.test_faults import _ready, _wait
 

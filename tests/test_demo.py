@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from rules.rulebook import default_rulebooks
-from streams.demo import REVIEW_DECISION, REVIEWER, SAMPLES, _reviewed, comparable, difference, timeless
-from streams.pipeline import load_reference_dir, run_batch
+from streams.tools.demo import REVIEW_DECISION, REVIEWER, SAMPLES, _reviewed, comparable, difference, timeless
+from streams.pipeline.batch import load_reference_dir, run_batch
 
 CLI = Path(sys.executable).with_name("claims-pipeline")
 RECORD = re.compile(r"^\s*\d+\.\ds (PAID|DENIED|PENDED|REVERSED|VOIDED|REJECT|DLQ)\s")

@@ -1,6 +1,6 @@
 """Offline checks of the deployment artefacts (no broker, no docker, no cluster).
 
-- streams/metrics.py: names, types, bounded (non-PHI) labels, the exposition.
+- streams/worker/metrics.py: names, types, bounded (non-PHI) labels, the exposition.
 - deploy/grafana: the rows, units and queries of the generated dashboard, and
   that the committed JSON is what dashboard.py generates.
 - deploy/prometheus: the rules only use exported metrics, every alert is
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import metrics
+from streams.worker import metrics
 
 yaml = pytest.importorskip("yaml")
 
@@ -210,7 +210,7 @@ def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-# --- streams/metrics.py --------------------------------------------------------
+# --- streams/worker/metrics.py --------------------------------------------------------
 
 
 def test_promql_extractor_sees_metrics_only():
@@ -276,12 +276,12 @@ def test_metric_definitions(attr, kind, name, labels):
             metric.labels("any")
 
 
-#: the HTTP API's own metrics (streams/api.py, registered in the same registry when it loads)
+#: the HTTP API's own metrics (streams/api/claims.py, registered in the same registry when it loads)
 API_METRICS = {"claims_api_requests", "claims_api_wait_seconds"}
 
 
 def test_every_metric_of_the_registry_is_defined_above():
-    import streams.api  # noqa: F401 - registers the API's metrics, as every worker does (whatever ran before)
+    import streams.api.claims  # noqa: F401 - registers the API's metrics, as every worker does (whatever ran before)
 
     defined = {name for _, _, name, _ in METRIC_DEFINITIONS} | API_METRICS
     assert {f.name for f in metrics.REGISTRY.collect() if f.name.startswith("claims_")} == defined
@@ -498,7 +498,7 @@ def test_every_dashboard_query_parses_with_promtool(tmp_path):
 
 
 def test_topic_lists_match_the_topic_registry():
-    topics = pytest.importorskip("streams.topics")
+    topics = pytest.importorskip("contract.topics")
     assert {t.name for t in topics.ALL} == ALL_TOPICS
     assert {t.name for t in topics.ALL if t.compacted} == COMPACTED_TOPICS
 
@@ -541,9 +541,9 @@ def test_compose_kafka_is_a_3_node_kraft_cluster_without_auto_create():
 
 
 def test_kafka_version_is_pinned_alike_everywhere():
-    """The version the tests run (streams/kafka_broker.py) is the one compose, Strimzi and
+    """The version the tests run (streams/devbrokers/kafka.py) is the one compose, Strimzi and
     the pom deploy."""
-    from streams.kafka_broker import DEPLOY_DIR, KAFKA_VERSION
+    from streams.devbrokers.kafka import DEPLOY_DIR, KAFKA_VERSION
 
     images = {s["image"] for s in compose()["services"].values() if s.get("image", "").startswith("apache/kafka")}
     assert images == {f"apache/kafka:{KAFKA_VERSION}"}

@@ -21,8 +21,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from rules.frontend import REJECTION_CODES
-from streams import schemas
+from contract.codes import REJECTION_CODES
+from contract import schemas
 from tests.test_api import TOKEN, ApiPipeline, call
 
 ROOT = Path(__file__).resolve().parents[1]

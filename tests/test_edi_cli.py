@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from edi import remit835
-from streams.x12_cli import publish_claims, x12_app
+from streams.cli.x12 import publish_claims, x12_app
 from tests.harness import read_to_end
 from edi.parse837 import parse
 from edi.validate import validate
 from rules.rulebook import default_rulebooks
-from streams.pipeline import load_reference_dir, run_batch
+from streams.pipeline.batch import load_reference_dir, run_batch
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "x12"
 
@@ -86,7 +86,7 @@ def test_835_from_batch_output(tmp_path: Path) -> None:
 def test_publish_whole_claims_keyed_by_member(kafka_bootstrap: str) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.admin import TopicSpec, ensure_topics
+    from streams.kafka.admin import TopicSpec, ensure_topics
 
     topic = "edi-test.claims.lines.submitted"
     claims = [c for name in ("07_duplicate", "11_masshealth_aco", "12_eligibility")
@@ -126,7 +126,7 @@ def test_publish_whole_claims_keyed_by_member(kafka_bootstrap: str) -> None:
 
 @pytest.mark.broker
 def test_publish_uses_the_configured_brokers_and_says_what_it_wrote(kafka_bootstrap: str) -> None:
-    from streams.admin import TopicSpec, ensure_topics
+    from streams.kafka.admin import TopicSpec, ensure_topics
 
     topic = "claims.lines.submitted"
     asyncio.run(ensure_topics(kafka_bootstrap, [TopicSpec(topic, partitions=4)]))

@@ -19,9 +19,9 @@ from edi.parse837 import parse
 from edi.validate import validate
 from edi.x12 import x12_decimal
 from rules.rulebook import default_rulebooks
-from streams.ledger import Ledger
-from streams.pipeline import load_reference_dir, run_batch
-from streams.remit_models import build_835, remittance_inputs
+from streams.ledger.store import Ledger
+from streams.pipeline.batch import load_reference_dir, run_batch
+from streams.ledger.remittance import build_835, remittance_inputs
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "x12"
 NOW = datetime(2026, 3, 20, 10, 0, tzinfo=timezone.utc)
@@ -114,7 +114,7 @@ def test_usage_patient_name_and_claim_filing_indicator_come_from_the_837() -> No
 
 
 def remit835_contract_fields() -> set[str]:
-    from streams.models import ClaimLine
+    from contract.models import ClaimLine
 
     return set(ClaimLine.model_fields)
 
@@ -163,7 +163,7 @@ def test_six_parallel_835_commands_never_share_isa13(tmp_path: Path) -> None:
     decisions = tmp_path / "decisions.jsonl"
     decisions.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in adjudicate(result.lines)))
     url = f"sqlite:///{tmp_path / 'numbers.db'}"
-    command = [sys.executable, "-m", "streams.cli", "x12", "835", "--decisions", str(decisions),
+    command = [sys.executable, "-m", "streams.cli.main", "x12", "835", "--decisions", str(decisions),
                "--claims", str(HERE / f"{name}.edi"), "--ledger", url]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(6)]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -178,7 +178,7 @@ def test_835_command_remits_the_claims_of_one_837_from_a_batch_of_several(tmp_pa
     lines = [x for name in ("11_masshealth_aco", "12_eligibility") for x in parse(fixture(name)).lines]
     decisions = tmp_path / "decisions.jsonl"
     decisions.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in adjudicate(lines)))
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "x12", "835", "--decisions", str(decisions),
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "x12", "835", "--decisions", str(decisions),
                            "--claims", str(HERE / "12_eligibility.edi"), "--ledger", f"sqlite:///{tmp_path / 'l.db'}"],
                           capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()

@@ -21,8 +21,8 @@ from edi.validate import validate
 from edi.x12 import tokenize
 from rules import frontend
 from rules.rulebook import default_rulebooks
-from streams.models import CORRECTION_REJECTIONS, AdjudicatedLine, ClaimLine
-from streams.pipeline import load_reference_dir, run_batch
+from contract.models import CORRECTION_REJECTIONS, AdjudicatedLine, ClaimLine
+from streams.pipeline.batch import load_reference_dir, run_batch
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "x12"
 EXPECTED: dict[str, Any] = json.loads((HERE / "expected.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import pytest
 
 from edi import fhir, remit835
 from edi.validate import validate
-from streams.models import AdjudicatedLine, Adjustment
+from contract.models import AdjudicatedLine, Adjustment
 
 NOW = datetime(2026, 3, 20, 10, 0, tzinfo=timezone.utc)
 

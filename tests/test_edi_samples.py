@@ -19,7 +19,7 @@ from edi.validate import validate
 from edi.x12 import tokenize
 from rules import frontend
 from rules.rulebook import default_rulebooks
-from streams.pipeline import load_reference_dir, run_batch
+from streams.pipeline.batch import load_reference_dir, run_batch
 from tests.harness import required_missing
 
 

@@ -5,8 +5,8 @@ checks that both figures were measured."""
 
 from __future__ import annotations
 
-from streams.bench import ENGINE_PASSES, engine_figures
-from streams.synthetic import generate
+from streams.tools.bench import ENGINE_PASSES, engine_figures
+from streams.tools.synthetic import generate
 
 
 def test_pure_engine_lines_per_second_is_printed(capsys):

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from rules.engine import History, Outcome, decide
 from rules.rulebook import default_rulebooks
-from streams.models import AdjudicatedLine, ClaimLine
-from streams.pipeline import load_reference_dir
+from contract.models import AdjudicatedLine, ClaimLine
+from streams.pipeline.batch import load_reference_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = load_reference_dir(ROOT / "streams" / "sample_data" / "reference")

@@ -15,7 +15,7 @@ import pytest
 from rules.engine import History, Outcome, decide, line_fingerprint
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
-from streams.models import (
+from contract.models import (
     AdjudicatedLine,
     Authorization,
     AwpPrice,

@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams import client
-from streams.kafka_broker import KafkaCluster
-from streams.ledger import Ledger
-from streams.synthetic import generate
+from streams.kafka import client
+from streams.devbrokers.kafka import KafkaCluster
+from streams.ledger.store import Ledger
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, _key, batch_expectation, keyed, kill9_in_flight, unit_usage, whole_claim_halves
 
 pytestmark = pytest.mark.broker

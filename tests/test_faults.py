@@ -30,12 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
-from streams import client, topics
-from streams.demo import comparable
-from streams.ledger import Ledger
-from streams.runtime import Runtime
+from contract import topics
+from streams.kafka import client
+from streams.tools.demo import comparable
+from streams.ledger.store import Ledger
+from streams.worker.runtime import Runtime
 from streams.settings import Settings
-from streams.synthetic import generate
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, unit_usage
 from tests.tcp_proxy import TcpProxy
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.frontend import MAX_MESSAGE_BYTES, NotAnObject, header_conflicts, known_key, parse, validate
-from streams.models import HEADER_FIELDS, ClaimLine, RejectionReason
+from contract.models import HEADER_FIELDS, ClaimLine, RejectionReason
 
 VALID: dict[str, Any] = {
     "claim_id": "C26-1", "line_number": 1, "line_count": 2, "form": "CMS-1500", "member_id": "M1001",

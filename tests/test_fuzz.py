@@ -9,11 +9,11 @@ Dead letters of a later stage (the remittance stage: a decided claim whose 835 c
 written) are not answers to a submitted message; the test checks that those claims' decisions
 were published all the same.
 
-The pure tests call `streams.pipeline.intake` directly (in-memory ledger, no broker).
+The pure tests call `streams.pipeline.steps.intake` directly (in-memory ledger, no broker).
 
 Found here: a rejection whose `original` nests 199..253 levels could not be read back from
 the ledger (pydantic's JSON parser stops at 200 levels); the expiry timer's outbox read then
-crashed the worker on every start. Fixed in streams/assembly_store.py (`_load_rejection`); the
+crashed the worker on every start. Fixed in streams/ledger/assembly.py (`_load_rejection`); the
 regression test is `test_ledger_reads_back_deep_originals`.
 
 Also pinned here: JSON nested deeper than the front end's limit goes to the DLQ (it could
@@ -42,11 +42,13 @@ from hypothesis import strategies as st
 from rules import engine, frontend
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
-from streams import client, topics
-from streams.demo import comparable
-from streams.ledger import Ledger
-from streams.pipeline import adjudicate, intake, run_batch, utcnow
-from streams.synthetic import generate
+from contract import topics
+from streams.kafka import client
+from streams.tools.demo import comparable
+from streams.ledger.store import Ledger
+from streams.pipeline.steps import adjudicate, intake, utcnow
+from streams.pipeline.batch import run_batch
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation
 
 BOOKS = default_rulebooks()
@@ -390,13 +392,13 @@ def test_deep_unknown_field_outside_the_serializer_band(depth: int, valid: bool)
 @pytest.mark.parametrize("depth", [199, 200, 253])
 @pytest.mark.parametrize("valid", [True, False], ids=["incomplete", "rejected"])
 def test_ledger_reads_back_deep_originals(depth: int, valid: bool) -> None:
-    """Regression (fixed in streams/assembly_store.py `_load_rejection`): a rejection whose `original`
+    """Regression (fixed in streams/ledger/assembly.py `_load_rejection`): a rejection whose `original`
     nests 199..253 levels was written fine but read back with pydantic's JSON parser (200
     levels): the outbox read crashed the expiry timer - and with it the worker, on every
     start - and a re-delivered line raised. Found by the broker fuzz run. The front end now
     refuses such nesting (a dead letter); the ledger still reads back what it stored."""
     from rules.frontend import validate
-    from streams.models import ClaimLine, RejectionReason
+    from contract.models import ClaimLine, RejectionReason
 
     obj = {**next(t for t in TEMPLATES if t.get("drug")), "claim_id": f"DEEP-{depth}", "line_number": 1,
            "line_count": 2 if valid else 1}

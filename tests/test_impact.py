@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from rules.reference import TABLES, ReferenceData
 from rules.rulebook import default_rulebooks, load_single
-from streams import impact_report
-from streams.impact import DIMENSIONS, NO_CHANGE, Impact, LineImpact
-from streams.ledger import Ledger
-from streams.pipeline import load_reference_dir, run_batch
-from streams.shadow import run_shadow
-from streams.synthetic import generate
+from streams.tools import impact_report
+from streams.pipeline.impact import DIMENSIONS, NO_CHANGE, Impact, LineImpact
+from streams.ledger.store import Ledger
+from streams.pipeline.batch import load_reference_dir, run_batch
+from streams.pipeline.shadow import run_shadow
+from streams.tools.synthetic import generate
 from tests import browser
 from tests.test_shadow import CANDIDATE, CLAIMS, REF, cli, records
 
@@ -34,7 +34,7 @@ ADDITIVE = ("lines", "changed", "allowed_before", "allowed_after", "difference",
 ZERO = Decimal("0.00")
 
 
-# --- the oracle: the tables from the records, computed without streams.impact ----------------------
+# --- the oracle: the tables from the records, computed without streams.pipeline.impact ----------------------
 
 
 def _key(r: dict) -> tuple:

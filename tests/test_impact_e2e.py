@@ -13,10 +13,11 @@ from decimal import Decimal
 import pytest
 
 from rules.rulebook import candidate_path, default_rulebooks, load_single
-from streams import client, topics
-from streams.impact import LIVE_DIMENSIONS, Impact
-from streams.shadow import run_shadow
-from streams.synthetic import generate
+from contract import topics
+from streams.kafka import client
+from streams.pipeline.impact import LIVE_DIMENSIONS, Impact
+from streams.pipeline.shadow import run_shadow
+from streams.tools.synthetic import generate
 from tests.harness import _key, batch_expectation, keyed
 from tests.test_api import TOKEN, ApiPipeline, call
 from tests.test_impact import _reference, read_csv, untimed

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from rules.rulebook import default_rulebooks
-from streams import pipeline
-from streams.ledger import Ledger, LedgerUnavailable
-from streams.synthetic import generate
+from streams.pipeline import steps as pipeline
+from streams.ledger.store import Ledger, LedgerUnavailable
+from streams.tools.synthetic import generate
 
 BOOKS = default_rulebooks()
 LINES = generate(600, members=60, seed=11, corrections=0.1).lines + [b"not json", b"[1]", b'{"claim_id": "X"}']

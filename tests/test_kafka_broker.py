@@ -1,4 +1,4 @@
-"""The Apache Kafka launcher (streams/kafka_broker.py) and `claims-pipeline broker --engine kafka`:
+"""The Apache Kafka launcher (streams/devbrokers/kafka.py) and `claims-pipeline broker --engine kafka`:
 jars resolved once and cached, KRaft storage formatted under var/, a clean stop on SIGTERM,
 one-line errors for bad options."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import free_port
-from streams.kafka_broker import KAFKA_VERSION, new_cluster_id, resolve_jars
+from streams.devbrokers.process import free_port
+from streams.devbrokers.kafka import KAFKA_VERSION, new_cluster_id, resolve_jars
 
-CLI = [sys.executable, "-m", "streams.cli", "broker"]
+CLI = [sys.executable, "-m", "streams.cli.main", "broker"]
 
 
 def test_jars_are_resolved_once_and_then_taken_from_the_cache(kafka_available):
@@ -25,7 +25,7 @@ def test_jars_are_resolved_once_and_then_taken_from_the_cache(kafka_available):
     assert any(p.name.startswith("log4j-slf4j") for p in lib.iterdir()), "no logging binding"
     # a second run must not ask Maven again: with no mvn on PATH it still answers
     java_only = os.pathsep.join(str(Path(p)) for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "mvn").exists())
-    code = "from streams.kafka_broker import resolve_jars; print(resolve_jars())"
+    code = "from streams.devbrokers.kafka import resolve_jars; print(resolve_jars())"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PATH": java_only}, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == str(lib)
 

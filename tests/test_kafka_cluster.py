@@ -26,10 +26,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from rules.reference import TABLES
-from streams import client, topics
-from streams.kafka_broker import KafkaCluster
-from streams.ledger import Ledger
-from streams.synthetic import generate
+from contract import topics
+from streams.kafka import client
+from streams.devbrokers.kafka import KafkaCluster
+from streams.ledger.store import Ledger
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, fault_outcome, keyed
 from tests.test_faults import _chunks, _ready, _wait
 
@@ -112,7 +113,7 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
             pipe.submit(chunk)
             time.sleep(0.3)
         # the fault runs in this thread: a broker started from a thread that then ends gets
-        # SIGTERM (streams.broker._die_with_parent); the load goes on in another one
+        # SIGTERM (streams.devbrokers.tansu._die_with_parent); the load goes on in another one
         with ThreadPoolExecutor(1) as pool:
             load = pool.submit(submit_slowly, pipe, chunks[8:])
             fault(cluster)

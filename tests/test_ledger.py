@@ -21,10 +21,10 @@ import pytest
 
 from rules import engine
 from rules.rulebook import default_rulebooks
-from streams.demo import timeless
-from streams.ledger import Intake, Ledger
-from streams.models import AdjudicatedLine, ClaimLine
-from streams.pipeline import load_reference_dir, run_batch
+from streams.tools.demo import timeless
+from streams.ledger.store import Intake, Ledger
+from contract.models import AdjudicatedLine, ClaimLine
+from streams.pipeline.batch import load_reference_dir, run_batch
 from tests.harness import required_missing
 
 ROOT = Path(__file__).resolve().parents[1]

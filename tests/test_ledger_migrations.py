@@ -1,4 +1,4 @@
-"""Ledger schema versions (streams/ledger_schema.py) on SQLite and PostgreSQL: a new ledger
+"""Ledger schema versions (streams/ledger/schema.py) on SQLite and PostgreSQL: a new ledger
 gets the latest version; a ledger from before versions is stamped and migrated; every
 earlier version migrates to a schema equal to a new ledger's (`migrated_from_every_version`
 builds each one from the migrations list, so a new migration is covered by adding it);
@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streams.ledger import Ledger, LedgerTooNew
-from streams.ledger_schema import LATEST, MIGRATIONS, TABLES, VERSION_TABLE, Migration
+from streams.ledger.store import Ledger, LedgerTooNew
+from streams.ledger.schema import LATEST, MIGRATIONS, TABLES, VERSION_TABLE, Migration
 from tests.harness import PG_URL, drop_pg_schema, pg_schema_url
 
 #: The migrations released so far, by version: ledgers in production carry them, so their SQL
@@ -273,7 +273,7 @@ def test_a_command_on_a_newer_ledger_stops_with_that_line(tmp_path: Path, monkey
     """As the worker does at start (`claims-pipeline worker` prints the same line and exits)."""
     from typer.testing import CliRunner
 
-    from streams.x12_cli import x12_app
+    from streams.cli.x12 import x12_app
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     assert opened(url, EXTENDED) == LATEST + 1

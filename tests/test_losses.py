@@ -1,4 +1,4 @@
-"""Where an unanswered line is (`streams.losses`, issue 24): its submitted record, whether the
+"""Where an unanswered line is (`streams.tools.losses`, issue 24): its submitted record, whether the
 group committed past it, and the ledger's state of its claim; and the logs an incomplete run
 keeps."""
 
@@ -12,12 +12,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import client, losses, topics
-from streams.admin import ensure_topics
-from streams.ledger import Ledger
-from streams.models import ClaimLine
+from contract import topics
+from streams.kafka import client
+from streams.tools import losses
+from streams.kafka.admin import ensure_topics
+from streams.ledger.store import Ledger
+from contract.models import ClaimLine
 from streams.settings import Settings
-from streams.worker import topic_specs
+from streams.build import topic_specs
 from tests.test_ledger import line
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import client, topics
-from streams.demo import comparable
+from contract import topics
+from streams.kafka import client
+from streams.tools.demo import comparable
 from tests.harness import Pipeline, batch_expectation
 
 pytestmark = pytest.mark.broker
@@ -283,7 +284,7 @@ def test_internal_stages_count_the_lines_they_receive(run):
 
 
 def test_stage_labels_are_the_declared_stages(run):
-    from streams import metrics
+    from streams.worker import metrics
 
     stages = {s.labels["stage"] for s in run.final if "stage" in s.labels}
     assert stages - {"all"} <= set(metrics.STAGES)

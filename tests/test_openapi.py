@@ -23,9 +23,9 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from rules.rulebook import candidate_path
-from streams import api, api_models, openapi, x12_api
-from streams.reviewers import SCOPES
-from streams.app import app
+from streams.api import claims as api, models as api_models, openapi, x12 as x12_api
+from streams.worker.reviewers import SCOPES
+from streams.worker.app import app
 from tests import browser
 from tests.test_api import TOKEN, ApiPipeline, api_claims, call
 
@@ -53,7 +53,7 @@ def documented() -> set[tuple[str, str]]:
 
 
 def test_committed_document_is_current():
-    assert not openapi.stale(), ("docs/openapi.json is stale: a model or route changed; run `python -m streams.openapi` "
+    assert not openapi.stale(), ("docs/openapi.json is stale: a model or route changed; run `python -m streams.api.openapi` "
                                  "and commit the result (review the diff: it is an API change)")
 
 

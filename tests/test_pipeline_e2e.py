@@ -9,10 +9,10 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams import topics
-from streams.ledger import Ledger
-from streams.models import AdjudicatedLine, RejectedLine
-from streams.synthetic import generate
+from contract import topics
+from streams.ledger.store import Ledger
+from contract.models import AdjudicatedLine, RejectedLine
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, kill9_in_flight, unit_usage, whole_claim_halves
 from tests.test_metrics_e2e import wait_for
 

@@ -30,8 +30,9 @@ from typing import Any
 import pytest
 
 from rules.rulebook import candidate_path
-from streams import metrics, topics
-from streams.broker import free_port
+from contract import topics
+from streams.worker import metrics
+from streams.devbrokers.process import free_port
 from tests.harness import Pipeline, batch_expectation
 from tests.test_metrics_e2e import (
     collect_outputs,
@@ -344,7 +345,7 @@ def test_worker_down_alerts_do_not_fire(run):
 # what a counter gained *after* Prometheus first saw it. A labelled child created by its
 # first inc() is first scraped with that increment already in it, so a burst that lands
 # between two scrapes is invisible to every rate()/increase() panel and to the alerts.
-# streams/metrics.py pre-creates the children it can ("so rate()/increase() ... see a 0
+# streams/worker/metrics.py pre-creates the children it can ("so rate()/increase() ... see a 0
 # series instead of none at all"); here every counter and histogram count of the worker
 # must start at 0 in Prometheus' own storage (the worker was scraped idle before any claim).
 

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from streams.kafka_broker import KafkaCluster
-from streams.ledger import Ledger
-from streams.synthetic import generate
+from streams.devbrokers.kafka import KafkaCluster
+from streams.ledger.store import Ledger
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, fault_outcome
 from tests.test_crash_repeats import offer
 

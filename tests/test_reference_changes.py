@@ -17,9 +17,10 @@ import pytest
 from rules.engine import History, decide
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
-from streams import client, topics
-from streams.models import Authorization, AwpPrice, ClaimLine, FeeScheduleRate, Member
-from streams.pipeline import load_reference_dir
+from contract import topics
+from streams.kafka import client
+from contract.models import Authorization, AwpPrice, ClaimLine, FeeScheduleRate, Member
+from streams.pipeline.batch import load_reference_dir
 from tests.harness import Pipeline
 from tests.test_metrics_e2e import http_get, parse, total, wait_for
 

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.ledger import Ledger
-from streams.pipeline import load_reference_dir, run_batch
+from streams.ledger.store import Ledger
+from streams.pipeline.batch import load_reference_dir, run_batch
 from tests.test_ledger import BOOKS, SAMPLE, line
 
 AUTH = {"authorization_number": "PA26-1001", "member_id": "M1001", "status": "PENDING",
@@ -66,7 +66,7 @@ def test_offline_reprocess_prints_proposals_and_touches_nothing(tmp_path: Path) 
     shutil.copytree(SAMPLE / "reference", new)
     with (new / "awp-prices.jsonl").open("a") as f:
         f.write(json.dumps({"ndc": "00143985810", "awp_per_unit": "10.00", "effective_from": "2026-02-01"}) + "\n")
-    cmd = [sys.executable, "-m", "streams.cli", "reprocess", "--reference", str(new), "--from-ledger", url]
+    cmd = [sys.executable, "-m", "streams.cli.main", "reprocess", "--reference", str(new), "--from-ledger", url]
     run = subprocess.run([str(Path(sys.executable).parent / "claims-pipeline"), *cmd[3:]], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     proposals = [json.loads(x) for x in run.stdout.splitlines()]

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import topics
+from contract import topics
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
 
@@ -196,7 +196,7 @@ def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
     """The same claim and the same late approval, through the worker and through batch mode
     (the authorization interleaved in the input): the same records, but for the times and
     the proposal id (it derives from where the change was read)."""
-    from streams.pipeline import load_reference_dir, run_batch
+    from streams.pipeline.batch import load_reference_dir, run_batch
     from tests.test_ledger import BOOKS
 
     claim_id = f"SB-{uuid.uuid4().hex[:8]}"
@@ -216,7 +216,7 @@ def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
     lines = [orjson.dumps({**header, **ln, "line_number": i, "line_count": len(body["lines"])})
              for i, ln in enumerate(body["lines"], start=1)]
     ref = load_reference_dir(SAMPLES / "reference")
-    from streams.models import Authorization
+    from contract.models import Authorization
 
     ref.apply("authorizations", SAME, Authorization.model_validate(auth(SAME, "PENDING")))
     batch_in = [*lines, orjson.dumps({"reference": {"topic": "reference.authorizations", "value": auth(SAME, "APPROVED")}})]

@@ -14,11 +14,11 @@ import pytest
 
 from rules import engine
 from rules.reference import ReferenceData
-from streams.ledger import Intake, Ledger
-from streams.models import AwpPrice, ClaimLine
-from streams.reprocess_store import ProposalConflict, ProposalNotFound
+from streams.ledger.store import Intake, Ledger
+from contract.models import AwpPrice, ClaimLine
+from streams.ledger.reprocess import ProposalConflict, ProposalNotFound
 from tests.test_ledger import BOOKS, SAMPLE, Store, accept, ledger, line, store  # noqa: F401 - fixtures
-from streams.pipeline import load_reference_dir
+from streams.pipeline.batch import load_reference_dir
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 AUTHS = "reference.authorizations"
@@ -214,7 +214,7 @@ def test_an_adjustment_is_one_transaction(store: Store, monkeypatch: pytest.Monk
     set_auth(ref, status="PENDING")
     submit(ledger, ref, claim("L1"))
     set_auth(ref, status="APPROVED")
-    from streams import reprocess_store
+    from streams.ledger import reprocess as reprocess_store
 
     def boom(*a, **k):
         raise RuntimeError("crash inside the adjustment")
@@ -239,7 +239,7 @@ def _reprocess_run(url: str, every: int | None) -> tuple[dict, int]:
     """Claims decided with an authorization PENDING, then its approval and a price decrease:
     proposals and adjustments made while statements are interrupted every `every` steps (a
     crash: the transaction rolls back) and the work is done again, until it completes."""
-    from streams.ledger import LedgerUnavailable
+    from streams.ledger.store import LedgerUnavailable
     from tests.test_crash_points import CrashingLedger
 
     ledger = CrashingLedger(url, every)

@@ -19,8 +19,8 @@ from rules.engine import History
 from rules.reference import ReferenceData
 from rules.reprocess import AUTHORIZATION, CODE, MEMBER, NDC, Lookup
 from rules.rulebook import default_rulebooks
-from streams.models import AdjudicatedLine, Authorization, AwpPrice, ClaimLine, ProposalTrigger
-from streams.pipeline import load_reference_dir
+from contract.models import AdjudicatedLine, Authorization, AwpPrice, ClaimLine, ProposalTrigger
+from streams.pipeline.batch import load_reference_dir
 from tests.test_ledger import SAMPLE, line
 
 BOOKS = default_rulebooks()

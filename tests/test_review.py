@@ -15,10 +15,10 @@ import pytest
 from rules import engine, review
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
-from streams.ledger import Ledger
-from streams.models import AdjudicatedLine, Authorization, ClaimLine
-from streams.pipeline import load_reference_dir
-from streams.review_store import ReviewConflict, ReviewForbidden, ReviewNotFound
+from streams.ledger.store import Ledger
+from contract.models import AdjudicatedLine, Authorization, ClaimLine
+from streams.pipeline.batch import load_reference_dir
+from streams.ledger.review import ReviewConflict, ReviewForbidden, ReviewNotFound
 from tests.test_ledger import SAMPLE, T0, Store, accept, line, store  # noqa: F401 - fixtures
 
 BOOKS = default_rulebooks()
@@ -316,7 +316,7 @@ def test_a_void_of_a_reviewed_claim_reverses_the_reviewers_payment(store):
 def test_batch_mode_prints_pended_records(tmp_path):
     import orjson
 
-    from streams.pipeline import run_batch
+    from streams.pipeline.batch import run_batch
 
     lines = [orjson.dumps(factor("B-1")), orjson.dumps(noc("B-2"))]
     records = list(run_batch(lines, REF, BOOKS))

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import topics
+from contract import topics
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
 

@@ -34,8 +34,9 @@ import orjson
 import pytest
 
 from edi import remit835
-from streams import client, topics
-from streams.ledger import Ledger
+from contract import topics
+from streams.kafka import client
+from streams.ledger.store import Ledger
 from tests.harness import batch_expectation, keyed, read_to_end, unit_usage
 from tests.test_api import TOKEN, ApiPipeline
 from tests.test_ledger import line

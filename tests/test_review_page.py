@@ -1,4 +1,4 @@
-"""The reviewer's page (GET /review, streams/review_page.py): served without a token and
+"""The reviewer's page (GET /review, streams/api/review_page.py): served without a token and
 without PHI, a strict CSP and no inline script, the rulebook's denial CARCs in its
 configuration; then, in headless Chromium against a real worker on the broker, a reviewer
 signs in with their token, filters the queue, opens a line pended by the pipeline, is refused
@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from rules.rulebook import default_rulebooks
-from streams import topics
+from contract import topics
 from tests import browser
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, TOKEN, ApiPipeline, call

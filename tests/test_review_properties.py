@@ -32,10 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules import engine
-from streams.ledger import Intake, Ledger
-from streams.models import AdjudicatedLine, Authorization, ClaimLine
-from streams.remit_models import DecidedClaim, decided_claim, remittance_inputs_all
-from streams.review_store import ReviewConflict, ReviewNotFound
+from streams.ledger.store import Intake, Ledger
+from contract.models import AdjudicatedLine, Authorization, ClaimLine
+from contract.messages import DecidedClaim
+from streams.ledger.remittance import decided_claim, remittance_inputs_all
+from streams.ledger.review import ReviewConflict, ReviewNotFound
 from tests.harness import drop_pg_schema, pg_schema_url
 from tests.test_corrections import build
 from tests.test_ledger import BOOKS, T0, accept, line, snapshot

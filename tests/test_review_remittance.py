@@ -1,6 +1,6 @@
 """Remittance held until final (CONTRACT.md *Pended lines and manual review*), on the ledger
 (SQLite and PostgreSQL), as the remittance agent, the HTTP 835 and the review API's hand-on
-read it (`streams.remit_models`): no 835 while a line of the claim is pended; once every line
+read it (`streams.ledger.remittance`): no 835 while a line of the claim is pended; once every line
 is final the reviewer's amounts (CO/45 REVIEW-PRICED, the reviewer's CARC); a replacement whose
 own lines pend carries its reversal first once final; a claim reversed while pended was never
 remitted, so its reversal is in no 835 and what it reversed in turn is carried forward. The
@@ -14,15 +14,8 @@ from typing import Any
 
 from edi import fhir, remit835
 from edi.validate import validate
-from streams.remit_models import (
-    DecidedClaim,
-    build_835,
-    claim_response_inputs,
-    decided_claim,
-    remittance_inputs_all,
-    remittance_of,
-    remittable,
-)
+from contract.messages import DecidedClaim
+from streams.ledger.remittance import build_835, claim_response_inputs, decided_claim, remittance_inputs_all, remittance_of, remittable
 from tests.test_ledger import line, store  # noqa: F401 - fixtures
 from tests.test_review import AUTH, MEMBER, decide_lines, decide_review, factor, noc
 
@@ -196,7 +189,7 @@ def test_fhir_needs_a_pended_lines_charge():
     import pytest
 
     from tests.test_review import REF  # noqa: F401 - the module's reference data is built once
-    from streams.models import AdjudicatedLine
+    from contract.models import AdjudicatedLine
 
     pended = AdjudicatedLine.model_validate({
         "claim_id": "F-2", "line_number": 1, "member_id": MEMBER, "provider_npi": NPI, "procedure_code": "J9999",
@@ -213,7 +206,7 @@ def test_fhir_needs_a_pended_lines_charge():
 def test_remittable_claims_is_what_the_review_api_should_remit(store):
     """`Reviewed.claim_final` carries every reversal a claim made; the 835 must not take back
     what a claim reversed while pended was never paid (`remittable_claims` leaves it out)."""
-    from streams.remit_models import remittable_claims
+    from streams.ledger.remittance import remittable_claims
 
     ledger = store.ledger
     decide_lines(ledger, [factor("RC-1", 1, 2), nurse("RC-1", 2, 2)])  # held: never remitted

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from edi import remit835
-from streams import topics
+from contract import topics
 from tests.harness import read_to_end
 from tests.test_api import AUTH
 from tests.test_review_api import INTEGRITY, claim, decide, factor_line, review_api, submit  # noqa: F401 - fixture

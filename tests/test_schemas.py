@@ -19,9 +19,10 @@ from pydantic import BaseModel
 
 from rules import frontend
 from rules.reference import TABLES
-from streams import client, schemas, topics
-from streams.models import AdjudicatedLine
-from streams.synthetic import generate
+from contract import schemas, topics
+from streams.kafka import client
+from contract.models import AdjudicatedLine
+from streams.tools.synthetic import generate
 
 SAMPLES = Path(__file__).resolve().parents[1] / "streams" / "sample_data"
 
@@ -50,7 +51,7 @@ def assert_valid(name: str, instance: Any) -> None:
 
 def test_committed_schemas_are_current():
     changed = schemas.stale()
-    assert not changed, (f"docs/schemas/ is stale for {changed}: a model changed; run `python -m streams.schemas` "
+    assert not changed, (f"docs/schemas/ is stale for {changed}: a model changed; run `python -m contract.schemas` "
                          "and commit the result (review the diff: it is a contract change)")
 
 

@@ -40,13 +40,15 @@ import orjson
 import pytest
 
 from rules.rulebook import default_rulebooks
-from streams import client, topics
-from streams.broker import BrokerError, EmbeddedBroker, free_port, wait_for_kafka
-from streams.kafka_broker import KafkaCluster
-from streams.demo import comparable, stop_worker
-from streams.pipeline import load_reference_dir, run_batch
+from contract import topics
+from streams.kafka import client
+from streams.devbrokers.tansu import EmbeddedBroker
+from streams.devbrokers.process import BrokerError, free_port, wait_for_kafka
+from streams.devbrokers.kafka import KafkaCluster
+from streams.tools.demo import comparable, stop_worker
+from streams.pipeline.batch import load_reference_dir, run_batch
 from streams.settings import Settings
-from streams.worker import create_topics
+from streams.build import create_topics
 from tests.harness import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +171,7 @@ async def test_tls_and_sasl_scram_settings_reach_aiokafka(pki: Pki) -> None:
     from faust.auth import SASLCredentials
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from streams.app import create_app
+    from streams.worker.app import create_app
 
     s = _secure_settings(pki)
     kwargs = s.kafka_client_kwargs()
@@ -259,8 +261,8 @@ def test_tls_context_verifies_the_broker_with_the_configured_ca_and_presents_the
 
 
 def test_secrets_never_in_repr_str_or_dump(pki: Pki) -> None:
-    from streams.app import create_app
-    from streams.ledger import Ledger
+    from streams.worker.app import create_app
+    from streams.ledger.store import Ledger
 
     s = _secure_settings(pki)
     shown = {
@@ -281,7 +283,7 @@ def test_secrets_never_in_repr_str_or_dump(pki: Pki) -> None:
 
 
 def _worker_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", "worker", *args]
+    return [sys.executable, "-m", "streams.cli.main", "worker", *args]
 
 
 def _worker_env(bootstrap: str, workdir: Path, **extra: str) -> dict[str, str]:

@@ -13,8 +13,10 @@ import pytest
 from rules.monitor import ShadowResult, compare_claim
 from rules.reference import TABLES, ReferenceData
 from rules.rulebook import candidate_path, default_rulebooks, load_single
-from streams import client, pipeline, topics
-from streams.synthetic import generate
+from contract import topics
+from streams.kafka import client
+from streams.pipeline import batch, steps as pipeline
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, _key, keyed
 
 pytestmark = pytest.mark.broker
@@ -33,7 +35,7 @@ def batch_with_shadow(lines: list[bytes], reference: dict[str, list[dict]]) -> t
     def observer(work):  # noqa: ANN001, ANN202
         return lambda history, outcome: shadows.append(compare_claim(work, history, outcome.new_decisions, ref, candidate))
 
-    records = list(pipeline.run_batch(lines, ref, books, observer=observer))
+    records = list(batch.run_batch(lines, ref, books, observer=observer))
     return records, shadows
 
 

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
-from streams import client, topics
-from streams.synthetic import generate
+from contract import topics
+from streams.kafka import client
+from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, read_to_end
 from tests.tcp_proxy import TcpProxy
 from tests.test_api import AUTH, JSON, ApiPipeline, call

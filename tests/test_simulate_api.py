@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from rules.rulebook import candidate_path
-from streams import topics
-from streams.ledger import Ledger
-from streams.ledger_schema import SCHEMA
-from streams.synthetic import generate
+from contract import topics
+from streams.ledger.store import Ledger
+from streams.ledger.schema import SCHEMA
+from streams.tools.synthetic import generate
 from tests.harness import batch_expectation, read_to_end
 from tests.test_metrics_e2e import wait_for
 from tests.test_api import AUTH, JSON, ApiPipeline, api_claims, call, timeless

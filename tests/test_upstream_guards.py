@@ -1,7 +1,7 @@
 """Guards for every private Faust / aiokafka / aiohttp-driver name the project relies on.
 
 faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches seven
-Faust methods (streams/faust_tuning.py) and reads about a dozen private attributes. An
+Faust methods (streams/worker/tuning.py) and reads about a dozen private attributes. An
 upgrade is a one-test answer: run this module (no broker, no ledger, about a second). Each
 failure names the upstream name, the file that relies on it and what breaks without it.
 Where a change would go unnoticed (the fetch wait, the commit before a revocation, the final
@@ -37,10 +37,10 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 from faust.web.drivers import aiohttp as faust_web
 
-from streams import faust_tuning
-from streams.app import app as worker_app, settings as worker_settings  # applies the tuning, as a worker does
+from streams.worker import tuning as faust_tuning
+from streams.worker.app import app as worker_app, settings as worker_settings  # applies the tuning, as a worker does
 
-# The checks build apps of their own: the worker's app (`streams.app.app`) only says which
+# The checks build apps of their own: the worker's app (`streams.worker.app.app`) only says which
 # classes a worker uses; its consumer and producer are left unmade for the other tests.
 
 VERSIONS = (f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, "
@@ -67,48 +67,48 @@ class Name:
 # --- the names (docs/architecture.md lists them with the same words) ----------------------------
 
 SEND = Name("faust.transport.consumer.TransactionManager.send",
-            "streams/faust_tuning.py _send_in_source_transaction (patched)",
+            "streams/worker/tuning.py _send_in_source_transaction (patched)",
             "exactly_once outputs no longer join the input partition's transaction: repeats after a crash")
 TRANSACTIONAL_ID = Name("TransactionManager.transactional_id_format / aiokafka Producer._transaction_producers",
-                        "streams/faust_tuning.py _send_in_source_transaction",
+                        "streams/worker/tuning.py _send_in_source_transaction",
                         "the id we compute matches no transaction producer: every output silently goes out on "
                         "the plain producer, outside the transaction")
 CREATE_CONSUMER = Name("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer",
-                       "streams/faust_tuning.py _tune_fetch_wait (patched)",
+                       "streams/worker/tuning.py _tune_fetch_wait (patched)",
                        "the configured fetch wait is not applied: Faust's 1,500 ms, seconds of latency per hop")
 FETCH_WAIT = Name("aiokafka.AIOKafkaConsumer._fetch_max_wait_ms",
-                  "streams/faust_tuning.py _tune_fetch_wait (set after the consumer is created, read at start)",
+                  "streams/worker/tuning.py _tune_fetch_wait (set after the consumer is created, read at start)",
                   "a dead attribute: the fetch wait silently stays 1,500 ms")
 REVOKED = Name("faust.transport.consumer.Consumer.on_partitions_revoked",
-               "streams/faust_tuning.py _commit_before_revoke (patched)",
+               "streams/worker/tuning.py _commit_before_revoke (patched)",
                "acknowledged offsets are forgotten uncommitted: more repeats after every rebalance (silent)")
 FORCE_COMMIT = Name("faust.transport.consumer.Consumer.force_commit",
-                    "streams/faust_tuning.py _commit_between_batches (patched; BatchGate)",
+                    "streams/worker/tuning.py _commit_between_batches (patched; BatchGate)",
                     "exactly_once commits no longer wait for whole batches: half a batch in a transaction")
 WAIT_EMPTY = Name("faust.transport.consumer.Consumer.wait_empty / Consumer._unacked_messages",
-                  "streams/faust_tuning.py _bound_shutdown_drain (patched)",
+                  "streams/worker/tuning.py _bound_shutdown_drain (patched)",
                   "SIGTERM waits forever for an event that cannot finish, or the warning raises")
 PRODUCER_FLUSH = Name("faust.app.base.App._producer_flush",
-                      "streams/faust_tuning.py _bound_shutdown_drain (patched)",
+                      "streams/worker/tuning.py _bound_shutdown_drain (patched)",
                       "a stop without the broker hangs in the final flush (silent until then)")
 WEB_TCP = Name("faust.web.drivers.aiohttp.Web._new_transport_tcp / Web._runner / aiohttp.web.SockSite",
-               "streams/faust_tuning.py bind_web_socket, _serve_on (CLAIMS_WEB_PORT=0)",
+               "streams/worker/tuning.py bind_web_socket, _serve_on (CLAIMS_WEB_PORT=0)",
                "the worker advertises a port it does not serve")
 COMMITTED_OFFSET = Name("faust.transport.consumer.Consumer._committed_offset",
-                        "streams/stage.py _committed, agents/expiry.py _read_to_end",
+                        "streams/worker/stage.py _committed, streams/agents/expiry.py _read_to_end",
                         "new partitions are not committed at once; expiry's lag fails and the assembly "
                         "timeout never fires (its error is swallowed)")
-APP_CONSUMER = Name("faust.App._consumer", "streams/web.py readiness", "/readyz fails")
+APP_CONSUMER = Name("faust.App._consumer", "streams/worker/web.py readiness", "/readyz fails")
 X12_PRODUCER = Name("faust Producer._ensure_producer / aiokafka AIOKafkaProducer._txn_manager, "
                     "._message_accumulator._compression_type / aiokafka.producer.message_accumulator.BatchBuilder",
-                    "streams/x12_api.py publish_claims, _claim_batches",
+                    "streams/api/x12.py publish_claims, _claim_batches",
                     "an 837's record batches go out uncompressed (silent), or every 837 gets 503")
 CLIENT_METADATA = Name("aiokafka.AIOKafkaConsumer._client.add_topic / .force_metadata_update",
-                       "streams/client.py partitions_of",
+                       "streams/kafka/client.py partitions_of",
                        "reading the output topics fails (loud)")
 FLUSH_BEFORE_COMMIT = Name("faust.transport.consumer.Consumer._commit_offsets (flushes, then commits) / "
                            "faust.streams.Stream.take_events (acks after the body)",
-                           "streams/stage.py (module docstring): no offset committed before the ledger commit "
+                           "streams/worker/stage.py (module docstring): no offset committed before the ledger commit "
                            "and the publish",
                            "an offset committed before its outputs were sent: loss after a crash")
 
@@ -157,7 +157,7 @@ def test_a_patched_method_is_there_with_the_signature_the_patch_wraps(name, cls,
 
 @pytest.mark.parametrize("name, cls, attr, patch, expected", PATCHED, ids=[f"{p[1].__name__}.{p[2]}" for p in PATCHED])
 def test_every_patch_is_installed_once_the_tuning_is_applied(name, cls, attr, patch, expected) -> None:
-    """streams.app applied the tuning (as a worker does); applying it again changes nothing."""
+    """streams.worker.app applied the tuning (as a worker does); applying it again changes nothing."""
     installed = getattr(cls, attr)
     name.check(getattr(installed, "_claims_tuned", False),
                f"not patched after faust_tuning.apply ({patch.__name__} did not install it)")
@@ -450,7 +450,7 @@ def test_every_private_name_read_in_the_code_is_guarded_here() -> None:
     goes into GUARDED."""
     root = Path(__file__).resolve().parents[1]
     found = {(name, f"{path.relative_to(root)}:{number}")
-             for path in sorted([*root.glob("streams/*.py"), *root.glob("agents/*.py")])
+             for path in sorted([*root.glob("streams/*.py"), *root.glob("streams/agents/*.py")])
              for number, text in enumerate(path.read_text().splitlines(), 1) if "SLF001" in text
              for name in re.findall(r"\.(_[A-Za-z]\w*)", text.split("#")[0])}
     missing = sorted(f"{name} ({where})" for name, where in found if name not in GUARDED)
@@ -458,7 +458,7 @@ def test_every_private_name_read_in_the_code_is_guarded_here() -> None:
 
 
 def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
-    """`IdleFetchWait` (streams/faust_tuning.py) wraps aiokafka's per-node fetch task, sets the
+    """`IdleFetchWait` (streams/worker/tuning.py) wraps aiokafka's per-node fetch task, sets the
     fetcher's wait per request and tells brokers apart by a connection's ApiVersions; the #606
     cap reads Faust's acked offsets. If aiokafka or Faust renames any of them, the idle wait
     silently stays at the busy one, or the cap raises in every commit."""
@@ -468,7 +468,7 @@ def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
     from aiokafka.consumer import AIOKafkaConsumer
     from aiokafka.consumer.fetcher import Fetcher
 
-    where = "streams/faust_tuning.py IdleFetchWait / capped_new_offset"
+    where = "streams/worker/tuning.py IdleFetchWait / capped_new_offset"
     assert list(inspect.signature(Fetcher._proc_fetch_request).parameters) == ["self", "assignment", "node_id", "request"], \
         f"aiokafka Fetcher._proc_fetch_request changed signature: {where} wraps it"
     for owner, text, name in ((AIOKafkaConsumer, inspect.getsource(AIOKafkaConsumer), "self._fetcher ="),
@@ -480,7 +480,7 @@ def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
         assert name in text, f"{owner.__module__}.{owner.__qualname__} no longer has {name!r}: {where} relies on it"
 
 
-#: the private names the tests above guard (and `streams.schemas._decorate`, our own)
+#: the private names the tests above guard (and `contract.schemas._decorate`, our own)
 GUARDED = {"_client", "_consumer", "_committed_offset", "_ensure_producer", "_txn_manager", "_message_accumulator",
            "_compression_type", "_transaction_producers", "_fetch_max_wait_ms", "_unacked_messages", "_runner",
            "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate",

@@ -35,8 +35,9 @@ from edi.fhir import CARC_SYSTEM
 from edi.parse837 import parse
 from edi.validate import validate
 from edi.x12 import tokenize
-from streams import client, topics
-from streams.models import CORRECTION_REJECTIONS
+from contract import topics
+from streams.kafka import client
+from contract.models import CORRECTION_REJECTIONS
 from tests.test_api import TOKEN, ApiPipeline
 
 pytestmark = pytest.mark.broker

@@ -7,7 +7,7 @@
 
 Needs the ``deploy`` extra (``pip install -e '.[deploy]'``), which pins
 grafana-foundation-sdk to the Grafana 11.6 build (a bare install resolves the
-10.1 build). Panels query only the metrics defined in streams/metrics.py, plus
+10.1 build). Panels query only the metrics defined in streams/worker/metrics.py, plus
 ``up`` and ``process_*`` (tests/test_deploy.py enforces it), and every panel
 sets a unit.
 """

@@ -1,0 +1,24 @@
+"""Stage 2: eligibility, prior authorization and drug data for every line of a claim, then
+its price (AWP in effect or fee schedule, under the contract): two pure steps of the
+engine in one agent, so a claim makes one hop fewer between intake and adjudication."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from faust.types import EventT
+
+from rules import engine
+from contract import topics
+from streams.worker import stage
+from streams.worker.stage import app, runtime
+
+
+@app.agent(stage.topic(topics.ASSEMBLED), name="enrich")
+async def enrich(stream):
+    await stage.run(stream, "enrich", topics.ASSEMBLED, handle, needs_reference=True)
+
+
+async def handle(events: Sequence[EventT]) -> None:
+    await stage.map_claims("enrich", topics.ASSEMBLED, topics.PRICED, events,
+                           lambda claim: engine.price(engine.enrich(claim, runtime.reference, runtime.books), runtime.reference))

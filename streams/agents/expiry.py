@@ -1,0 +1,79 @@
+"""Claims still incomplete after the assembly timeout are rejected line by line.
+
+Workers record in the ledger which input partitions they have read to the end; a claim
+is expired only when every input partition was read to the end within the last few
+timer rounds, so a claim is never expired while one of its lines still waits in a
+lagging partition (its lines may be spread over partitions when a producer keys them
+by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
+an outbox until they are published. The same timer reports consumer lag, publishes the
+reviewers' final records a crash left in the ledger's outbox (streams/worker/review_outputs.py),
+and the review queues' gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from datetime import UTC, datetime
+
+from contract import topics
+from streams.worker import metrics, review_outputs, stage
+from streams.ledger.store import LedgerUnavailable
+from streams.pipeline.steps import utcnow
+from streams.worker.stage import app, runtime, settings
+
+log = logging.getLogger("claims.expiry")
+INTERVAL = min(2.0, settings.assembly_timeout_s / 3)
+
+
+def _expire_and_collect(read_to_end: list[int]):
+    ledger, now = runtime.ledger, time.time()
+    with ledger.transaction():
+        ledger.note_read_to_end(read_to_end, now)
+        if ledger.all_read_to_end(settings.partitions, since=now - 3 * INTERVAL):
+            ledger.expire(now - settings.assembly_timeout_s, utcnow())
+    metrics.ASSEMBLY_PENDING.set(runtime.ledger.open_claims())
+    return runtime.ledger.outbox()
+
+
+def _read_to_end() -> list[int]:
+    """Input partitions this worker owns with nothing left to process; records lag too."""
+    consumer = app.consumer
+    done = []
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp) or 0  # noqa: SLF001 - Faust keeps it per tp
+        lag = max((high or 0) - committed, 0)
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        if tp.topic == topics.SUBMITTED.name and high is not None and lag == 0:
+            done.append(tp.partition)
+    return done
+
+
+def _pend_ages() -> list[tuple[str, str, int, float]]:
+    """(queue, reason, open pends, age of the oldest in seconds)."""
+    now = datetime.now(UTC)
+    return [(queue, reason, count, (now - datetime.fromisoformat(oldest)).total_seconds())
+            for queue, reason, count, oldest in runtime.ledger.pend_stats()]
+
+
+@app.timer(interval=INTERVAL)
+async def expire_incomplete_claims() -> None:
+    """One round; a round that fails is skipped (never retried with stale progress, and
+    never allowed to stop the worker): the next one starts from fresh facts."""
+    if app.rebalancing or not runtime.reference_ready.is_set():
+        return
+    try:
+        pending = await runtime.in_ledger(_expire_and_collect, _read_to_end(), retry=False)
+        for rejection in pending:
+            await stage.publish_rejection("expiry", rejection)
+        if pending:
+            await app.producer.flush()
+            await runtime.in_ledger(runtime.ledger.outbox_sent, pending)
+        await review_outputs.drain_outbox()
+        metrics.set_pends(runtime.books.pend_labels(), await runtime.in_ledger(_pend_ages, retry=False))
+    except LedgerUnavailable:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round
+        log.error("expiry round failed: %s: %s", type(exc).__name__, str(exc)[:200])

@@ -1,0 +1,763 @@
+"""The payer-facing HTTP API, version 1, served by every worker on Faust's web server (the
+same aiohttp server and port as `/metrics`, `/healthz` and `/readyz`).
+
+    POST /v1/claims[?wait=SECONDS]   a claim (header once, its lines) -> its lines published
+    POST /v1/claims/simulate[?candidate=true]   the same body -> the decisions it would get now
+    GET  /v1/claims/{claim_id}       the decisions and rejections recorded so far
+    GET  /v1/shadow/impact?by=rule|provider_npi|procedure_code   Monitor Mode's impact since start
+
+
+Why in the worker and not a separate process: the worker already owns a started Faust
+producer and the ledger connection (`runtime.in_ledger`), so a submission is one produce
+and a `?wait` is a ledger poll (woken when this worker commits the claim), with nothing else to deploy, scale or secure. Any worker
+answers for any claim: every worker reads the same ledger, whichever worker decides.
+
+Security choices (docs/integration.md, "HTTP API"):
+
+* Every `/v1` route needs `Authorization: Bearer <CLAIMS_API_TOKEN>`, compared in constant
+  time (`hmac.compare_digest`), or a reviewer's token (`CLAIMS_REVIEWERS_FILE`, the review
+  routes and claim status only: `streams.api.review`); 401 with `WWW-Authenticate: Bearer`
+  otherwise.
+* With neither configured the API is *disabled*: every `/v1` route answers 503
+  `API_DISABLED`. An unauthenticated claims API is never the default; the operational
+  pages stay up either way.
+* Bodies are capped at `CLAIMS_MAX_BODY_BYTES` (413, checked on Content-Length before
+  reading and again while reading, so a chunked body cannot get around it), and must be
+  `application/json` in UTF-8 (415).
+* Every error is `{"error": {"code", "message", "field"}}`; an unexpected exception is
+  logged and answered 500 `INTERNAL` without details, never a stack trace.
+
+The X12 routes (837P in; 835 and FHIR ClaimResponse out) are in `streams.api.x12`, built on
+the same pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from aiohttp import web as aiohttp_web
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+
+from rules import frontend
+from contract import topics
+from streams.ledger import corrections as corrections_store
+from streams.pipeline import batch, steps as pipeline
+from streams.worker import metrics, stage
+from streams.api.models import claim_request_model
+from streams.pipeline.impact import LIVE_DIMENSIONS
+from streams.worker.app import app, settings
+from contract.models import AccessEntry, ClaimLine
+from streams.worker.reviewers import DEFAULT_SCOPES, Principal
+from streams.worker.stage import runtime
+
+log = logging.getLogger("claims.api")
+
+API_PREFIX = "/v1"
+PRINCIPAL = "claims.principal"  # where `dispatch` keeps the authorized caller on the request
+MAX_WAIT_S = 30.0
+POLL_INTERVAL_S = 0.025      # the shared ledger poll behind every `?wait`
+LEDGER_TIMEOUT_S = 10.0      # a GET gives up (503) when the ledger does not answer
+PUBLISH_TIMEOUT_S = 15.0     # broker acks for every line of a submission
+MAX_LINES = 999
+
+#: claim-level fields: given once in the request, repeated on every published line
+HEADER_FIELDS = ("claim_id", "form", "member_id", "provider_npi", "authorization_number", "diagnosis_codes",
+                 "claim_frequency", "original_claim_id")
+#: line-level fields, in the order they are published
+LINE_FIELDS = ("line_number", "procedure_code", "modifiers", "service_date", "service_date_to",
+               "units", "charge_amount", "drug")
+#: the published object's field order (CONTRACT.md's table order)
+_PUBLISHED_ORDER = ("claim_id", "line_number", "line_count", "form", "member_id", "provider_npi",
+                    "authorization_number", "service_date", "service_date_to", "procedure_code", "modifiers",
+                    "units", "charge_amount", "diagnosis_codes", "drug", "claim_frequency", "original_claim_id")
+#: the request body's model (the OpenAPI document's schema; `claim_structure` checks with it)
+ClaimRequest = claim_request_model(HEADER_FIELDS, LINE_FIELDS, MAX_LINES)
+
+REQUESTS = Counter(
+    "claims_api_requests_total",
+    "HTTP API requests, by route (submit, status) and response status code.",
+    ["route", "code"],
+    registry=metrics.REGISTRY,
+)
+WAIT_SECONDS = Histogram(
+    "claims_api_wait_seconds",
+    "POST /v1/claims?wait: from request to answer (decided, or the wait ran out).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=metrics.REGISTRY,
+)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An answer other than success: status, stable code, message, and the field at fault
+    (a JSON path into the request body, e.g. `lines[1].units`, or a query parameter)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 errors: Sequence[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.errors = list(errors or ())
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        if len(self.errors) > 1:
+            out["error"]["errors"] = self.errors
+        return out
+
+
+def json_response(web: Any, value: Any, status: int, headers: dict[str, str] | None = None) -> Any:
+    """A JSON answer; never cached anywhere on the way (it carries PHI)."""
+    return web.bytes(orjson.dumps(value), content_type="application/json", status=status,
+                     headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+#: the operations that touch no claim's data, so write no access-log entry: who the token is, and
+#: Monitor Mode's totals. Every other /v1 operation (routes added later too) appends an entry
+#: for every request; a view whose claims are not in its path names them (`access(request).claim_ids`)
+UNAUDITED = frozenset({"getReviewer", "getShadowImpact"})
+#: not claim reads for claims_access_claims_read_total: the access log's own reads
+NOT_READS = frozenset({"listAudit"})
+ACCESS = "claims.access"  # where `dispatch` keeps the request's `Access`
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+@dataclass(slots=True)
+class Access:
+    """What a request's access-log entry will say: its id, operation and the claims it
+    touched (the views fill in the claims of a body or a listing). `logged`: the view wrote
+    the entry itself, in the transaction of the change it made."""
+
+    request_id: str
+    operation: str | None
+    claim_ids: list[str] = field(default_factory=list)
+    logged: bool = False
+    #: a GET of claim data: its claims count as read (claims_access_claims_read_total) when answered 2xx
+    read: bool = False
+
+    def entry(self, caller: Principal | None, status: int) -> AccessEntry:
+        return AccessEntry(entry_id=uuid.uuid4().hex, at=datetime.now(UTC), client=caller.name if caller else None,
+                           kind=caller.kind if caller else "anonymous", action=self.operation or "unknown",
+                           claim_ids=list(dict.fromkeys(self.claim_ids)), status=status, request_id=self.request_id)
+
+
+def access(request: Any) -> Access:
+    return request[ACCESS]
+
+
+class ApiView(faust.web.View):
+    """Base of every /v1 view: the token and scope checks, the access log, JSON errors for
+    everything (405 included), no stack trace ever."""
+
+    route_label = "other"
+    #: method -> (operationId, scope): every /v1 route declares the scope a token needs
+    #: (CONTRACT.md *API clients and the access log*); tests/test_openapi.py checks the
+    #: operationIds against the OpenAPI document
+    operations: dict[str, tuple[str, str]] = {}
+    #: whether a reviewer's token may call this view (the review routes, a claim's status)
+    reviewers_allowed = False
+
+    async def dispatch(self, request: Any) -> Any:
+        started = time.perf_counter()
+        method = "GET" if request.method == "HEAD" else request.method
+        operation, scope = self.operations.get(method, (None, None))
+        claim_id = request.match_info.get("claim_id")
+        audit = request[ACCESS] = Access(uuid.uuid4().hex, operation, [claim_id] if claim_id else [],
+                                         read=method == "GET" and operation not in NOT_READS)
+        caller: Principal | None = None
+        try:
+            caller = request[PRINCIPAL] = authorize(request)
+            if caller.reviewer and not self.reviewers_allowed:
+                raise ApiError(403, "FORBIDDEN", "a reviewer's token may use the review routes and read a claim's "
+                               "status, nothing else")
+            if scope is not None and scope not in caller.scopes:
+                raise ApiError(403, "FORBIDDEN", f"this token lacks the scope {scope}", field=scope)
+            response = await super().dispatch(request)
+        except ApiError as exc:
+            if exc.code == "API_DISABLED":
+                audit.operation = None  # no API, nothing served: nothing to log
+            response = json_response(self.web, exc.body(), exc.status, exc.headers)
+        except Exception:  # noqa: BLE001 - an unexpected error is logged, never shown
+            log.exception("%s %s failed", request.method, self.route_label)
+            response = json_response(self.web, ApiError(500, "INTERNAL", "internal error; see the worker log").body(), 500)
+        if audit.operation is not None and audit.operation not in UNAUDITED and not audit.logged:
+            response = await self._log_access(audit, caller, response)
+        response.headers[REQUEST_ID_HEADER] = audit.request_id
+        REQUESTS.labels(self.route_label, str(response.status)).inc()
+        log.debug("%s %s -> %s in %.3fs", request.method, self.route_label, response.status, time.perf_counter() - started)
+        return response
+
+    async def _log_access(self, audit: Access, caller: Principal | None, response: Any) -> Any:
+        """Append the request's entry before the answer goes out; an answer with data whose
+        entry cannot be written is not sent (503 instead)."""
+        entry = audit.entry(caller, response.status)
+        try:
+            await ledger_call(runtime.ledger.append_access, entry)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, no data goes out unlogged
+            log.error("access log: the entry of a %s request could not be written (%s)", audit.operation, type(exc).__name__)
+            if response.status >= 400:
+                return response
+            return json_response(self.web, ApiError(503, "LEDGER_UNAVAILABLE", "the access log could not be written: "
+                                                    "nothing is answered without its entry; try again").body(), 503,
+                                 {"Retry-After": "1"})
+        count_access(entry, audit.read)
+        return response
+
+    async def _not_allowed(self, request: Any, **kwargs: Any) -> Any:
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}",
+                       headers={"Allow": ", ".join(self.allowed_methods())})
+
+    get = post = put = patch = delete = _not_allowed
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this view answers other than with 405 (HEAD with GET), for `Allow`."""
+        answered = [m.upper() for m in ("get", "post", "put", "patch", "delete") if getattr(cls, m) is not ApiView._not_allowed]
+        return answered + (["HEAD"] if "GET" in answered else [])
+
+
+def authorize(request: Any) -> Principal:
+    """Who the bearer token names: the API client `default` (CLAIMS_API_TOKEN, compared in
+    constant time), a client of CLAIMS_CLIENTS_FILE or a reviewer of CLAIMS_REVIEWERS_FILE
+    (by the token's SHA-256, every hash compared in constant time). 503 when none is
+    configured (API disabled), 401 for a missing or unknown token. The token is never
+    logged nor echoed."""
+    token = settings.api_token
+    secret = token.get_secret_value() if token is not None else ""
+    if not secret and not runtime.reviewers.configured and not runtime.clients.configured:
+        raise ApiError(503, "API_DISABLED", "the /v1 API is disabled: no CLAIMS_API_TOKEN (nor CLAIMS_CLIENTS_FILE "
+                       "or CLAIMS_REVIEWERS_FILE) is configured on this worker")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="claims-pipeline"'}
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "UNAUTHORIZED", "missing bearer token (Authorization: Bearer <token>)", headers=challenge)
+    given = given.strip()
+    if secret and hmac.compare_digest(given.encode(), secret.encode()):
+        return Principal("default", reviewer=False, scopes=DEFAULT_SCOPES)
+    if (client := runtime.clients.find(given)) is not None:
+        return client
+    if (reviewer := runtime.reviewers.find(given)) is not None:
+        return reviewer
+    raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
+                   headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
+
+
+def count_access(entry: AccessEntry, read: bool) -> None:
+    """The access metrics of an entry written: entries by client, operation and status, and the
+    distinct claims a client read this minute."""
+    name = entry.client or "anonymous"
+    metrics.ACCESS_ENTRIES.labels(name, entry.action, str(entry.status)).inc()
+    if read and 200 <= entry.status < 300 and entry.claim_ids:
+        metrics.DISTINCT_READS.read(name, entry.claim_ids, time.time())
+
+
+def principal(request: Any) -> Principal:
+    """The caller `ApiView.dispatch` authorized."""
+    return request[PRINCIPAL]
+
+
+async def read_body(request: Any, media_types: Iterable[str] = ("application/json",),
+                    limit: int | None = None, charsets: Iterable[str] = ("utf-8", "utf8")) -> bytes:
+    """The request body, after the media-type (415) and size (413) checks. Only UTF-8 (or
+    no charset parameter; `charsets` lists what else is accepted) is accepted."""
+    limit = limit or settings.max_body_bytes
+    media_types = tuple(media_types)
+    if request.content_type not in media_types or (request.charset or "utf-8").lower() not in tuple(charsets):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       f"Content-Type must be {' or '.join(media_types)} (UTF-8), not {request.headers.get('Content-Type', 'none')!r}",
+                       field="Content-Type")
+    too_large = ApiError(413, "TOO_LARGE", f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    while chunk := await request.content.read(65536):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def wait_param(request: Any) -> float | None:
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = math.nan
+    if not (0 <= wait <= MAX_WAIT_S):  # also false for nan
+        raise ApiError(400, "BAD_REQUEST", f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}", field="wait")
+    return wait
+
+
+# --- claim -> lines -----------------------------------------------------------------------
+
+
+def _path(prefix: str, dotted: str | None) -> str:
+    """`lines[1]` + `drug.quantity` / `modifiers.0` -> `lines[1].drug.quantity` / `lines[1].modifiers[0]`."""
+    out = prefix
+    for part in (dotted or "").split(".") if dotted else ():
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def claim_structure(claim: Any) -> set[int]:
+    """The structural check of a claim request with `ClaimRequest`: `ApiError(422)` for a
+    body that is not a claim object or whose `lines` is not a list of 1 to MAX_LINES, else
+    the indexes of the lines that are not objects. The field values are left to the front
+    end, whose rejection codes the API answers with."""
+    try:
+        ClaimRequest.model_validate(claim)
+        return set()
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+    for problem in problems:
+        if problem["loc"] == ():
+            raise ApiError(422, "SCHEMA", "the body must be a JSON object (a claim)")
+        if problem["loc"] == ("lines",):
+            if problem["type"] == "too_long":
+                raise ApiError(422, "LINE_NUMBER", f"a claim has at most {MAX_LINES} lines", field="lines")
+            # with no lines to check, the header fields that are missing are named here too
+            message = "lines must be a non-empty list of claim lines"
+            errors = [{"code": "SCHEMA", "field": "lines", "message": message}]
+            errors += [{"code": "SCHEMA", "field": p["loc"][0], "message": f"{p['loc'][0]} is required (a claim header field)"}
+                       for p in problems if p["type"] == "missing" and len(p["loc"]) == 1 and p["loc"][0] != "lines"]
+            raise ApiError(422, "SCHEMA", message, field="lines", errors=errors)
+    return {p["loc"][1] for p in problems if len(p["loc"]) == 2 and p["loc"][0] == "lines" and p["type"] == "model_type"}
+
+
+def claim_lines(claim: Any) -> list[dict[str, Any]]:
+    """The claim-line objects a claim request stands for, exactly as they will be published,
+    or `ApiError(422)` naming every field at fault.
+
+    Header fields are given once and repeated on every line; `line_number` defaults to the
+    line's position (1-based), `line_count` is the number of lines. Unknown fields are
+    ignored (CONTRACT.md: forward compatibility) and not published. Every line is checked
+    with the pipeline's own front end (`rules.frontend.validate`, the `ClaimLine` model), so
+    the error codes are the rejection codes the topic path would give.
+    """
+    not_objects = claim_structure(claim)
+    lines = claim["lines"]
+    errors: list[dict[str, Any]] = []
+    count = len(lines)
+    if "line_count" in claim and claim["line_count"] != count:
+        errors.append({"code": "LINE_NUMBER", "field": "line_count",
+                       "message": f"line_count {claim['line_count']!r} differs from the {count} lines given (it may be left out)"})
+    header = {f: claim[f] for f in HEADER_FIELDS if f in claim}
+    out: list[dict[str, Any]] = []
+    header_errors: dict[str, dict[str, Any]] = {}
+    numbers: dict[Any, int] = {}
+    for i, line in enumerate(lines):
+        where = f"lines[{i}]"
+        if i in not_objects:
+            errors.append({"code": "SCHEMA", "field": where, "message": "a claim line must be a JSON object"})
+            continue
+        for f in (*HEADER_FIELDS, "line_count"):
+            if f in line and line[f] != (count if f == "line_count" else header.get(f)):
+                errors.append({"code": "HEADER_MISMATCH", "field": f"{where}.{f}",
+                               "message": f"{f} is a claim-level field: give it once, in the claim header"})
+        obj = {**header, **{f: line[f] for f in LINE_FIELDS if f in line}}
+        obj.setdefault("line_number", i + 1)
+        obj["line_count"] = count
+        obj = {f: obj[f] for f in _PUBLISHED_ORDER if f in obj}
+        number = obj["line_number"]
+        if isinstance(number, int) and not isinstance(number, bool):
+            if number in numbers:
+                errors.append({"code": "DUPLICATE_LINE_NUMBER", "field": f"{where}.line_number",
+                               "message": f"line number {number} is also given to lines[{numbers[number]}]"})
+            numbers.setdefault(number, i)
+        checked = frontend.validate(obj)
+        if isinstance(checked, ClaimLine):
+            out.append(obj)
+            continue
+        for reason in checked:
+            top = (reason.field or "").split(".")[0]
+            if top in HEADER_FIELDS:  # the same header error would repeat on every line: once
+                header_errors.setdefault(reason.field or top, {"code": reason.code, "field": _path("", reason.field),
+                                                              "message": reason.message})
+            elif top == "line_count":  # line_count is ours; its error is about the line number
+                errors.append({"code": reason.code, "field": f"{where}.line_number", "message": reason.message})
+            else:
+                errors.append({"code": reason.code, "field": _path(where, reason.field), "message": reason.message})
+    errors = [*header_errors.values(), *errors]
+    if errors:
+        first = errors[0]
+        raise ApiError(422, first["code"], first["message"], field=first["field"], errors=errors)
+    too_big = [i for i, obj in enumerate(out) if len(orjson.dumps(obj)) > frontend.MAX_MESSAGE_BYTES]
+    if too_big:
+        raise ApiError(413, "TOO_LARGE", f"a claim line exceeds {frontend.MAX_MESSAGE_BYTES} bytes", field=f"lines[{too_big[0]}]")
+    return out
+
+
+async def publish_lines(lines: Sequence[dict[str, Any]]) -> None:
+    """Publish claim-line objects on `claims.lines.submitted`, keyed by member_id (in order:
+    one member's lines share a partition), and wait for the broker's acks."""
+    try:
+        channel = stage.topic(topics.SUBMITTED)
+        pending = [await channel.send(key=str(obj["member_id"]).encode(), value=orjson.dumps(obj)) for obj in lines]
+        await asyncio.wait_for(asyncio.gather(*pending), PUBLISH_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - timeouts included: the client gets a retryable 503
+        log.error("publishing %d claim lines failed: %s", len(lines), type(exc).__name__)
+        raise ApiError(503, "PUBLISH_FAILED",
+                       "the claim could not be published; submitting the same claim again is safe") from None
+
+
+# --- answers from the ledger ------------------------------------------------------------------
+
+Answers = tuple[str | None, list[dict[str, Any]]]  # (the ledger's claim status, the line records)
+
+
+def _answered(q: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {c: set() for c in claim_ids}
+    for start in range(0, len(claim_ids), 400):
+        chunk = list(claim_ids[start:start + 400])
+        marks = ",".join("?" * len(chunk))
+        for table in ("decisions", "rejections"):
+            for claim_id, number in q(f"SELECT claim_id, line_number FROM {table} WHERE claim_id IN ({marks})", *chunk):
+                if number is not None:
+                    out[claim_id].add(number)
+    return out
+
+
+def answers_in(q: Any, claim_id: str) -> Answers:
+    row = q("SELECT status FROM claims WHERE claim_id = ?", claim_id).fetchone()
+    records = [(n, {"topic": topics.ADJUDICATED.name, **orjson.loads(body)})
+               for n, body in q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id)]
+    records += [(n, {"topic": topics.REJECTED.name, **orjson.loads(body)})
+                for n, body in q("SELECT line_number, body FROM rejections WHERE claim_id = ?", claim_id)]
+    records.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    return (row[0] if row else None), [r for _, r in records]
+
+
+def correction_state(ledger: Any, claim_id: str) -> dict[str, Any]:
+    with ledger.reading() as q:
+        return corrections_store.state(q, claim_id)
+
+
+def claim_view(ledger: Any, claim_id: str, status: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The API's answer for a claim: its status and records, and what corrections say of it.
+    A claim reversed by a replacement or void has status REPLACED or VOIDED, names that
+    claim in `reversed_by` and carries its lines' REVERSED records in `reversed`; a
+    replacement or void that reversed a claim names it in `reverses` and carries the
+    REVERSED records it caused in `reversals`."""
+    state = correction_state(ledger, claim_id)
+    adjudicated = topics.ADJUDICATED.name
+    view: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id), "status": status, "lines": records}
+    if state["reversed_by"]:
+        view.update(status="VOIDED" if state["voided"] else "ADJUSTED" if state.get("adjusted") else "REPLACED",
+                    reversed_by=state["reversed_by"], reversed=[{"topic": adjudicated, **r} for r in state["reversed"]])
+        if state.get("adjusted"):
+            view.update(adjusted_by=state["reversed_by"])
+    if state["reverses"]:
+        view.update(reverses=state["reverses"], reversals=[{"topic": adjudicated, **r} for r in state["reversals"]])
+        adjustment = ledger.adjustment_of(claim_id) if hasattr(ledger, "adjustment_of") else None
+        if adjustment is not None and adjustment["claim_id"] == claim_id:
+            view.update(adjusts=adjustment["adjusts"], proposal_id=adjustment["proposal_id"])
+    return view
+
+
+def answered_lines(ledger: Any, claim_ids: Sequence[str]) -> dict[str, set[int]]:
+    """The line numbers of each claim that have a decision or a rejection (one transaction)."""
+    with ledger.reading() as q:
+        return _answered(q, claim_ids)
+
+
+def claim_answers(ledger: Any, claim_id: str) -> Answers:
+    """The ledger's claim status (OPEN, ASSEMBLED, DECIDED, REJECTED, or None when unknown)
+    and the claim's records (decisions and rejections, as published, plus their `topic`),
+    by line number."""
+    with ledger.reading() as q:
+        return answers_in(q, claim_id)
+
+
+def completed_claims(ledger: Any, wanted: dict[str, list[frozenset[int]]]) -> dict[str, Answers]:
+    """For the claims of which some wanted set of line numbers is fully answered, their
+    answers; one transaction for every waiting request."""
+    with ledger.reading() as q:
+        answered = _answered(q, list(wanted))
+        return {claim_id: answers_in(q, claim_id) for claim_id, sets in wanted.items()
+                if any(numbers <= answered[claim_id] for numbers in sets)}
+
+
+def overall_status(ledger_status: str | None, records: Sequence[dict[str, Any]]) -> str:
+    """PENDING while lines are unanswered; IN_REVIEW while a line is PENDED (each PENDED
+    record names its queue in `pend`); then DECIDED (every line adjudicated, PAID or
+    DENIED), REJECTED (every line rejected) or PARTIALLY_REJECTED."""
+    if ledger_status in ("OPEN", "ASSEMBLED") or not records:
+        return "PENDING"
+    if any(r.get("status") == "PENDED" for r in records):
+        return "IN_REVIEW"
+    kinds = {r["topic"] for r in records}
+    if kinds == {topics.ADJUDICATED.name}:
+        return "DECIDED"
+    if kinds == {topics.REJECTED.name}:
+        return "REJECTED"
+    return "PARTIALLY_REJECTED"
+
+
+class ClaimWatcher:
+    """Every pending `?wait` of this process, served by one ledger call every
+    `POLL_INTERVAL_S`, or at once when a stage of this worker has just answered a claim
+    that is waited for (`notify`; a claim another worker decides is found by the poll):
+    one transaction finds the claims now answered and reads their records, however many
+    requests wait, so waiting costs the ledger (and its one thread, shared with the
+    agents) the same at 1 or 1,000 concurrent requests."""
+
+    def __init__(self, interval: float = POLL_INTERVAL_S):
+        self.interval = interval
+        self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def notify(self, claim_ids: set[str]) -> None:
+        if not claim_ids.isdisjoint(self._waiting):
+            self._wake.set()
+
+    async def wait(self, claim_id: str, numbers: Iterable[int], timeout: float) -> Answers | None:
+        """The claim's answers once every line in `numbers` has a decision or a rejection
+        in the ledger; None when `timeout` ran out first (or the worker is stopping)."""
+        if self._stopping:
+            return None
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        entry = (frozenset(numbers), fut)
+        self._waiting.setdefault(claim_id, []).append(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="claims-api-watcher")
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            entries = self._waiting.get(claim_id, [])
+            if entry in entries:
+                entries.remove(entry)
+            if not entries:
+                self._waiting.pop(claim_id, None)
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            wanted = {claim_id: [numbers for numbers, _ in entries] for claim_id, entries in self._waiting.items()}
+            try:
+                done = await runtime.in_ledger(completed_claims, runtime.ledger, wanted)
+            except Exception as exc:  # noqa: BLE001 - keep polling; the waits time out at worst
+                log.warning("claim watcher: ledger poll failed: %s", type(exc).__name__)
+                done = {}
+            for claim_id, answers in done.items():
+                have = {r["line_number"] for r in answers[1]}
+                for numbers, fut in self._waiting.get(claim_id, []):
+                    if numbers <= have and not fut.done():
+                        fut.set_result(answers)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    def release_all(self) -> None:
+        """The worker is stopping: every pending `?wait` answers now, as if its time ran out
+        (202 PENDING with its status URL), instead of holding the stop for up to MAX_WAIT_S."""
+        self._stopping = True
+        for entries in list(self._waiting.values()):
+            for _, fut in entries:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+watcher = ClaimWatcher()
+runtime.answer_listeners.append(watcher.notify)
+
+
+@app.on_before_shutdown.connect
+async def _release_waits(sender: Any, **kwargs: Any) -> None:
+    watcher.release_all()
+
+
+async def ledger_call(fn: Any, *args: Any) -> Any:
+    """`fn(*args)` in the ledger's thread; 503 LEDGER_UNAVAILABLE when it does not answer in time."""
+    try:
+        return await asyncio.wait_for(runtime.in_ledger(fn, *args), LEDGER_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ApiError(503, "LEDGER_UNAVAILABLE", "the ledger did not answer in time; try again") from None
+
+
+def status_url(claim_id: str) -> str:
+    from urllib.parse import quote
+
+    return f"{API_PREFIX}/claims/{quote(claim_id, safe='')}"
+
+
+# --- views --------------------------------------------------------------------------------
+
+
+@aiohttp_web.middleware
+async def _json_http_errors(request: Any, handler: Any) -> Any:
+    """aiohttp's own refusals under /v1 (no such route, a malformed request) in the API's
+    JSON error shape too; the views answer everything else themselves."""
+    try:
+        return await handler(request)
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith(API_PREFIX + "/"):
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
+        allow = await _allowed_at(request) if exc.status == 405 else None
+        message = f"{request.method} is not allowed on {request.path}" if allow else exc.reason
+        error = ApiError(exc.status, code, message or code.lower().replace("_", " "))
+        REQUESTS.labels("other", str(exc.status)).inc()
+        return aiohttp_web.Response(body=orjson.dumps(error.body()), status=exc.status, content_type="application/json",
+                                    headers={"Cache-Control": "no-store", **({"Allow": allow} if allow else {})})
+
+
+async def _allowed_at(request: Any) -> str | None:
+    """`Allow` for a method no view registers (TRACE, OPTIONS, ...): what the /v1 view at
+    the request's path answers."""
+    for resource in request.app.router.resources():
+        _, registered = await resource.resolve(request)
+        view = app.web.views.get(resource.canonical) if registered else None
+        if isinstance(view, ApiView):
+            return ", ".join(view.allowed_methods())
+    return None
+
+
+app.web.web_app.middlewares.append(_json_http_errors)
+
+
+@app.page(f"{API_PREFIX}/claims", base=ApiView, name="api_claims")
+class ClaimsView(ApiView):
+    route_label = "submit"
+    operations = {"POST": ("submitClaim", "claims:submit")}
+
+    async def post(self, request: Any) -> Any:
+        started = time.perf_counter()
+        wait = wait_param(request)
+        lines = await claim_body(request)
+        claim_id = lines[0]["claim_id"]
+        await publish_lines(lines)
+        answer: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id)}
+        if reason := _not_ready_reason():
+            answer["reason"] = reason
+        if not wait:
+            return json_response(self.web, {**answer, "status": "ACCEPTED"}, 202)
+        answers = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
+        if answers is None:  # the wait ran out: what there is so far
+            _, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
+            WAIT_SECONDS.observe(time.perf_counter() - started)
+            return json_response(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
+        WAIT_SECONDS.observe(time.perf_counter() - started)
+        status, records = answers
+        view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        return json_response(self.web, view, 200)
+
+
+async def claim_body(request: Any) -> list[dict[str, Any]]:
+    """The claim-line objects of a JSON claim request (POST /v1/claims and its simulation)."""
+    body = await read_body(request)
+    try:
+        claim = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+    if isinstance(claim, dict) and isinstance(claim.get("claim_id"), str) and 0 < len(claim["claim_id"]) <= 64:
+        access(request).claim_ids = [claim["claim_id"]]  # the access log names it, whatever the answer
+    return claim_lines(claim)
+
+
+def _not_ready_reason() -> str | None:
+    """Why a claim accepted now is not decided soon, when the worker knows: no reference data."""
+    if runtime.reference_ready.is_set():
+        return None
+    return ("the pipeline has no reference data yet (load it with `claims-pipeline reference load DIR`); "
+            "the claim is published and will be decided once it is loaded")
+
+
+def _candidate_param(request: Any) -> bool:
+    raw = request.query.get("candidate", "false").lower()
+    if raw not in ("true", "false"):
+        raise ApiError(400, "BAD_REQUEST", "candidate must be true or false", field="candidate")
+    if raw == "true" and runtime.shadow is None:
+        raise ApiError(400, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
+                       "or CLAIMS_SHADOW_RULEBOOK)", field="candidate")
+    return raw == "true"
+
+
+# registered before /v1/claims/{claim_id}, which would otherwise take this path
+@app.page(f"{API_PREFIX}/claims/simulate", base=ApiView, name="api_claims_simulate")
+class SimulateView(ApiView):
+    """What-if: the decisions a claim would get now (current reference data, the member's
+    ledger history), under the live policy or the candidate, recording and publishing
+    nothing and consuming no units."""
+
+    route_label = "simulate"
+    operations = {"POST": ("simulateClaim", "claims:submit"), "GET": ("getClaim", "claims:read")}
+
+    async def post(self, request: Any) -> Any:
+        candidate = _candidate_param(request)
+        lines = await claim_body(request)
+        if not runtime.reference_ready.is_set():
+            raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
+                           headers={"Retry-After": "1"})
+        books = runtime.shadow if candidate else runtime.books
+        records = await ledger_call(batch.simulate, runtime.ledger, [orjson.dumps(obj) for obj in lines],
+                                   runtime.reference, books)
+        claim_id = lines[0]["claim_id"]
+        return json_response(self.web, {"claim_id": claim_id, "simulated": True, "policy_versions": books.versions,
+                                "status": overall_status("DECIDED", records), "lines": records}, 200)
+
+    async def get(self, request: Any) -> Any:  # a claim whose id is "simulate"
+        access(request).claim_ids = ["simulate"]
+        return await claim_status(self.web, "simulate")
+
+
+async def claim_status(web: Any, claim_id: str) -> Any:
+    """GET /v1/claims/{claim_id}: the decisions and rejections recorded so far."""
+    if not 0 < len(claim_id) <= 64:
+        raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
+    status, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
+    if status is None and not records:
+        raise ApiError(404, "NOT_FOUND",
+                       f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
+                       field="claim_id")
+    view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+    return json_response(web, view, 200)
+
+
+@app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
+class ClaimView(ApiView):
+    route_label = "status"
+    operations = {"GET": ("getClaim", "claims:read")}
+    reviewers_allowed = True
+
+    async def get(self, request: Any, claim_id: str) -> Any:
+        return await claim_status(self.web, claim_id)
+
+
+@app.page(f"{API_PREFIX}/shadow/impact", base=ApiView, name="api_shadow_impact")
+class ShadowImpactView(ApiView):
+    """Monitor Mode: the impact of the candidate on the lines this worker decided since it
+    started, by rule, provider NPI or procedure code (the tables of `shadow --report`)."""
+
+    route_label = "impact"
+    operations = {"GET": ("getShadowImpact", "claims:read")}
+
+    async def get(self, request: Any) -> Any:
+        by = request.query.get("by", "rule")
+        if by not in LIVE_DIMENSIONS:
+            raise ApiError(400, "BAD_REQUEST", f"by must be one of {', '.join(LIVE_DIMENSIONS)}", field="by")
+        if runtime.shadow is None:
+            raise ApiError(404, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
+                           "or CLAIMS_SHADOW_RULEBOOK)")
+        table = runtime.impact.table(by)
+        return json_response(self.web, {**table, "candidate_versions": runtime.shadow.versions,
+                                        "since": runtime.impact_since.isoformat()}, 200)

@@ -1,0 +1,1 @@
+"""Kafka clients the worker and the tools share: topic administration, producing and collecting records."""

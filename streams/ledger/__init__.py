@@ -1,0 +1,1 @@
+"""The transactional ledger: the store, its schema and migrations, the writers' turn, and one module per kind of state (assembly, decisions, corrections, review, reprocessing, the access log, remittance reads)."""

@@ -1,0 +1,361 @@
+"""The ledger: the state that must be exact, in one transactional store.
+
+It holds lines waiting for the rest of their claim, every decision and rejection made,
+paid-line fingerprints (duplicates), authorized units used per line, and the drug days of
+each claim (per diem); for corrections and voids, the reversals and which claim reversed
+which (streams/ledger/corrections.py); for manual review, the open pends, the reviewers'
+decisions and their history (streams/ledger/review.py). The intake half (assembly, front-end rejections, the
+assembly timeout) is `streams/ledger/assembly.py`; this module holds the connection and its
+transactions, adjudication and the reads. Tables: streams/ledger/schema.py. SQLite is the
+embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
+IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim and the member serialize
+the work that touches the same state; a correction also locks the claim it names).
+
+Every public method is one transaction. Deciding a claim reads the member's history,
+runs the engine and records its outcome atomically; a claim or line already decided gets
+its stored decision back and changes nothing, so a redelivered message after a crash
+repeats identical decisions and never counts units twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from rules.engine import History, Outcome
+from streams.ledger import corrections as corrections_store, reprocess as reprocess_store, review as review_store
+from streams.ledger.access import AccessStore
+from streams.ledger.decisions import record_outcome
+from streams.ledger.assembly import AssemblyStore, Intake, restamp_rejection, settle, settled_by
+from streams.ledger.schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
+from contract.models import AdjudicatedLine, ClaimWork
+from streams.ledger.remittance import remittance_facts
+from streams.ledger.reprocess import ReprocessStore
+from streams.ledger.review import ReviewStore
+from streams.ledger.writer_gate import WriterGate
+
+
+class _Undo(Exception):
+    """Ends a `rolled_back` transaction."""
+
+
+class LedgerUnavailable(RuntimeError):
+    """The store cannot be reached or the transaction failed for a transient reason; the
+    caller retries the same message later (it is never a DLQ case)."""
+
+
+class LedgerTooNew(LedgerUnavailable):
+    """The ledger's schema version is newer than this code knows (streams/ledger/schema.py):
+    a worker refuses to start on it; one that reconnects to it retries, as for an outage,
+    rather than dead-letter anything."""
+
+
+class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
+    """One connection to the store; every method is one transaction, run under a lock so
+    the object can be shared by the threads of one process."""
+
+    BUSY_TIMEOUT_S = 60.0
+
+    def __init__(self, url: str, migrations: tuple[Migration, ...] = MIGRATIONS):
+        self.url = url
+        self.migrations = migrations  # to the last of them at connect (tests build older ledgers)
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn: Any = None
+        self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/ledger/writer_gate.py)
+        with self._lock:
+            self._connect()
+
+    # --- connection ----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            if self.postgres:
+                # keepalives and a TCP user timeout: a silent partition fails the call
+                # within seconds instead of hanging it
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, keepalives=1,
+                                             keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                                             tcp_user_timeout=10_000)
+                conn = self._conn
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(724501)")
+                    migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
+            else:
+                path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+                if path not in ("", ":memory:"):
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    if self._gate is None:
+                        self._gate = WriterGate(path)
+                self._conn = sqlite3.connect(path or ":memory:", isolation_level=None, check_same_thread=False,
+                                             timeout=self.BUSY_TIMEOUT_S)
+                # in the writers' turn: two workers opening a new file at once both switch it to
+                # WAL, and SQLite answers the second "database is locked" without waiting
+                with self._gate.turn(self.BUSY_TIMEOUT_S) if self._gate else nullcontext():
+                    conn = self._conn
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+        except SchemaTooNew as exc:
+            self._conn.close()
+            self._conn = None
+            raise LedgerTooNew(f"ledger {self.describe()} {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable now"
+            self._conn = None
+            raise LedgerUnavailable(f"ledger {self.describe()} unavailable: {exc}".splitlines()[0]) from exc
+
+    def describe(self) -> str:
+        """The store without credentials, for logs and errors."""
+        if self.postgres:
+            return "postgresql://" + self.url.rsplit("@", 1)[-1].split("://")[-1]
+        return self.url
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._gate is not None:
+                self._gate.close()
+                self._gate = None
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Callable[..., Any]]:
+        """A write transaction; yields `q(sql, *params)` returning the cursor.
+
+        Nested inside another one it is a savepoint: each operation stays atomic on its
+        own, and the agents wrap a whole batch of them in one outer transaction, so a
+        batch costs one commit (a crash rolls the batch back; its messages come again).
+        `write=False` (a reader): on SQLite a deferred transaction, which in WAL mode reads
+        a snapshot without waiting for the write lock the other workers take in turn."""
+        with self._lock:
+            if self._conn is None:
+                self._connect()
+            conn = self._conn
+            depth = self._depth
+            self._depth += 1
+            try:
+                if self.postgres:
+                    with conn.transaction():
+                        yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
+                else:
+                    with self._gate.turn(self.BUSY_TIMEOUT_S) if write and not depth and self._gate else nullcontext():
+                        conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE" if write else "BEGIN")
+                        try:
+                            yield lambda sql, *p: conn.execute(sql, p)
+                        except BaseException:
+                            conn.execute(f"ROLLBACK TO s{depth}" if depth else "ROLLBACK")
+                            if depth:
+                                conn.execute(f"RELEASE s{depth}")
+                            raise
+                        conn.execute(f"RELEASE s{depth}" if depth else "COMMIT")
+            except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+                if depth == 0:
+                    self._drop_broken()
+                raise LedgerUnavailable(f"ledger {self.describe()}: {exc}".splitlines()[0]) from exc
+            finally:
+                self._depth = depth
+
+    _tx = transaction  # tests read the ledger's tables through it
+
+    def reading(self) -> Any:
+        """A read-only transaction (see `transaction`)."""
+        return self.transaction(write=False)
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[Callable[..., Any]]:
+        """A transaction whose work is always undone: the methods called inside it run as
+        savepoints of it, see their own changes, and leave nothing behind (what-if answers)."""
+        try:
+            with self.transaction() as q:
+                yield q
+                raise _Undo
+        except _Undo:
+            pass
+
+    def _drop_broken(self) -> None:
+        """After a failed transaction, a connection the next one can use: a broken PostgreSQL
+        connection is dropped; a SQLite one still inside the transaction (its COMMIT failed:
+        disk full, an I/O error) is rolled back, or dropped if that fails too. Without this,
+        every later transaction failed with "cannot start a transaction within a transaction"."""
+        if self._conn is None:
+            return
+        if self.postgres:
+            if self._conn.closed or self._conn.broken:
+                self._conn = None
+        elif self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._conn.close()
+                self._conn = None
+
+    # --- adjudication -----------------------------------------------------------------------------
+
+    def decide(self, work: ClaimWork, run: Callable[[History], Outcome],
+               source: tuple[int, int] | None = None) -> Intake | None:
+        """Decide one assembled claim in one transaction: its decisions (after the reversals
+        a replacement or void made), or the rejection of a correction that fails its check.
+        Returns None when the claim was rejected in the meantime (its lines were answered
+        then). `source` is the (partition, offset) of the message that carried the claim: a
+        decided claim is answered again only by the message that decided it (its
+        re-delivery); another copy (an earlier stage's replay forwarded it again) gets an
+        empty answer, as that message's own replay answers for the claim."""
+        claim_id, member = work.claim_id, work.member_id
+        head = work.lines[0].line
+        with self.transaction() as q:
+            self._lock_row(q, "member_locks", "member_id", member,
+                           "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
+            # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
+            # between this check and the decisions
+            lock = " FOR UPDATE" if self.postgres else ""
+            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            if row is not None and row[0] == "DECIDED" and source is not None:
+                by = settled_by(q, claim_id)
+                if by is not None and by != source:
+                    return Intake()
+            if row is not None and row[0] == "REJECTED":
+                if not corrections_store.rejected_when_adjudicated(row[1]):
+                    return None
+                # a correction rejected by its check, delivered again (a crash before its
+                # rejections were published): the stored rejections again
+                rows = q("SELECT body FROM rejections WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return Intake(rejections=[restamp_rejection(r[0], datetime.now(UTC)) for r in rows])
+            # a correction is decided against the state without what its original established
+            # (the release); if it fails its check it decides nothing, so that does not matter
+            released = head.original_claim_id or ""
+            history = History(
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
+                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
+                reversed=corrections_store.reversed_lines(q, claim_id),
+                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
+                                                   member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(
+                    "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?", member, released).fetchall()},
+                original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
+                caused=corrections_store.caused(q, claim_id),
+            )
+            for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
+                history.units_used[auth] = sum(
+                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?",
+                                              auth, released).fetchall()),
+                    Decimal(0),
+                )
+            outcome = run(history)
+            if outcome.rejection is not None:
+                why = outcome.rejection
+                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
+                                          datetime.now(UTC))
+            if outcome.reverses is not None:
+                corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
+                review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
+                reprocess_store.supersede_open(q, outcome.reverses, claim_id, datetime.now(UTC))
+            record_outcome(q, claim_id, member, outcome, {lw.line.line_number: lw.line for lw in work.lines})
+            if outcome.new_decisions:  # found again by the reference changes that touch it
+                reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
+                                            work.submitted_at.timestamp())
+            q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            settle(q, claim_id, source)
+            service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
+            decided_at = time.time()
+            for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
+                facts = remittance_facts(orjson.loads(original))
+                if facts:
+                    q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                      claim_id, number, orjson.dumps(facts).decode())
+                q("INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT DO NOTHING", claim_id, number, service_dates.get(number, ""), decided_at, original)
+            q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
+            q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
+            repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
+            answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
+            return Intake(decisions=[*outcome.reversals, *answers])
+
+    # --- X12 control numbers ------------------------------------------------------------------------
+
+    def next_control_number(self, sender: str) -> int:
+        """The next interchange control number of `sender` (1..999999999, then 1 again): one
+        atomic increment, so no two workers, processes or restarts hand out the same one."""
+        with self.transaction() as q:
+            value = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, 1) ON CONFLICT (sender) DO UPDATE "
+                      "SET last_value = CASE WHEN control_numbers.last_value >= 999999999 THEN 1 "
+                      "ELSE control_numbers.last_value + 1 END RETURNING last_value",
+                      sender).fetchone()[0]
+        return int(value)
+
+    # --- read side (API, tests) -------------------------------------------------------------------
+
+    def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
+        """What the 837 said about the lines of these claims that their 835 answers with."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        with self.reading() as q:
+            for claim_id in dict.fromkeys(claim_ids):
+                for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
+                    out[(claim_id, int(number))] = orjson.loads(body)
+        return out
+
+    def decided_lines(self, since: str | None = None, until: str | None = None) -> list[bytes]:
+        """The submitted lines (as received) of the claims decided with a line whose date of
+        service is in [since, until] (ISO dates, either open), whole claims, in the order
+        they were decided: Monitor Mode's history run (`shadow --from-ledger`)."""
+        where, params = [], []
+        for op, value in ((">=", since), ("<=", until)):
+            if value is not None:
+                where.append(f"service_date {op} ?")
+                params.append(value)
+        chosen = f"SELECT claim_id FROM decided_lines WHERE {' AND '.join(where)}" if where else None
+        with self.reading() as q:
+            rows = q("SELECT body FROM decided_lines"
+                     + (f" WHERE claim_id IN ({chosen})" if chosen else "")
+                     + " ORDER BY decided_at, claim_id, line_number", *params).fetchall()
+        return [r[0].encode() if isinstance(r[0], str) else bytes(r[0]) for r in rows]
+
+    def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
+        with self.reading() as q:
+            rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+        return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
+
+    def rows(self, table: str, *columns: str) -> list[tuple]:
+        """Every row of one of the ledger's tables (`columns`, or all of them), sorted: a
+        read-only view of the stored state, for inspection and tests."""
+        if table not in TABLES or not all(c.isidentifier() for c in columns):
+            raise ValueError(f"no ledger table {table!r} with columns {columns!r}")
+        with self.transaction() as q:
+            cursor = q(f"SELECT {', '.join(columns) or '*'} FROM {table}")
+            return sorted(map(tuple, cursor.fetchall()), key=lambda row: tuple((v is None, str(v)) for v in row))
+
+    def count(self, table: str) -> int:
+        """How many rows one of the ledger's tables holds."""
+        if table not in TABLES:
+            raise ValueError(f"no ledger table {table!r}")
+        with self.transaction() as q:
+            return q(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def schema_version(self) -> int:
+        """The last migration applied to the ledger (streams/ledger/schema.py)."""
+        with self.reading() as q:
+            return q(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()[0]
+
+    def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
+        with self.reading() as q:
+            rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
+                     authorization_number).fetchall()
+        return [(c, n, Decimal(u)) for c, n, u in rows]

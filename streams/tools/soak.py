@@ -1,0 +1,182 @@
+"""`claims-pipeline soak`: rounds of offered load with a fault in each, for a given time, on a
+chosen broker and guarantee; each round checks every line answered as batch mode answers it,
+authorized units counted once, and counts repeats. A round that loses a line names it
+(`streams.tools.losses`) and keeps its logs. Issue 24's first cut: Tansu or Apache Kafka with one
+node; the faults are kill -9 of a worker (restarted), a graceful restart, and a worker
+joining and leaving. Not yet: three Kafka nodes with a broker killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rules.reference import TABLES, ReferenceData
+from rules.rulebook import default_rulebooks
+from contract import topics
+from streams.kafka import client
+from streams.tools import losses
+from streams.kafka.admin import ensure_topics
+from streams.tools.demo import comparable, start_worker, stop_worker
+from streams.ledger.store import Ledger
+from streams.pipeline.batch import run_batch
+from streams.settings import Settings
+from streams.tools.synthetic import generate
+from streams.build import topic_specs
+
+FAULTS = ("kill -9", "graceful restart", "join and leave")
+#: seconds into the load when the fault strikes, and when the worker comes back (or leaves)
+FAULT_AT_S, BACK_AT_S = 3.0, 8.0
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    if record["topic"] == topics.DLQ.name:
+        return comparable(record)
+    return (record["topic"], record.get("claim_id"), record.get("line_number"), record.get("status"))
+
+
+class _Round:
+    def __init__(self, bootstrap: str, workdir: Path, guarantee: str, partitions: int) -> None:
+        self.bootstrap, self.workdir = bootstrap, workdir
+        self.env = {"CLAIMS_APP_ID": f"soak-{uuid.uuid4().hex[:8]}", "CLAIMS_PARTITIONS": str(partitions),
+                    "CLAIMS_SESSION_TIMEOUT_S": "6", "CLAIMS_ASSEMBLY_TIMEOUT_S": "6",
+                    "CLAIMS_PROCESSING_GUARANTEE": guarantee, "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}"}
+        self.workers: dict[str, subprocess.Popen] = {}
+        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions))))
+
+    def start(self, name: str) -> None:
+        port_file = self.workdir / f"{name}.port"
+        self.workers[name] = start_worker(self.bootstrap, self.workdir, {**self.env, "CLAIMS_WEB_PORT_FILE": str(port_file)},
+                                          log_name=f"{name}.log")
+
+    def ready(self, name: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.workers[name].poll() is not None:
+                raise RuntimeError(f"worker {name} exited: see {self.workdir / (name + '.log')}")
+            try:
+                port = int((self.workdir / f"{name}.port").read_text())
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310 - loopback
+                    if r.status == 200:
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker {name} not ready in {timeout:.0f}s")
+
+    def kill(self, name: str) -> None:
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, name: str) -> None:
+        stop_worker(self.workers.pop(name))
+
+    def stop_all(self) -> None:
+        for name in list(self.workers):
+            self.stop(name)
+
+
+def _offer(bootstrap: str, lines: list[bytes], rate: float, step_s: float = 0.1) -> None:
+    per_step = max(int(rate * step_s), 1)
+    started = time.monotonic()
+    for i in range(0, len(lines), per_step):
+        records = [(topics.SUBMITTED.name, client.submission_key(ln), ln) for ln in lines[i:i + per_step]]
+        asyncio.run(client.produce(bootstrap, records))
+        time.sleep(max(started + (i + per_step) / rate - time.monotonic(), 0))
+
+
+def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float, guarantee: str, seed: int,
+              partitions: int = 4, timeout: float = 240) -> dict[str, Any]:
+    """One round: two workers, `lines` offered at `rate`, `fault` striking during the load."""
+    work = generate(lines, members=max(lines // 20, 50), seed=seed)
+    ref = ReferenceData()
+    for table, rows in work.reference.items():
+        ref.load(table, [TABLES[table][0].model_validate(r) for r in rows])
+    batch_ledger = Ledger(f"sqlite:///{workdir / 'batch.db'}")
+    expected = list(run_batch(work.lines, ref, default_rulebooks(), batch_ledger))
+    owed = Counter(_key(r) for r in expected)
+    rnd = _Round(bootstrap, workdir, guarantee, partitions)
+    asyncio.run(client.produce(bootstrap, [(topics.REFERENCE[t].name, TABLES[t][1](TABLES[t][0].model_validate(r)).encode(),
+                                            orjson.dumps(r)) for t, rows in work.reference.items() for r in rows]))
+    try:
+        for name in ("w1", "w2"):
+            rnd.start(name)
+        for name in ("w1", "w2"):
+            rnd.ready(name)
+        load = threading.Thread(target=_offer, args=(bootstrap, work.lines, rate))
+        started = time.monotonic()
+        load.start()
+        time.sleep(FAULT_AT_S)
+        {"kill -9": lambda: rnd.kill("w2"), "graceful restart": lambda: rnd.stop("w2"),
+         "join and leave": lambda: rnd.start("w3")}[fault]()
+        time.sleep(max(started + BACK_AT_S - time.monotonic(), 0))
+        if fault == "join and leave":
+            rnd.stop("w3")
+        else:
+            rnd.start("w2-back")
+        load.join()
+        isolation = {"isolation_level": "read_committed"} if guarantee == "exactly_once" else {}
+        asyncio.run(client.collect(bootstrap, lambda r: owed.keys() <= {_key(x) for x in r}, timeout, **isolation))
+        records = asyncio.run(client.collect(bootstrap, lambda r: False, 6, **isolation))  # and any late repeat
+    finally:
+        rnd.stop_all()
+    got = Counter(_key(r) for r in records)
+    lost = sorted(set(owed) - set(got), key=repr)
+    first: dict[tuple, tuple] = {}
+    for r in records:
+        first.setdefault(_key(r), comparable(r))
+    wrong = [k for k in owed if k in first and first[k] != comparable(next(r for r in expected if _key(r) == k))]
+    stream_ledger = Ledger(rnd.env["CLAIMS_LEDGER_URL"])
+    units_ok = (stream_ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
+                == batch_ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units"))
+    out = {"fault": fault, "lines": len(work.lines), "lost": len(lost),
+           "repeated": sum(max(n - owed[k], 0) for k, n in got.items()),
+           "differ": len(wrong), "units_ok": units_ok, "lost_lines": []}
+    if lost:
+        lines_lost = {(k[1], k[2]) for k in lost if len(k) == 4}
+        out["lost_lines"] = losses.describe(losses.explain(bootstrap, rnd.env["CLAIMS_LEDGER_URL"], rnd.env["CLAIMS_APP_ID"],
+                                                           lines_lost, 50))
+    return out
+
+
+def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Rounds, each on a fresh broker, cycling through `FAULTS`, until `seconds` have passed."""
+    from streams.tools.bench import _start_broker
+
+    results: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        fault = FAULTS[len(results) % len(FAULTS)]
+        workdir = Path(tempfile.mkdtemp(prefix="claims-soak-"))
+        broker, _ = _start_broker(engine, workdir)
+        try:
+            say(f"round {len(results) + 1}: {fault}, {lines} lines at {rate:g}/s on {engine}, {guarantee} ...")
+            result = run_round(broker.bootstrap, workdir, fault, lines, rate, guarantee, seed=len(results) + 1)
+        finally:
+            broker.stop()
+        result["workdir"] = str(workdir)
+        if result["lost"] or result["differ"] or not result["units_ok"]:
+            say(f"  round {len(results) + 1} is incomplete or wrong: its logs and ledger are kept in {workdir}")
+            for text in result["lost_lines"]:
+                say(f"  {text}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        say(f"  lost {result['lost']}, repeated {result['repeated']}, differing records {result['differ']}, "
+            f"units {'counted once' if result['units_ok'] else 'WRONG'}")
+        results.append(result)
+    return results

@@ -1,0 +1,35 @@
+"""Publishing what reprocessing stored in the ledger's outbox (proposals' new status on
+`claims.reprocess.proposals`, an adjustment's records on `claims.lines.adjudicated` and its
+835), in the order it was made, then taking it out: the reprocess timer (streams/agents/reprocess.py)
+and the approving request (streams/api/reprocess.py) both call it; a crash in between
+publishes it again, identically."""
+
+from __future__ import annotations
+
+import orjson
+
+from contract import topics
+from streams.worker import metrics, review_outputs, stage
+from streams.worker.app import app
+from contract.models import AdjudicatedLine
+from streams.worker.stage import runtime
+
+
+async def publish_outbox() -> int:
+    """Publish what reprocessing left in the ledger's outbox, in the order it was made."""
+    ledger = runtime.ledger
+    sent = 0
+    while items := await runtime.in_ledger(ledger.reprocess_outbox, 500, retry=False):
+        for _, topic, key, body in items:
+            if topic == topics.ADJUDICATED.name:
+                await stage.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
+                metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
+            elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
+                records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
+                await review_outputs.remit(key, records)  # the review path's 835 writer
+            else:
+                await stage.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
+        await app.producer.flush()
+        await runtime.in_ledger(ledger.reprocess_outbox_sent, [i for i, *_ in items], retry=False)
+        sent += len(items)
+    return sent
