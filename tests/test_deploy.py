@@ -332,7 +332,7 @@ def test_exposition_passes_promtool_lint():
     script = (
         "import sys\n"
         "from prometheus_client.metrics import MetricWrapperBase\n"
-        "from streams import metrics as m\n"
+        "from streams.worker import metrics as m\n"
         "for metric in vars(m).values():\n"
         "    if isinstance(metric, MetricWrapperBase) and metric._labelnames:\n"
         "        metric.labels(*['x'] * len(metric._labelnames))\n"
