@@ -1,7 +1,6 @@
-"""Run one pipeline worker: create the topics, register the agents, start Faust.
-
-Settings are read from the environment when `streams.worker.app` is imported, so the CLI puts
-its options into `CLAIMS_*` variables before calling `run`.
+"""Assemble and run one pipeline worker: `build_worker(settings)` is the one place a worker
+is made (Faust tuning applied, app created, agents and routes registered); `run_worker`
+creates the topics and runs it. Importing any module of the project builds nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import socket
 from contract import topics
 from streams.kafka.admin import TopicSpec, ensure_topics, read_marker, rewind_group
 from streams.settings import Settings
+from streams.worker.app import Worker
 
 
 #: the topics the agents consume as one group
@@ -76,20 +76,40 @@ def first_free_port(host: str, start: int, tries: int = 100) -> int:
     raise OSError(f"no free port in {start}..{start + tries - 1} on {host}")
 
 
-def run(loglevel: str = "warning") -> None:
-    """Block running the worker until SIGINT/SIGTERM."""
+def build_worker(settings: Settings) -> Worker:
+    """The worker for these settings: Faust's tuning applied (once per process), the app, its
+    runtime, the agents, the HTTP API and the operational pages registered on it."""
+    from streams import agents, api
+    from streams.worker import tuning, web
+    from streams.worker.app import create_app
+    from streams.worker.runtime import Runtime
+    from streams.worker.stage import CommitSensor
+
+    tuning.apply(settings)
+    sock = tuning.bind_web_socket(settings)
+    web_port = sock.getsockname()[1] if sock is not None else settings.web_port
+    app = create_app(settings, web_port)
+    w = Worker(settings=settings, app=app, runtime=Runtime(settings), web_port=web_port, web_socket=sock)
+    app.claims_worker = w  # what a web view reaches through `self.app` (`worker_of`)
+    app.sensors.add(CommitSensor())
+    agents.register(w)
+    api.register(w)
+    web.register(w)
+    return w
+
+
+def run_worker(settings: Settings, loglevel: str = "warning", rewind: bool = False) -> None:
+    """Block running a worker until SIGINT/SIGTERM. `rewind`: restarted in place because the
+    broker was replaced (streams.agents.reference): the group's offsets are void."""
     import faust
 
-    from streams import agents  # noqa: F401 - registers the agents
-    from streams.agents.reference import REWIND
-    from streams.api import audit, claims as api, reference as api_reference, reprocess as reprocess_api, review as review_api, review_page, x12 as x12_api
-    from streams.worker import logs, metrics, web
-    from streams.worker.app import WEB_PORT, app, settings
-    from streams.worker.stage import runtime
+    from streams.worker import logs, metrics
 
+    w = build_worker(settings)
+    runtime = w.runtime
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime.incarnation = create_topics(settings)
-    if os.environ.pop(REWIND, None):  # restarted in place: the broker was replaced (streams.agents.reference)
+    if rewind:
         if not asyncio.run(rewind_group(",".join(settings.bootstrap_list), settings.app_id, [t.name for t in CONSUMED],
                                         settings.kafka_client_kwargs(), wait_s=settings.session_timeout_s + 5)):
             print("claims-pipeline worker: could not rewind the group's offsets (other members are active)", flush=True)
@@ -104,16 +124,16 @@ def run(loglevel: str = "warning") -> None:
     metrics.WORKER_INFO.info({"policy_versions": ",".join(runtime.books.versions), "app_id": settings.app_id,
                               "shadow_version": ",".join(runtime.shadow.versions) if runtime.shadow else ""})
     logs.configure(loglevel)
-    if port_file := os.environ.get("CLAIMS_WEB_PORT_FILE"):  # for whoever started it with CLAIMS_WEB_PORT=0
-        with open(f"{port_file}.tmp", "w", encoding="utf-8") as f:
-            f.write(f"{WEB_PORT}\n")
-        os.replace(f"{port_file}.tmp", port_file)
+    if settings.web_port_file is not None:  # for whoever started it with CLAIMS_WEB_PORT=0
+        tmp = settings.web_port_file.with_name(settings.web_port_file.name + ".tmp")
+        tmp.write_text(f"{w.web_port}\n", encoding="utf-8")
+        os.replace(tmp, settings.web_port_file)
     api_state = "on" if settings.api_token or settings.clients_file or settings.reviewers_file \
         else "off (set CLAIMS_API_TOKEN or CLAIMS_CLIENTS_FILE)"
     print(f"claims-pipeline worker: brokers {','.join(settings.bootstrap_list)}, ledger {runtime.ledger.describe()}, "
-          f"http://{settings.web_bind}:{WEB_PORT} (/readyz, /metrics; /v1 API {api_state})"
+          f"http://{settings.web_bind}:{w.web_port} (/readyz, /metrics; /v1 API {api_state})"
           + (f", Monitor Mode {','.join(runtime.shadow.versions)}" if runtime.shadow else ""), flush=True)
-    worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
+    worker = faust.Worker(w.app, loglevel=loglevel.upper(), quiet=True, override_logging=False, redirect_stdouts=False)
     worker.spinner = None  # Faust's progress spinner writes terminal codes even into a file
     try:
         worker.execute_from_commandline()

@@ -7,6 +7,8 @@ ledger URL prints with its password masked (`redact_url`).
 
 from __future__ import annotations
 
+import json
+import os
 import ssl
 from functools import cached_property
 from pathlib import Path
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
 
     web_bind: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    web_port_file: Path | None = Field(
+        None, description="Where the worker writes its web port once bound (for whoever started it with port 0).")
     api_token: SecretStr | None = None
     reviewers_file: Path | None = Field(
         None, description="Manual review: a TOML file of [[reviewer]] (name, token_sha256, queues), read again when it changes.")
@@ -128,3 +132,25 @@ class Settings(BaseSettings):
     @property
     def bootstrap_list(self) -> list[str]:
         return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+
+def write_resume_file(s: Settings, rewind: bool = False) -> Path:
+    """The settings of a worker restarting in place (`os.execv`), for the new process image:
+    a file only its user can read (it holds the secrets), under `data_dir`, that `read_resume_file`
+    reads once and deletes. The new process gets these settings, not the environment's."""
+    values = {name: value.get_secret_value() if isinstance(value, SecretStr) else str(value) if isinstance(value, Path)
+              else value for name, value in s}
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    path = s.data_dir / f"resume-{os.getpid()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"settings": values, "rewind": rewind}, f)
+    return path
+
+
+def read_resume_file(path: Path) -> tuple[Settings, bool]:
+    """The settings and rewind flag `write_resume_file` wrote; the file is deleted."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    path.unlink(missing_ok=True)
+    return Settings(**data["settings"]), bool(data["rewind"])

@@ -1,4 +1,4 @@
-"""The pipeline's Faust agents, one module per stage; importing the package registers them.
+"""The pipeline's Faust agents, one module per stage; `register` puts them on a worker.
 
     claims.lines.submitted -> intake -> claims.internal.assembled -> enrich (and price)
       -> claims.internal.priced -> adjudicate
@@ -7,6 +7,17 @@
       reference (records each change) -> ledger queue -> reprocess timer -> claims.reprocess.proposals
 """
 
-from streams.agents import adjudicate, enrich, expiry, intake, reference, remittance, reprocess
+from __future__ import annotations
 
-__all__ = ["adjudicate", "enrich", "expiry", "intake", "reference", "remittance", "reprocess"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.worker.app import Worker
+
+
+def register(w: Worker) -> None:
+    """Every agent and timer of the pipeline, on `w`."""
+    from streams.agents import adjudicate, enrich, expiry, intake, reference, remittance, reprocess
+
+    for stage in (intake, enrich, adjudicate, remittance, reference, expiry, reprocess):
+        stage.register(w)

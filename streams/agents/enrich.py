@@ -11,14 +11,17 @@ from faust.types import EventT
 from rules import engine
 from contract import topics
 from streams.worker import stage
-from streams.worker.stage import app, runtime
+from streams.worker.app import Worker
 
 
-@app.agent(stage.topic(topics.ASSEMBLED), name="enrich")
-async def enrich(stream):
-    await stage.run(stream, "enrich", topics.ASSEMBLED, handle, needs_reference=True)
+def register(w: Worker) -> None:
+    w.agent(topics.ASSEMBLED, "enrich", enrich)
 
 
-async def handle(events: Sequence[EventT]) -> None:
-    await stage.map_claims("enrich", topics.ASSEMBLED, topics.PRICED, events,
-                           lambda claim: engine.price(engine.enrich(claim, runtime.reference, runtime.books), runtime.reference))
+async def enrich(w: Worker, stream):
+    await stage.run(w, stream, "enrich", topics.ASSEMBLED, handle, needs_reference=True)
+
+
+async def handle(w: Worker, events: Sequence[EventT]) -> None:
+    await stage.map_claims(w, "enrich", topics.ASSEMBLED, topics.PRICED, events,
+                           lambda claim: engine.price(engine.enrich(claim, w.runtime.reference, w.runtime.books), w.runtime.reference))

@@ -21,25 +21,24 @@ from contract import topics
 from streams.worker import metrics, review_outputs, stage
 from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
-from streams.worker.stage import app, runtime, settings
+from streams.worker.app import Worker
 
 log = logging.getLogger("claims.expiry")
-INTERVAL = min(2.0, settings.assembly_timeout_s / 3)
 
 
-def _expire_and_collect(read_to_end: list[int]):
-    ledger, now = runtime.ledger, time.time()
+def _expire_and_collect(w: Worker, read_to_end: list[int]):
+    ledger, now = w.runtime.ledger, time.time()
     with ledger.transaction():
         ledger.note_read_to_end(read_to_end, now)
-        if ledger.all_read_to_end(settings.partitions, since=now - 3 * INTERVAL):
-            ledger.expire(now - settings.assembly_timeout_s, utcnow())
-    metrics.ASSEMBLY_PENDING.set(runtime.ledger.open_claims())
-    return runtime.ledger.outbox()
+        if ledger.all_read_to_end(w.settings.partitions, since=now - 3 * interval(w)):
+            ledger.expire(now - w.settings.assembly_timeout_s, utcnow())
+    metrics.ASSEMBLY_PENDING.set(w.runtime.ledger.open_claims())
+    return w.runtime.ledger.outbox()
 
 
-def _read_to_end() -> list[int]:
+def _read_to_end(w: Worker) -> list[int]:
     """Input partitions this worker owns with nothing left to process; records lag too."""
-    consumer = app.consumer
+    consumer = w.app.consumer
     done = []
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
@@ -51,28 +50,36 @@ def _read_to_end() -> list[int]:
     return done
 
 
-def _pend_ages() -> list[tuple[str, str, int, float]]:
+def _pend_ages(w: Worker) -> list[tuple[str, str, int, float]]:
     """(queue, reason, open pends, age of the oldest in seconds)."""
     now = datetime.now(UTC)
     return [(queue, reason, count, (now - datetime.fromisoformat(oldest)).total_seconds())
-            for queue, reason, count, oldest in runtime.ledger.pend_stats()]
+            for queue, reason, count, oldest in w.runtime.ledger.pend_stats()]
 
 
-@app.timer(interval=INTERVAL)
-async def expire_incomplete_claims() -> None:
+def interval(w: Worker) -> float:
+    """How often the timer runs: a third of the assembly timeout, at most every 2 s."""
+    return min(2.0, w.settings.assembly_timeout_s / 3)
+
+
+def register(w: Worker) -> None:
+    w.timer(interval(w), expire_incomplete_claims)
+
+
+async def expire_incomplete_claims(w: Worker) -> None:
     """One round; a round that fails is skipped (never retried with stale progress, and
     never allowed to stop the worker): the next one starts from fresh facts."""
-    if app.rebalancing or not runtime.reference_ready.is_set():
+    if w.app.rebalancing or not w.runtime.reference_ready.is_set():
         return
     try:
-        pending = await runtime.in_ledger(_expire_and_collect, _read_to_end(), retry=False)
+        pending = await w.runtime.in_ledger(_expire_and_collect, w, _read_to_end(w), retry=False)
         for rejection in pending:
-            await stage.publish_rejection("expiry", rejection)
+            await stage.publish_rejection(w, "expiry", rejection)
         if pending:
-            await app.producer.flush()
-            await runtime.in_ledger(runtime.ledger.outbox_sent, pending)
-        await review_outputs.drain_outbox()
-        metrics.set_pends(runtime.books.pend_labels(), await runtime.in_ledger(_pend_ages, retry=False))
+            await w.app.producer.flush()
+            await w.runtime.in_ledger(w.runtime.ledger.outbox_sent, pending)
+        await review_outputs.drain_outbox(w)
+        metrics.set_pends(w.runtime.books.pend_labels(), await w.runtime.in_ledger(_pend_ages, w, retry=False))
     except LedgerUnavailable:
         pass
     except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round

@@ -12,28 +12,31 @@ from contract import topics
 from streams.pipeline import steps as pipeline
 from streams.worker import metrics, stage
 from contract.models import ClaimWork
-from streams.worker.stage import app, runtime
+from streams.worker.app import Worker
 
 
-@app.agent(stage.topic(topics.SUBMITTED), name="intake")
-async def intake(stream):
-    await stage.run(stream, "intake", topics.SUBMITTED, handle, needs_reference=True)
+def register(w: Worker) -> None:
+    w.agent(topics.SUBMITTED, "intake", intake)
 
 
-async def handle(events: Sequence[EventT]) -> None:
+async def intake(w: Worker, stream):
+    await stage.run(w, stream, "intake", topics.SUBMITTED, handle, needs_reference=True)
+
+
+async def handle(w: Worker, events: Sequence[EventT]) -> None:
     metrics.LINES_IN.labels("intake").inc(len(events))
-    steps = await runtime.in_ledger(pipeline.intake_batch, runtime.ledger,
+    steps = await w.runtime.in_ledger(pipeline.intake_batch, w.runtime.ledger,
                                     [(e.message.value, e.message.timestamp, e.message.partition, e.message.offset) for e in events],
-                                    runtime.books)
-    runtime.answered({r.claim_id for step in steps for r in (*step.decisions, *step.rejections) if r.claim_id})
+                                    w.runtime.books)
+    w.runtime.answered({r.claim_id for step in steps for r in (*step.decisions, *step.rejections) if r.claim_id})
     # a claim once per batch: after a crash every replayed line of an assembled claim hands
     # it on again, and the copies in one message would each be answered downstream
     assembled: dict[int, dict[str, ClaimWork]] = defaultdict(dict)
     for event, step in zip(events, steps):
         with stage.answering(event.message.tp):
-            await stage.publish("intake", step, topics.SUBMITTED, event.message.key)
+            await stage.publish(w, "intake", step, topics.SUBMITTED, event.message.key)
         if step.assembled is not None:
             assembled[event.message.partition].setdefault(step.assembled.claim_id, step.assembled)
     for partition, claims in assembled.items():
         with stage.answering_partition(topics.SUBMITTED, partition):
-            await stage.forward("intake", topics.ASSEMBLED, list(claims.values()), partition)
+            await stage.forward(w, "intake", topics.ASSEMBLED, list(claims.values()), partition)

@@ -26,32 +26,28 @@ from rules.reference import TABLES
 from contract import topics
 from streams.kafka import client
 from streams.worker import metrics, stage
-from streams.worker.stage import app, runtime, settings
+from streams.settings import write_resume_file
+from streams.worker.app import Worker
 
 log = logging.getLogger("claims.reference")
 
 
-def _apply(topic: str, key: bytes | None, value: bytes | None) -> str | None:
+def _apply(w: Worker, topic: str, key: bytes | None, value: bytes | None) -> str | None:
     """Apply one record; returns an error text when it cannot be applied."""
     table = topics.TABLE_BY_TOPIC[topic]
     model, key_of = TABLES[table]
     if value is None:
         if key is None:
             return "tombstone without a key"
-        runtime.reference.apply(table, key.decode("utf-8", "replace"), None)
+        w.runtime.reference.apply(table, key.decode("utf-8", "replace"), None)
         return None
     try:
         record = model.model_validate_json(value)
     except ValidationError as exc:
         err = exc.errors()[0]
         return f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}"
-    runtime.reference.apply(table, key_of(record), record)
+    w.runtime.reference.apply(table, key_of(record), record)
     return None
-
-
-#: how far this worker has read each reference partition, across reconnects: a broker that
-#: comes back with shorter partitions has lost records, and the view must be rebuilt
-_read_to: dict[TopicPartition, int] = {}
 
 
 class ReferenceLost(RuntimeError):
@@ -65,19 +61,19 @@ class ReferenceLost(RuntimeError):
 MARKER_CHECK_S = 5.0
 
 
-def _check_incarnation(value: bytes) -> None:
+def _check_incarnation(w: Worker, value: bytes) -> None:
     marker = value.decode()
-    if runtime.incarnation is None:
-        runtime.incarnation = marker
-    elif marker != runtime.incarnation:
-        raise ReferenceLost(f"the broker is a new incarnation ({marker}; this worker started on {runtime.incarnation})")
+    if w.runtime.incarnation is None:
+        w.runtime.incarnation = marker
+    elif marker != w.runtime.incarnation:
+        raise ReferenceLost(f"the broker is a new incarnation ({marker}; this worker started on {w.runtime.incarnation})")
 
 
-async def _consume_forever() -> None:
+async def _consume_forever(w: Worker) -> None:
     names = [t.name for t in topics.REFERENCE.values()]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list, enable_auto_commit=False, group_id=None,
-        auto_offset_reset="earliest", **settings.kafka_client_kwargs(),
+        bootstrap_servers=w.settings.bootstrap_list, enable_auto_commit=False, group_id=None,
+        auto_offset_reset="earliest", **w.settings.kafka_client_kwargs(),
     )
     await consumer.start()
     try:
@@ -90,7 +86,7 @@ async def _consume_forever() -> None:
         await consumer.seek_to_beginning(*parts, marker)
         marker_read, latest_marker = time.monotonic(), None
         first_record: float | None = None  # the load is timed from here, not from start-up
-        read_to = _read_to
+        read_to = w.runtime.reference_read_to
         while True:
             if time.monotonic() - marker_read > MARKER_CHECK_S:
                 consumer.seek(marker, 0)
@@ -104,45 +100,45 @@ async def _consume_forever() -> None:
             for rec in batches.pop(marker, []):
                 latest_marker = rec.value
             if latest_marker is not None and await consumer.position(marker) >= (consumer.highwater(marker) or 0):
-                _check_incarnation(latest_marker)  # the last marker (two may race at creation)
+                _check_incarnation(w, latest_marker)  # the last marker (two may race at creation)
                 latest_marker = None
             changes: list[tuple[str, str, str]] = []
             for tp, records in batches.items():
                 for rec in records:
-                    error = _apply(tp.topic, rec.key, rec.value)
+                    error = _apply(w, tp.topic, rec.key, rec.value)
                     if error:
-                        await stage.dead_letter("reference", topics.REFERENCE[topics.TABLE_BY_TOPIC[tp.topic]],
+                        await stage.dead_letter(w, "reference", topics.REFERENCE[topics.TABLE_BY_TOPIC[tp.topic]],
                                                 rec.value, rec.key, error, "invalid_reference")
                     elif rec.key is not None:
                         changes.append((tp.topic, rec.key.decode("utf-8", "replace"),
-                                        change_id(tp.topic, tp.partition, rec.offset)))
+                                        change_id(w, tp.topic, tp.partition, rec.offset)))
                 if records:
                     read_to[tp] = records[-1].offset + 1
                     metrics.REFERENCE_UPDATED.labels(topics.TABLE_BY_TOPIC[tp.topic]).set(time.time())
             if changes:  # only recorded here: the proposals are made by streams/agents/reprocess.py's timer
-                await runtime.in_ledger(runtime.ledger.record_changes, changes, datetime.now(UTC))
-            for table, size in runtime.reference.sizes().items():
+                await w.runtime.in_ledger(w.runtime.ledger.record_changes, changes, datetime.now(UTC))
+            for table, size in w.runtime.reference.sizes().items():
                 metrics.REFERENCE_RECORDS.labels(table).set(size)
             _check_not_truncated(consumer, read_to)
-            if not runtime.reference_ready.is_set() and runtime.reference.members and await _caught_up(consumer, parts):
-                runtime.reference_ready.set()
+            if not w.runtime.reference_ready.is_set() and w.runtime.reference.members and await _caught_up(consumer, parts):
+                w.runtime.reference_ready.set()
                 log.info("reference data loaded in %.1fs: %s", time.monotonic() - (first_record or time.monotonic()),
-                         runtime.reference.sizes())
+                         w.runtime.reference.sizes())
     finally:
         await consumer.stop()
 
 
-def change_id(topic: str, partition: int, offset: int) -> str:
+def change_id(w: Worker, topic: str, partition: int, offset: int) -> str:
     """A reference change's identity: the record's place in this broker incarnation (a
     replay or a restart reads the same record again and records nothing new)."""
-    return f"{runtime.incarnation or '-'}:{topic}:{partition}:{offset}"
+    return f"{w.runtime.incarnation or '-'}:{topic}:{partition}:{offset}"
 
 
-def consumed(change: str) -> bool:
+def consumed(w: Worker, change: str) -> bool:
     """Whether this worker's reference view already holds the record of `change` (a change
     another worker recorded may not have reached this one yet)."""
     _, topic, partition, offset = change.rsplit(":", 3)
-    return _read_to.get(TopicPartition(topic, int(partition)), 0) > int(offset)
+    return w.runtime.reference_read_to.get(TopicPartition(topic, int(partition)), 0) > int(offset)
 
 
 def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartition, int]) -> None:
@@ -161,29 +157,25 @@ async def _caught_up(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) ->
     return True
 
 
-async def _feed() -> None:
+async def _feed(w: Worker) -> None:
     """Keep the view current; whenever the feed breaks, decide nothing until the topics are
     read to the end again."""
     delay = 1.0
     while True:
         try:
-            await _consume_forever()
+            await _consume_forever(w)
         except asyncio.CancelledError:
             raise
         except ReferenceLost as exc:
-            _restart_in_place(exc)
+            _restart_in_place(w, exc)
         except Exception as exc:  # noqa: BLE001 - keep following, but decide nothing meanwhile
-            runtime.reference_ready.clear()
+            w.runtime.reference_ready.clear()
             log.error("reference feed failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
 
-#: set for a process started by `_restart_in_place` (streams.build rewinds the group)
-REWIND = "CLAIMS_REWIND_GROUP"
-
-
-def _restart_in_place(cause: Exception) -> None:
+def _restart_in_place(w: Worker, cause: Exception) -> None:
     """The broker lost records this worker already consumed (an embedded broker restarts
     empty, or comes back another incarnation): every consumer position and offset the worker
     holds is void, and so are offsets it committed to the new broker before it noticed. Start
@@ -191,20 +183,19 @@ def _restart_in_place(cause: Exception) -> None:
     beginning; the ledger keeps every decision and all state, so nothing is decided twice
     (what was decided is answered again), and the new process decides nothing before the
     reference data is back."""
-    runtime.reference_ready.clear()
+    w.runtime.reference_ready.clear()
     log.error("broker lost consumed records (%s); restarting the worker in place", cause)
     for handler in logging.getLogger().handlers:
         handler.flush()
-    from streams.worker.app import WEB_PORT
+    # the same settings and web port (with port 0 the new image would take another); the new
+    # process rewinds the group: it does not resume from offsets committed meanwhile
+    resume = write_resume_file(w.settings.model_copy(update={"web_port": w.web_port}), rewind=True)
+    os.execv(sys.executable, [sys.executable, "-m", "streams.cli.main", *sys.argv[1:], "--resume", str(resume)])
 
-    os.environ["CLAIMS_WEB_PORT"] = str(WEB_PORT)  # the same port again (with 0 the new image would take another)
-    os.environ[REWIND] = "1"  # the new process does not resume from offsets committed meanwhile
-    os.execv(sys.executable, [sys.executable, "-m", "streams.cli.main", *sys.argv[1:]])
 
-
-def _broker_reachable() -> bool:
+def _broker_reachable(w: Worker) -> bool:
     """A TCP connection to any bootstrap server (works for TLS listeners too)."""
-    for server in settings.bootstrap_list:
+    for server in w.settings.bootstrap_list:
         host, _, port = server.rpartition(":")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
@@ -214,24 +205,27 @@ def _broker_reachable() -> bool:
     return False
 
 
-async def _watch(reachable: bool) -> None:
+async def _watch(w: Worker, reachable: bool) -> None:
     """Return once the broker's reachability differs from `reachable`."""
-    while await asyncio.to_thread(_broker_reachable) == reachable:
+    while await asyncio.to_thread(_broker_reachable, w) == reachable:
         await asyncio.sleep(2.0)
 
 
-@app.task
-async def follow_reference_topics() -> None:
+def register(w: Worker) -> None:
+    w.task(follow_reference_topics)
+
+
+async def follow_reference_topics(w: Worker) -> None:
     """Run the feed while the broker is reachable. When it goes away, the worker is not
     ready and decides nothing; when it is back, a new feed checks what the broker still
     holds (an embedded broker comes back empty) before the worker decides again."""
     while True:
-        runtime.broker_ok = True
-        feed = asyncio.ensure_future(_feed())
-        await _watch(reachable=True)
-        runtime.broker_ok = False
-        runtime.reference_ready.clear()
+        w.runtime.broker_ok = True
+        feed = asyncio.ensure_future(_feed(w))
+        await _watch(w, reachable=True)
+        w.runtime.broker_ok = False
+        w.runtime.reference_ready.clear()
         log.error("broker unreachable; not ready until it is back and the reference data is verified")
         feed.cancel()
         await asyncio.wait({feed}, timeout=5)
-        await _watch(reachable=False)
+        await _watch(w, reachable=False)

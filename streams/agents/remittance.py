@@ -33,39 +33,42 @@ from contract import topics
 from streams.worker import stage
 from contract.messages import DecidedBatch, DecidedClaim
 from streams.ledger.remittance import build_835, remittance_inputs_all
-from streams.worker.stage import app, runtime
+from streams.worker.app import Worker
 
 log = logging.getLogger("claims.remittance")
 
 
-@app.agent(stage.topic(topics.DECIDED), name="remittance")
-async def remittance(stream):
-    await stage.run(stream, "remittance", topics.DECIDED, handle)
+def register(w: Worker) -> None:
+    w.agent(topics.DECIDED, "remittance", remittance)
 
 
-async def handle(events: Sequence[EventT]) -> None:
+async def remittance(w: Worker, stream):
+    await stage.run(w, stream, "remittance", topics.DECIDED, handle)
+
+
+async def handle(w: Worker, events: Sequence[EventT]) -> None:
     claims = []
     for event in events:
         try:
             claims += [(event.message.tp, claim) for claim in DecidedBatch.model_validate_json(event.message.value).claims]
         except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
             with stage.answering(event.message.tp):
-                await stage.dead_letter("remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
-    inputs = await runtime.in_ledger(remittance_inputs_all, runtime.ledger, [claim for _, claim in claims])
+                await stage.dead_letter(w, "remittance", topics.DECIDED, event.message.value, event.message.key, exc, "undecodable")
+    inputs = await w.runtime.in_ledger(remittance_inputs_all, w.runtime.ledger, [claim for _, claim in claims])
     for (tp, claim), (remit, facts, number) in zip(claims, inputs, strict=True):
         with stage.answering(tp):
             if remit is None:  # a line is pended (remitted once every line is final), or nothing to remit
                 log.info("claim not remitted: a line is pended, or nothing of it is left to remit")
                 continue
-            await _remit(remit, facts, number)
+            await _remit(w, remit, facts, number)
 
 
-async def _remit(claim: DecidedClaim, facts: Mapping[tuple[str, int], Mapping[str, Any]], number: int) -> None:
+async def _remit(w: Worker, claim: DecidedClaim, facts: Mapping[tuple[str, int], Mapping[str, Any]], number: int) -> None:
     key = claim.claim_id.encode()
     try:
         text = build_835(claim.decisions, facts, number)
     except RemittanceError as exc:
-        await stage.dead_letter("remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
+        await stage.dead_letter(w, "remittance", topics.DECIDED, claim.model_dump_json().encode(), key, exc,
                                 error_type="remittance", target=topics.REMITTANCE_DLQ)
         return
-    await stage.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())
+    await w.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())

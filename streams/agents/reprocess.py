@@ -22,7 +22,7 @@ from streams.worker import metrics
 from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
 from streams.worker.reprocess_outputs import publish_outbox
-from streams.worker.stage import app, runtime
+from streams.worker.app import Worker
 
 log = logging.getLogger("claims.reprocess")
 INTERVAL = 1.0
@@ -30,33 +30,36 @@ INTERVAL = 1.0
 ROUND_BUDGET_S = 5.0
 
 
-async def one_round() -> None:
-    ledger = runtime.ledger
+async def one_round(w: Worker) -> None:
+    ledger = w.runtime.ledger
     started = time.monotonic()
-    for change, topic, key in await runtime.in_ledger(ledger.pending_changes, 200, retry=False):
-        if not reference.consumed(change):
+    for change, topic, key in await w.runtime.in_ledger(ledger.pending_changes, 200, retry=False):
+        if not reference.consumed(w, change):
             continue  # recorded by another worker; this one's view does not hold it yet
-        for claim_id in await runtime.in_ledger(ledger.claims_looked_at, topic, key, change, retry=False):
-            made = await runtime.in_ledger(ledger.propose, change, topic, key, claim_id, runtime.reference,
-                                           runtime.books, utcnow(), retry=False)
+        for claim_id in await w.runtime.in_ledger(ledger.claims_looked_at, topic, key, change, retry=False):
+            made = await w.runtime.in_ledger(ledger.propose, change, topic, key, claim_id, w.runtime.reference,
+                                           w.runtime.books, utcnow(), retry=False)
             if made.adjusted:
                 approved = made.proposals[-1]
                 metrics.count_adjustment("automatic", approved.allowed_after - approved.allowed_before)
             if time.monotonic() - started > ROUND_BUDGET_S:
-                await publish_outbox()
+                await publish_outbox(w)
                 return  # the change stays PENDING; the next round goes on (done claims are skipped)
-        await runtime.in_ledger(ledger.change_done, change, retry=False)
-    await publish_outbox()
-    metrics.set_reprocess(await runtime.in_ledger(ledger.proposal_stats, retry=False))
+        await w.runtime.in_ledger(ledger.change_done, change, retry=False)
+    await publish_outbox(w)
+    metrics.set_reprocess(await w.runtime.in_ledger(ledger.proposal_stats, retry=False))
 
 
-@app.timer(interval=INTERVAL)
-async def make_proposals() -> None:
+def register(w: Worker) -> None:
+    w.timer(INTERVAL, make_proposals)
+
+
+async def make_proposals(w: Worker) -> None:
     """One round; a failed round is skipped and the next starts from the ledger's queue."""
-    if app.rebalancing or not runtime.reference_ready.is_set():
+    if w.app.rebalancing or not w.runtime.reference_ready.is_set():
         return
     try:
-        await one_round()
+        await one_round(w)
     except LedgerUnavailable:
         pass
     except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round

@@ -24,11 +24,9 @@ from datetime import UTC, date, datetime, time as dtime, timedelta
 from typing import Any
 
 from contract import topics
-from streams.worker import stage
 from streams.api.claims import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
-from streams.worker.app import app, settings
+from streams.worker.app import Worker, worker_of
 from streams.ledger.store import LedgerUnavailable
-from streams.worker.stage import runtime
 
 log = logging.getLogger("claims.audit")
 
@@ -50,7 +48,6 @@ def parse_time(raw: str, field: str, end: bool = False) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-@app.page(f"{API_PREFIX}/audit", base=ApiView, name="api_audit")
 class AuditView(ApiView):
     """The access log, newest first; this read is logged too (its claims: the claim_id asked for)."""
 
@@ -58,6 +55,7 @@ class AuditView(ApiView):
     operations = {"GET": ("listAudit", "audit:read")}
 
     async def get(self, request: Any) -> Any:
+        w = worker_of(self.app)
         query = request.query
         client = query.get("client") or None
         claim_id = query.get("claim_id") or None
@@ -70,51 +68,55 @@ class AuditView(ApiView):
         raw = query.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
-        entries = await ledger_call(runtime.ledger.access_entries, client, claim_id, since, until, int(raw))
+        entries = await ledger_call(w, w.runtime.ledger.access_entries, client, claim_id, since, until, int(raw))
         return json_response(self.web, entries, 200)
 
 
-async def drain_access_outbox() -> int:
+async def drain_access_outbox(w: Worker) -> int:
     """Publish the entries waiting in the outbox, wait for the broker, take them out; how many."""
-    pending = await runtime.in_ledger(runtime.ledger.access_outbox, retry=False)
+    pending = await w.runtime.in_ledger(w.runtime.ledger.access_outbox, retry=False)
     if not pending:
         return 0
-    target = stage.topic(topics.AUDIT_ACCESS)
+    target = w.topic(topics.AUDIT_ACCESS)
     for _, client, body in pending:
         await target.send(key=client.encode() if client is not None else None, value=body)
-    await app.producer.flush()
-    await runtime.in_ledger(runtime.ledger.access_outbox_sent, [entry_id for entry_id, _, _ in pending], retry=False)
+    await w.app.producer.flush()
+    await w.runtime.in_ledger(w.runtime.ledger.access_outbox_sent, [entry_id for entry_id, _, _ in pending], retry=False)
     return len(pending)
 
 
 _last_prune: float | None = None  # the first round prunes
 
 
-@app.timer(interval=OUTBOX_INTERVAL_S)
-async def publish_access_log() -> None:
+async def publish_access_log(w: Worker) -> None:
     """The outbox onto claims.audit.access; retention once an hour. A failed round is skipped."""
     global _last_prune
     try:
-        while await drain_access_outbox() >= 1000:
+        while await drain_access_outbox(w) >= 1000:
             pass
         if _last_prune is None or time.monotonic() - _last_prune >= PRUNE_INTERVAL_S:
             _last_prune = time.monotonic()
-            cutoff = datetime.now(UTC) - timedelta(days=settings.access_log_retention_days)
-            if pruned := await runtime.in_ledger(runtime.ledger.prune_access, cutoff, retry=False):
-                log.info("access log: %d entries older than %d days deleted", pruned, settings.access_log_retention_days)
+            cutoff = datetime.now(UTC) - timedelta(days=w.settings.access_log_retention_days)
+            if pruned := await w.runtime.in_ledger(w.runtime.ledger.prune_access, cutoff, retry=False):
+                log.info("access log: %d entries older than %d days deleted", pruned, w.settings.access_log_retention_days)
     except LedgerUnavailable:
         pass
     except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round
         log.error("access log round failed: %s", type(exc).__name__)
 
 
-def reload_principals() -> None:
-    runtime.clients.reload()
-    runtime.reviewers.reload()
+def reload_principals(w: Worker) -> None:
+    w.runtime.clients.reload()
+    w.runtime.reviewers.reload()
     log.warning("SIGHUP: clients and reviewers files read again")
 
 
-@app.task
-async def _on_sighup() -> None:
+async def _on_sighup(w: Worker) -> None:
     """SIGHUP reads the clients and reviewers files again, now."""
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_principals)
+
+
+def register(w: Worker) -> None:
+    w.app.page(f"{API_PREFIX}/audit", base=ApiView, name="api_audit")(AuditView)
+    w.timer(OUTBOX_INTERVAL_S, publish_access_log)
+    w.task(_on_sighup)

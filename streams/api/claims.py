@@ -54,14 +54,13 @@ from pydantic import ValidationError
 from rules import frontend
 from contract import topics
 from streams.ledger import corrections as corrections_store
-from streams.pipeline import batch, steps as pipeline
-from streams.worker import metrics, stage
+from streams.pipeline import batch
+from streams.worker import metrics
 from streams.api.models import claim_request_model
 from streams.pipeline.impact import LIVE_DIMENSIONS
-from streams.worker.app import app, settings
+from streams.worker.app import Worker, worker_of
 from contract.models import AccessEntry, ClaimLine
 from streams.worker.reviewers import DEFAULT_SCOPES, Principal
-from streams.worker.stage import runtime
 
 log = logging.getLogger("claims.api")
 
@@ -173,6 +172,7 @@ class ApiView(faust.web.View):
     reviewers_allowed = False
 
     async def dispatch(self, request: Any) -> Any:
+        w = worker_of(self.app)
         started = time.perf_counter()
         method = "GET" if request.method == "HEAD" else request.method
         operation, scope = self.operations.get(method, (None, None))
@@ -181,7 +181,7 @@ class ApiView(faust.web.View):
                                          read=method == "GET" and operation not in NOT_READS)
         caller: Principal | None = None
         try:
-            caller = request[PRINCIPAL] = authorize(request)
+            caller = request[PRINCIPAL] = authorize(w, request)
             if caller.reviewer and not self.reviewers_allowed:
                 raise ApiError(403, "FORBIDDEN", "a reviewer's token may use the review routes and read a claim's "
                                "status, nothing else")
@@ -205,9 +205,10 @@ class ApiView(faust.web.View):
     async def _log_access(self, audit: Access, caller: Principal | None, response: Any) -> Any:
         """Append the request's entry before the answer goes out; an answer with data whose
         entry cannot be written is not sent (503 instead)."""
+        w = worker_of(self.app)
         entry = audit.entry(caller, response.status)
         try:
-            await ledger_call(runtime.ledger.append_access, entry)
+            await ledger_call(w, w.runtime.ledger.append_access, entry)
         except Exception as exc:  # noqa: BLE001 - whatever failed, no data goes out unlogged
             log.error("access log: the entry of a %s request could not be written (%s)", audit.operation, type(exc).__name__)
             if response.status >= 400:
@@ -231,15 +232,15 @@ class ApiView(faust.web.View):
         return answered + (["HEAD"] if "GET" in answered else [])
 
 
-def authorize(request: Any) -> Principal:
+def authorize(w: Worker, request: Any) -> Principal:
     """Who the bearer token names: the API client `default` (CLAIMS_API_TOKEN, compared in
     constant time), a client of CLAIMS_CLIENTS_FILE or a reviewer of CLAIMS_REVIEWERS_FILE
     (by the token's SHA-256, every hash compared in constant time). 503 when none is
     configured (API disabled), 401 for a missing or unknown token. The token is never
     logged nor echoed."""
-    token = settings.api_token
+    token = w.settings.api_token
     secret = token.get_secret_value() if token is not None else ""
-    if not secret and not runtime.reviewers.configured and not runtime.clients.configured:
+    if not secret and not w.runtime.reviewers.configured and not w.runtime.clients.configured:
         raise ApiError(503, "API_DISABLED", "the /v1 API is disabled: no CLAIMS_API_TOKEN (nor CLAIMS_CLIENTS_FILE "
                        "or CLAIMS_REVIEWERS_FILE) is configured on this worker")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -249,9 +250,9 @@ def authorize(request: Any) -> Principal:
     given = given.strip()
     if secret and hmac.compare_digest(given.encode(), secret.encode()):
         return Principal("default", reviewer=False, scopes=DEFAULT_SCOPES)
-    if (client := runtime.clients.find(given)) is not None:
+    if (client := w.runtime.clients.find(given)) is not None:
         return client
-    if (reviewer := runtime.reviewers.find(given)) is not None:
+    if (reviewer := w.runtime.reviewers.find(given)) is not None:
         return reviewer
     raise ApiError(401, "UNAUTHORIZED", "invalid bearer token",
                    headers={"WWW-Authenticate": 'Bearer realm="claims-pipeline", error="invalid_token"'})
@@ -271,11 +272,11 @@ def principal(request: Any) -> Principal:
     return request[PRINCIPAL]
 
 
-async def read_body(request: Any, media_types: Iterable[str] = ("application/json",),
+async def read_body(w: Worker, request: Any, media_types: Iterable[str] = ("application/json",),
                     limit: int | None = None, charsets: Iterable[str] = ("utf-8", "utf8")) -> bytes:
     """The request body, after the media-type (415) and size (413) checks. Only UTF-8 (or
     no charset parameter; `charsets` lists what else is accepted) is accepted."""
-    limit = limit or settings.max_body_bytes
+    limit = limit or w.settings.max_body_bytes
     media_types = tuple(media_types)
     if request.content_type not in media_types or (request.charset or "utf-8").lower() not in tuple(charsets):
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
@@ -404,11 +405,11 @@ def claim_lines(claim: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def publish_lines(lines: Sequence[dict[str, Any]]) -> None:
+async def publish_lines(w: Worker, lines: Sequence[dict[str, Any]]) -> None:
     """Publish claim-line objects on `claims.lines.submitted`, keyed by member_id (in order:
     one member's lines share a partition), and wait for the broker's acks."""
     try:
-        channel = stage.topic(topics.SUBMITTED)
+        channel = w.topic(topics.SUBMITTED)
         pending = [await channel.send(key=str(obj["member_id"]).encode(), value=orjson.dumps(obj)) for obj in lines]
         await asyncio.wait_for(asyncio.gather(*pending), PUBLISH_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - timeouts included: the client gets a retryable 503
@@ -518,7 +519,8 @@ class ClaimWatcher:
     requests wait, so waiting costs the ledger (and its one thread, shared with the
     agents) the same at 1 or 1,000 concurrent requests."""
 
-    def __init__(self, interval: float = POLL_INTERVAL_S):
+    def __init__(self, w: Worker, interval: float = POLL_INTERVAL_S):
+        self.w = w
         self.interval = interval
         self._waiting: dict[str, list[tuple[frozenset[int], asyncio.Future]]] = {}
         self._task: asyncio.Task | None = None
@@ -554,7 +556,7 @@ class ClaimWatcher:
         while self._waiting:
             wanted = {claim_id: [numbers for numbers, _ in entries] for claim_id, entries in self._waiting.items()}
             try:
-                done = await runtime.in_ledger(completed_claims, runtime.ledger, wanted)
+                done = await self.w.runtime.in_ledger(completed_claims, self.w.runtime.ledger, wanted)
             except Exception as exc:  # noqa: BLE001 - keep polling; the waits time out at worst
                 log.warning("claim watcher: ledger poll failed: %s", type(exc).__name__)
                 done = {}
@@ -577,19 +579,39 @@ class ClaimWatcher:
                     fut.set_result(None)
 
 
-watcher = ClaimWatcher()
-runtime.answer_listeners.append(watcher.notify)
+def register(w: Worker) -> None:
+    """The claims routes, the API's JSON errors for aiohttp's own refusals, and the `?wait`
+    watcher (released when the worker stops)."""
+    watcher = w.extensions["claim_watcher"] = ClaimWatcher(w)
+    w.runtime.answer_listeners.append(watcher.notify)
+
+    async def release_waits(sender: Any, **kwargs: Any) -> None:
+        watcher.release_all()
+
+    w.app.on_before_shutdown.connect(release_waits)
+
+    @aiohttp_web.middleware
+    async def json_http_errors(request: Any, handler: Any) -> Any:
+        return await _json_http_errors(w, request, handler)
+
+    w.app.web.web_app.middlewares.append(json_http_errors)
+    # /v1/claims/simulate before /v1/claims/{claim_id}, which would otherwise take that path
+    for path, view, name in ((f"{API_PREFIX}/claims", ClaimsView, "api_claims"),
+                             (f"{API_PREFIX}/claims/simulate", SimulateView, "api_claims_simulate"),
+                             (f"{API_PREFIX}/claims/{{claim_id}}", ClaimView, "api_claim"),
+                             (f"{API_PREFIX}/shadow/impact", ShadowImpactView, "api_shadow_impact")):
+        w.page(path, view, name=name)
 
 
-@app.on_before_shutdown.connect
-async def _release_waits(sender: Any, **kwargs: Any) -> None:
-    watcher.release_all()
+def watcher(w: Worker) -> ClaimWatcher:
+    """The worker's `?wait` watcher."""
+    return w.extensions["claim_watcher"]
 
 
-async def ledger_call(fn: Any, *args: Any) -> Any:
+async def ledger_call(w: Worker, fn: Any, *args: Any) -> Any:
     """`fn(*args)` in the ledger's thread; 503 LEDGER_UNAVAILABLE when it does not answer in time."""
     try:
-        return await asyncio.wait_for(runtime.in_ledger(fn, *args), LEDGER_TIMEOUT_S)
+        return await asyncio.wait_for(w.runtime.in_ledger(fn, *args), LEDGER_TIMEOUT_S)
     except asyncio.TimeoutError:
         raise ApiError(503, "LEDGER_UNAVAILABLE", "the ledger did not answer in time; try again") from None
 
@@ -603,8 +625,7 @@ def status_url(claim_id: str) -> str:
 # --- views --------------------------------------------------------------------------------
 
 
-@aiohttp_web.middleware
-async def _json_http_errors(request: Any, handler: Any) -> Any:
+async def _json_http_errors(w: Worker, request: Any, handler: Any) -> Any:
     """aiohttp's own refusals under /v1 (no such route, a malformed request) in the API's
     JSON error shape too; the views answer everything else themselves."""
     try:
@@ -613,7 +634,7 @@ async def _json_http_errors(request: Any, handler: Any) -> Any:
         if exc.status < 400 or not request.path.startswith(API_PREFIX + "/"):
             raise
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
-        allow = await _allowed_at(request) if exc.status == 405 else None
+        allow = await _allowed_at(w, request) if exc.status == 405 else None
         message = f"{request.method} is not allowed on {request.path}" if allow else exc.reason
         error = ApiError(exc.status, code, message or code.lower().replace("_", " "))
         REQUESTS.labels("other", str(exc.status)).inc()
@@ -621,50 +642,48 @@ async def _json_http_errors(request: Any, handler: Any) -> Any:
                                     headers={"Cache-Control": "no-store", **({"Allow": allow} if allow else {})})
 
 
-async def _allowed_at(request: Any) -> str | None:
+async def _allowed_at(w: Worker, request: Any) -> str | None:
     """`Allow` for a method no view registers (TRACE, OPTIONS, ...): what the /v1 view at
     the request's path answers."""
     for resource in request.app.router.resources():
         _, registered = await resource.resolve(request)
-        view = app.web.views.get(resource.canonical) if registered else None
+        view = w.app.web.views.get(resource.canonical) if registered else None
         if isinstance(view, ApiView):
             return ", ".join(view.allowed_methods())
     return None
 
 
-app.web.web_app.middlewares.append(_json_http_errors)
 
-
-@app.page(f"{API_PREFIX}/claims", base=ApiView, name="api_claims")
 class ClaimsView(ApiView):
     route_label = "submit"
     operations = {"POST": ("submitClaim", "claims:submit")}
 
     async def post(self, request: Any) -> Any:
+        w = worker_of(self.app)
         started = time.perf_counter()
         wait = wait_param(request)
-        lines = await claim_body(request)
+        lines = await claim_body(w, request)
         claim_id = lines[0]["claim_id"]
-        await publish_lines(lines)
+        await publish_lines(w, lines)
         answer: dict[str, Any] = {"claim_id": claim_id, "status_url": status_url(claim_id)}
-        if reason := _not_ready_reason():
+        if reason := _not_ready_reason(w):
             answer["reason"] = reason
         if not wait:
             return json_response(self.web, {**answer, "status": "ACCEPTED"}, 202)
-        answers = await watcher.wait(claim_id, [obj["line_number"] for obj in lines], wait)
+        answers = await watcher(w).wait(claim_id, [obj["line_number"] for obj in lines], wait)
         if answers is None:  # the wait ran out: what there is so far
-            _, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
+            _, records = await ledger_call(w, claim_answers, w.runtime.ledger, claim_id)
             WAIT_SECONDS.observe(time.perf_counter() - started)
             return json_response(self.web, {**answer, "status": "PENDING", "lines": records}, 202)
         WAIT_SECONDS.observe(time.perf_counter() - started)
         status, records = answers
-        view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+        view = await ledger_call(w, claim_view, w.runtime.ledger, claim_id, overall_status(status, records), records)
         return json_response(self.web, view, 200)
 
 
-async def claim_body(request: Any) -> list[dict[str, Any]]:
+async def claim_body(w: Worker, request: Any) -> list[dict[str, Any]]:
     """The claim-line objects of a JSON claim request (POST /v1/claims and its simulation)."""
-    body = await read_body(request)
+    body = await read_body(w, request)
     try:
         claim = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -674,26 +693,24 @@ async def claim_body(request: Any) -> list[dict[str, Any]]:
     return claim_lines(claim)
 
 
-def _not_ready_reason() -> str | None:
+def _not_ready_reason(w: Worker) -> str | None:
     """Why a claim accepted now is not decided soon, when the worker knows: no reference data."""
-    if runtime.reference_ready.is_set():
+    if w.runtime.reference_ready.is_set():
         return None
     return ("the pipeline has no reference data yet (load it with `claims-pipeline reference load DIR`); "
             "the claim is published and will be decided once it is loaded")
 
 
-def _candidate_param(request: Any) -> bool:
+def _candidate_param(w: Worker, request: Any) -> bool:
     raw = request.query.get("candidate", "false").lower()
     if raw not in ("true", "false"):
         raise ApiError(400, "BAD_REQUEST", "candidate must be true or false", field="candidate")
-    if raw == "true" and runtime.shadow is None:
+    if raw == "true" and w.runtime.shadow is None:
         raise ApiError(400, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
                        "or CLAIMS_SHADOW_RULEBOOK)", field="candidate")
     return raw == "true"
 
 
-# registered before /v1/claims/{claim_id}, which would otherwise take this path
-@app.page(f"{API_PREFIX}/claims/simulate", base=ApiView, name="api_claims_simulate")
 class SimulateView(ApiView):
     """What-if: the decisions a claim would get now (current reference data, the member's
     ledger history), under the live policy or the candidate, recording and publishing
@@ -703,47 +720,48 @@ class SimulateView(ApiView):
     operations = {"POST": ("simulateClaim", "claims:submit"), "GET": ("getClaim", "claims:read")}
 
     async def post(self, request: Any) -> Any:
-        candidate = _candidate_param(request)
-        lines = await claim_body(request)
-        if not runtime.reference_ready.is_set():
+        w = worker_of(self.app)
+        candidate = _candidate_param(w, request)
+        lines = await claim_body(w, request)
+        if not w.runtime.reference_ready.is_set():
             raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
                            headers={"Retry-After": "1"})
-        books = runtime.shadow if candidate else runtime.books
-        records = await ledger_call(batch.simulate, runtime.ledger, [orjson.dumps(obj) for obj in lines],
-                                   runtime.reference, books)
+        books = w.runtime.shadow if candidate else w.runtime.books
+        records = await ledger_call(w, batch.simulate, w.runtime.ledger, [orjson.dumps(obj) for obj in lines],
+                                   w.runtime.reference, books)
         claim_id = lines[0]["claim_id"]
         return json_response(self.web, {"claim_id": claim_id, "simulated": True, "policy_versions": books.versions,
                                 "status": overall_status("DECIDED", records), "lines": records}, 200)
 
     async def get(self, request: Any) -> Any:  # a claim whose id is "simulate"
+        w = worker_of(self.app)
         access(request).claim_ids = ["simulate"]
-        return await claim_status(self.web, "simulate")
+        return await claim_status(w, self.web, "simulate")
 
 
-async def claim_status(web: Any, claim_id: str) -> Any:
+async def claim_status(w: Worker, web: Any, claim_id: str) -> Any:
     """GET /v1/claims/{claim_id}: the decisions and rejections recorded so far."""
     if not 0 < len(claim_id) <= 64:
         raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
-    status, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
+    status, records = await ledger_call(w, claim_answers, w.runtime.ledger, claim_id)
     if status is None and not records:
         raise ApiError(404, "NOT_FOUND",
                        f"claim {claim_id!r} is unknown (a claim just submitted appears once the pipeline has read its first line)",
                        field="claim_id")
-    view = await ledger_call(claim_view, runtime.ledger, claim_id, overall_status(status, records), records)
+    view = await ledger_call(w, claim_view, w.runtime.ledger, claim_id, overall_status(status, records), records)
     return json_response(web, view, 200)
 
 
-@app.page(f"{API_PREFIX}/claims/{{claim_id}}", base=ApiView, name="api_claim")
 class ClaimView(ApiView):
     route_label = "status"
     operations = {"GET": ("getClaim", "claims:read")}
     reviewers_allowed = True
 
     async def get(self, request: Any, claim_id: str) -> Any:
-        return await claim_status(self.web, claim_id)
+        w = worker_of(self.app)
+        return await claim_status(w, self.web, claim_id)
 
 
-@app.page(f"{API_PREFIX}/shadow/impact", base=ApiView, name="api_shadow_impact")
 class ShadowImpactView(ApiView):
     """Monitor Mode: the impact of the candidate on the lines this worker decided since it
     started, by rule, provider NPI or procedure code (the tables of `shadow --report`)."""
@@ -752,12 +770,13 @@ class ShadowImpactView(ApiView):
     operations = {"GET": ("getShadowImpact", "claims:read")}
 
     async def get(self, request: Any) -> Any:
+        w = worker_of(self.app)
         by = request.query.get("by", "rule")
         if by not in LIVE_DIMENSIONS:
             raise ApiError(400, "BAD_REQUEST", f"by must be one of {', '.join(LIVE_DIMENSIONS)}", field="by")
-        if runtime.shadow is None:
+        if w.runtime.shadow is None:
             raise ApiError(404, "NO_CANDIDATE", "this worker has no candidate rulebook (worker --shadow FILE, "
                            "or CLAIMS_SHADOW_RULEBOOK)")
-        table = runtime.impact.table(by)
-        return json_response(self.web, {**table, "candidate_versions": runtime.shadow.versions,
-                                        "since": runtime.impact_since.isoformat()}, 200)
+        table = w.runtime.impact.table(by)
+        return json_response(self.web, {**table, "candidate_versions": w.runtime.shadow.versions,
+                                        "since": w.runtime.impact_since.isoformat()}, 200)

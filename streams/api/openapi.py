@@ -27,7 +27,7 @@ from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
 from contract import schemas
-from streams.api import audit, claims as api, models as api_models, reprocess as reprocess_api, review as review_api, x12 as x12_api
+from streams.api import audit, claims as api, models as api_models, review as review_api, x12 as x12_api
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"

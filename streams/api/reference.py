@@ -17,7 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from streams.api import openapi
 from streams.api.claims import API_PREFIX
-from streams.worker.app import app
+from streams.worker.app import Worker
 
 DOCS = f"{API_PREFIX}/docs"
 
@@ -52,19 +52,21 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
-@app.page(f"{API_PREFIX}/openapi.json", name="api_openapi")
 async def openapi_document(self: Any, request: Any) -> Any:
     return self.bytes(openapi.render().encode(), content_type="application/json")
 
 
-@app.page(DOCS, name="api_docs")
 async def docs_page(self: Any, request: Any) -> Any:
     return self.bytes(PAGE, content_type="text/html", headers={"Content-Security-Policy": CSP})
 
 
-@app.page(f"{DOCS}/init.js", name="api_docs_init")
 async def docs_script(self: Any, request: Any) -> Any:
     return self.bytes(INIT, content_type="text/javascript")
 
 
-app.web.add_static(f"{DOCS}/assets", swagger_ui_path)
+def register(w: Worker) -> None:
+    w.app.page(f"{API_PREFIX}/openapi.json", name="api_openapi")(openapi_document)
+    w.app.page(DOCS, name="api_docs")(docs_page)
+    w.app.page(f"{DOCS}/init.js", name="api_docs_init")(docs_script)
+    w.app.web.add_static(f"{DOCS}/assets", swagger_ui_path)
+

@@ -22,12 +22,11 @@ import orjson
 
 from streams.worker import metrics
 from streams.api.claims import API_PREFIX, ApiError, json_response, ledger_call, principal, read_body
-from streams.worker.app import app
+from streams.worker.app import Worker, worker_of
 from contract.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
 from streams.ledger.reprocess import ProposalConflict, ProposalNotFound
 from streams.api.review import ReviewView
 from streams.worker.reprocess_outputs import publish_outbox
-from streams.worker.stage import runtime
 
 log = logging.getLogger("claims.reprocess")
 
@@ -39,46 +38,47 @@ def _body(model: Any) -> Any:
     return orjson.loads(model.model_dump_json())
 
 
-def _queues() -> set[str]:
-    return {book.reprocess.queue for book in runtime.books.books}
+def _queues(w: Worker) -> set[str]:
+    return {book.reprocess.queue for book in w.runtime.books.books}
 
 
-@app.page(f"{API_PREFIX}/reprocess", base=ReviewView, name="api_reprocess_list")
 class ReprocessListView(ReviewView):
     route_label = "reprocess_list"
     operations = {"GET": ("listProposals", "reprocess:read")}
 
     async def get(self, request: Any) -> Any:
+        w = worker_of(self.app)
         status = request.query.get("status", "OPEN") or None
         if status is not None and status not in PROPOSAL_STATUSES:
             raise ApiError(400, "BAD_REQUEST", f"status must be one of {', '.join(PROPOSAL_STATUSES)}", field="status")
         raw = request.query.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
-        items = await ledger_call(runtime.ledger.proposals, status, int(raw))
+        items = await ledger_call(w, w.runtime.ledger.proposals, status, int(raw))
         return json_response(self.web, {"proposals": [_body(p) for p in items], "count": len(items)}, 200)
 
 
-@app.page(f"{API_PREFIX}/reprocess/{{proposal_id}}", base=ReviewView, name="api_reprocess_one")
 class ReprocessProposalView(ReviewView):
     route_label = "reprocess_one"
     operations = {"GET": ("getProposal", "reprocess:read"), "POST": ("decideProposal", "reprocess:read")}
 
     async def get(self, request: Any, proposal_id: str) -> Any:
-        found = await ledger_call(runtime.ledger.proposal, proposal_id)
+        w = worker_of(self.app)
+        found = await ledger_call(w, w.runtime.ledger.proposal, proposal_id)
         if found is None:
             raise ApiError(404, "NOT_FOUND", f"no proposal {proposal_id!r}", field="proposal_id")
         return json_response(self.web, _body(found), 200)
 
     async def post(self, request: Any, proposal_id: str) -> Any:
+        w = worker_of(self.app)
         caller = principal(request)
         if not caller.can_decide:
             raise ApiError(403, "FORBIDDEN", "this token may read proposals but not decide: decisions are made "
                            "with a reviewer's own token (CLAIMS_REVIEWERS_FILE)")
-        if caller.queues is not None and not _queues() & set(caller.queues):
+        if caller.queues is not None and not _queues(w) & set(caller.queues):
             raise ApiError(403, "FORBIDDEN", f"reviewer {caller.name!r} may not decide the "
-                           f"{'/'.join(sorted(_queues()))} queue")
-        raw = await read_body(request)
+                           f"{'/'.join(sorted(_queues(w)))} queue")
+        raw = await read_body(w, request)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -91,8 +91,8 @@ class ReprocessProposalView(ReviewView):
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise ApiError(422, "INVALID_DECISION", f"note must be text of at most {MAX_NOTE} characters", field="note")
         try:
-            stored, made = await ledger_call(runtime.ledger.decide_proposal, proposal_id, action, caller.name, note,
-                                             runtime.reference, runtime.books, datetime.now(UTC))
+            stored, made = await ledger_call(w, w.runtime.ledger.decide_proposal, proposal_id, action, caller.name, note,
+                                             w.runtime.reference, w.runtime.books, datetime.now(UTC))
         except ProposalNotFound as exc:
             raise ApiError(404, "NOT_FOUND", str(exc), field="proposal_id") from None
         except ProposalConflict as exc:
@@ -101,7 +101,7 @@ class ReprocessProposalView(ReviewView):
             if made.adjusted:
                 metrics.count_adjustment("approved", stored.allowed_after - stored.allowed_before)
             try:
-                await publish_outbox()
+                await publish_outbox(w)
             except Exception as exc:  # noqa: BLE001 - stored: the timer publishes it; the client may repeat
                 log.error("publishing a reprocess decision failed (%s); it stays in the outbox", type(exc).__name__)
                 raise ApiError(503, "PUBLISH_FAILED", "the decision is stored and will be published; "
@@ -113,3 +113,8 @@ class ReprocessProposalView(ReviewView):
                                                        + (" and a new one made" if again else "")).body(),
                                             "current": _body(stored), "new_proposal_id": again}, 409)
         return json_response(self.web, _body(stored), 200)
+
+
+def register(w: Worker) -> None:
+    w.app.page(f"{API_PREFIX}/reprocess", base=ReviewView, name="api_reprocess_list")(ReprocessListView)
+    w.app.page(f"{API_PREFIX}/reprocess/{{proposal_id}}", base=ReviewView, name="api_reprocess_one")(ReprocessProposalView)

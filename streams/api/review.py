@@ -23,11 +23,10 @@ import orjson
 from rules.review import InvalidDecision
 from streams.worker import metrics
 from streams.api.claims import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
-from streams.worker.app import app
+from streams.worker.app import Worker, worker_of
 from streams.ledger.remittance import remittable_claims
 from streams.worker.review_outputs import publish_reviewed
 from streams.ledger.review import ReviewConflict, ReviewForbidden, ReviewNotFound
-from streams.worker.stage import runtime
 
 log = logging.getLogger("claims.review")
 
@@ -50,14 +49,14 @@ def _record(model: Any) -> Any:
     return orjson.loads(model.model_dump_json())
 
 
-@app.page(f"{API_PREFIX}/reviews/me", base=ReviewView, name="api_reviews_me")
 class ReviewerView(ReviewView):
     route_label = "review_me"
     operations = {"GET": ("getReviewer", "reviews:read")}
 
     async def get(self, request: Any) -> Any:
+        w = worker_of(self.app)
         caller = principal(request)
-        books = runtime.books.books
+        books = w.runtime.books.books
         return json_response(self.web, {
             "name": caller.name, "can_decide": caller.can_decide, "queues": list(caller.queues),
             "all_queues": sorted({q for book in books for q in book.review.queues}),
@@ -66,48 +65,48 @@ class ReviewerView(ReviewView):
         }, 200)
 
 
-@app.page(f"{API_PREFIX}/reviews", base=ReviewView, name="api_reviews")
 class ReviewQueueView(ReviewView):
     route_label = "review_queue"
     operations = {"GET": ("listReviews", "reviews:read")}
 
     async def get(self, request: Any) -> Any:
+        w = worker_of(self.app)
         queue = request.query.get("queue") or None
         reason = request.query.get("reason") or None
         raw = request.query.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_LIMIT}", field="limit")
-        items = await ledger_call(runtime.ledger.open_pends, queue, reason, int(raw))
+        items = await ledger_call(w, w.runtime.ledger.open_pends, queue, reason, int(raw))
         now = datetime.now(UTC)
         access(request).claim_ids = [item["claim_id"] for item in items]  # the claims listed
         for item in items:
             item["age_seconds"] = max(int((now - datetime.fromisoformat(item["pended_at"])).total_seconds()), 0)
-            item["authorization"] = _authorization(item.pop("authorization_number"), item.pop("units_used"))
+            item["authorization"] = _authorization(w, item.pop("authorization_number"), item.pop("units_used"))
         return json_response(self.web, items, 200)
 
 
-def _authorization(number: str | None, used: str | None) -> dict[str, Any] | None:
+def _authorization(w: Worker, number: str | None, used: str | None) -> dict[str, Any] | None:
     """The line's authorization as the worker's reference data has it now, with the units in
     use under it (pended holds included)."""
     if number is None:
         return None
-    auth = runtime.reference.authorizations.get(number)
+    auth = w.runtime.reference.authorizations.get(number)
     known = orjson.loads(auth.model_dump_json()) if auth is not None else {"authorization_number": number, "status": None}
     return {**known, "units_used": used}
 
 
-@app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")
 class ReviewDecisionView(ReviewView):
     route_label = "review_decide"
     operations = {"POST": ("decideReview", "reviews:read")}
 
     async def post(self, request: Any, claim_id: str, line_number: str) -> Any:
+        w = worker_of(self.app)
         number = _line_number(line_number)
         caller = principal(request)
         if not caller.can_decide:
             raise ApiError(403, "FORBIDDEN", "this token may read the review queue but not decide: "
                            "decisions are made with a reviewer's own token (CLAIMS_REVIEWERS_FILE)")
-        raw = await read_body(request)
+        raw = await read_body(w, request)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -115,8 +114,8 @@ class ReviewDecisionView(ReviewView):
         try:
             audit = access(request)
             entry = audit.entry(caller, 200)  # answered 200 if the decision commits: with it, in its transaction
-            reviewed = await ledger_call(runtime.ledger.review, claim_id, number, body, caller.name, caller.queues,
-                                         runtime.books, datetime.now(UTC), entry)
+            reviewed = await ledger_call(w, w.runtime.ledger.review, claim_id, number, body, caller.name, caller.queues,
+                                         w.runtime.books, datetime.now(UTC), entry)
             audit.logged = True
             count_access(entry, audit.read)
         except ReviewNotFound as exc:
@@ -133,9 +132,9 @@ class ReviewDecisionView(ReviewView):
             metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()
             log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
             finals = {} if reviewed.claim_final is None else \
-                await ledger_call(remittable_claims, runtime.ledger, {record.claim_id})
+                await ledger_call(w, remittable_claims, w.runtime.ledger, {record.claim_id})
             try:
-                await publish_reviewed([record], finals)
+                await publish_reviewed(w, [record], finals)
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat
                 log.error("publishing a reviewed line failed (%s); it stays in the outbox", type(exc).__name__)
                 audit.logged = False  # the answer is not the 200 its entry says: a second entry says 503
@@ -144,15 +143,22 @@ class ReviewDecisionView(ReviewView):
         return json_response(self.web, _record(record), 200)
 
 
-@app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", base=ReviewView, name="api_review_history")
 class ReviewHistoryView(ReviewView):
     route_label = "review_history"
     operations = {"GET": ("getReviewHistory", "reviews:read")}
 
     async def get(self, request: Any, claim_id: str, line_number: str) -> Any:
+        w = worker_of(self.app)
         number = _line_number(line_number)
-        events = await ledger_call(runtime.ledger.review_history, claim_id, number)
+        events = await ledger_call(w, w.runtime.ledger.review_history, claim_id, number)
         if events is None:
             raise ApiError(404, "NOT_FOUND", f"line {number} of claim {claim_id!r} is unknown or was never pended",
                            field="line_number")
         return json_response(self.web, events, 200)
+
+
+def register(w: Worker) -> None:
+    w.app.page(f"{API_PREFIX}/reviews/me", base=ReviewView, name="api_reviews_me")(ReviewerView)
+    w.app.page(f"{API_PREFIX}/reviews", base=ReviewView, name="api_reviews")(ReviewQueueView)
+    w.app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")(ReviewDecisionView)
+    w.app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", base=ReviewView, name="api_review_history")(ReviewHistoryView)

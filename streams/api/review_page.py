@@ -25,8 +25,7 @@ from typing import Any
 
 import orjson
 
-from streams.worker.app import app
-from streams.worker.stage import runtime
+from streams.worker.app import Worker, worker_of
 
 PAGE = "/review"
 STATIC = Path(__file__).resolve().parent / "static" / "review"
@@ -58,34 +57,38 @@ def asset(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
-def config() -> dict[str, Any]:
+def config(w: Worker) -> dict[str, Any]:
     """What the page's forms need from the rulebooks this worker loaded (no PHI)."""
     versions = {}
-    for book in runtime.books.books:
+    for book in w.runtime.books.books:
         review = book.review
         versions[book.version] = {
             "queues": review.queues,
             "reasons": [{"reason": r.reason, "queue": r.queue, "rule": r.rule, "message": r.message} for r in review.reasons],
             "review_denial_carcs": [{"carc": c, "text": CARC_TEXT.get(c, "")} for c in review.review_denial_carcs],
         }
-    return {"policy_versions": versions, "default_version": runtime.books.books[-1].version}
+    return {"policy_versions": versions, "default_version": w.runtime.books.books[-1].version}
 
 
-@app.page(PAGE, name="review_page")
 async def review_page(self: Any, request: Any) -> Any:
     return self.bytes(asset("index.html"), content_type="text/html", headers=HEADERS)
 
 
-@app.page(f"{PAGE}/review.js", name="review_page_script")
 async def review_script(self: Any, request: Any) -> Any:
     return self.bytes(asset("review.js"), content_type="text/javascript", headers=HEADERS)
 
 
-@app.page(f"{PAGE}/review.css", name="review_page_style")
 async def review_style(self: Any, request: Any) -> Any:
     return self.bytes(asset("review.css"), content_type="text/css", headers=HEADERS)
 
 
-@app.page(f"{PAGE}/config.json", name="review_page_config")
 async def review_config(self: Any, request: Any) -> Any:
-    return self.bytes(orjson.dumps(config()), content_type="application/json", headers=HEADERS)
+    w = worker_of(self.app)
+    return self.bytes(orjson.dumps(config(w)), content_type="application/json", headers=HEADERS)
+
+
+def register(w: Worker) -> None:
+    w.app.page(PAGE, name="review_page")(review_page)
+    w.app.page(f"{PAGE}/review.js", name="review_page_script")(review_script)
+    w.app.page(f"{PAGE}/review.css", name="review_page_style")(review_style)
+    w.app.page(f"{PAGE}/config.json", name="review_page_config")(review_config)

@@ -45,10 +45,9 @@ from streams.api.claims import (
     wait_param,
     watcher,
 )
-from streams.worker.app import app
+from streams.worker.app import Worker, worker_of
 from contract.models import CORRECTION_REJECTIONS, AdjudicatedLine
 from streams.ledger.remittance import build_835, claim_response_inputs, remittance_inputs, remittance_of
-from streams.worker.stage import runtime
 
 log = logging.getLogger("claims.api")
 
@@ -101,7 +100,7 @@ def acknowledge_837(result: parse837.Interchange837, control_number: int) -> tup
             return blank, ack999.build(blank, control_number=control_number)
 
 
-async def _parse_837(body: bytes) -> tuple[parse837.Interchange837, str]:
+async def _parse_837(w: Worker, body: bytes) -> tuple[parse837.Interchange837, str]:
     """Parse in the parse thread (503 BUSY when MAX_PENDING_PARSES are queued or running,
     counted until the thread is done with one, also when its client went away), take the
     999's control number from the ledger, write the 999 in the build thread."""
@@ -114,7 +113,7 @@ async def _parse_837(body: bytes) -> tuple[parse837.Interchange837, str]:
     job = _parse_pool.submit(parse837.parse, body)
     job.add_done_callback(lambda _: loop.call_soon_threadsafe(_parse_finished))
     result = await asyncio.wrap_future(job)
-    (number,) = await ledger_call(control_numbers, runtime.ledger, result.receiver.id or "UNKNOWN")
+    (number,) = await ledger_call(w, control_numbers, w.runtime.ledger, result.receiver.id or "UNKNOWN")
     return await _build(acknowledge_837, result, number)
 
 
@@ -140,7 +139,7 @@ def _claim_batches(claims: Sequence[parse837.Claim], compression: int, transacti
     return out
 
 
-async def publish_claims(claims: Sequence[parse837.Claim]) -> None:
+async def publish_claims(w: Worker, claims: Sequence[parse837.Claim]) -> None:
     """Publish whole claims on `claims.lines.submitted` through the worker's own producer:
     each claim's lines as one record batch on the partition of its member_id key (the one
     Faust's keyed sends and `publish_lines` use), so the broker appends a claim whole or not
@@ -153,7 +152,7 @@ async def publish_claims(claims: Sequence[parse837.Claim]) -> None:
     topic = topics.SUBMITTED.name
 
     async def send_all() -> None:
-        producer = app.producer
+        producer = w.app.producer
         client = producer._ensure_producer()  # noqa: SLF001 - the started aiokafka producer Faust sends with
         # the producer's own batch settings (its batch size is too small for a long claim)
         manager = client._txn_manager  # noqa: SLF001
@@ -211,18 +210,18 @@ def _acknowledgements(result: parse837.Interchange837, statuses: Sequence[ack277
     return combined, each
 
 
-async def _waited_837(result: parse837.Interchange837, ack: str, wait: float, received: datetime) -> tuple[int, dict[str, Any]]:
+async def _waited_837(w: Worker, result: parse837.Interchange837, ack: str, wait: float, received: datetime) -> tuple[int, dict[str, Any]]:
     """The JSON envelope of a waited POST /v1/x12/837: the 999, the 277CA, and per claim
     its acknowledgement and its decisions (as GET /v1/claims/{claim_id} gives them)."""
     claims = result.claims
-    waited = await asyncio.gather(*(watcher.wait(c.claim_id, [line["line_number"] for line in c.lines], wait)
+    waited = await asyncio.gather(*(watcher(w).wait(c.claim_id, [line["line_number"] for line in c.lines], wait)
                                     for c in claims))
     late = [c.claim_id for c, answers in zip(claims, waited, strict=True) if answers is None]
-    now = await ledger_call(claims_answers, runtime.ledger, late) if late else {}
+    now = await ledger_call(w, claims_answers, w.runtime.ledger, late) if late else {}
     answers = [a if a is not None else now[c.claim_id] for c, a in zip(claims, waited, strict=True)]
     statuses = [front_end_status(c, status, records) for c, (status, records) in zip(claims, answers, strict=True)]
     known = sum(s is not None for s in statuses)
-    numbers = await ledger_call(control_numbers, runtime.ledger, ack277ca.Source().interchange_id.id,
+    numbers = await ledger_call(w, control_numbers, w.runtime.ledger, ack277ca.Source().interchange_id.id,
                                known + 1) if known else []
     combined, each = await _build(_acknowledgements, result, statuses, received, numbers)
     out = []
@@ -258,7 +257,6 @@ def rejection_reason(result: parse837.Interchange837) -> str:
     return " ".join(text.encode("ascii", "replace").decode().split())[:300]
 
 
-@app.page(f"{API_PREFIX}/x12/837", base=ApiView, name="api_x12_837")
 class X12ClaimsView(ApiView):
     """837P intake: parse (in the parse thread), answer with the 999, publish the accepted
     claims whole. `?wait` answers JSON instead: the 999, the 277CA, the claims' answers."""
@@ -267,14 +265,15 @@ class X12ClaimsView(ApiView):
     operations = {"POST": ("submit837", "claims:submit")}
 
     async def post(self, request: Any) -> Any:
+        w = worker_of(self.app)
         wait = wait_param(request)
-        body = await read_body(request, X12_MEDIA_TYPES, charsets=X12_CHARSETS)
+        body = await read_body(w, request, X12_MEDIA_TYPES, charsets=X12_CHARSETS)
         received = datetime.now(UTC)
-        result, ack = await _parse_837(body)
+        result, ack = await _parse_837(w, body)
         access(request).claim_ids = [c.claim_id for c in result.claims]
         accepted = result.status in ("A", "E", "P")
         if accepted:
-            await publish_claims(result.claims)
+            await publish_claims(w, result.claims)
         else:
             log.info("837 interchange %s rejected: %s", result.control_number,
                      result.error.code if result.error else "every transaction set rejected")
@@ -285,16 +284,16 @@ class X12ClaimsView(ApiView):
             return json_response(self.web, {"interchange_control_number": result.control_number, "status": result.status,
                                     "999": ack, "277ca": None, "claims": [], "interchange": result.summary()}, 400,
                          headers={REASON_HEADER: why})
-        code, envelope = await _waited_837(result, ack, wait, received)
+        code, envelope = await _waited_837(w, result, ack, wait, received)
         return json_response(self.web, envelope, code)
 
 
-async def _decisions(claim_id: str) -> list[dict[str, Any]]:
+async def _decisions(w: Worker, claim_id: str) -> list[dict[str, Any]]:
     """The decisions of a fully decided claim, or 404 (unknown) / 409 (not decided yet, or
     no remittance: rejected at the front end)."""
     if not 0 < len(claim_id) <= 64:
         raise ApiError(404, "NOT_FOUND", "unknown claim_id", field="claim_id")
-    status, records = await ledger_call(claim_answers, runtime.ledger, claim_id)
+    status, records = await ledger_call(w, claim_answers, w.runtime.ledger, claim_id)
     if status is None and not records:
         raise ApiError(404, "NOT_FOUND", f"claim {claim_id!r} is unknown", field="claim_id")
     if status in ("OPEN", "ASSEMBLED"):
@@ -325,7 +324,6 @@ async def _build(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_build_pool, fn, *args)
 
 
-@app.page(f"{API_PREFIX}/claims/{{claim_id}}/835", base=ApiView, name="api_claim_835")
 class Claim835View(ApiView):
     """The claim's 835 (005010X221A1), one transaction set, the same the remittance agent
     publishes on claims.remittance.835 (control numbers included; dates are today's)."""
@@ -334,14 +332,15 @@ class Claim835View(ApiView):
     operations = {"GET": ("getClaim835", "claims:read")}
 
     async def get(self, request: Any, claim_id: str) -> Any:
-        decisions = [AdjudicatedLine.model_validate(d) for d in await _decisions(claim_id)]
-        state, remit = await ledger_call(remittance_of, runtime.ledger, claim_id, decisions)
+        w = worker_of(self.app)
+        decisions = [AdjudicatedLine.model_validate(d) for d in await _decisions(w, claim_id)]
+        state, remit = await ledger_call(w, remittance_of, w.runtime.ledger, claim_id, decisions)
         if state == "PENDED":
             raise PendedError(claim_id, remit)
         if state != "OK":
             raise ApiError(409, "NO_REMITTANCE", f"claim {claim_id!r} was never remitted: it was replaced or voided while "
                            f"lines of it were pended for manual review (or it voids such a claim)", field="claim_id")
-        facts, number = await ledger_call(remittance_inputs, runtime.ledger,
+        facts, number = await ledger_call(w, remittance_inputs, w.runtime.ledger,
                                          [claim_id, *(d.claim_id for d in remit.decisions)])
         try:  # a replacement's or void's 835 starts with the reversal it made
             text = await _build(build_835, remit.decisions, facts, number)
@@ -351,7 +350,6 @@ class Claim835View(ApiView):
         return _x12(self.web, text, 200)
 
 
-@app.page(f"{API_PREFIX}/claims/{{claim_id}}/remittance", base=ApiView, name="api_claim_remittance")
 class ClaimRemittanceView(ApiView):
     """The claim's remittance as a FHIR R4B ClaimResponse (CARCs under the X12 code system)."""
 
@@ -359,8 +357,9 @@ class ClaimRemittanceView(ApiView):
     operations = {"GET": ("getClaimResponse", "claims:read")}
 
     async def get(self, request: Any, claim_id: str) -> Any:
-        decisions = await _decisions(claim_id)
-        replaces, unremitted, charges = await ledger_call(claim_response_inputs, runtime.ledger, claim_id)
+        w = worker_of(self.app)
+        decisions = await _decisions(w, claim_id)
+        replaces, unremitted, charges = await ledger_call(w, claim_response_inputs, w.runtime.ledger, claim_id)
         if unremitted:
             raise ApiError(409, "NO_REMITTANCE", f"claim {claim_id!r} was never remitted: it was replaced or voided while "
                            f"lines of it were pended for manual review", field="claim_id")
@@ -407,8 +406,7 @@ def _warm_build() -> None:
     import fhir.resources.R4B.claimresponse  # noqa: F401 - 0.2 s on first import
 
 
-@app.task
-async def warm_x12() -> None:
+async def warm_x12(w: Worker) -> None:
     """At worker start, load the X12 libraries and pyx12's 837P map (about 2 s of CPU, in
     the parse thread, in the background), so the first POST /v1/x12/837 does not pay it."""
     loop = asyncio.get_running_loop()
@@ -417,3 +415,10 @@ async def warm_x12() -> None:
         await loop.run_in_executor(_build_pool, _warm_build)
     except Exception as exc:  # noqa: BLE001 - only a warm-up: the first request loads them instead
         log.warning("X12 warm-up failed: %s", type(exc).__name__)
+
+
+def register(w: Worker) -> None:
+    w.app.page(f"{API_PREFIX}/x12/837", base=ApiView, name="api_x12_837")(X12ClaimsView)
+    w.app.page(f"{API_PREFIX}/claims/{{claim_id}}/835", base=ApiView, name="api_claim_835")(Claim835View)
+    w.app.page(f"{API_PREFIX}/claims/{{claim_id}}/remittance", base=ApiView, name="api_claim_remittance")(ClaimRemittanceView)
+    w.task(warm_x12)

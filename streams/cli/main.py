@@ -337,34 +337,30 @@ def worker(
     web_port: Annotated[int | None, typer.Option(metavar="N", help="HTTP port for /metrics, /healthz, /readyz (default: first free from 6066).")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level of the pipeline's own JSON logs.")] = "info",
     shadow: Annotated[Path | None, typer.Option(metavar="FILE", help="Monitor Mode: also decide every claim under this candidate rulebook (TOML), recording nothing.")] = None,
+    resume: Annotated[Path | None, typer.Option(hidden=True, help="Settings of a worker restarting in place (streams.settings.write_resume_file).")] = None,
 ) -> None:
     """Run one pipeline worker (all agents). Start several to scale out.
 
     It serves /healthz, /readyz and /metrics on its web port and, once CLAIMS_API_TOKEN is
     set, the /v1 HTTP API (claims, what-if simulation, X12 837P in, 835 and FHIR out).
     Every setting is a CLAIMS_* environment variable (README: "Pointing at Apache Kafka and
-    PostgreSQL")."""
-    import os
-
+    PostgreSQL"); the options given here take precedence."""
     from pydantic import ValidationError
 
-    for name, value in (("CLAIMS_BOOTSTRAP_SERVERS", bootstrap), ("CLAIMS_LEDGER_URL", ledger),
-                        ("CLAIMS_SHADOW_RULEBOOK", str(shadow) if shadow else None)):
-        if value:
-            os.environ[name] = value
-    if web_port is not None:
-        os.environ["CLAIMS_WEB_PORT"] = str(web_port)
     from rules.rulebook import RulebookError
-    from streams import build as worker_module
+    from streams import build
     from streams.ledger.store import LedgerUnavailable
-    from streams.settings import Settings
+    from streams.settings import Settings, read_resume_file
 
     try:
-        s = Settings()
-        if web_port is None and "CLAIMS_WEB_PORT" not in os.environ:
-            os.environ["CLAIMS_WEB_PORT"] = str(worker_module.first_free_port(s.web_bind, s.web_port))
-
-        worker_module.run(loglevel)
+        if resume is not None:
+            settings, rewind = read_resume_file(resume)
+        else:
+            given = {"bootstrap_servers": bootstrap, "ledger_url": ledger, "shadow_rulebook": shadow, "web_port": web_port}
+            settings, rewind = Settings(**{k: v for k, v in given.items() if v is not None}), False
+            if web_port is None and "web_port" not in settings.model_fields_set:
+                settings = settings.model_copy(update={"web_port": build.first_free_port(settings.web_bind, settings.web_port)})
+        build.run_worker(settings, loglevel, rewind=rewind)
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"setting CLAIMS_{str(err['loc'][0]).upper()}: {err['msg']}")

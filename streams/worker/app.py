@@ -9,19 +9,16 @@ router's key lookups turned off.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 import faust
 
 from contract import topics
-from streams.worker import tuning as faust_tuning
 from streams.settings import Settings
-
-settings = Settings()
-
-
-faust_tuning.apply(settings)
-WEB_SOCKET = faust_tuning.bind_web_socket(settings)
-#: the port the web endpoints are served on (CLAIMS_WEB_PORT, or the one bound for 0)
-WEB_PORT: int = WEB_SOCKET.getsockname()[1] if WEB_SOCKET is not None else settings.web_port
+from streams.worker.runtime import Runtime
 
 
 def create_app(s: Settings, web_port: int | None = None) -> faust.App:
@@ -57,9 +54,64 @@ def create_app(s: Settings, web_port: int | None = None) -> faust.App:
     )
 
 
-app = create_app(settings, WEB_PORT)
+
+@dataclass(eq=False)
+class Worker:
+    """One pipeline worker, as `streams.build.build_worker` assembles it: its settings, Faust
+    app, runtime (ledger, reference view, rulebooks, readiness) and web port. Agents and routes
+    are registered on it; nothing of it exists at import time."""
+
+    settings: Settings
+    app: faust.App
+    runtime: Runtime
+    #: the port the web endpoints are served on (CLAIMS_WEB_PORT, or the one bound for 0)
+    web_port: int
+    web_socket: socket.socket | None = None
+    #: what the rooms registered on this worker keep per worker (the API's `?wait` watcher)
+    extensions: dict[str, Any] = field(default_factory=dict)
+    _channels: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def topic(self, t: topics.TopicDef) -> faust.TopicT:
+        """The Faust topic for a registry entry (created up front by `streams.kafka.admin`)."""
+        if t.name not in self._channels:
+            self._channels[t.name] = self.app.topic(t.name, partitions=self.settings.partitions, internal=False)
+        return self._channels[t.name]
+
+    def agent(self, source: topics.TopicDef, name: str, body: Callable[[Worker, Any], Any]) -> None:
+        """Register `body(worker, stream)` as the agent `name` consuming `source`."""
+
+        async def agent(stream: Any) -> None:
+            await body(self, stream)
+
+        agent.__qualname__ = agent.__name__ = name
+        self.app.agent(self.topic(source), name=name)(agent)
+
+    def timer(self, interval: float, body: Callable[[Worker], Any]) -> None:
+        """Run `body(worker)` every `interval` seconds while the worker runs."""
+
+        async def timer() -> None:
+            await body(self)
+
+        timer.__qualname__ = timer.__name__ = f"{body.__module__}.{body.__name__}"
+        self.app.timer(interval=interval, name=timer.__qualname__)(timer)
+
+    def task(self, body: Callable[[Worker], Any]) -> None:
+        """Run `body(worker)` once the worker started (a background task)."""
+
+        async def task() -> None:
+            await body(self)
+
+        task.__qualname__ = task.__name__ = f"{body.__module__}.{body.__name__}"
+        self.app.task(task)
+
+    def page(self, path: str, view: Any, name: str, base: Any = None) -> None:
+        """Serve `view` (a Faust View class, or a function of (view, request)) at `path`."""
+        if base is None:
+            self.app.page(path, name=name)(view)
+        else:
+            self.app.page(path, base=base, name=name)(view)
 
 
-def channel(t: topics.TopicDef) -> faust.TopicT:
-    """The Faust topic for a registry entry (created up front by `streams.kafka.admin`)."""
-    return app.topic(t.name, partitions=settings.partitions, internal=False)
+def worker_of(app: faust.App) -> Worker:
+    """The worker an app belongs to (what a web view reaches through `self.app`)."""
+    return app.claims_worker  # set by `streams.build.build_worker`

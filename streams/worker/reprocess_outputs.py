@@ -9,27 +9,26 @@ from __future__ import annotations
 import orjson
 
 from contract import topics
-from streams.worker import metrics, review_outputs, stage
-from streams.worker.app import app
+from streams.worker import metrics, review_outputs
 from contract.models import AdjudicatedLine
-from streams.worker.stage import runtime
+from streams.worker.app import Worker
 
 
-async def publish_outbox() -> int:
+async def publish_outbox(w: Worker) -> int:
     """Publish what reprocessing left in the ledger's outbox, in the order it was made."""
-    ledger = runtime.ledger
+    ledger = w.runtime.ledger
     sent = 0
-    while items := await runtime.in_ledger(ledger.reprocess_outbox, 500, retry=False):
+    while items := await w.runtime.in_ledger(ledger.reprocess_outbox, 500, retry=False):
         for _, topic, key, body in items:
             if topic == topics.ADJUDICATED.name:
-                await stage.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
+                await w.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
                 metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
             elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
                 records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
-                await review_outputs.remit(key, records)  # the review path's 835 writer
+                await review_outputs.remit(w, key, records)  # the review path's 835 writer
             else:
-                await stage.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
-        await app.producer.flush()
-        await runtime.in_ledger(ledger.reprocess_outbox_sent, [i for i, *_ in items], retry=False)
+                await w.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
+        await w.app.producer.flush()
+        await w.runtime.in_ledger(ledger.reprocess_outbox_sent, [i for i, *_ in items], retry=False)
         sent += len(items)
     return sent

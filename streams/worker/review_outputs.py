@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from edi.remit835 import RemittanceError
 from contract import topics
 from streams.worker import stage
-from streams.worker.app import app
 from contract.models import AdjudicatedLine
 from contract.messages import DecidedClaim
 from streams.ledger.remittance import build_835, remittable_claims, remittance_inputs
-from streams.worker.stage import runtime
+from streams.worker.app import Worker
 
 log = logging.getLogger("claims.review")
 
@@ -30,39 +29,39 @@ log = logging.getLogger("claims.review")
 FinalClaims = Mapping[str, Sequence[AdjudicatedLine]]
 
 
-async def publish_reviewed(records: Sequence[AdjudicatedLine], finals: FinalClaims) -> None:
+async def publish_reviewed(w: Worker, records: Sequence[AdjudicatedLine], finals: FinalClaims) -> None:
     """Publish final records and the 835s of the claims they made final, wait for the broker,
     then take the records out of the ledger's outbox. Raises if the broker does not take
     them (they stay in the outbox for the timer)."""
     for record in records:
-        await stage.publish_decision("review", record)
+        await stage.publish_decision(w, "review", record)
     for claim_id, decisions in finals.items():
-        await remit(claim_id, decisions)
-    await app.producer.flush()
-    await runtime.in_ledger(runtime.ledger.decision_outbox_sent, list(records))
+        await remit(w, claim_id, decisions)
+    await w.app.producer.flush()
+    await w.runtime.in_ledger(w.runtime.ledger.decision_outbox_sent, list(records))
 
 
-async def remit(claim_id: str, decisions: Sequence[AdjudicatedLine]) -> None:
+async def remit(w: Worker, claim_id: str, decisions: Sequence[AdjudicatedLine]) -> None:
     """The 835 of what `decisions` carry for `claim_id` on claims.remittance.835 (a remittance
     dead letter when it cannot be written): a review's final claim, or an adjustment's pair."""
     claim_ids = [claim_id, *dict.fromkeys(d.claim_id for d in decisions if d.claim_id != claim_id)]
-    facts, number = await runtime.in_ledger(remittance_inputs, runtime.ledger, claim_ids)
+    facts, number = await w.runtime.in_ledger(remittance_inputs, w.runtime.ledger, claim_ids)
     key = claim_id.encode()
     try:
         text = build_835(decisions, facts, number)
     except RemittanceError as exc:
         value = DecidedClaim(claim_id=claim_id, decisions=tuple(decisions)).model_dump_json().encode()
-        await stage.dead_letter("review", topics.ADJUDICATED, value, key, exc, error_type="remittance",
+        await stage.dead_letter(w, "review", topics.ADJUDICATED, value, key, exc, error_type="remittance",
                                 target=topics.REMITTANCE_DLQ)
         return
-    await stage.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())
+    await w.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())
 
 
-async def drain_outbox() -> int:
+async def drain_outbox(w: Worker) -> int:
     """Publish the final records a crash (or a broker outage) left in the outbox; how many."""
-    pending = await runtime.in_ledger(runtime.ledger.decision_outbox)
+    pending = await w.runtime.in_ledger(w.runtime.ledger.decision_outbox)
     if pending:
-        finals = await runtime.in_ledger(remittable_claims, runtime.ledger, {r.claim_id for r in pending})
-        await publish_reviewed(pending, finals)
+        finals = await w.runtime.in_ledger(remittable_claims, w.runtime.ledger, {r.claim_id for r in pending})
+        await publish_reviewed(w, pending, finals)
         log.info("published %d reviewed line(s) left in the outbox", len(pending))
     return len(pending)

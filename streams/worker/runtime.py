@@ -32,6 +32,9 @@ class Runtime:
         self.impact = Impact(LIVE_DIMENSIONS)
         self.impact_since = datetime.now(UTC)
         self.reference = ReferenceData()
+        #: how far this worker has read each reference partition, across reconnects: a broker that
+        #: comes back with shorter partitions has lost records, and the view must be rebuilt
+        self.reference_read_to: dict[Any, int] = {}
         #: the reviewers of CLAIMS_REVIEWERS_FILE (read again when it changes); a broken file stops the worker at start
         self.reviewers = Reviewers(settings.reviewers_file)
         #: the API clients of CLAIMS_CLIENTS_FILE (read again when it changes or on SIGHUP); the same
@@ -39,6 +42,8 @@ class Runtime:
         self.reference_ready = asyncio.Event()
         self.ledger_ok = False
         self.broker_ok = False
+        #: what /readyz said last (the worker prints a line when it changes)
+        self.was_ready = False
         #: the broker incarnation marker this process started with (streams.kafka.admin)
         self.incarnation: str | None = None
         self._inflight: list[float] = []  # start times of ledger calls waiting on the thread

@@ -21,52 +21,42 @@ from faust.types import TP, EventT
 from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
-from streams.worker.app import app, channel, settings
+from streams.worker.app import Worker
 from streams.worker.tuning import BATCHES, answering
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
-from streams.worker.runtime import Runtime
 
 log = logging.getLogger("claims.stage")
-runtime = Runtime(settings)
-
-_channels: dict[str, faust.TopicT] = {}
 
 
-def topic(t: topics.TopicDef) -> faust.TopicT:
-    if t.name not in _channels:
-        _channels[t.name] = channel(t)
-    return _channels[t.name]
-
-
-async def run(stream: faust.StreamT, stage: str, source: topics.TopicDef,
-              handle: Callable[[Sequence[EventT]], Awaitable[None]], needs_reference: bool = False) -> None:
+async def run(w: Worker, stream: faust.StreamT, stage: str, source: topics.TopicDef,
+              handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]], needs_reference: bool = False) -> None:
     """The agent loop: batches of events, one `handle` call per batch, never dying. With
     exactly_once a batch and a commit never overlap (`faust_tuning.BatchGate`); a stage that
     `needs_reference` data waits for it before the batch begins, not inside it."""
     uncommitted: set = set()
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+    async for events in stream.take_events(w.settings.batch_size, within=w.settings.batch_within_s):
         if uncommitted:
-            await _commit_new_partitions(uncommitted)
+            await _commit_new_partitions(w, uncommitted)
         if needs_reference:  # a worker not sure of its broker (or without reference data) takes nothing in
-            await runtime.reference_ready.wait()
+            await w.runtime.reference_ready.wait()
         started = time.perf_counter()
-        async with BATCHES.batch() if app.in_transaction else nullcontext():
-            await _handle(stage, source, handle, events)
+        async with BATCHES.batch() if w.app.in_transaction else nullcontext():
+            await _handle(w, stage, source, handle, events)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
-        uncommitted = {event.message.tp for event in events} - _committed()
+        uncommitted = {event.message.tp for event in events} - _committed(w)
 
 
-async def _handle(stage: str, source: topics.TopicDef, handle: Callable[[Sequence[EventT]], Awaitable[None]],
+async def _handle(w: Worker, stage: str, source: topics.TopicDef, handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]],
                   events: Sequence[EventT]) -> None:
     try:
-        await handle(events)
+        await handle(w, events)
     except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
         log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
         for event in events:
             with answering(event.message.tp):
-                await dead_letter(stage, source, event.message.value, event.message.key, exc)
+                await dead_letter(w, stage, source, event.message.value, event.message.key, exc)
 
 
 def answering_partition(source: topics.TopicDef, partition: int):
@@ -75,18 +65,18 @@ def answering_partition(source: topics.TopicDef, partition: int):
     return answering(TP(source.name, partition))
 
 
-def _committed() -> set:
+def _committed(w: Worker) -> set:
     """The partitions this worker holds a committed offset for."""
-    return {tp for tp, offset in app.consumer._committed_offset.items() if offset is not None}  # noqa: SLF001
+    return {tp for tp, offset in w.app.consumer._committed_offset.items() if offset is not None}  # noqa: SLF001
 
 
-async def _commit_new_partitions(tps: set) -> None:
+async def _commit_new_partitions(w: Worker, tps: set) -> None:
     """Commit at once (the previous batch is acknowledged by now) when a partition had no
     committed offset yet: a crash before the first periodic commit would have the group read
     it again from the beginning, however long ago that was, and not just one commit interval.
     Not with exactly_once, whose offsets go with the transactions Faust commits itself."""
-    if not app.in_transaction and tps - _committed():
-        await app.consumer.commit()
+    if not w.app.in_transaction and tps - _committed(w):
+        await w.app.consumer.commit()
 
 
 class CommitSensor(faust.Sensor):
@@ -96,10 +86,8 @@ class CommitSensor(faust.Sensor):
         metrics.COMMITS.labels("all").inc()
 
 
-app.sensors.add(CommitSensor())
 
-
-async def dead_letter(stage: str, source: topics.TopicDef, raw: bytes | None, key: bytes | None,
+async def dead_letter(w: Worker, stage: str, source: topics.TopicDef, raw: bytes | None, key: bytes | None,
                       error: Exception | str, error_type: str | None = None,
                       target: topics.TopicDef = topics.DLQ) -> None:
     """The original bytes, with `error` and `source-topic` headers, on `target`; never retried."""
@@ -107,7 +95,7 @@ async def dead_letter(stage: str, source: topics.TopicDef, raw: bytes | None, ke
     kind = error_type or (type(error).__name__ if not isinstance(error, str) else "undecodable")
     if not isinstance(error, str):
         log.error("stage %s: %s", stage, "".join(traceback.format_exception_only(error)).strip()[:300])
-    await topic(target).send(
+    await w.topic(target).send(
         key=key, value=raw or b"",
         headers=[("error", text[:1000].encode()), ("source-topic", source.name.encode()), ("stage", stage.encode())],
     )
@@ -115,18 +103,18 @@ async def dead_letter(stage: str, source: topics.TopicDef, raw: bytes | None, ke
     metrics.LINES_OUT.labels(stage, "dlq").inc()
 
 
-async def publish(stage: str, step: Step, source: topics.TopicDef, key: bytes | None = None) -> None:
+async def publish(w: Worker, stage: str, step: Step, source: topics.TopicDef, key: bytes | None = None) -> None:
     """Send every decision, rejection and dead letter of a step."""
     for decision in step.decisions:
-        await publish_decision(stage, decision)
+        await publish_decision(w, stage, decision)
     for rejection in step.rejections:
-        await publish_rejection(stage, rejection)
+        await publish_rejection(w, stage, rejection)
     for dead in step.dead:
-        await dead_letter(stage, source, dead.raw, key, dead.error, _dlq_kind(dead))
+        await dead_letter(w, stage, source, dead.raw, key, dead.error, _dlq_kind(dead))
 
 
-async def publish_decision(stage: str, decision: AdjudicatedLine, submitted_at: float | None = None) -> None:
-    await topic(topics.ADJUDICATED).send(key=decision.claim_id.encode(), value=decision.model_dump_json().encode())
+async def publish_decision(w: Worker, stage: str, decision: AdjudicatedLine, submitted_at: float | None = None) -> None:
+    await w.topic(topics.ADJUDICATED).send(key=decision.claim_id.encode(), value=decision.model_dump_json().encode())
     carc = decision.adjustments[0].carc if decision.adjustments else "none"
     metrics.DECISIONS.labels(decision.status, carc).inc()
     metrics.LINES_OUT.labels(stage, "adjudicated").inc()
@@ -134,20 +122,20 @@ async def publish_decision(stage: str, decision: AdjudicatedLine, submitted_at: 
         metrics.E2E_SECONDS.observe(max(time.time() - submitted_at, 0.0))
 
 
-async def publish_rejection(stage: str, rejection: RejectedLine) -> None:
+async def publish_rejection(w: Worker, stage: str, rejection: RejectedLine) -> None:
     key = rejection.claim_id.encode() if rejection.claim_id else None
-    await topic(topics.REJECTED).send(key=key, value=rejection.model_dump_json().encode())
+    await w.topic(topics.REJECTED).send(key=key, value=rejection.model_dump_json().encode())
     for reason in rejection.reasons:
         metrics.REJECTIONS.labels(reason.code).inc()
     metrics.LINES_OUT.labels(stage, "rejected").inc()
 
 
-async def publish_shadow(result: ShadowResult) -> None:
+async def publish_shadow(w: Worker, result: ShadowResult) -> None:
     """Monitor Mode: each line the candidate decides differently, the comparison's metrics
     (dollars as floats there: a metric is a gauge of the effect, the topic is exact), and
     the worker's impact totals (exact, GET /v1/shadow/impact)."""
     for diff in result.differences:
-        await topic(topics.SHADOW_DIFFERENCES).send(key=diff.claim_id.encode(), value=diff.model_dump_json().encode())
+        await w.topic(topics.SHADOW_DIFFERENCES).send(key=diff.claim_id.encode(), value=diff.model_dump_json().encode())
         for rule in diff.rules:
             metrics.SHADOW_CHANGED.labels(rule).inc()
     metrics.SHADOW_LINES.labels("changed").inc(len(result.differences))
@@ -156,47 +144,47 @@ async def publish_shadow(result: ShadowResult) -> None:
     metrics.SHADOW_ALLOWED.labels("candidate").inc(float(max(result.allowed_candidate, 0)))
     for live, candidate, rules in result.lines:
         line = impact.from_decisions(live, candidate, rules)
-        runtime.impact.add(line)
+        w.runtime.impact.add(line)
         if line.changed:  # a counter only grows: a new decision's amount is never negative anyway
             group = line.group("rule")
             metrics.SHADOW_RULE_ALLOWED.labels(group, "live").inc(float(max(line.allowed_before, 0)))
             metrics.SHADOW_RULE_ALLOWED.labels(group, "candidate").inc(float(max(line.allowed_after, 0)))
 
 
-async def forward(stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:
+async def forward(w: Worker, stage: str, target: topics.TopicDef, claims: Sequence[ClaimWork], partition: int) -> None:
     """Send claims to the next stage as one message, on the same partition number: each
     partition of an internal topic has one writer (broker.md, item 10), and a member's
     claims stay in order."""
     if claims:
         batch = ClaimBatch(claims=tuple(claims))
-        await topic(target).send(key=None, value=batch.model_dump_json().encode(), partition=partition)
+        await w.topic(target).send(key=None, value=batch.model_dump_json().encode(), partition=partition)
         metrics.LINES_OUT.labels(stage, "forwarded").inc(sum(len(c.lines) for c in claims))
 
 
-async def map_claims(stage: str, source: topics.TopicDef, target: topics.TopicDef, events: Sequence[EventT],
+async def map_claims(w: Worker, stage: str, source: topics.TopicDef, target: topics.TopicDef, events: Sequence[EventT],
                      step: Callable[[ClaimWork], ClaimWork]) -> None:
     """Apply a pure per-claim `step` to every claim of every batch and forward the results;
     a claim the step cannot handle is dead-lettered on its own."""
     for event in events:
         with answering(event.message.tp):
-            await _map_one(stage, source, target, event, step)
+            await _map_one(w, stage, source, target, event, step)
 
 
-async def _map_one(stage: str, source: topics.TopicDef, target: topics.TopicDef, event: EventT,
+async def _map_one(w: Worker, stage: str, source: topics.TopicDef, target: topics.TopicDef, event: EventT,
                    step: Callable[[ClaimWork], ClaimWork]) -> None:
     done = []
     try:
         batch = decode_batch(event)
     except Exception as exc:  # noqa: BLE001 - an undecodable message goes to the DLQ alone
-        await dead_letter(stage, source, event.message.value, event.message.key, exc, "undecodable")
+        await dead_letter(w, stage, source, event.message.value, event.message.key, exc, "undecodable")
         return
     metrics.LINES_IN.labels(stage).inc(sum(len(c.lines) for c in batch.claims))
     for claim in batch.claims:
         try:
             done.append(step(claim))
         except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
-            await dead_letter(stage, source, claim.model_dump_json().encode(), None, exc)
-    await forward(stage, target, done, event.message.partition)
+            await dead_letter(w, stage, source, claim.model_dump_json().encode(), None, exc)
+    await forward(w, stage, target, done, event.message.partition)
 
 
 def decode_batch(event: EventT) -> ClaimBatch:

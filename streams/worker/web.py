@@ -1,23 +1,30 @@
-"""The worker's operational HTTP endpoints: `/metrics`, `/healthz`, `/readyz`."""
+"""The worker's operational HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the
+readiness line on standard output."""
 
 from __future__ import annotations
 
 from streams.worker import metrics
-from streams.worker.stage import app, runtime
+from streams.worker.app import Worker, worker_of
 
 
-@app.page("/metrics")
+def register(w: Worker) -> None:
+    w.page("/metrics", metrics_page, name="metrics")
+    w.page("/healthz", healthz, name="healthz")
+    w.page("/readyz", readyz, name="readyz")
+    w.timer(1.0, refresh_readiness)
+
+
 async def metrics_page(self, request):
     body, content_type = metrics.render()
     return self.bytes(body, content_type=content_type.split(";")[0])
 
 
-@app.page("/healthz")
 async def healthz(self, request):
     return self.json({"status": "ok"})
 
 
-def readiness() -> dict[str, bool]:
+def readiness(w: Worker) -> dict[str, bool]:
+    app, runtime = w.app, w.runtime
     consumer = app.consumer if app._consumer is not None else None  # noqa: SLF001 - no public "started?"
     checks = {
         "reference_loaded": runtime.reference_ready.is_set(),
@@ -29,23 +36,17 @@ def readiness() -> dict[str, bool]:
     return checks
 
 
-@app.page("/readyz")
 async def readyz(self, request):
-    checks = readiness()
+    checks = readiness(worker_of(self.app))
     return self.json({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
 
 
-_was_ready = False
-
-
-@app.timer(interval=1.0)
-async def refresh_readiness() -> None:
+async def refresh_readiness(w: Worker) -> None:
     """Keep `claims_worker_ready` current even when nobody asks /readyz, and say on standard
     output when the worker becomes ready (or stops being ready), with the check that failed."""
-    global _was_ready
-    checks = readiness()
+    checks = readiness(w)
     ready = all(checks.values())
-    if ready != _was_ready:
+    if ready != w.runtime.was_ready:
         failing = ", ".join(name for name, ok in checks.items() if not ok)
         print(f"claims-pipeline worker: {'ready' if ready else 'not ready: ' + failing}", flush=True)
-        _was_ready = ready
+        w.runtime.was_ready = ready
