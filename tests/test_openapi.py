@@ -25,7 +25,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from rules.rulebook import candidate_path
 from streams.api import claims as api, models as api_models, openapi, x12 as x12_api
 from streams.worker.reviewers import SCOPES
-from streams.worker.app import app
+from streams.build import build_worker
+from streams.settings import Settings
 from tests import browser
 from tests.test_api import TOKEN, ApiPipeline, api_claims, call
 
@@ -83,6 +84,10 @@ def test_document_is_valid_openapi_3_1():
     assert document["openapi"].startswith("3.1.")
     errors = [e.message for e in OpenAPIV31SpecValidator(document).iter_errors()]
     assert not errors, errors[:5]
+
+
+#: a worker assembled as `claims-pipeline worker` does: its routes are what the API serves
+app = build_worker(Settings()).app
 
 
 def test_document_lists_every_api_route():

@@ -38,10 +38,14 @@ from faust.types import TP
 from faust.web.drivers import aiohttp as faust_web
 
 from streams.worker import tuning as faust_tuning
-from streams.worker.app import app as worker_app, settings as worker_settings  # applies the tuning, as a worker does
+from streams.build import build_worker
+from streams.settings import Settings
 
-# The checks build apps of their own: the worker's app (`streams.worker.app.app`) only says which
-# classes a worker uses; its consumer and producer are left unmade for the other tests.
+# A worker assembled as `claims-pipeline worker` does (which applies the tuning); the checks build
+# apps of their own: the worker's app only says which classes a worker uses, and its consumer
+# and producer are left unmade for the other tests.
+WORKER = build_worker(Settings())
+worker_app, worker_settings = WORKER.app, WORKER.settings
 
 VERSIONS = (f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, "
             f"aiohttp {version('aiohttp')}")
@@ -157,7 +161,7 @@ def test_a_patched_method_is_there_with_the_signature_the_patch_wraps(name, cls,
 
 @pytest.mark.parametrize("name, cls, attr, patch, expected", PATCHED, ids=[f"{p[1].__name__}.{p[2]}" for p in PATCHED])
 def test_every_patch_is_installed_once_the_tuning_is_applied(name, cls, attr, patch, expected) -> None:
-    """streams.worker.app applied the tuning (as a worker does); applying it again changes nothing."""
+    """build_worker applied the tuning; applying it again changes nothing."""
     installed = getattr(cls, attr)
     name.check(getattr(installed, "_claims_tuned", False),
                f"not patched after faust_tuning.apply ({patch.__name__} did not install it)")
