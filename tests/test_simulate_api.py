@@ -60,6 +60,9 @@ def setup(module_bootstrap, tmp_path_factory):
     remitted = {r["claim_id"] for r in expected if r["topic"] == topics.ADJUDICATED.name}
     wait_for(lambda: {k.decode() for *_, k, _ in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name])} >= remitted,
              120, "an 835 for every decided claim")
+    # and for the reprocess timer to be done with the reference changes of the load
+    wait_for(lambda: not any(row[-1] != "DONE" for row in ledger_rows(pipe.ledger_url)["reference_changes"]),
+             120, "every reference change looked at")
     yield pipe, work, submitted, later
     pipe.stop_all()
 

@@ -113,7 +113,7 @@ def reload_principals(w: Worker) -> None:
 
 async def _on_sighup(w: Worker) -> None:
     """SIGHUP reads the clients and reviewers files again, now."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_principals)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_principals, w)
 
 
 def register(w: Worker) -> None:
