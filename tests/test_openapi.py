@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from rules.rulebook import candidate_path
-from streams.api import claims as api, models as api_models, openapi, x12 as x12_api
+from streams.api import base, claims as api, models as api_models, openapi, x12 as x12_api
 from streams.worker.reviewers import SCOPES
 from streams.build import build_worker
 from streams.settings import Settings
@@ -93,7 +93,7 @@ app = build_worker(Settings()).app
 def test_document_lists_every_api_route():
     """Every method a /v1 view answers (not with 405) is an operation of the document, and
     nothing else is; the reference routes themselves are not API operations."""
-    registered = {(method.lower(), path) for path, view in app.web.views.items() if isinstance(view, api.ApiView)
+    registered = {(method.lower(), path) for path, view in app.web.views.items() if isinstance(view, base.ApiView)
                   for method in view.allowed_methods() if method != "HEAD"}
     assert {SAME_AS.get(r, r) for r in registered} == documented()
 
@@ -103,7 +103,7 @@ def test_every_api_view_declares_a_scope_and_its_operation_ids():
     path and method, which the access log records) and a contract scope."""
     document = openapi.document()["paths"]
     for path, view in app.web.views.items():
-        if not isinstance(view, api.ApiView):
+        if not isinstance(view, base.ApiView):
             continue
         methods = [m for m in view.allowed_methods() if m != "HEAD"]
         assert set(view.operations) == set(methods), (path, view.operations)

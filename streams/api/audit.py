@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time as dtime, timedelta
 from typing import Any
 
 from contract import topics
-from streams.api.claims import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
+from streams.api.base import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
 from streams.worker.app import Worker, worker_of
 from streams.ledger.store import LedgerUnavailable
 

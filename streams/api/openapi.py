@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from contract import schemas
 from streams.api import audit, claims as api, models as api_models, review as review_api, x12 as x12_api
+from streams.api.base import API_PREFIX, MAX_WAIT_S
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
@@ -118,9 +119,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 WAIT = {"name": "wait", "in": "query", "required": False,
-        "description": f"Wait up to this many seconds (0 to {api.MAX_WAIT_S:g}, fractions allowed) for every line's "
+        "description": f"Wait up to this many seconds (0 to {MAX_WAIT_S:g}, fractions allowed) for every line's "
                        "decision or rejection. Without it (or 0) the answer comes once the broker has the claim.",
-        "schema": {"type": "number", "minimum": 0, "maximum": api.MAX_WAIT_S}}
+        "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S}}
 CLAIM_ID = {"name": "claim_id", "in": "path", "required": True, "description": "The claim id (URL-encoded).",
             "schema": {"type": "string", "minLength": 1}, "example": "C26-0001"}
 
@@ -141,7 +142,7 @@ def operations() -> dict[str, dict[str, Any]]:
     answer = {"description": "Every line answered: the claim's decisions and rejections.", "content": _json("ClaimAnswer")}
     no_store = "Answers carry PHI and are sent with `Cache-Control: no-store`."
     return {
-        f"{api.API_PREFIX}/claims": {"post": {
+        f"{API_PREFIX}/claims": {"post": {
             "operationId": "submitClaim", "tags": ["claims"], "summary": "Submit a claim",
             "description": "Checks every line with the pipeline's front-end rules, then publishes the lines to "
                            "`claims.lines.submitted` (key `member_id`). Submitting the same claim again is safe. " + no_store,
@@ -152,9 +153,9 @@ def operations() -> dict[str, dict[str, Any]]:
                                        "(`PENDING`, the lines answered so far); poll `status_url`.",
                         "content": {JSON: {"schema": {"oneOf": [_ref("ClaimAccepted"), _ref("ClaimAnswer")]},
                                            "example": {"claim_id": claim["claim_id"], "status": "ACCEPTED",
-                                                       "status_url": f"{api.API_PREFIX}/claims/{claim['claim_id']}"}}}},
+                                                       "status_url": f"{API_PREFIX}/claims/{claim['claim_id']}"}}}},
                 **_errors(400, 401, 413, 415, 422, 503)}}},
-        f"{api.API_PREFIX}/claims/simulate": {"post": {
+        f"{API_PREFIX}/claims/simulate": {"post": {
             "operationId": "simulateClaim", "tags": ["claims"], "summary": "What-if: the decisions a claim would get now",
             "description": "Decides the claim against the reference data and the member's ledger history now, in a "
                            "ledger transaction that is always rolled back: nothing is recorded or published.",
@@ -163,13 +164,13 @@ def operations() -> dict[str, dict[str, Any]]:
             "requestBody": claim_body,
             "responses": {"200": {"description": "The records the claim would get.", "content": _json("SimulatedAnswer")},
                           **_errors(400, 401, 413, 415, 422, 503)}}},
-        f"{api.API_PREFIX}/claims/{{claim_id}}": {"get": {
+        f"{API_PREFIX}/claims/{{claim_id}}": {"get": {
             "operationId": "getClaim", "tags": ["claims"], "summary": "A claim's decisions and rejections so far",
             "parameters": [CLAIM_ID],
             "responses": {"200": {**answer, "description": "The claim's records so far (`PENDING` while lines are "
                                                            "being assembled or adjudicated)."},
                           **_errors(401, 404, 503)}}},
-        f"{api.API_PREFIX}/claims/{{claim_id}}/835": {"get": {
+        f"{API_PREFIX}/claims/{{claim_id}}/835": {"get": {
             "operationId": "getClaim835", "tags": ["remittance"], "summary": "A decided claim's 835 remittance (X12)",
             "parameters": [CLAIM_ID],
             "responses": {"200": {"description": "One 835 interchange (005010X221A1), the same as on "
@@ -190,7 +191,7 @@ def operations() -> dict[str, dict[str, Any]]:
                                                                  "pended_lines": [{"line_number": 1, "reason": "HIGH_DOLLAR",
                                                                                    "queue": "PAYMENT_INTEGRITY",
                                                                                    "pended_at": "2026-03-01T12:00:00+00:00"}]}}}}}}},
-        f"{api.API_PREFIX}/claims/{{claim_id}}/remittance": {"get": {
+        f"{API_PREFIX}/claims/{{claim_id}}/remittance": {"get": {
             "operationId": "getClaimResponse", "tags": ["remittance"],
             "summary": "A decided claim's remittance as a FHIR R4B ClaimResponse",
             "parameters": [CLAIM_ID],
@@ -198,7 +199,7 @@ def operations() -> dict[str, dict[str, Any]]:
                                   "content": {x12_api.FHIR_MEDIA_TYPE: {"schema": _ref("ClaimResponse")}}},
                           **_errors(401, 404, 409, 503)}}},
         **_review_operations(),
-        f"{api.API_PREFIX}/audit": {"get": {
+        f"{API_PREFIX}/audit": {"get": {
             "operationId": "listAudit", "tags": ["audit"], "summary": "The access log, newest first",
             "description": "Every request that read or changed a claim's data: who, which operation, which claims, the "
                            "status answered and the request id (`X-Request-Id`). Needs the scope `audit:read`; this "
@@ -216,7 +217,7 @@ def operations() -> dict[str, dict[str, Any]]:
             "responses": {"200": {"description": "The entries.", "content": {JSON: {"schema": {"type": "array", "items": _ref("AccessEntry")}}}},
                           **_errors(400, 401, 403, 503)}}},
         **_reprocess_operations(),
-        f"{api.API_PREFIX}/shadow/impact": {"get": {
+        f"{API_PREFIX}/shadow/impact": {"get": {
             "operationId": "getShadowImpact", "tags": ["monitor"],
             "summary": "Monitor Mode: the candidate policy's impact since this worker started",
             "description": "On a worker with a candidate rulebook (`worker --shadow FILE`): every line it decided "
@@ -230,7 +231,7 @@ def operations() -> dict[str, dict[str, Any]]:
             "responses": {"200": {"description": "The table, its rows adding up to its total.",
                                   "content": _json("ImpactAnswer")},
                           **_errors(400, 401, 404, 503)}}},
-        f"{api.API_PREFIX}/x12/837": {"post": {
+        f"{API_PREFIX}/x12/837": {"post": {
             "operationId": "submit837", "tags": ["x12"], "summary": "Submit an 837P interchange",
             "description": "Parses the 837P (005010X222A1), answers its 999 and publishes every claim of the accepted "
                            "transaction sets whole. With `wait`, the answer is JSON: the 999, the 277CA and every "
@@ -259,7 +260,7 @@ LINE_NUMBER = {"name": "line_number", "in": "path", "required": True, "descripti
 
 def _review_operations() -> dict[str, dict[str, Any]]:
     """The review routes (streams/api/review.py): the queue, a reviewer's decision, a line's history."""
-    prefix = f"{api.API_PREFIX}/reviews"
+    prefix = f"{API_PREFIX}/reviews"
     query = [{"name": name, "in": "query", "required": False, "description": text, "schema": schema}
              for name, text, schema in (
                  ("queue", "Only this queue (e.g. PAYMENT_INTEGRITY, CLINICAL).", {"type": "string"}),
@@ -322,7 +323,7 @@ PROPOSAL_ID = {"name": "proposal_id", "in": "path", "required": True, "descripti
 
 def _reprocess_operations() -> dict[str, dict[str, Any]]:
     """The reprocess routes (streams/api/reprocess.py): proposals and a reviewer's decision."""
-    prefix = f"{api.API_PREFIX}/reprocess"
+    prefix = f"{API_PREFIX}/reprocess"
     query = [{"name": "status", "in": "query", "required": False,
               "description": "Only proposals with this status (default OPEN).",
               "schema": {"type": "string", "enum": ["OPEN", "SUPERSEDED", "WITHDRAWN", "APPROVED", "REJECTED"]}},
@@ -383,7 +384,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "claims-pipeline payer API",
-            "version": api.API_PREFIX.strip("/"),
+            "version": API_PREFIX.strip("/"),
             "summary": "Submit claims (JSON or X12 837P), read their decisions, 835s and FHIR ClaimResponses.",
             "description": "Served by every pipeline worker on its web port. Every operation needs "
                            "`Authorization: Bearer <token>`: a client's (`CLAIMS_CLIENTS_FILE`, or "

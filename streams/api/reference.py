@@ -16,7 +16,7 @@ from typing import Any
 from swagger_ui_bundle import swagger_ui_path
 
 from streams.api import openapi
-from streams.api.claims import API_PREFIX
+from streams.api.base import API_PREFIX
 from streams.worker.app import Worker
 
 DOCS = f"{API_PREFIX}/docs"

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from streams.worker import metrics
-from streams.api.claims import API_PREFIX, ApiError, json_response, ledger_call, principal, read_body
+from streams.api.base import API_PREFIX, ApiError, json_response, ledger_call, principal, read_body
 from streams.worker.app import Worker, worker_of
 from contract.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
 from streams.ledger.reprocess import ProposalConflict, ProposalNotFound

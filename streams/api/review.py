@@ -22,7 +22,7 @@ import orjson
 
 from rules.review import InvalidDecision
 from streams.worker import metrics
-from streams.api.claims import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
+from streams.api.base import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
 from streams.worker.app import Worker, worker_of
 from streams.ledger.remittance import remittable_claims
 from streams.worker.review_outputs import publish_reviewed

@@ -28,23 +28,9 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from edi import ack277ca, ack999, fhir, parse837, remit835
 from edi.x12 import TA1_INVALID_CONTENT, Party
 from contract import topics
-from streams.api.claims import (
-    API_PREFIX,
-    Answers,
-    ApiError,
-    ApiView,
-    PUBLISH_TIMEOUT_S,
-    access,
-    answers_in,
-    claim_answers,
-    json_response,
-    ledger_call,
-    overall_status,
-    read_body,
-    status_url,
-    wait_param,
-    watcher,
-)
+from streams.api.base import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call, read_body, wait_param
+from streams.ledger.answers import Answers, answers_in, claim_answers
+from streams.api.claims import PUBLISH_TIMEOUT_S, overall_status, status_url, watcher
 from streams.worker.app import Worker, worker_of
 from contract.models import CORRECTION_REJECTIONS, AdjudicatedLine
 from streams.ledger.remittance import build_835, claim_response_inputs, remittance_inputs, remittance_of
