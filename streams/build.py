@@ -80,13 +80,13 @@ def build_worker(settings: Settings) -> Worker:
     """The worker for these settings: Faust's tuning applied (once per process), the app, its
     runtime, the agents, the HTTP API and the operational pages registered on it."""
     from streams import agents, api
-    from streams.worker import tuning, web
+    from streams.worker import faust_tuning, web
     from streams.worker.app import create_app
     from streams.worker.runtime import Runtime
     from streams.worker.stage import CommitSensor
 
-    tuning.apply(settings)
-    sock = tuning.bind_web_socket(settings)
+    faust_tuning.apply(settings)
+    sock = faust_tuning.bind_web_socket(settings)
     web_port = sock.getsockname()[1] if sock is not None else settings.web_port
     app = create_app(settings, web_port)
     w = Worker(settings=settings, app=app, runtime=Runtime(settings), web_port=web_port, web_socket=sock)

@@ -15,7 +15,7 @@ from faust.transport.drivers.aiokafka import Consumer as KafkaConsumer
 from faust.types import TP, Message
 from intervaltree import IntervalTree
 
-from streams.worker import tuning as faust_tuning
+from streams.worker import faust_tuning
 from streams.settings import Settings
 
 TP0 = TP("claims.lines.submitted", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streams.worker.tuning import IdleFetchWait
+from streams.worker.faust_tuning import IdleFetchWait
 from streams.settings import Settings
 
 KAFKA_VERSIONS = {k: (0, 12) for k in (0, 1, 2, 3, 18, 22, 23, 27)}
@@ -20,7 +20,7 @@ def fetch_wait(versions: dict, **settings) -> IdleFetchWait:
 
 def test_busy_then_idle_then_busy(monkeypatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("streams.worker.tuning.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("streams.worker.faust_tuning.time.monotonic", lambda: now[0])
     wait = fetch_wait(KAFKA_VERSIONS)
     wait.fetched(1, got_records=True)
     now[0] += 0.5
@@ -35,7 +35,7 @@ def test_busy_then_idle_then_busy(monkeypatch) -> None:
 
 def test_the_idle_wait_by_broker_and_by_setting(monkeypatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("streams.worker.tuning.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("streams.worker.faust_tuning.time.monotonic", lambda: now[0])
     for versions, settings, idle in [(KAFKA_VERSIONS, {}, IdleFetchWait.KAFKA_IDLE_MS),
                                      (TANSU_VERSIONS, {}, IdleFetchWait.TANSU_IDLE_MS),
                                      ({}, {}, IdleFetchWait.TANSU_IDLE_MS),  # versions not known yet

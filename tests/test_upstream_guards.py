@@ -1,7 +1,7 @@
 """Guards for every private Faust / aiokafka / aiohttp-driver name the project relies on.
 
 faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches seven
-Faust methods (streams/worker/tuning.py) and reads about a dozen private attributes. An
+Faust methods (streams/worker/faust_tuning.py) and reads about a dozen private attributes. An
 upgrade is a one-test answer: run this module (no broker, no ledger, about a second). Each
 failure names the upstream name, the file that relies on it and what breaks without it.
 Where a change would go unnoticed (the fetch wait, the commit before a revocation, the final
@@ -37,7 +37,7 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 from faust.web.drivers import aiohttp as faust_web
 
-from streams.worker import tuning as faust_tuning
+from streams.worker import faust_tuning
 from streams.build import build_worker
 from streams.settings import Settings
 
@@ -71,32 +71,32 @@ class Name:
 # --- the names (docs/architecture.md lists them with the same words) ----------------------------
 
 SEND = Name("faust.transport.consumer.TransactionManager.send",
-            "streams/worker/tuning.py _send_in_source_transaction (patched)",
+            "streams/worker/faust_tuning.py _send_in_source_transaction (patched)",
             "exactly_once outputs no longer join the input partition's transaction: repeats after a crash")
 TRANSACTIONAL_ID = Name("TransactionManager.transactional_id_format / aiokafka Producer._transaction_producers",
-                        "streams/worker/tuning.py _send_in_source_transaction",
+                        "streams/worker/faust_tuning.py _send_in_source_transaction",
                         "the id we compute matches no transaction producer: every output silently goes out on "
                         "the plain producer, outside the transaction")
 CREATE_CONSUMER = Name("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer",
-                       "streams/worker/tuning.py _tune_fetch_wait (patched)",
+                       "streams/worker/faust_tuning.py _tune_fetch_wait (patched)",
                        "the configured fetch wait is not applied: Faust's 1,500 ms, seconds of latency per hop")
 FETCH_WAIT = Name("aiokafka.AIOKafkaConsumer._fetch_max_wait_ms",
-                  "streams/worker/tuning.py _tune_fetch_wait (set after the consumer is created, read at start)",
+                  "streams/worker/faust_tuning.py _tune_fetch_wait (set after the consumer is created, read at start)",
                   "a dead attribute: the fetch wait silently stays 1,500 ms")
 REVOKED = Name("faust.transport.consumer.Consumer.on_partitions_revoked",
-               "streams/worker/tuning.py _commit_before_revoke (patched)",
+               "streams/worker/faust_tuning.py _commit_before_revoke (patched)",
                "acknowledged offsets are forgotten uncommitted: more repeats after every rebalance (silent)")
 FORCE_COMMIT = Name("faust.transport.consumer.Consumer.force_commit",
-                    "streams/worker/tuning.py _commit_between_batches (patched; BatchGate)",
+                    "streams/worker/faust_tuning.py _commit_between_batches (patched; BatchGate)",
                     "exactly_once commits no longer wait for whole batches: half a batch in a transaction")
 WAIT_EMPTY = Name("faust.transport.consumer.Consumer.wait_empty / Consumer._unacked_messages",
-                  "streams/worker/tuning.py _bound_shutdown_drain (patched)",
+                  "streams/worker/faust_tuning.py _bound_shutdown_drain (patched)",
                   "SIGTERM waits forever for an event that cannot finish, or the warning raises")
 PRODUCER_FLUSH = Name("faust.app.base.App._producer_flush",
-                      "streams/worker/tuning.py _bound_shutdown_drain (patched)",
+                      "streams/worker/faust_tuning.py _bound_shutdown_drain (patched)",
                       "a stop without the broker hangs in the final flush (silent until then)")
 WEB_TCP = Name("faust.web.drivers.aiohttp.Web._new_transport_tcp / Web._runner / aiohttp.web.SockSite",
-               "streams/worker/tuning.py bind_web_socket, _serve_on (CLAIMS_WEB_PORT=0)",
+               "streams/worker/faust_tuning.py bind_web_socket, _serve_on (CLAIMS_WEB_PORT=0)",
                "the worker advertises a port it does not serve")
 COMMITTED_OFFSET = Name("faust.transport.consumer.Consumer._committed_offset",
                         "streams/worker/stage.py _committed, streams/agents/expiry.py _read_to_end",
@@ -462,7 +462,7 @@ def test_every_private_name_read_in_the_code_is_guarded_here() -> None:
 
 
 def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
-    """`IdleFetchWait` (streams/worker/tuning.py) wraps aiokafka's per-node fetch task, sets the
+    """`IdleFetchWait` (streams/worker/faust_tuning.py) wraps aiokafka's per-node fetch task, sets the
     fetcher's wait per request and tells brokers apart by a connection's ApiVersions; the #606
     cap reads Faust's acked offsets. If aiokafka or Faust renames any of them, the idle wait
     silently stays at the busy one, or the cap raises in every commit."""
@@ -472,7 +472,7 @@ def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
     from aiokafka.consumer import AIOKafkaConsumer
     from aiokafka.consumer.fetcher import Fetcher
 
-    where = "streams/worker/tuning.py IdleFetchWait / capped_new_offset"
+    where = "streams/worker/faust_tuning.py IdleFetchWait / capped_new_offset"
     assert list(inspect.signature(Fetcher._proc_fetch_request).parameters) == ["self", "assignment", "node_id", "request"], \
         f"aiokafka Fetcher._proc_fetch_request changed signature: {where} wraps it"
     for owner, text, name in ((AIOKafkaConsumer, inspect.getsource(AIOKafkaConsumer), "self._fetcher ="),

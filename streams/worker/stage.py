@@ -22,7 +22,7 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.tuning import BATCHES, answering
+from streams.worker.faust_tuning import BATCHES, answering
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
