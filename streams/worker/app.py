@@ -83,26 +83,25 @@ class Worker:
         async def agent(stream: Any) -> None:
             await body(self, stream)
 
-        agent.__qualname__ = agent.__name__ = name
-        self.app.agent(self.topic(source), name=name)(agent)
+        self.app.agent(self.topic(source), name=name)(_named(agent, name))
 
     def timer(self, interval: float, body: Callable[[Worker], Any]) -> None:
         """Run `body(worker)` every `interval` seconds while the worker runs."""
-
-        async def timer() -> None:
-            await body(self)
-
-        timer.__qualname__ = timer.__name__ = f"{body.__module__}.{body.__name__}"
-        self.app.timer(interval=interval, name=timer.__qualname__)(timer)
+        bound = self._bound(body)
+        self.app.timer(interval=interval, name=bound.__qualname__)(bound)
 
     def task(self, body: Callable[[Worker], Any]) -> None:
         """Run `body(worker)` once the worker started (a background task)."""
+        self.app.task(self._bound(body))
 
-        async def task() -> None:
+    def _bound(self, body: Callable[[Worker], Any]) -> Callable[[], Any]:
+        """`body(worker)` as the argument-less coroutine function Faust runs (a function with a
+        parameter would be handed the app)."""
+
+        async def bound() -> None:
             await body(self)
 
-        task.__qualname__ = task.__name__ = f"{body.__module__}.{body.__name__}"
-        self.app.task(task)
+        return _named(bound, f"{body.__module__}.{body.__name__}")
 
     def page(self, path: str, view: Any, name: str, base: Any = None) -> None:
         """Serve `view` (a Faust View class, or a function of (view, request)) at `path`."""
@@ -110,6 +109,12 @@ class Worker:
             self.app.page(path, name=name)(view)
         else:
             self.app.page(path, base=base, name=name)(view)
+
+
+def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`fn` under `name`, as Faust's logs and ids show it."""
+    fn.__qualname__ = fn.__name__ = name
+    return fn
 
 
 def worker_of(app: faust.App) -> Worker:
