@@ -106,3 +106,23 @@ print(len(apps), patched)
                           env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "CLAIMS_PARTITIONS": "not a number"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "0 []"
+
+
+def test_one_process_assembles_two_independent_workers():
+    """`build_worker` is the one place a worker is made, and it can be called twice: each
+    worker has its own app, runtime, topics, agents, timers and routes (nothing is started)."""
+    from contract import topics
+    from streams.build import build_worker
+    from streams.settings import Settings
+
+    one = build_worker(Settings(app_id="claims-one", partitions=2, web_port=7001))
+    two = build_worker(Settings(app_id="claims-two", partitions=3, web_port=7002))
+    assert one.app is not two.app and one.runtime is not two.runtime
+    assert (one.app.conf.id, two.app.conf.id) == ("claims-one", "claims-two")
+    assert sorted(one.app.agents) == sorted(two.app.agents) == ["adjudicate", "enrich", "intake", "remittance"]
+    assert {a.channel.get_topic_name() for a in one.app.agents.values()} == \
+        {"claims.lines.submitted", "claims.internal.assembled", "claims.internal.priced", "claims.internal.decided"}
+    assert one.topic(topics.SUBMITTED).partitions == 2 and two.topic(topics.SUBMITTED).partitions == 3
+    routes = {path for path in one.app.web.views}
+    assert "/v1/claims" in routes and "/readyz" in routes and routes == set(two.app.web.views)
+    assert len(one.app._app_tasks) == len(two.app._app_tasks) > 0  # noqa: SLF001 - timers and tasks
