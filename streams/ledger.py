@@ -36,13 +36,43 @@ from rules.engine import History, Outcome
 from streams import corrections_store, reprocess_store, review_store
 from streams.access_store import AccessStore
 from streams.decision_store import record_outcome
-from streams.assembly_store import AssemblyStore, Intake, restamp_rejection, settle, settled_by
+from streams.assembly_store import REPEATS, AssemblyStore, Intake, restamp_rejection, settle, settled_by
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
 from streams.reprocess_store import ReprocessStore
 from streams.review_store import ReviewStore
 from streams.writer_gate import WriterGate
+
+
+_DECISIONS = "SELECT line_number, body FROM decisions WHERE claim_id = ?"
+_PAID = "SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?"
+_DRUG_DAYS = "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?"
+_UNITS = "SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?"
+_CLAIM_LINES = "SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number"
+
+
+def _authorizations(work: ClaimWork) -> set[str]:
+    return {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}
+
+
+class _ReadAhead:
+    """A transaction's `q` that can send reads ahead (`send`, PostgreSQL's pipeline): the
+    first later call of the same statement with the same parameters gets that cursor, whose
+    answer came in one round trip with the others; any other call runs as usual."""
+
+    __slots__ = ("_q", "_sent")
+
+    def __init__(self, q: Callable[..., Any]) -> None:
+        self._q = q
+        self._sent: dict[tuple[str, tuple], Any] = {}
+
+    def send(self, sql: str, *params: Any) -> None:
+        self._sent[(sql, params)] = self._q(sql, *params)
+
+    def __call__(self, sql: str, *params: Any) -> Any:
+        cursor = self._sent.pop((sql, params), None)
+        return cursor if cursor is not None else self._q(sql, *params)
 
 
 class _Undo(Exception):
@@ -74,6 +104,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         self._depth = 0
         self._conn: Any = None
         self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/writer_gate.py)
+        self._pipe: psycopg.Pipeline | None = None  # a PostgreSQL write transaction's pipeline
         with self._lock:
             self._connect()
 
@@ -153,8 +184,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             self._depth += 1
             try:
                 if self.postgres:
-                    with conn.transaction():
-                        yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
+                    with self._pg_transaction(conn, depth, write) as q:
+                        yield q
                 else:
                     with self._gate.turn(self.BUSY_TIMEOUT_S) if write and not depth and self._gate else nullcontext():
                         conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE" if write else "BEGIN")
@@ -174,6 +205,59 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 self._depth = depth
 
     _tx = transaction  # tests read the ledger's tables through it
+
+    @contextmanager
+    def _pg_transaction(self, conn: psycopg.Connection, depth: int, write: bool) -> Iterator[Callable[..., Any]]:
+        """A PostgreSQL write transaction in pipeline mode: a statement is sent without waiting
+        for its answer, and the client waits (one round trip) only when it reads a result, at
+        the end of each savepoint, and at the commit. A batch's writes thus ride along with the
+        reads that follow them, instead of costing a round trip each. Each savepoint (one
+        message of a batch) waits for its statements' answers before it ends, so a failing
+        statement fails its own message, as without the pipeline. A reader keeps psycopg's
+        plain transaction (its cursors are described at once)."""
+        def q(sql: str, *params: Any) -> Any:
+            return conn.execute(sql.replace("?", "%s"), params)
+
+        if (not depth and not write) or (depth and self._pipe is None):
+            with conn.transaction():
+                yield q
+            return
+        if depth:
+            conn.execute(f"SAVEPOINT s{depth}")
+            try:
+                yield q
+                self._pipe.sync()
+            except BaseException:
+                self._pg_undo(conn, f"ROLLBACK TO SAVEPOINT s{depth}")
+                conn.execute(f"RELEASE SAVEPOINT s{depth}")
+                raise
+            conn.execute(f"RELEASE SAVEPOINT s{depth}")
+            return
+        try:
+            with conn.pipeline() as self._pipe:
+                conn.execute("BEGIN")
+                try:
+                    yield q
+                except BaseException:
+                    self._pg_undo(conn, "ROLLBACK")
+                    raise
+                conn.execute("COMMIT")  # sent with the pipeline's last round trip, on leaving it
+        finally:
+            self._pipe = None
+
+    def _pg_undo(self, conn: psycopg.Connection, undo: str) -> None:
+        """Roll a pipelined transaction or savepoint back: first the answers of what was sent
+        (a statement that failed there belongs to what is being undone), then `undo`."""
+        if conn.broken or conn.closed:
+            return
+        try:
+            self._pipe.sync()
+        except psycopg.OperationalError:
+            if conn.broken or conn.closed:
+                return
+        except psycopg.Error:
+            pass  # the statement that failed, already reported by the exception under way or undone here
+        conn.execute(undo)
 
     def reading(self) -> Any:
         """A read-only transaction (see `transaction`)."""
@@ -220,13 +304,17 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         empty answer, as that message's own replay answers for the claim."""
         claim_id, member = work.claim_id, work.member_id
         head = work.lines[0].line
-        with self.transaction() as q:
+        with self.transaction() as tx:
+            q = _ReadAhead(tx)
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
-            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id)
+            if self.postgres:  # what deciding reads, answered in the round trip of the locks
+                self._send_decide_reads(q, work, lock)
+            row = row.fetchone()
             if row is not None and row[0] == "DECIDED" and source is not None:
                 by = settled_by(q, claim_id)
                 if by is not None and by != source:
@@ -242,26 +330,19 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             # (the release); if it fails its check it decides nothing, so that does not matter
             released = head.original_claim_id or ""
             history = History(
-                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
-                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in q(_DECISIONS, claim_id).fetchall()},
                 reversed=corrections_store.reversed_lines(q, claim_id),
-                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
-                                                   member, released).fetchall()},
-                drug_days={date.fromisoformat(r[0]) for r in q(
-                    "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?", member, released).fetchall()},
+                paid_fingerprints={r[0] for r in q(_PAID, member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(_DRUG_DAYS, member, released).fetchall()},
                 original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
                 caused=corrections_store.caused(q, claim_id),
             )
-            for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
-                history.units_used[auth] = sum(
-                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?",
-                                              auth, released).fetchall()),
-                    Decimal(0),
-                )
+            for auth in _authorizations(work):
+                history.units_used[auth] = sum((Decimal(r[0]) for r in q(_UNITS, auth, released).fetchall()), Decimal(0))
             outcome = run(history)
             if outcome.rejection is not None:
                 why = outcome.rejection
-                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                rows = q(_CLAIM_LINES, claim_id).fetchall()
                 return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
                                           datetime.now(UTC))
             if outcome.reverses is not None:
@@ -276,7 +357,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
             decided_at = time.time()
-            for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
+            for number, _, original in q(_CLAIM_LINES, claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
                     q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -288,6 +369,24 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
             answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
             return Intake(decisions=[*outcome.reversals, *answers])
+
+    @staticmethod
+    def _send_decide_reads(q: _ReadAhead, work: ClaimWork, lock: str) -> None:
+        """Send, without waiting, every read `decide` makes of a claim that is not decided yet,
+        in the order it makes them (the original's row is locked after the claim's, as before)."""
+        claim_id, member, head = work.claim_id, work.member_id, work.lines[0].line
+        released = head.original_claim_id or ""
+        q.send(_DECISIONS, claim_id)
+        q.send(corrections_store.REVERSED_LINES, claim_id)
+        q.send(_PAID, member, released)
+        q.send(_DRUG_DAYS, member, released)
+        if head.is_correction:
+            corrections_store.send_original(q, head.original_claim_id, lock)
+        q.send(corrections_store.CAUSED, claim_id)
+        for auth in _authorizations(work):
+            q.send(_UNITS, auth, released)
+        q.send(_CLAIM_LINES, claim_id)
+        q.send(REPEATS, claim_id)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 
