@@ -55,17 +55,19 @@ def _compare(work: ClaimWork, seen: Sequence[Seen]) -> list[ShadowResult]:
 def _decide_all(claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
     """Every claim, with the (partition, offset) of the message that carried it, in one
     ledger transaction; with a candidate rulebook (Monitor Mode) what each decision saw."""
-    out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
-    with runtime.ledger.transaction():
-        for source, work in claims:
+    def work() -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
+        out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
+        for source, claim in claims:
             seen: list[Seen] = []
             try:
-                out.append((pipeline.adjudicate(runtime.ledger, work, runtime.books, _observer(seen), source), seen))
+                out.append((pipeline.adjudicate(runtime.ledger, claim, runtime.books, _observer(seen), source), seen))
             except pipeline.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
                 out.append((exc, []))  # the claim's savepoint is undone: nor does what it saw hold
-    return out
+        return out
+
+    return runtime.ledger.batch(work)  # on PostgreSQL tried without savepoints first
 
 
 async def handle(events: Sequence[EventT]) -> None:

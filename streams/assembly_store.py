@@ -113,10 +113,10 @@ class AssemblyStore:
         """(status, reason) of the claim, created OPEN if new, and held for this
         transaction on PostgreSQL, where `ahead` sends the reads that follow with it (the
         claim's row is held by then: one round trip for all of them)."""
-        if self.postgres:
-            q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) "
-              "ON CONFLICT DO NOTHING", claim_id, seen, seen, partition)
-            row = q("SELECT status, reason FROM claims WHERE claim_id = ? FOR UPDATE", claim_id)
+        if self.postgres:  # one statement: the row created or, if it exists, locked (as FOR UPDATE) and read
+            row = q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) "
+                    "ON CONFLICT (claim_id) DO UPDATE SET status = claims.status RETURNING status, reason",
+                    claim_id, seen, seen, partition)
             ahead()
             return row.fetchone()
         row = q("SELECT status, reason FROM claims WHERE claim_id = ?", claim_id).fetchone()

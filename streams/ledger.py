@@ -27,7 +27,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -35,7 +35,7 @@ import psycopg
 from rules.engine import History, Outcome
 from streams import corrections_store, reprocess_store, review_store
 from streams.access_store import AccessStore
-from streams.decision_store import record_outcome
+from streams.decision_store import insert_rows, record_outcome
 from streams.assembly_store import REPEATS, AssemblyStore, Intake, restamp_rejection, settle, settled_by
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
@@ -84,6 +84,13 @@ class LedgerUnavailable(RuntimeError):
     caller retries the same message later (it is never a DLQ case)."""
 
 
+T = TypeVar("T")
+
+
+class _Redo(LedgerUnavailable):
+    """A message of an optimistic batch failed (`Ledger.batch`): the batch is done again."""
+
+
 class LedgerTooNew(LedgerUnavailable):
     """The ledger's schema version is newer than this code knows (streams/ledger_schema.py):
     a worker refuses to start on it; one that reconnects to it retries, as for an outage,
@@ -105,6 +112,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         self._conn: Any = None
         self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/writer_gate.py)
         self._pipe: psycopg.Pipeline | None = None  # a PostgreSQL write transaction's pipeline
+        self._optimistic = False  # in `batch`'s first try: its messages take no savepoints
         with self._lock:
             self._connect()
 
@@ -214,13 +222,26 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         reads that follow them, instead of costing a round trip each. Each savepoint (one
         message of a batch) waits for its statements' answers before it ends, so a failing
         statement fails its own message, as without the pipeline. A reader keeps psycopg's
-        plain transaction (its cursors are described at once)."""
+        plain transaction (its cursors are described at once).
+
+        In an optimistic batch (`batch`) a message takes no savepoint and does not wait at its
+        end: its writes go with the next message's first read. A message that fails there
+        cannot be undone alone, so it fails the batch (`_Redo`), which is then done again
+        the careful way above."""
         def q(sql: str, *params: Any) -> Any:
             return conn.execute(sql.replace("?", "%s"), params)
 
         if (not depth and not write) or (depth and self._pipe is None):
             with conn.transaction():
                 yield q
+            return
+        if depth and self._optimistic:
+            try:
+                yield q
+            except (LedgerUnavailable, psycopg.OperationalError):
+                raise
+            except Exception as exc:
+                raise _Redo(f"a message of an optimistic batch failed ({type(exc).__name__})") from exc
             return
         if depth:
             conn.execute(f"SAVEPOINT s{depth}")
@@ -244,6 +265,32 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 conn.execute("COMMIT")  # sent with the pipeline's last round trip, on leaving it
         finally:
             self._pipe = None
+            # a statement that failed in the pipeline left the transaction open and aborted:
+            # the COMMIT sent after it was skipped
+            if not (conn.closed or conn.broken) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+
+    def batch(self, work: Callable[[], T]) -> T:
+        """`work` (a batch of messages, each a nested transaction that may fail alone) in one
+        write transaction. On PostgreSQL first optimistically (no savepoints, no waits between
+        messages: a batch's statements cost about one round trip per message that reads);
+        if a message fails, the whole batch is rolled back and done again with a savepoint
+        per message, so that message alone fails, as it would have the first time."""
+        with self._lock:
+            if self.postgres and not self._depth:
+                self._optimistic = True
+                try:
+                    with self.transaction():
+                        return work()
+                except _Redo:
+                    pass
+                except psycopg.Error as exc:  # a statement's failure reported at the commit
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
+                finally:
+                    self._optimistic = False
+            with self.transaction():
+                return work()
 
     def _pg_undo(self, conn: psycopg.Connection, undo: str) -> None:
         """Roll a pipelined transaction or savepoint back: first the answers of what was sent
@@ -357,13 +404,15 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
             decided_at = time.time()
+            remitted, decided = [], []
             for number, _, original in q(_CLAIM_LINES, claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
-                    q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                      claim_id, number, orjson.dumps(facts).decode())
-                q("INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES (?, ?, ?, ?, ?) "
-                  "ON CONFLICT DO NOTHING", claim_id, number, service_dates.get(number, ""), decided_at, original)
+                    remitted.append((claim_id, number, orjson.dumps(facts).decode()))
+                decided.append((claim_id, number, service_dates.get(number, ""), decided_at, original))
+            insert_rows(q, "INSERT INTO remittance_lines (claim_id, line_number, body) VALUES", remitted, " ON CONFLICT DO NOTHING")
+            insert_rows(q, "INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES", decided,
+                        " ON CONFLICT DO NOTHING")
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
             q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again

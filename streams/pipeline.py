@@ -113,10 +113,9 @@ def intake_batch(ledger: Ledger, messages: Sequence[Message], books: Rulebooks) 
     workers wait for) is not held while JSON is parsed and validated. One bad message becomes
     a dead letter and the rest go on; a ledger outage fails the whole batch (tried again)."""
     checked = [_guarded(raw, check, raw) for raw, *_ in messages]
-    with ledger.transaction():
-        return [submitted if isinstance(submitted, Step) else
-                _guarded(raw, assemble, ledger, submitted, received_at, books, partition, offset)
-                for (raw, received_at, partition, offset), submitted in zip(messages, checked)]
+    return ledger.batch(lambda: [submitted if isinstance(submitted, Step) else
+                                 _guarded(raw, assemble, ledger, submitted, received_at, books, partition, offset)
+                                 for (raw, received_at, partition, offset), submitted in zip(messages, checked)])
 
 
 def _guarded(raw: bytes | None, fn: Callable[..., Any], *args: Any) -> Any:
