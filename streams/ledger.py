@@ -209,6 +209,10 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 if depth == 0:
                     self._drop_broken()
                 raise LedgerUnavailable(f"ledger {self.describe()}: {exc}".splitlines()[0]) from exc
+            except LedgerUnavailable:  # from a savepoint (a message of a batch) on a lost connection
+                if depth == 0:
+                    self._drop_broken()
+                raise
             finally:
                 self._depth = depth
 
@@ -304,7 +308,10 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 return
         except psycopg.Error:
             pass  # the statement that failed, already reported by the exception under way or undone here
-        conn.execute(undo)
+        try:
+            conn.execute(undo)
+        except psycopg.OperationalError:
+            pass  # the connection is gone, and the transaction with it (`_drop_broken`)
 
     def reading(self) -> Any:
         """A read-only transaction (see `transaction`)."""
@@ -329,7 +336,11 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         if self._conn is None:
             return
         if self.postgres:
-            if self._conn.closed or self._conn.broken:
+            # a session the server ended is not always marked broken yet (in pipeline mode the
+            # error can come before the client reads the closed socket): it is left mid-transaction
+            conn = self._conn
+            if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.close()
                 self._conn = None
         elif self._conn.in_transaction:
             try:
@@ -436,6 +447,23 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             q.send(_UNITS, auth, released)
         q.send(_CLAIM_LINES, claim_id)
         q.send(REPEATS, claim_id)
+
+    def hold(self, members: Iterable[str] = (), claims: Iterable[str] = ()) -> None:
+        """PostgreSQL: take a batch's row locks up front, in one fixed order (members, then
+        claims, each sorted), so that two workers whose batches share rows wait for each other
+        instead of deadlocking; the rows a message takes later are then its own already. A
+        missing member row is created (sorted too); a claim not stored yet is left to its
+        first line. SQLite: nothing (its writers take turns)."""
+        members, claims = sorted(set(members)), sorted(set(claims))
+        if not self.postgres or not (members or claims):
+            return
+        with self.transaction() as q:
+            if members:
+                q("INSERT INTO member_locks (member_id) SELECT m FROM unnest(?::text[]) AS m ORDER BY m ON CONFLICT DO NOTHING",
+                  members)
+                q("SELECT 1 FROM member_locks WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", members)
+            if claims:
+                q("SELECT 1 FROM claims WHERE claim_id = ANY(?) ORDER BY claim_id FOR UPDATE", claims)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 
