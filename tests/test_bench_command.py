@@ -38,3 +38,25 @@ def test_bench_refuses_a_ledger_that_already_holds_claims(postgres_url: str, tmp
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert run.stderr.strip().count("\n") == 0 and "already holds claims" in run.stderr, run.stderr
+
+
+def test_bench_compares_the_ledgers_side_by_side(postgres_url: str, tmp_path: Path) -> None:
+    """`--compare-ledgers`: the same workload on a fresh SQLite ledger, then on the PostgreSQL
+    one, back to back in one command; both tables, then the two side by side (issue 25)."""
+    out = tmp_path / "figures.json"
+    run = subprocess.run([sys.executable, "-m", "streams.cli.main", "bench", "--lines", "300", "--no-baseline", "--idle-s", "0",
+                          "--ledger", postgres_url, "--compare-ledgers", "--timeout", "120", "--json", str(out)],
+                         capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    sqlite, postgres = orjson.loads(out.read_bytes())
+    assert (sqlite["ledger"], postgres["ledger"]) == ("sqlite", "postgresql")
+    assert sqlite["pipeline"]["unanswered"] == postgres["pipeline"]["unanswered"] == 0
+    assert sqlite["pipeline"]["lines"] == postgres["pipeline"]["lines"] > 200
+    assert "postgresql / sqlite" in run.stdout and "issue 25's targets" in run.stdout
+
+
+def test_bench_compare_ledgers_needs_a_postgresql_ledger() -> None:
+    run = subprocess.run([sys.executable, "-m", "streams.cli.main", "bench", "--compare-ledgers"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode != 0
+    assert run.stderr.strip().count("\n") == 0 and "--compare-ledgers needs --ledger" in run.stderr, run.stderr

@@ -60,17 +60,21 @@ def _compare(w: Worker, work: ClaimWork, seen: Sequence[Seen]) -> list[ShadowRes
 def _decide_all(w: Worker, claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
     """Every claim, with the (partition, offset) of the message that carried it, in one
     ledger transaction; with a candidate rulebook (Monitor Mode) what each decision saw."""
-    out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
-    with w.runtime.ledger.transaction():
-        for source, work in claims:
+    def work() -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
+        out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
+        w.runtime.ledger.hold(members=[claim.member_id for _, claim in claims],  # the batch's shared rows, in a fixed order
+                            claims=[c for _, claim in claims for c in (claim.claim_id, claim.lines[0].line.original_claim_id) if c])
+        for source, claim in claims:
             seen: list[Seen] = []
             try:
-                out.append((pipeline.adjudicate(w.runtime.ledger, work, w.runtime.books, _observer(w, seen), source), seen))
+                out.append((pipeline.adjudicate(w.runtime.ledger, claim, w.runtime.books, _observer(w, seen), source), seen))
             except pipeline.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
                 out.append((exc, []))  # the claim's savepoint is undone: nor does what it saw hold
-    return out
+        return out
+
+    return w.runtime.ledger.batch(work)  # on PostgreSQL tried without savepoints first
 
 
 async def handle(w: Worker, events: Sequence[EventT]) -> None:

@@ -399,21 +399,67 @@ def bench(
     ledger: Annotated[str | None, typer.Option(metavar="URL", help="The workers' ledger, a postgresql:// URL holding no claims yet; default a fresh SQLite file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
     idle_s: Annotated[float, typer.Option(help="Seconds of idle CPU measured per process, before the load and after it; 0 skips.")] = 30,
+    compare_ledgers: Annotated[bool, typer.Option(help="Run on a fresh SQLite ledger, then on --ledger's PostgreSQL, back to "
+                                                       "back, and print both side by side.")] = False,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
     from rich.console import Console
-    from rich.table import Table
 
-    from streams.tools.bench import run_bench, targets
+    from streams.tools.bench import run_bench
 
     if engine not in ("tansu", "kafka"):
         fail(f"--engine must be tansu or kafka, not {engine!r}")
+    if compare_ledgers and not (ledger or "").startswith(("postgresql://", "postgres://")):
+        fail("--compare-ledgers needs --ledger postgresql://... (an empty database) to compare SQLite with")
     console = Console()
+    runs = [None, ledger] if compare_ledgers else [ledger]
+    results = []
     try:
-        figures = run_bench(lines, rate, workers, partitions, bootstrap, baseline, timeout, console.print, engine, shadow, ledger,
-                            idle_s)
+        for i, url in enumerate(runs):
+            if compare_ledgers:
+                console.print(f"[bold]{'SQLite' if url is None else 'PostgreSQL'} ledger[/bold]")
+            # the pass-through does not touch the ledger: measured once, in the first run
+            results.append(run_bench(lines, rate, workers, partitions, bootstrap, baseline and not i, timeout, console.print,
+                                     engine, shadow, url, idle_s))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
+    for figures in results:
+        _print_bench(console, figures, rate, workers, partitions, shadow, timeout)
+    if compare_ledgers:
+        _print_ledgers(console, *results)
+    if json_out:
+        json_out.write_bytes(orjson.dumps(results if compare_ledgers else results[0], option=orjson.OPT_INDENT_2))
+
+
+#: the figures of a run's table, in its order
+BENCH_ROWS = ("lines", "unanswered", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms",
+              "worker_cpu_s", "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb")
+
+
+def _print_ledgers(console, sqlite: dict, postgres: dict) -> None:
+    """The two ledgers' pipeline figures side by side, with issue 25's targets."""
+    from rich.table import Table
+
+    a, b = sqlite["pipeline"], postgres["pipeline"]
+    table = Table(title=f"the same {sqlite['lines']} lines on {sqlite['broker']}, {sqlite['workers']} worker(s): SQLite then PostgreSQL")
+    for column in ("figure", "sqlite", "postgresql", "postgresql / sqlite"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for key in BENCH_ROWS:
+        table.add_row(key, str(a[key]), str(b[key]), f"{b[key] / a[key]:.2f}" if a[key] else "")
+    console.print(table)
+    speed = b["lines_per_s"] / a["lines_per_s"] if a["lines_per_s"] else 0.0
+    cost = b["worker_cpu_ms_per_line"] / a["worker_cpu_ms_per_line"] if a["worker_cpu_ms_per_line"] else float("inf")
+    console.print(f"issue 25's targets: PostgreSQL lines/s >= 0.9x SQLite's: {speed:.2f}x ({'met' if speed >= 0.9 else 'NOT met'}); "
+                  f"worker CPU per line <= 1.2x SQLite's: {cost:.2f}x ({'met' if cost <= 1.2 else 'NOT met'})")
+
+
+def _print_bench(console, figures: dict, rate: float, workers: int, partitions: int, shadow: Path | None,
+                 timeout: float) -> None:
+    """One run's tables and lines, as `bench` prints them."""
+    from rich.table import Table
+
+    from streams.tools.bench import targets
+
     runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
     table = Table(title=f"{figures['lines']} lines on {figures['broker']}, {figures['ledger']} ledger, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
     table.add_column("figure")
@@ -421,8 +467,7 @@ def bench(
         table.add_column(r["name"], justify="right")
     if len(runs) == 2:
         table.add_column("ratio", justify="right")
-    for key in ("lines", "unanswered", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms", "worker_cpu_s",
-                "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb"):
+    for key in BENCH_ROWS:
         cells = [str(r[key]) for r in runs]
         if len(runs) == 2:
             cells.append(f"{runs[0][key] / runs[1][key]:.2f}" if runs[1][key] else "")
@@ -452,8 +497,6 @@ def bench(
     if shadow:
         console.print(f"Monitor Mode adds {figures['shadow_us_per_line']} us of CPU per line (the candidate's decision "
                       f"and the comparison, pure engine)")
-    if json_out:
-        json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
     from streams.tools.losses import describe
 
     for r in runs:

@@ -83,5 +83,6 @@ class AccessStore:
         with self.transaction() as q:
             q("DELETE FROM access_outbox WHERE entry_id IN (SELECT entry_id FROM access_log WHERE at < ?)", cutoff)
             q("DELETE FROM access_log_claims WHERE at < ?", cutoff)
-            return q("DELETE FROM access_log WHERE at < ?", cutoff).rowcount
+            # the deleted rows counted from RETURNING: a pipelined statement's rowcount is not known yet
+            return len(q("DELETE FROM access_log WHERE at < ? RETURNING entry_id", cutoff).fetchall())
 

@@ -61,6 +61,46 @@ _stored_line = _StoredLines()
 def _rejection(line_key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> RejectedLine:
     return RejectedLine(claim_id=line_key[0], line_number=line_key[1], reasons=reasons, original=original, rejected_at=now)
 
+REPEATS = "SELECT line_number, copies FROM claim_repeats WHERE claim_id = ?"
+
+
+class _AcceptReads:
+    """What `accept` reads after the claim's row: its waiting lines, and which claim this
+    input message was recorded for. On PostgreSQL both are sent with the row's lock (`send`),
+    answered in the same round trip; otherwise each is read when first needed, as before."""
+
+    __slots__ = ("_q", "_claim_id", "_source", "_lines", "_message")
+
+    def __init__(self, q, claim_id: str, source: tuple[int, int] | None) -> None:
+        self._q, self._claim_id, self._source = q, claim_id, source
+        self._lines: Any = None
+        self._message: Any = None
+
+    def send(self) -> None:
+        self._lines = self._q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number",
+                              self._claim_id)
+        if self._source is not None:
+            self._message = self._q("SELECT claim_id FROM claim_messages WHERE input_partition = ? AND input_offset = ?",
+                                    *self._source)
+
+    def lines(self) -> list:
+        if self._lines is None:
+            self.send()
+        return self._lines.fetchall()
+
+    def message_claim(self) -> str | None:
+        """The claim this input message was recorded for (None: not recorded, or no source)."""
+        if self._source is None:
+            return None
+        if self._message is None:
+            self._message = self._q("SELECT claim_id FROM claim_messages WHERE input_partition = ? AND input_offset = ?",
+                                    *self._source)
+        if not isinstance(self._message, tuple):
+            row = self._message.fetchone()
+            self._message = (row[0] if row else None,)
+        return self._message[0]
+
+
 class AssemblyStore:
     """Assembly by claim_id, front-end rejections and the assembly timeout (a part of `Ledger`)."""
 
@@ -68,13 +108,17 @@ class AssemblyStore:
     transaction: Callable[..., Any]
     reading: Callable[..., Any]
 
-    def _claim_row(self, q, claim_id: str, seen: float, partition: int | None) -> tuple[str, str | None]:
+    def _claim_row(self, q, claim_id: str, seen: float, partition: int | None,
+                   ahead: Callable[[], None] = lambda: None) -> tuple[str, str | None]:
         """(status, reason) of the claim, created OPEN if new, and held for this
-        transaction on PostgreSQL."""
-        if self.postgres:
-            q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) "
-              "ON CONFLICT DO NOTHING", claim_id, seen, seen, partition)
-            return q("SELECT status, reason FROM claims WHERE claim_id = ? FOR UPDATE", claim_id).fetchone()
+        transaction on PostgreSQL, where `ahead` sends the reads that follow with it (the
+        claim's row is held by then: one round trip for all of them)."""
+        if self.postgres:  # one statement: the row created or, if it exists, locked (as FOR UPDATE) and read
+            row = q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?) "
+                    "ON CONFLICT (claim_id) DO UPDATE SET status = claims.status RETURNING status, reason",
+                    claim_id, seen, seen, partition)
+            ahead()
+            return row.fetchone()
         row = q("SELECT status, reason FROM claims WHERE claim_id = ?", claim_id).fetchone()
         if row is None:
             q("INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) VALUES (?, 'OPEN', ?, ?, ?)",
@@ -104,12 +148,12 @@ class AssemblyStore:
         seen = now.timestamp()
         source = None if partition is None or offset is None else (partition, offset)
         with self.transaction() as q:
-            status, reason = self._claim_row(q, claim_id, seen, partition)
+            reads = _AcceptReads(q, claim_id, source)
+            status, reason = self._claim_row(q, claim_id, seen, partition, reads.send if self.postgres else lambda: None)
             if status == "REJECTED" and source is not None:
                 if settled_by(q, claim_id) == source:
                     return self._all_rejections(q, claim_id)
-                if q("SELECT 1 FROM claim_messages WHERE input_partition = ? AND input_offset = ? AND claim_id = ?",
-                     partition, offset, claim_id).fetchone():
+                if reads.message_claim() == claim_id:
                     return Intake()  # a waiting line's message again: the rejecting message answered for it
             if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
                 stored = self._stored_answer(q, claim_id, number, now)
@@ -120,9 +164,9 @@ class AssemblyStore:
             if status == "REJECTED":
                 why = RejectionReason.model_validate_json(reason)
                 return self._reject_lines(q, [(line.key, original)], why.code, why.field, why.message, now)
-            rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+            rows = reads.lines()
             lines = {n: _stored_line(body) for n, body, _ in rows}
-            redelivered = self._delivered_before(q, claim_id, partition, offset)
+            redelivered = self._delivered_before(q, claim_id, partition, offset, reads)
             if status == "ASSEMBLED":
                 # complete but not yet decided: a re-delivery of its last line forwards it again
                 # (the crash came before it was forwarded); a known line sent again is a repeat,
@@ -157,12 +201,12 @@ class AssemblyStore:
             return Intake()
 
     @staticmethod
-    def _delivered_before(q, claim_id: str, partition: int | None, offset: int | None) -> bool:
+    def _delivered_before(q, claim_id: str, partition: int | None, offset: int | None, reads: _AcceptReads) -> bool:
         """Whether this input message (partition, offset) was read before for this claim;
         records it otherwise."""
         if partition is None or offset is None:
             return False
-        if q("SELECT 1 FROM claim_messages WHERE input_partition = ? AND input_offset = ?", partition, offset).fetchone():
+        if reads.message_claim() is not None:
             return True
         q("INSERT INTO claim_messages (input_partition, input_offset, claim_id) VALUES (?, ?, ?)", partition, offset, claim_id)
         return False
@@ -175,7 +219,7 @@ class AssemblyStore:
     @staticmethod
     def _repeats(q, claim_id: str) -> dict[int, int]:
         """How many more times each line of the claim was sent while it was assembled."""
-        return {int(n): int(c) for n, c in q("SELECT line_number, copies FROM claim_repeats WHERE claim_id = ?", claim_id)}
+        return {int(n): int(c) for n, c in q(REPEATS, claim_id)}
 
     def _reject_closed(self, q, line: ClaimLine, original: Any, now: datetime) -> Intake:
         return self._reject_lines(q, [(line.key, original)], "CLAIM_CLOSED", "claim_id",

@@ -17,9 +17,16 @@ from rules.corrections import OriginalClaim
 from contract.models import CORRECTION_REJECTIONS, VOID, AdjudicatedLine, ClaimLine, RejectionReason
 
 
+#: the reads of deciding a correction, sent ahead on PostgreSQL (`Ledger.decide`)
+REVERSED_LINES = "SELECT line_number, body FROM reversals WHERE claim_id = ?"
+CAUSED = "SELECT body FROM reversals WHERE reversed_by = ? ORDER BY claim_id, line_number"
+_CORRECTED_BY = "SELECT claim_id FROM corrections WHERE original_claim_id = ?"
+_ORIGINAL_DECISIONS = "SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number"
+
+
 def reversed_lines(q, claim_id: str) -> dict[int, AdjudicatedLine]:
     """The REVERSED records of a claim's lines, by line number (none unless it was corrected)."""
-    rows = q("SELECT line_number, body FROM reversals WHERE claim_id = ?", claim_id).fetchall()
+    rows = q(REVERSED_LINES, claim_id).fetchall()
     return {n: AdjudicatedLine.model_validate_json(b) for n, b in rows}
 
 
@@ -30,15 +37,22 @@ def original(q, claim_id: str | None, lock: str) -> OriginalClaim | None:
     row = q(f"SELECT status FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
     if row is None:
         return None
-    by = q("SELECT claim_id FROM corrections WHERE original_claim_id = ?", claim_id).fetchone()
-    rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+    by = q(_CORRECTED_BY, claim_id).fetchone()
+    rows = q(_ORIGINAL_DECISIONS, claim_id).fetchall()
     return OriginalClaim(claim_id=claim_id, status=row[0], corrected_by=by[0] if by else None,
                          decisions=tuple(AdjudicatedLine.model_validate_json(r[0]) for r in rows))
 
 
+def send_original(q, claim_id: str | None, lock: str) -> None:
+    """Send `original`'s reads ahead (`q.send`, PostgreSQL's pipeline), in its order."""
+    q.send(f"SELECT status FROM claims WHERE claim_id = ?{lock}", claim_id)
+    q.send(_CORRECTED_BY, claim_id)
+    q.send(_ORIGINAL_DECISIONS, claim_id)
+
+
 def caused(q, claim_id: str) -> list[AdjudicatedLine]:
     """The reversals a replacement or void made, by the reversed claim's line number."""
-    rows = q("SELECT body FROM reversals WHERE reversed_by = ? ORDER BY claim_id, line_number", claim_id).fetchall()
+    rows = q(CAUSED, claim_id).fetchall()
     return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
 
 

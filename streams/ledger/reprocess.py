@@ -31,7 +31,7 @@ from rules.engine import History
 from rules.reference import ReferenceData
 from rules.rulebook import Rulebooks
 from streams.ledger import corrections as corrections_store, review as review_store
-from streams.ledger.decisions import record_outcome
+from streams.ledger.decisions import insert_rows, record_outcome
 from contract.models import AdjudicatedLine, ClaimLine, ProposalTrigger, ReprocessProposal, evolve
 
 #: the corrections row of an adjusted version: not a provider's 7 or 8
@@ -76,9 +76,9 @@ def write_index(q, claim_id: str, lines: Iterable[ClaimLine], decisions: Iterabl
     """Index a decided claim by what reference changes look at (rules/reprocess.py); `as_of`:
     when it became complete (its reference data was read after that), so a change recorded
     before then does not look at it."""
-    for kind, value, day in sorted(reprocess.index_entries(lines, decisions)):
-        q("INSERT INTO reprocess_index (kind, value, service_date, claim_id, as_of) VALUES (?, ?, ?, ?, ?) "
-          "ON CONFLICT DO NOTHING", kind, value, day, claim_id, as_of)
+    insert_rows(q, "INSERT INTO reprocess_index (kind, value, service_date, claim_id, as_of) VALUES",
+                [(kind, value, day, claim_id, as_of) for kind, value, day in sorted(reprocess.index_entries(lines, decisions))],
+                " ON CONFLICT DO NOTHING")
 
 
 def supersede_open(q, claim_id: str, by: str, now: datetime) -> list[ReprocessProposal]:

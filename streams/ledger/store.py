@@ -27,7 +27,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -35,14 +35,44 @@ import psycopg
 from rules.engine import History, Outcome
 from streams.ledger import corrections as corrections_store, reprocess as reprocess_store, review as review_store
 from streams.ledger.access import AccessStore
-from streams.ledger.decisions import record_outcome
-from streams.ledger.assembly import AssemblyStore, Intake, restamp_rejection, settle, settled_by
+from streams.ledger.decisions import insert_rows, record_outcome
+from streams.ledger.assembly import REPEATS, AssemblyStore, Intake, restamp_rejection, settle, settled_by
 from streams.ledger.schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from contract.models import AdjudicatedLine, ClaimWork
 from streams.ledger.remittance import remittance_facts
 from streams.ledger.reprocess import ReprocessStore
 from streams.ledger.review import ReviewStore
 from streams.ledger.writer_gate import WriterGate
+
+
+_DECISIONS = "SELECT line_number, body FROM decisions WHERE claim_id = ?"
+_PAID = "SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?"
+_DRUG_DAYS = "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?"
+_UNITS = "SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?"
+_CLAIM_LINES = "SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number"
+
+
+def _authorizations(work: ClaimWork) -> set[str]:
+    return {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}
+
+
+class _ReadAhead:
+    """A transaction's `q` that can send reads ahead (`send`, PostgreSQL's pipeline): the
+    first later call of the same statement with the same parameters gets that cursor, whose
+    answer came in one round trip with the others; any other call runs as usual."""
+
+    __slots__ = ("_q", "_sent")
+
+    def __init__(self, q: Callable[..., Any]) -> None:
+        self._q = q
+        self._sent: dict[tuple[str, tuple], Any] = {}
+
+    def send(self, sql: str, *params: Any) -> None:
+        self._sent[(sql, params)] = self._q(sql, *params)
+
+    def __call__(self, sql: str, *params: Any) -> Any:
+        cursor = self._sent.pop((sql, params), None)
+        return cursor if cursor is not None else self._q(sql, *params)
 
 
 class _Undo(Exception):
@@ -52,6 +82,13 @@ class _Undo(Exception):
 class LedgerUnavailable(RuntimeError):
     """The store cannot be reached or the transaction failed for a transient reason; the
     caller retries the same message later (it is never a DLQ case)."""
+
+
+T = TypeVar("T")
+
+
+class _Redo(LedgerUnavailable):
+    """A message of an optimistic batch failed (`Ledger.batch`): the batch is done again."""
 
 
 class LedgerTooNew(LedgerUnavailable):
@@ -153,8 +190,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             self._depth += 1
             try:
                 if self.postgres:
-                    with conn.transaction():
-                        yield lambda sql, *p: conn.execute(sql.replace("?", "%s"), p)
+                    with self._pg_transaction(conn, depth, write) as q:
+                        yield q
                 else:
                     with self._gate.turn(self.BUSY_TIMEOUT_S) if write and not depth and self._gate else nullcontext():
                         conn.execute(f"SAVEPOINT s{depth}" if depth else "BEGIN IMMEDIATE" if write else "BEGIN")
@@ -170,10 +207,109 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 if depth == 0:
                     self._drop_broken()
                 raise LedgerUnavailable(f"ledger {self.describe()}: {exc}".splitlines()[0]) from exc
+            except LedgerUnavailable:  # from a savepoint (a message of a batch) on a lost connection
+                if depth == 0:
+                    self._drop_broken()
+                raise
             finally:
                 self._depth = depth
 
     _tx = transaction  # tests read the ledger's tables through it
+
+    @contextmanager
+    def _pg_transaction(self, conn: psycopg.Connection, depth: int, write: bool) -> Iterator[Callable[..., Any]]:
+        """A PostgreSQL write transaction in pipeline mode: a statement is sent without waiting
+        for its answer, and the client waits (one round trip) only when it reads a result, at
+        the end of each savepoint, and at the commit. A batch's writes thus ride along with the
+        reads that follow them, instead of costing a round trip each. Each savepoint (one
+        message of a batch) waits for its statements' answers before it ends, so a failing
+        statement fails its own message, as without the pipeline. A reader keeps psycopg's
+        plain transaction (its cursors are described at once).
+
+        In an optimistic batch (`batch`) a message takes no savepoint and does not wait at its
+        end: its writes go with the next message's first read. A message that fails there
+        cannot be undone alone, so it fails the batch (`_Redo`), which is then done again
+        the careful way above."""
+        def q(sql: str, *params: Any) -> Any:
+            return conn.execute(sql.replace("?", "%s"), params)
+
+        if (not depth and not write) or (depth and self._pipe is None):
+            with conn.transaction():
+                yield q
+            return
+        if depth and self._optimistic:
+            try:
+                yield q
+            except (LedgerUnavailable, psycopg.OperationalError):
+                raise
+            except Exception as exc:
+                raise _Redo(f"a message of an optimistic batch failed ({type(exc).__name__})") from exc
+            return
+        if depth:
+            conn.execute(f"SAVEPOINT s{depth}")
+            try:
+                yield q
+                self._pipe.sync()
+            except BaseException:
+                self._pg_undo(conn, f"ROLLBACK TO SAVEPOINT s{depth}")
+                conn.execute(f"RELEASE SAVEPOINT s{depth}")
+                raise
+            conn.execute(f"RELEASE SAVEPOINT s{depth}")
+            return
+        try:
+            with conn.pipeline() as self._pipe:
+                conn.execute("BEGIN")
+                try:
+                    yield q
+                except BaseException:
+                    self._pg_undo(conn, "ROLLBACK")
+                    raise
+                conn.execute("COMMIT")  # sent with the pipeline's last round trip, on leaving it
+        finally:
+            self._pipe = None
+            # a statement that failed in the pipeline left the transaction open and aborted:
+            # the COMMIT sent after it was skipped
+            if not (conn.closed or conn.broken) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+
+    def batch(self, work: Callable[[], T]) -> T:
+        """`work` (a batch of messages, each a nested transaction that may fail alone) in one
+        write transaction. On PostgreSQL first optimistically (no savepoints, no waits between
+        messages: a batch's statements cost about one round trip per message that reads);
+        if a message fails, the whole batch is rolled back and done again with a savepoint
+        per message, so that message alone fails, as it would have the first time."""
+        with self._lock:
+            if self.postgres and not self._depth:
+                self._optimistic = True
+                try:
+                    with self.transaction():
+                        return work()
+                except _Redo:
+                    pass
+                except psycopg.Error as exc:  # a statement's failure reported at the commit
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
+                finally:
+                    self._optimistic = False
+            with self.transaction():
+                return work()
+
+    def _pg_undo(self, conn: psycopg.Connection, undo: str) -> None:
+        """Roll a pipelined transaction or savepoint back: first the answers of what was sent
+        (a statement that failed there belongs to what is being undone), then `undo`."""
+        if conn.broken or conn.closed:
+            return
+        try:
+            self._pipe.sync()
+        except psycopg.OperationalError:
+            if conn.broken or conn.closed:
+                return
+        except psycopg.Error:
+            pass  # the statement that failed, already reported by the exception under way or undone here
+        try:
+            conn.execute(undo)
+        except psycopg.OperationalError:
+            pass  # the connection is gone, and the transaction with it (`_drop_broken`)
 
     def reading(self) -> Any:
         """A read-only transaction (see `transaction`)."""
@@ -198,7 +334,11 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         if self._conn is None:
             return
         if self.postgres:
-            if self._conn.closed or self._conn.broken:
+            # a session the server ended is not always marked broken yet (in pipeline mode the
+            # error can come before the client reads the closed socket): it is left mid-transaction
+            conn = self._conn
+            if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.close()
                 self._conn = None
         elif self._conn.in_transaction:
             try:
@@ -220,13 +360,17 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         empty answer, as that message's own replay answers for the claim."""
         claim_id, member = work.claim_id, work.member_id
         head = work.lines[0].line
-        with self.transaction() as q:
+        with self.transaction() as tx:
+            q = _ReadAhead(tx)
             self._lock_row(q, "member_locks", "member_id", member,
                            "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
-            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id).fetchone()
+            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id)
+            if self.postgres:  # what deciding reads, answered in the round trip of the locks
+                self._send_decide_reads(q, work, lock)
+            row = row.fetchone()
             if row is not None and row[0] == "DECIDED" and source is not None:
                 by = settled_by(q, claim_id)
                 if by is not None and by != source:
@@ -242,26 +386,19 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             # (the release); if it fails its check it decides nothing, so that does not matter
             released = head.original_claim_id or ""
             history = History(
-                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in
-                         q("SELECT line_number, body FROM decisions WHERE claim_id = ?", claim_id).fetchall()},
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in q(_DECISIONS, claim_id).fetchall()},
                 reversed=corrections_store.reversed_lines(q, claim_id),
-                paid_fingerprints={r[0] for r in q("SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?",
-                                                   member, released).fetchall()},
-                drug_days={date.fromisoformat(r[0]) for r in q(
-                    "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?", member, released).fetchall()},
+                paid_fingerprints={r[0] for r in q(_PAID, member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(_DRUG_DAYS, member, released).fetchall()},
                 original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
                 caused=corrections_store.caused(q, claim_id),
             )
-            for auth in {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}:
-                history.units_used[auth] = sum(
-                    (Decimal(r[0]) for r in q("SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?",
-                                              auth, released).fetchall()),
-                    Decimal(0),
-                )
+            for auth in _authorizations(work):
+                history.units_used[auth] = sum((Decimal(r[0]) for r in q(_UNITS, auth, released).fetchall()), Decimal(0))
             outcome = run(history)
             if outcome.rejection is not None:
                 why = outcome.rejection
-                rows = q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
+                rows = q(_CLAIM_LINES, claim_id).fetchall()
                 return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
                                           datetime.now(UTC))
             if outcome.reverses is not None:
@@ -276,18 +413,55 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
             decided_at = time.time()
-            for number, original in q("SELECT line_number, original FROM claim_lines WHERE claim_id = ?", claim_id).fetchall():
+            remitted, decided = [], []
+            for number, _, original in q(_CLAIM_LINES, claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
-                    q("INSERT INTO remittance_lines (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                      claim_id, number, orjson.dumps(facts).decode())
-                q("INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES (?, ?, ?, ?, ?) "
-                  "ON CONFLICT DO NOTHING", claim_id, number, service_dates.get(number, ""), decided_at, original)
+                    remitted.append((claim_id, number, orjson.dumps(facts).decode()))
+                decided.append((claim_id, number, service_dates.get(number, ""), decided_at, original))
+            insert_rows(q, "INSERT INTO remittance_lines (claim_id, line_number, body) VALUES", remitted, " ON CONFLICT DO NOTHING")
+            insert_rows(q, "INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES", decided,
+                        " ON CONFLICT DO NOTHING")
             q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
             q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
             answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
             return Intake(decisions=[*outcome.reversals, *answers])
+
+    @staticmethod
+    def _send_decide_reads(q: _ReadAhead, work: ClaimWork, lock: str) -> None:
+        """Send, without waiting, every read `decide` makes of a claim that is not decided yet,
+        in the order it makes them (the original's row is locked after the claim's, as before)."""
+        claim_id, member, head = work.claim_id, work.member_id, work.lines[0].line
+        released = head.original_claim_id or ""
+        q.send(_DECISIONS, claim_id)
+        q.send(corrections_store.REVERSED_LINES, claim_id)
+        q.send(_PAID, member, released)
+        q.send(_DRUG_DAYS, member, released)
+        if head.is_correction:
+            corrections_store.send_original(q, head.original_claim_id, lock)
+        q.send(corrections_store.CAUSED, claim_id)
+        for auth in _authorizations(work):
+            q.send(_UNITS, auth, released)
+        q.send(_CLAIM_LINES, claim_id)
+        q.send(REPEATS, claim_id)
+
+    def hold(self, members: Iterable[str] = (), claims: Iterable[str] = ()) -> None:
+        """PostgreSQL: take a batch's row locks up front, in one fixed order (members, then
+        claims, each sorted), so that two workers whose batches share rows wait for each other
+        instead of deadlocking; the rows a message takes later are then its own already. A
+        missing member row is created (sorted too); a claim not stored yet is left to its
+        first line. SQLite: nothing (its writers take turns)."""
+        members, claims = sorted(set(members)), sorted(set(claims))
+        if not self.postgres or not (members or claims):
+            return
+        with self.transaction() as q:
+            if members:
+                q("INSERT INTO member_locks (member_id) SELECT m FROM unnest(?::text[]) AS m ORDER BY m ON CONFLICT DO NOTHING",
+                  members)
+                q("SELECT 1 FROM member_locks WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", members)
+            if claims:
+                q("SELECT 1 FROM claims WHERE claim_id = ANY(?) ORDER BY claim_id FOR UPDATE", claims)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 

@@ -111,10 +111,14 @@ def intake_batch(ledger: Ledger, messages: Sequence[Message], books: Rulebooks) 
     workers wait for) is not held while JSON is parsed and validated. One bad message becomes
     a dead letter and the rest go on; a ledger outage fails the whole batch (tried again)."""
     checked = [_guarded(raw, check, raw) for raw, *_ in messages]
-    with ledger.transaction():
+
+    def work() -> list[Step]:
+        ledger.hold(claims=[s.line.claim_id for s in checked if isinstance(s, Submitted) and s.line is not None])
         return [submitted if isinstance(submitted, Step) else
                 _guarded(raw, assemble, ledger, submitted, received_at, books, partition, offset)
                 for (raw, received_at, partition, offset), submitted in zip(messages, checked)]
+
+    return ledger.batch(work)
 
 
 def _guarded(raw: bytes | None, fn: Callable[..., Any], *args: Any) -> Any:
