@@ -47,9 +47,10 @@ def _apply(topic: str, key: bytes | None, value: bytes | None) -> str | None:
     return None
 
 
-#: how far this worker has read each reference partition, across reconnects: a broker that
-#: comes back with shorter partitions has lost records, and the view must be rebuilt
-_read_to: dict[TopicPartition, int] = {}
+#: how far this worker has read each reference partition, across reconnects (the runtime's, so
+#: the API and the reprocess timer can ask what the view holds): a broker that comes back with
+#: shorter partitions has lost records, and the view must be rebuilt
+_read_to: dict[TopicPartition, int] = runtime.reference_read_to  # type: ignore[assignment]
 
 
 class ReferenceLost(RuntimeError):
@@ -134,13 +135,6 @@ def change_id(topic: str, partition: int, offset: int) -> str:
     """A reference change's identity: the record's place in this broker incarnation (a
     replay or a restart reads the same record again and records nothing new)."""
     return f"{runtime.incarnation or '-'}:{topic}:{partition}:{offset}"
-
-
-def consumed(change: str) -> bool:
-    """Whether this worker's reference view already holds the record of `change` (a change
-    another worker recorded may not have reached this one yet)."""
-    _, topic, partition, offset = change.rsplit(":", 3)
-    return _read_to.get(TopicPartition(topic, int(partition)), 0) > int(offset)
 
 
 def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartition, int]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 
-from agents import reference
 from streams import metrics
 from streams.ledger import LedgerUnavailable
 from streams.pipeline import utcnow
@@ -34,8 +33,8 @@ async def one_round() -> None:
     ledger = runtime.ledger
     started = time.monotonic()
     for change, topic, key in await runtime.in_ledger(ledger.pending_changes, 200, retry=False):
-        if not reference.consumed(change):
-            continue  # recorded by another worker; this one's view does not hold it yet
+        if not runtime.reference_holds(change):
+            break  # recorded by another worker, not in this view yet: changes are looked at in order
         for claim_id in await runtime.in_ledger(ledger.claims_looked_at, topic, key, change, retry=False):
             made = await runtime.in_ledger(ledger.propose, change, topic, key, claim_id, runtime.reference,
                                            runtime.books, utcnow(), retry=False)

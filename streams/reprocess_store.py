@@ -18,7 +18,7 @@ also decides the minted `<claim_id>~A<n>` claim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -44,6 +44,11 @@ REMIT_835 = "claims.remittance.835"
 
 class ProposalNotFound(LookupError):
     """No such proposal (404)."""
+
+
+class ViewBehind(Exception):
+    """The worker's reference view does not hold yet a change the approval's dry run needs
+    (the proposal's own, or one still to be looked at): try again shortly (503)."""
 
 
 class ProposalConflict(Exception):
@@ -298,22 +303,30 @@ class ReprocessStore:
     # --- approval and the adjustment --------------------------------------------------------------
 
     def decide_proposal(self, proposal_id: str, action: str, reviewer: str, note: str | None, ref: ReferenceData,
-                        books: Rulebooks, now: datetime) -> tuple[ReprocessProposal, Made]:
+                        books: Rulebooks, now: datetime, holds: Callable[[str], bool] = lambda change: True,
+                        ) -> tuple[ReprocessProposal, Made]:
         """A reviewer's APPROVE or REJECT, in one transaction. The same action again returns
-        the stored result; raises `ProposalNotFound`, `ProposalConflict`. An approval whose
-        dry run no longer gives the proposal withdraws it and makes a new one (returned
-        first is the withdrawn proposal; the new one is in `Made.proposals`)."""
+        the stored result; raises `ProposalNotFound`, `ProposalConflict`, and `ViewBehind`
+        for an approval when `holds` (whether `ref` holds a change) is false for the
+        proposal's change or a change still pending. An approval whose dry run no longer
+        gives the proposal withdraws it and makes a new one (returned first is the withdrawn
+        proposal; the new one is in `Made.proposals`)."""
         lock = " FOR UPDATE" if self.postgres else ""
         with self.transaction() as q:
-            row = q(f"SELECT body FROM proposals WHERE proposal_id = ?{lock}", proposal_id).fetchone()
+            row = q(f"SELECT body, change_id FROM proposals WHERE proposal_id = ?{lock}", proposal_id).fetchone()
             if row is None:
                 raise ProposalNotFound(f"no proposal {proposal_id!r}")
-            proposal = ReprocessProposal.model_validate_json(row[0])
+            proposal, change_id = ReprocessProposal.model_validate_json(row[0]), row[1]
             done = {"APPROVE": "APPROVED", "REJECT": "REJECTED"}[action]
             if proposal.status != "OPEN":
                 if proposal.status == done:
                     return proposal, Made()
                 raise ProposalConflict(f"proposal {proposal_id!r} is {proposal.status}", proposal)
+            if action == "APPROVE":
+                pending = [r[0] for r in q("SELECT change_id FROM reference_changes WHERE state = 'PENDING'").fetchall()]
+                behind = [c for c in (change_id, *pending) if not holds(c)]
+                if behind:
+                    raise ViewBehind(f"this worker's reference data does not hold change {behind[0]} yet")
             lines = self._submitted(q, proposal.claim_id)
             self._lock_member(q, lines[0].member_id)
             made = Made()
@@ -328,8 +341,8 @@ class ReprocessStore:
                 made.proposals.append(withdrawn)
                 pid = reprocess.proposal_id(f"{proposal_id}/again", proposal.claim_id)
                 again = reprocess.propose(proposal.claim_id, current, after, proposal.trigger, pid, now)
-                if again is not None:
-                    _insert(q, again, pid, now)
+                if again is not None:  # the change it answers is still the withdrawn one's
+                    _insert(q, again, change_id, now)
                     made.proposals.append(again)
                 return withdrawn, made
             made += self._approve(q, proposal, reviewer, note, ref, books, now, lines, current, after)

@@ -280,3 +280,22 @@ def test_a_crash_anywhere_in_reprocessing_loses_nothing_and_repeats_nothing(tmp_
         crashed_somewhere += crashes
         assert state == expected, f"interrupting every {every} steps ({crashes} crashes) changed the ledger"
     assert crashed_somewhere > 0
+
+
+def test_an_approval_waits_for_a_view_that_holds_the_change(ledger: Ledger) -> None:
+    """A worker whose reference view does not hold the proposal's change (or one still to be
+    looked at) yet must not decide it again: ViewBehind (503), nothing stored."""
+    from streams.reprocess_store import ViewBehind
+
+    ref = fresh_ref()
+    submit(ledger, ref, claim("L1"))
+    change(ledger, ref, AWP, set_awp(ref, "10.00"), "inc:reference.awp-prices:0:7")
+    (p,) = ledger.proposals()
+    with pytest.raises(ViewBehind):
+        ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0, lambda c: not c.endswith(":7"))
+    ledger.record_change(AUTHS, "PA26-1001", "inc:reference.authorizations:0:3", T0)  # recorded, not looked at yet
+    with pytest.raises(ViewBehind):
+        ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0, lambda c: not c.endswith(":3"))
+    assert ledger.proposal(p.proposal_id).status == "OPEN" and ledger.count("adjustments") == 0
+    stored, _ = ledger.decide_proposal(p.proposal_id, "REJECT", "alice", None, ref, BOOKS, T0, lambda c: False)
+    assert stored.status == "REJECTED"  # a rejection decides nothing again
