@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from streams import topics
+from streams.ledger import Ledger
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
 
@@ -192,11 +193,47 @@ def test_the_adjustment_835_is_the_reversal_then_the_adjusted_claim(pipe: ApiPip
     assert remit835.balance_errors(remit835.read(text)) == []
 
 
+def batch_lines(body: dict[str, Any]) -> list[bytes]:
+    """A claim as submitted over HTTP, as batch mode's input lines."""
+    header = {k: v for k, v in body.items() if k != "lines"}
+    return [orjson.dumps({**header, **ln, "line_number": i, "line_count": len(body["lines"])})
+            for i, ln in enumerate(body["lines"], start=1)]
+
+
+def ref_line(topic: str, value: dict[str, Any]) -> bytes:
+    """A reference record interleaved in batch mode's input."""
+    return orjson.dumps({"reference": {"topic": topic, "value": value}})
+
+
+def same(records: list[dict[str, Any]]) -> list[str]:
+    """Records as the stream and batch mode both give them: without their times, topic and
+    proposal ids (a proposal id derives from where its change was read)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not k.endswith("_at") and k not in ("proposal_id", "topic")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return sorted(orjson.dumps(strip(r), option=orjson.OPT_SORT_KEYS).decode() for r in records)
+
+
+def batch_ref() -> Any:
+    """The module worker's reference data before its tests changed any (batch mode's start)."""
+    from streams.models import Authorization
+    from streams.pipeline import load_reference_dir
+
+    ref = load_reference_dir(SAMPLES / "reference")
+    for row in reference()["authorizations"][-3:]:
+        ref.apply("authorizations", row["authorization_number"], Authorization.model_validate(row))
+    return ref
+
+
 def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
     """The same claim and the same late approval, through the worker and through batch mode
     (the authorization interleaved in the input): the same records, but for the times and
     the proposal id (it derives from where the change was read)."""
-    from streams.pipeline import load_reference_dir, run_batch
+    from streams.pipeline import run_batch
     from tests.test_ledger import BOOKS
 
     claim_id = f"SB-{uuid.uuid4().hex[:8]}"
@@ -212,18 +249,84 @@ def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
         if len(streamed) >= 6:
             break
         time.sleep(0.5)
-    header = {k: v for k, v in body.items() if k != "lines"}
-    lines = [orjson.dumps({**header, **ln, "line_number": i, "line_count": len(body["lines"])})
-             for i, ln in enumerate(body["lines"], start=1)]
-    ref = load_reference_dir(SAMPLES / "reference")
-    from streams.models import Authorization
-
-    ref.apply("authorizations", SAME, Authorization.model_validate(auth(SAME, "PENDING")))
-    batch_in = [*lines, orjson.dumps({"reference": {"topic": "reference.authorizations", "value": auth(SAME, "APPROVED")}})]
-    batched = [r for r in run_batch(batch_in, ref, BOOKS) if r["topic"] == topics.ADJUDICATED.name]
-
-    def same(records: list[dict[str, Any]]) -> list[tuple]:
-        return sorted(orjson.dumps({k: v for k, v in r.items() if k not in ("adjudicated_at", "proposal_id", "topic")},
-                                   option=orjson.OPT_SORT_KEYS).decode() for r in records)
-
+    batch_in = [*batch_lines(body), ref_line("reference.authorizations", auth(SAME, "APPROVED"))]
+    batched = [r for r in run_batch(batch_in, batch_ref(), BOOKS) if r["topic"] == topics.ADJUDICATED.name]
     assert len(batched) == 6 and same(streamed) == same(batched)
+
+
+def test_supersede_withdraw_and_a_correction_after_an_adjustment_as_batch_mode(pipe: ApiPipeline) -> None:
+    """Over the stream: a price decrease proposes, a second decrease before any approval
+    supersedes it (SUPERSEDED, then the new OPEN), the price back withdraws it, a raise is
+    adjusted at once (<claim_id>~A1); then the provider's replacement naming the original is
+    rejected ORIGINAL_ALREADY_REPLACED and the one naming <claim_id>~A1 reverses the adjusted
+    claim. Batch mode, with the same reference records interleaved, publishes the same
+    records and proposals (but for times and proposal ids)."""
+    from streams.pipeline import run_batch
+    from tests.test_ledger import BOOKS
+
+    claim_id = f"SS-{uuid.uuid4().hex[:8]}"
+    prices = [{"ndc": NDC, "awp_per_unit": price, "effective_from": "2026-08-01"} for price in ("12.00", "9.00", "8.00", "12.00", "14.00")]
+    body = claim(claim_id, PRICED, "2026-08-04")
+    stale = {**claim(f"{claim_id}-R0", PRICED, "2026-08-04"), "claim_frequency": "7", "original_claim_id": claim_id}
+    fixed = {**claim(f"{claim_id}-R1", PRICED, "2026-08-04"), "claim_frequency": "7", "original_claim_id": f"{claim_id}~A1"}
+
+    ledger = Ledger(pipe.ledger_url)
+    key, loaded = f"{NDC}:2026-08-01", []
+
+    def load(p: dict[str, Any]) -> None:
+        """One price record, and wait until its change was looked at (so each change is looked
+        at with the view it brought, as batch mode does)."""
+        loaded.append(p)
+        pipe.load_reference({"awp-prices": [p]})
+        deadline = time.monotonic() + 30
+        while [s for (k, s) in ledger.rows("reference_changes", "ref_key", "state") if k == key] != ["DONE"] * len(loaded):
+            assert time.monotonic() < deadline, "the price change was not looked at"
+            time.sleep(0.1)
+
+    def price(p: dict[str, Any], status: str) -> dict[str, Any]:
+        load(p)
+        return wait_proposal(pipe, claim_id, status)
+
+    load(prices[0])  # in effect from 2026-08-01: no claim there yet
+    assert [ln["status"] for ln in submit(pipe, body)["lines"]] == ["PAID", "PAID"]
+    first = price(prices[1], "OPEN")
+    second = price(prices[2], "SUPERSEDED")
+    assert second["proposal_id"] == first["proposal_id"]
+    (opened,) = [p for p in wait_proposals(pipe, claim_id) if p["status"] == "OPEN"]
+    assert opened["lines"][0]["after"]["allowed_amount"] == "13.60"  # 8.00 x 2 x 85 %
+    withdrawn = price(prices[3], "WITHDRAWN")
+    assert withdrawn["proposal_id"] == opened["proposal_id"]
+    adjusted = price(prices[4], "APPROVED")
+    assert (adjusted["decided_by"], adjusted["adjustment_claim_id"]) == ("auto", f"{claim_id}~A1")
+    rejected = submit(pipe, stale)
+    assert {r["code"] for ln in rejected["lines"] for r in ln.get("reasons", [])} == {"ORIGINAL_ALREADY_REPLACED"}, rejected
+    replaced = submit(pipe, fixed)
+    assert [ln["status"] for ln in replaced["lines"]] == ["PAID", "PAID"], replaced
+    mine = (claim_id, f"{claim_id}~A1", stale["claim_id"], fixed["claim_id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streamed = [orjson.loads(v) for t, _, _, k, v in read_to_end(pipe.bootstrap, [topics.ADJUDICATED.name, topics.REJECTED.name,
+                                                                                     topics.REPROCESS_PROPOSALS.name])
+                    if v and k and k.decode() in mine]
+        if sum(1 for r in streamed if r.get("reversed_by") == fixed["claim_id"]) == 2:
+            break
+        time.sleep(0.5)
+    assert sorted((r["claim_id"], r["line_number"], r["status"], r["reversed_by"]) for r in streamed if r.get("status") == "REVERSED") == [
+        (claim_id, 1, "REVERSED", f"{claim_id}~A1"), (claim_id, 2, "REVERSED", f"{claim_id}~A1"),
+        (f"{claim_id}~A1", 1, "REVERSED", fixed["claim_id"]), (f"{claim_id}~A1", 2, "REVERSED", fixed["claim_id"])]
+
+    batch_in = [ref_line("reference.awp-prices", prices[0]), *batch_lines(body),
+                *(ref_line("reference.awp-prices", p) for p in prices[1:]), *batch_lines(stale), *batch_lines(fixed)]
+    batched = [r for r in run_batch(batch_in, batch_ref(), BOOKS)
+               if r["topic"] in (topics.ADJUDICATED.name, topics.REJECTED.name, topics.REPROCESS_PROPOSALS.name)]
+    assert [(r["status"], r["claim_id"]) for r in batched if r["topic"] == topics.REPROCESS_PROPOSALS.name] == [
+        ("OPEN", claim_id), ("SUPERSEDED", claim_id), ("OPEN", claim_id), ("WITHDRAWN", claim_id),
+        ("OPEN", claim_id), ("APPROVED", claim_id)]
+    assert same(streamed) == same(batched)
+
+
+def wait_proposals(pipe: ApiPipeline, claim_id: str) -> list[dict[str, Any]]:
+    """Every proposal of a claim, oldest first."""
+    code, _, answer = call(pipe.url, "GET", "/v1/reprocess?status=&limit=500", headers=bearer(REPROCESSOR))
+    assert code == 200, answer
+    return [p for p in answer["proposals"] if p["claim_id"] == claim_id]
