@@ -40,6 +40,7 @@ pytestmark = pytest.mark.broker
 REVIEWER = f"reprocess-crash-{uuid.uuid4().hex}"
 NUMBER = "PA-CRASH"
 CLAIMS = 56
+UNITS = "5000"  # counted (9 a claim), never exhausted
 KILL_AFTER = 4  # adjustments stored before the kill (of 56)
 NEW_PRICE = {"ndc": NDC, "awp_per_unit": "10.00", "effective_from": "2026-01-01"}
 OUT = (topics.ADJUDICATED.name, topics.REPROCESS_PROPOSALS.name)
@@ -47,7 +48,7 @@ OUT = (topics.ADJUDICATED.name, topics.REPROCESS_PROPOSALS.name)
 
 def reference() -> dict[str, list[dict]]:
     ref = e2e_reference()
-    ref["authorizations"].append({**auth(NUMBER, "PENDING"), "end_date": "2026-12-31"})
+    ref["authorizations"].append(auth(NUMBER, "PENDING", units=UNITS))
     return ref
 
 
@@ -100,7 +101,7 @@ def without_proposal_ids(records: list[dict[str, Any]]) -> dict[tuple, tuple]:
 def test_kill9_while_making_proposals_and_adjustments(fresh_bootstrap, tmp_path) -> None:
     run = f"RX{uuid.uuid4().hex[:6]}"
     ref, lines = reference(), claim_lines(run)
-    approved = {**auth(NUMBER, "APPROVED"), "end_date": "2026-12-31"}
+    approved = auth(NUMBER, "APPROVED", units=UNITS)
     batch_ledger = Ledger(f"sqlite:///{tmp_path / 'batch.db'}")
     expected = [r for r in batch_expectation([*lines, ref_line("reference.authorizations", approved)], ref, batch_ledger)
                 if r["topic"] == topics.ADJUDICATED.name]
@@ -130,7 +131,7 @@ def test_kill9_while_making_proposals_and_adjustments(fresh_bootstrap, tmp_path)
         mine = [r for r in first if str(r.get("claim_id", "")).startswith(run)]
         assert without_proposal_ids([r for r in mine if r["topic"] == topics.ADJUDICATED.name]) == without_proposal_ids(expected)
         assert_once(ledger, run, 1)
-        assert unit_usage(ledger) == unit_usage(batch_ledger)
+        assert len(unit_usage(ledger)) == 2 * CLAIMS and unit_usage(ledger) == unit_usage(batch_ledger)
 
         # 2. a price decrease: open proposals, approved by a reviewer; killed while they are stored
         pipe.load_reference({"awp-prices": [NEW_PRICE]})
@@ -180,8 +181,11 @@ def test_kill9_while_making_proposals_and_adjustments(fresh_bootstrap, tmp_path)
         assert set(published) == {"OPEN", "APPROVED"}, published
     paid = Counter(c for (c,) in ledger.rows("paid_lines", "claim_id") if c.startswith(run))
     assert paid == {f"{p.claim_id.split('~')[0]}~A2": 2 for p in opened}
-    usage = [(c.split("~")[0], n, a, u) for c, n, a, u in unit_usage(ledger) if c.startswith(run)]
-    assert sorted(usage) == sorted((c, n, a, u) for c, n, a, u in unit_usage(batch_ledger) if c.startswith(run))
+    def by_root(usage: list[tuple]) -> list[tuple]:
+        return sorted((c.split("~")[0], n, a, u) for c, n, a, u in usage if c.startswith(run))
+
+    assert [c for c, *_ in unit_usage(ledger)] == sorted(f"{c}~A2" for p in opened for c in [p.claim_id.split("~")[0]] * 2)
+    assert by_root(unit_usage(ledger)) == by_root(unit_usage(batch_ledger))  # each line's units counted once
     print(f"\nreprocess crash: {CLAIMS} claims; killed at {automatic_at_kill} automatic and {at_kill} approved adjustments")
 
 

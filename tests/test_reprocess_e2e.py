@@ -24,26 +24,30 @@ pytestmark = pytest.mark.broker
 
 REPROCESSOR = f"reprocess-{uuid.uuid4().hex}"
 CLINICAL = f"clinical-{uuid.uuid4().hex}"
+INTEGRITY = f"integrity-{uuid.uuid4().hex}"
 MEMBER, NPI = "M1001", "1245678903"
-LATE, PRICED, SAME = "PA-LATE-E2E", "PA-PRICE-E2E", "PA-SAME-E2E"
+LATE, PRICED, SAME, HELD = "PA-LATE-E2E", "PA-PRICE-E2E", "PA-SAME-E2E", "PA-HELD-E2E"
 NDC = "00143985810"
 CEF = {"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"}
 CODES = ["S9500", "J0696"]
+#: the member and code of a high-dollar factor VIII line (tests/test_review_api.py's)
+FACTOR_CLAIM = ("M1003", ["J7192"], "100")
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def auth(number: str, status: str) -> dict[str, Any]:
-    return {"authorization_number": number, "member_id": MEMBER, "status": status, "procedure_codes": CODES,
-            "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": None}
+def auth(number: str, status: str, member: str = MEMBER, codes: list[str] = CODES, units: str | None = None) -> dict[str, Any]:
+    return {"authorization_number": number, "member_id": member, "status": status, "procedure_codes": codes,
+            "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": units}
 
 
 def reference() -> dict[str, list[dict]]:
     ref = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
            for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
-    ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED"), auth(SAME, "PENDING")]
+    ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED"), auth(SAME, "PENDING"),
+                              auth(HELD, "PENDING", *FACTOR_CLAIM)]
     return ref
 
 
@@ -55,7 +59,9 @@ def pipe(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         f'[[reviewer]]\nname = "Rita Reprocess"\ntoken_sha256 = "{hashlib.sha256(REPROCESSOR.encode()).hexdigest()}"\n'
         f'queues = ["REPROCESS"]\n\n'
         f'[[reviewer]]\nname = "Casey Clinical"\ntoken_sha256 = "{hashlib.sha256(CLINICAL.encode()).hexdigest()}"\n'
-        f'queues = ["CLINICAL"]\n')
+        f'queues = ["CLINICAL"]\n\n'
+        f'[[reviewer]]\nname = "Ines Integrity"\ntoken_sha256 = "{hashlib.sha256(INTEGRITY.encode()).hexdigest()}"\n'
+        f'queues = ["PAYMENT_INTEGRITY"]\n')
     p = ApiPipeline(module_bootstrap, workdir)
     p.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
     p.load_reference(reference())
@@ -224,7 +230,7 @@ def batch_ref() -> Any:
     from streams.pipeline import load_reference_dir
 
     ref = load_reference_dir(SAMPLES / "reference")
-    for row in reference()["authorizations"][-3:]:
+    for row in reference()["authorizations"][-4:]:
         ref.apply("authorizations", row["authorization_number"], Authorization.model_validate(row))
     return ref
 
@@ -330,3 +336,51 @@ def wait_proposals(pipe: ApiPipeline, claim_id: str) -> list[dict[str, Any]]:
     code, _, answer = call(pipe.url, "GET", "/v1/reprocess?status=&limit=500", headers=bearer(REPROCESSOR))
     assert code == 200, answer
     return [p for p in answer["proposals"] if p["claim_id"] == claim_id]
+
+
+def test_an_adjustment_that_pends_a_line_is_remitted_once_it_is_final(pipe: ApiPipeline) -> None:
+    """A late approval of a high-dollar factor line: the automatic adjustment's line meets a
+    review reason (HIGH_DOLLAR), so <claim_id>~A1's line is PENDED (with `adjusts`), no 835
+    goes out and the HTTP 835 answers 409 PENDED; once a reviewer pays it, the final record
+    keeps `adjusts` and `proposal_id`, and the 835 is the adjustment's pair, once. The
+    ledger holds the adjusted line's paid line and units (the original's released), as for
+    any pend, before the review and after it."""
+    from edi import remit835
+    from tests.test_review_api import FACTOR
+    from tests.test_review_crash import post
+
+    claim_id = f"RH-{uuid.uuid4().hex[:8]}"
+    member, codes, _ = FACTOR_CLAIM
+    body = {"claim_id": claim_id, "form": "CMS-1500", "member_id": member, "provider_npi": NPI, "authorization_number": HELD,
+            "diagnosis_codes": ["D66"], "lines": [{"procedure_code": codes[0], "units": "9", "charge_amount": "15000.00",
+                                                   "service_date": "2026-09-01", "drug": FACTOR}]}
+    assert [ln["status"] for ln in submit(pipe, body)["lines"]] == ["DENIED"]
+    pipe.load_reference({"authorizations": [auth(HELD, "APPROVED", *FACTOR_CLAIM)]})
+    p = wait_proposal(pipe, claim_id, "APPROVED")
+    minted = p["adjustment_claim_id"]
+    assert (p["decided_by"], minted, p["lines"][0]["after"]["status"]) == ("auto", f"{claim_id}~A1", "PENDED")
+    code, _, answer = call(pipe.url, "GET", f"/v1/claims/{minted}/835", headers=AUTH)
+    assert code == 409 and answer["error"]["code"] == "PENDED", answer
+    ledger = Ledger(pipe.ledger_url)
+    (pended,) = ledger.decisions_for(minted)
+    assert (pended.status, pended.pend.reason, pended.adjusts, pended.proposal_id) == ("PENDED", "HIGH_DOLLAR", claim_id, p["proposal_id"])
+    held = [r for r in ledger.rows("paid_lines", "claim_id", "line_number") if r[0].startswith(claim_id)]
+    assert held == [(minted, 1)]  # a pended line holds what it would establish, as any pend does
+
+    code, final = post(pipe.port, f"/v1/reviews/{minted}/1", {"action": "PAY"}, INTEGRITY)
+    assert code == 200 and (final["status"], final["adjusts"], final["proposal_id"]) == ("PAID", claim_id, p["proposal_id"]), final
+    assert final["review"]["reviewer"] == "Ines Integrity"
+    deadline = time.monotonic() + 30
+    texts: list[str] = []
+    while time.monotonic() < deadline and not texts:
+        texts = [v.decode() for _, _, _, k, v in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name]) if k == minted.encode()]
+        time.sleep(0.3)
+    (text,) = texts
+    clps = [seg.split("*") for seg in text.replace("\n", "").split("~") if seg.startswith("CLP*")]
+    assert [(c[1], c[2], c[7]) for c in clps] == [(claim_id, "22", claim_id), (claim_id, "1", minted.replace("~", " "))]
+    assert remit835.balance_errors(remit835.read(text)) == []
+    records = published(pipe, topics.ADJUDICATED.name, claim_id) + published(pipe, topics.ADJUDICATED.name, minted)
+    assert sorted((r["claim_id"], r["status"]) for r in records) == [
+        (claim_id, "DENIED"), (claim_id, "REVERSED"), (minted, "PAID"), (minted, "PENDED")]
+    assert [r[:2] for r in ledger.rows("paid_lines", "claim_id", "line_number") if r[0].startswith(claim_id)] == [(minted, 1)]
+    assert [u[:2] for u in ledger.rows("unit_usage", "claim_id", "line_number") if u[0].startswith(claim_id)] == [(minted, 1)]
