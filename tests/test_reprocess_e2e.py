@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
-from streams import topics
+from streams import metrics, topics
 from streams.ledger import Ledger
 from tests.harness import read_to_end
 from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
@@ -384,3 +386,64 @@ def test_an_adjustment_that_pends_a_line_is_remitted_once_it_is_final(pipe: ApiP
         (claim_id, "DENIED"), (claim_id, "REVERSED"), (minted, "PAID"), (minted, "PENDED")]
     assert [r[:2] for r in ledger.rows("paid_lines", "claim_id", "line_number") if r[0].startswith(claim_id)] == [(minted, 1)]
     assert [u[:2] for u in ledger.rows("unit_usage", "claim_id", "line_number") if u[0].startswith(claim_id)] == [(minted, 1)]
+
+
+def test_the_reprocess_metrics_on_the_workers_metrics_endpoint(pipe: ApiPipeline) -> None:
+    """/metrics after real proposals and adjustments: an automatic adjustment (a raise) and an
+    approved one (a decrease) counted by kind, the money each moved by kind and direction,
+    and the open proposals by trigger topic as the ledger holds them, with the oldest's age."""
+    ledger = Ledger(pipe.ledger_url)
+
+    def sample(name: str, **labels: str) -> float:
+        return sum(v for n, lab, v in pipe.metrics() if n == name and all(lab.get(k) == x for k, x in labels.items()))
+
+    def load(*prices: tuple[str, str]) -> None:
+        """AWP prices, and wait until the ledger looked at each change."""
+        keys = [f"{NDC}:{since}" for _, since in prices]
+        before = {k: sum(1 for (r,) in ledger.rows("reference_changes", "ref_key") if r == k) for k in keys}
+        pipe.load_reference({"awp-prices": [{"ndc": NDC, "awp_per_unit": p, "effective_from": since} for p, since in prices]})
+        deadline = time.monotonic() + 30
+        while not all(sum(1 for r, s in ledger.rows("reference_changes", "ref_key", "state") if r == k and s == "DONE") > before[k]
+                      for k in keys):
+            assert time.monotonic() < deadline, "the price changes were not looked at"
+            time.sleep(0.1)
+
+    load(("12.00", "2026-10-01"), ("12.00", "2026-11-01"), ("12.00", "2026-12-01"))  # no claims on those dates yet
+    run = uuid.uuid4().hex[:6]
+    raised, lowered, waiting = (f"RM{run}-{m}" for m in (10, 11, 12))
+    for claim_id, day in ((waiting, "2026-10-05"), (lowered, "2026-11-05"), (raised, "2026-12-05")):
+        submit(pipe, claim(claim_id, PRICED, day))
+    counts = {kind: sample("claims_reprocess_adjustments_total", kind=kind) for kind in ("automatic", "approved")}
+    dollars = {(kind, d): sample("claims_reprocess_adjusted_dollars_total", kind=kind, direction=d)
+               for kind in ("automatic", "approved") for d in ("increase", "decrease")}
+
+    load(("14.00", "2026-12-01"))  # raised: adjusted at once
+    auto = wait_proposal(pipe, raised, "APPROVED")
+    load(("9.00", "2026-11-01"))  # lowered: a reviewer approves it
+    code, approved = decide(pipe, REPROCESSOR, wait_proposal(pipe, lowered, "OPEN")["proposal_id"], {"action": "APPROVE"})
+    assert code == 200 and approved["status"] == "APPROVED", approved
+    load(("10.00", "2026-10-01"))  # waiting: left open
+    wait_proposal(pipe, waiting, "OPEN")
+    moved = {"auto": Decimal(auto["allowed_after"]) - Decimal(auto["allowed_before"]),
+             "approved": Decimal(approved["allowed_after"]) - Decimal(approved["allowed_before"])}
+    assert moved == {"auto": Decimal("3.40"), "approved": Decimal("-5.10")}  # 2 units x 85 % of the AWP change
+
+    assert sample("claims_reprocess_adjustments_total", kind="automatic") == counts["automatic"] + 1
+    assert sample("claims_reprocess_adjustments_total", kind="approved") == counts["approved"] + 1
+    assert sample("claims_reprocess_adjusted_dollars_total", kind="automatic", direction="increase") == \
+        pytest.approx(dollars["automatic", "increase"] + 3.40)
+    assert sample("claims_reprocess_adjusted_dollars_total", kind="approved", direction="decrease") == \
+        pytest.approx(dollars["approved", "decrease"] + 5.10)
+    assert sample("claims_reprocess_adjusted_dollars_total", kind="automatic", direction="decrease") == dollars["automatic", "decrease"]
+    open_by_trigger = Counter(p.trigger.topic for p in ledger.proposals("OPEN", 500))
+    assert open_by_trigger["reference.awp-prices"] >= 1
+    deadline = time.monotonic() + 15
+    while True:  # the gauges are read from the ledger once a round
+        gauges = {t: sample("claims_reprocess_open_proposals", trigger=t) for t in metrics.REPROCESS_TRIGGERS}
+        if gauges == {t: float(open_by_trigger[t]) for t in metrics.REPROCESS_TRIGGERS}:
+            break
+        assert time.monotonic() < deadline, (gauges, open_by_trigger)
+        time.sleep(0.3)
+    assert sample("claims_reprocess_oldest_open_proposal_age_seconds") > 0
+    labels = {k for n, lab, _ in pipe.metrics() if n.startswith("claims_reprocess") for k in lab}
+    assert labels <= {"trigger", "kind", "direction"}  # nothing of a claim or a member in a label
