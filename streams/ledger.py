@@ -40,7 +40,7 @@ from streams.assembly_store import AssemblyStore, Intake, restamp_rejection, set
 from streams.ledger_schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from streams.models import AdjudicatedLine, ClaimWork
 from streams.remit_models import remittance_facts
-from streams.reprocess_store import ReprocessStore
+from streams.reprocess_store import INDEXED_SINCE, ReprocessStore, index_unindexed
 from streams.review_store import ReviewStore
 from streams.writer_gate import WriterGate
 
@@ -58,6 +58,14 @@ class LedgerTooNew(LedgerUnavailable):
     """The ledger's schema version is newer than this code knows (streams/ledger_schema.py):
     a worker refuses to start on it; one that reconnects to it retries, as for an outage,
     rather than dead-letter anything."""
+
+
+def _migrate(q: Any, postgres: bool, migrations: tuple[Migration, ...]) -> None:
+    """`migrate`, and in its transaction the index of the claims decided before a ledger had
+    one, when this migration made it (streams/reprocess_store.py)."""
+    before, after = migrate(q, postgres, migrations)
+    if before < INDEXED_SINCE <= after:
+        index_unindexed(q)
 
 
 class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
@@ -90,7 +98,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 conn = self._conn
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(724501)")
-                    migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
+                    _migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
             else:
                 path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
                 if path not in ("", ":memory:"):
@@ -107,7 +115,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
+                        _migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")

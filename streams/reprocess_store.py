@@ -117,6 +117,23 @@ def _outbox(q, item: str, topic: str, key: str, body: str, now: datetime, _hint:
       item, topic, key, now.timestamp(), body)
 
 
+#: the migration that made `reprocess_index`: a ledger migrated across it indexes the claims
+#: decided before (`index_unindexed`, in the migration's transaction)
+INDEXED_SINCE = 5
+
+
+def index_unindexed(q) -> int:
+    """Index the decided claims that have no index entries and whose submitted lines the ledger
+    kept (`decided_lines`, since migration 3: a claim decided before that cannot be decided
+    again, so it is not indexed); how many. `as_of` 0: every change recorded later looks at them."""
+    todo = [r[0] for r in q("SELECT DISTINCT d.claim_id FROM decided_lines d JOIN claims c ON c.claim_id = d.claim_id "
+                            "WHERE c.status = 'DECIDED' AND NOT EXISTS (SELECT 1 FROM reprocess_index i "
+                            "WHERE i.claim_id = d.claim_id) ORDER BY d.claim_id").fetchall()]
+    for claim_id in todo:
+        write_index(q, claim_id, ReprocessStore._submitted(q, claim_id), ReprocessStore._decisions(q, claim_id))
+    return len(todo)
+
+
 class ReprocessStore:
     """The reprocessing half of the ledger (a part of `Ledger`, like `ReviewStore`)."""
 
@@ -183,12 +200,7 @@ class ReprocessStore:
         """Index the decided claims that have no index entries (decided before the index
         existed); how many. The offline run does it inside its rolled-back transaction."""
         with self.transaction() as q:
-            todo = [r[0] for r in q("SELECT DISTINCT d.claim_id FROM decided_lines d JOIN claims c ON c.claim_id = d.claim_id "
-                                    "WHERE c.status = 'DECIDED' AND NOT EXISTS (SELECT 1 FROM reprocess_index i "
-                                    "WHERE i.claim_id = d.claim_id)").fetchall()]
-            for claim_id in todo:
-                write_index(q, claim_id, self._submitted(q, claim_id), self._decisions(q, claim_id))
-        return len(todo)
+            return index_unindexed(q)
 
     def in_window(self, claim_id: str, since: str | None, until: str | None) -> bool:
         """Whether a line of the claim has a date of service in [since, until] (ISO, either open)."""
@@ -222,7 +234,8 @@ class ReprocessStore:
 
     # --- the dry run's inputs -------------------------------------------------------------------
 
-    def _submitted(self, q, claim_id: str) -> list[ClaimLine]:
+    @staticmethod
+    def _submitted(q, claim_id: str) -> list[ClaimLine]:
         rows = q("SELECT body FROM decided_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall() or \
             q("SELECT body FROM adjusted_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         return [ClaimLine.model_validate(orjson.loads(r[0])) for r in rows]
