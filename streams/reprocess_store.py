@@ -282,6 +282,7 @@ class ReprocessStore:
             current = self._decisions(q, claim_id)
             if not reprocess.looked_at(current):
                 return made
+            ref = ref.subset(lines)  # what the claim reads, copied whole: the worker's view may be changing
             after = reprocess.dry_run(lines, ref, self._released_history(q, claim_id, lines), books, now)
             proposal = reprocess.propose(claim_id, current, after, ProposalTrigger(topic=topic, key=key), pid, now)
             old = _open(q, claim_id)
@@ -348,6 +349,7 @@ class ReprocessStore:
                 made.proposals.append(stored)
                 return stored, made
             current = self._decisions(q, proposal.claim_id)
+            ref = ref.subset(lines)
             after = reprocess.dry_run(lines, ref, self._released_history(q, proposal.claim_id, lines), books, now)
             if not reprocess.same_result(proposal, current, after):
                 withdrawn = _set_status(q, proposal, "WITHDRAWN", now)
