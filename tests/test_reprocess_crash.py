@@ -35,7 +35,7 @@ from tests.test_ledger import line
 from tests.test_reprocess_e2e import NDC, auth, reference as e2e_reference
 from tests.test_review_crash import post
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]  # kill -9 and a restart
 
 REVIEWER = f"reprocess-crash-{uuid.uuid4().hex}"
 NUMBER = "PA-CRASH"
