@@ -8,20 +8,27 @@ service" is one bisect.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
 from pydantic import BaseModel
 
+from rules.ndc import normalize_ndc
 from contract.models import (
     Authorization,
     AwpPrice,
+    ClaimLine,
     Drug,
     FeeScheduleRate,
     Member,
     ProviderContract,
 )
+
+#: held by every change of a view and by `ReferenceData.subset`: the reprocess dry run (on the
+#: ledger's thread) copies what it reads while the event loop may be applying a record
+_CHANGING = threading.Lock()
 
 
 class _Dated:
@@ -51,6 +58,11 @@ class _Dated:
         i = bisect.bisect_right(self.starts, day)
         return self.records[i - 1] if i else None
 
+    def copy(self) -> _Dated:
+        out = _Dated()
+        out.starts, out.records = list(self.starts), list(self.records)
+        return out
+
 
 #: table name -> (record model, how the record's key is written on its topic)
 TABLES: dict[str, tuple[type[BaseModel], Any]] = {
@@ -64,7 +76,8 @@ TABLES: dict[str, tuple[type[BaseModel], Any]] = {
 
 
 class ReferenceData:
-    """The reference records consumed so far. Not thread-safe; one event loop owns it."""
+    """The reference records consumed so far. One event loop owns it and changes it; another
+    thread reads only a `subset`, taken under the lock every change holds."""
 
     def __init__(self) -> None:
         self.members: dict[str, Member] = {}
@@ -78,6 +91,10 @@ class ReferenceData:
 
     def apply(self, table: str, key: str, value: BaseModel | None) -> None:
         """Upsert `value` under `key`, or delete `key` when `value` is None (a tombstone)."""
+        with _CHANGING:
+            self._apply(table, key, value)
+
+    def _apply(self, table: str, key: str, value: BaseModel | None) -> None:
         if table == "awp-prices":
             self._apply_dated(self.awp, key, value, lambda r: (r.ndc, r.effective_from))
         elif table == "fee-schedule":
@@ -115,6 +132,26 @@ class ReferenceData:
             return
         if code in index:
             index[code].remove(day)
+
+    def subset(self, lines: Iterable[ClaimLine]) -> ReferenceData:
+        """A copy of what deciding these lines reads (the engine looks records up by key only:
+        their members, authorizations, drugs and AWP prices by NDC, fees by code, provider
+        contracts), taken whole between two changes: another thread may read it while this
+        view goes on changing."""
+        out = ReferenceData()
+        with _CHANGING:
+            for ln in lines:
+                ndc = normalize_ndc(ln.drug.ndc) if ln.drug else None
+                for source, target, key in ((self.members, out.members, ln.member_id),
+                                            (self.authorizations, out.authorizations, ln.authorization_number),
+                                            (self.contracts, out.contracts, ln.provider_npi),
+                                            (self.drugs, out.drugs, ndc)):
+                    if key is not None and key in source:
+                        target[key] = source[key]
+                for source, target, key in ((self.awp, out.awp, ndc), (self.fees, out.fees, ln.procedure_code)):
+                    if key is not None and key in source:
+                        target[key] = source[key].copy()
+        return out
 
     # --- lookups ----------------------------------------------------------------------
 

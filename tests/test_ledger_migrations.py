@@ -288,3 +288,53 @@ def test_a_command_on_a_newer_ledger_stops_with_that_line(tmp_path: Path, monkey
     assert result.stderr.splitlines() == [
         f"claims-pipeline: error: control number: ledger {url} has schema version {LATEST + 1}, newer than this "
         f"code's {LATEST}: run the code that migrated it (or newer), or restore a ledger of version {LATEST} or earlier"]
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+#: what a decided claim leaves in the ledger, by table (decided_lines since migration 3)
+DECIDED_ROWS = {"claims": ("claim_id", "status", "reason", "source_partition", "first_seen", "last_seen"),
+                "decisions": ("claim_id", "line_number", "body"),
+                "decided_lines": ("claim_id", "line_number", "service_date", "decided_at", "body")}
+
+
+def test_claims_decided_before_the_reprocess_index_are_indexed_when_migrated(backend: Backend, tmp_path: Path) -> None:
+    """A ledger of every version before the reprocess index (0: before versions) holding a
+    decided claim: migrated, the claim is indexed in the migration's transaction, so a later
+    reference change finds it and proposes; a claim decided before migration 3 kept no
+    submitted lines (decided_lines), cannot be decided again and is not indexed."""
+    from streams.ledger.reprocess import INDEXED_SINCE
+    from tests.test_reprocess_ledger import AUTHS, AWP, change, claim, fresh_ref, set_awp, submit
+
+    source = Ledger(f"sqlite:///{tmp_path / 'source.db'}")
+    submit(source, fresh_ref(), claim("OLD"))
+    rows = {table: source.rows(table, *columns) for table, columns in DECIDED_ROWS.items()}
+    source.close()
+    assert len(rows["decided_lines"]) == 2
+    for version in range(INDEXED_SINCE):
+        url = backend.new_url()
+        build_at(backend, url, version, MIGRATIONS)
+        for table, columns in DECIDED_ROWS.items():
+            if table == "decided_lines" and version < 3:
+                continue
+            backend.execute(url, ";\n".join(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(map(_literal, row))})"
+                                            for row in rows[table]))
+        ledger = Ledger(url)
+        try:
+            kept = version >= 3
+            assert ledger.claims_looked_at(AUTHS, "PA26-1001") == (["OLD"] if kept else []), f"from version {version}"
+            assert ledger.claims_looked_at("reference.members", "M1001") == (["OLD"] if kept else [])
+            ref = fresh_ref()
+            change(ledger, ref, AWP, set_awp(ref, "10.00"), f"c{version}")
+            assert [p.claim_id for p in ledger.proposals()] == (["OLD"] if kept else []), f"from version {version}"
+        finally:
+            ledger.close()
+        assert opened(url) == LATEST  # opened again: nothing more to index, nothing twice
+        count = backend.query(url, "SELECT COUNT(*) FROM reprocess_index")[0][0]
+        assert count == (5 if version >= 3 else 0)  # member, authorization, its two codes, its NDC

@@ -280,3 +280,64 @@ def test_a_crash_anywhere_in_reprocessing_loses_nothing_and_repeats_nothing(tmp_
         crashed_somewhere += crashes
         assert state == expected, f"interrupting every {every} steps ({crashes} crashes) changed the ledger"
     assert crashed_somewhere > 0
+
+
+def test_an_approval_waits_for_a_view_that_holds_the_change(ledger: Ledger) -> None:
+    """A worker whose reference view does not hold the proposal's change (or one still to be
+    looked at) yet must not decide it again: ViewBehind (503), nothing stored."""
+    from streams.ledger.reprocess import ViewBehind
+
+    ref = fresh_ref()
+    submit(ledger, ref, claim("L1"))
+    change(ledger, ref, AWP, set_awp(ref, "10.00"), "inc:reference.awp-prices:0:7")
+    (p,) = ledger.proposals()
+    with pytest.raises(ViewBehind):
+        ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0, lambda c: not c.endswith(":7"))
+    ledger.record_change(AUTHS, "PA26-1001", "inc:reference.authorizations:0:3", T0)  # recorded, not looked at yet
+    with pytest.raises(ViewBehind):
+        ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0, lambda c: not c.endswith(":3"))
+    assert ledger.proposal(p.proposal_id).status == "OPEN" and ledger.count("adjustments") == 0
+    stored, _ = ledger.decide_proposal(p.proposal_id, "REJECT", "alice", None, ref, BOOKS, T0, lambda c: False)
+    assert stored.status == "REJECTED"  # a rejection decides nothing again
+
+
+async def test_the_timer_looks_at_changes_in_order_and_waits_for_one_its_view_lacks(tmp_path, monkeypatch) -> None:
+    """A change another worker recorded first (a fee raise) that this worker's view does not
+    hold yet stops the round: the later change (an AWP raise) is not looked at before it, or
+    its automatic adjustment, complete after the first change was recorded, would never be
+    looked at for it. Once the view holds both, both apply, in order."""
+    from streams.agents import reprocess as timer
+    from contract.models import FeeScheduleRate
+    from streams.worker.runtime import Runtime
+    from streams.settings import Settings
+    from streams.worker.app import Worker
+
+    settings = Settings(_env_file=None, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    rt = Runtime(settings)
+    rt.reference = fresh_ref()
+    rt.reference_ready.set()
+    w = Worker(settings=settings, app=None, runtime=rt, web_port=0)  # the timer's round needs no app
+
+    async def nothing(w: Worker) -> int:
+        return 0
+
+    monkeypatch.setattr(timer, "publish_outbox", nothing)
+    submit(rt.ledger, rt.reference, claim("L1"))
+    fee, price = "inc:reference.fee-schedule:0:5", "inc:reference.awp-prices:0:9"
+    rt.ledger.record_change("reference.fee-schedule", "S9500:2026-01-01", fee, T0)  # by a worker ahead of this one
+    set_awp(rt.reference, "20.00")
+    rt.reference_read_to[("reference.awp-prices", 0)] = 10  # this view holds the price, not the fee
+    rt.ledger.record_change(AWP, f"{NDC}:2026-01-01", price, T0 + timedelta(seconds=1))
+    try:
+        await timer.one_round(w)
+        assert [c for c, *_ in rt.ledger.pending_changes()] == [fee, price] and rt.ledger.proposals(None) == []
+        rt.reference.apply("fee-schedule", "S9500:2026-01-01", FeeScheduleRate(
+            procedure_code="S9500", rate=Decimal("130.00"), effective_from=date(2026, 1, 1)))
+        rt.reference_read_to[("reference.fee-schedule", 0)] = 6
+        await timer.one_round(w)
+        assert rt.ledger.pending_changes() == []
+        assert [(d.claim_id, str(d.allowed_amount)) for d in rt.ledger.decisions_for("L1~A1")] == [
+            ("L1~A1", "130.00"), ("L1~A1", "34.00")]  # the fee (the first change's look) and 20.00 x 2 x 85 %
+        assert [p.trigger.topic for p in rt.ledger.proposals(None)] == ["reference.fee-schedule"]
+    finally:
+        rt.close()

@@ -336,3 +336,49 @@ def test_replacing_an_adjusted_claim_names_the_latest_version() -> None:
     assert corrections.check(head, OriginalClaim("C1~A1", "DECIDED", None, tuple(mem.decisions["C1~A1"]))) is None
     assert timedelta  # noqa
     assert Authorization  # noqa
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=claims("C1"), price=st.sampled_from(["9.00", "12.50", "30.00"]), since=st.integers(1, 8))
+def test_a_claims_subset_of_the_reference_data_decides_it_as_the_whole(lines, price, since) -> None:
+    """The dry run reads `ReferenceData.subset(lines)` (a copy another thread may read): the
+    same decisions as the whole view."""
+    ref = ref_copy()
+    ref.apply("awp-prices", f"00143985810:2026-01-0{since}",
+              AwpPrice(ndc="00143985810", awp_per_unit=Decimal(price), effective_from=date(2026, 1, since)))
+    whole = reprocess.dry_run(lines, ref, History(), BOOKS, T0)
+    assert reprocess.dry_run(lines, ref.subset(lines), History(), BOOKS, T0) == whole
+
+
+def test_a_subset_taken_while_the_view_changes_is_whole() -> None:
+    """A writer thread adds effective-dated prices (two list inserts each) while another takes
+    subsets: every copy pairs each start with its own record (no torn read)."""
+    import threading
+
+    ref = ref_copy()
+    lines = claim("C1")
+    stop = threading.Event()
+
+    def write() -> None:
+        days = [date(2025, 12, 31) - timedelta(days=i) for i in range(300)]
+        while not stop.is_set():
+            for day in days:  # an earlier date each time: an insert at the front, shifting both lists
+                ref.apply("awp-prices", f"00143985810:{day}", AwpPrice(ndc="00143985810", awp_per_unit=Decimal("1.00"),
+                                                                       effective_from=day))
+            for day in days:
+                ref.apply("awp-prices", f"00143985810:{day}", None)
+
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns between almost any two bytecodes
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(10_000):
+            dated = ref.subset(lines).awp["00143985810"]
+            assert all(start == record.effective_from for start, record in zip(dated.starts, dated.records, strict=True))
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)

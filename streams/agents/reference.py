@@ -134,13 +134,6 @@ def change_id(w: Worker, topic: str, partition: int, offset: int) -> str:
     return f"{w.runtime.incarnation or '-'}:{topic}:{partition}:{offset}"
 
 
-def consumed(w: Worker, change: str) -> bool:
-    """Whether this worker's reference view already holds the record of `change` (a change
-    another worker recorded may not have reached this one yet)."""
-    _, topic, partition, offset = change.rsplit(":", 3)
-    return w.runtime.reference_read_to.get(TopicPartition(topic, int(partition)), 0) > int(offset)
-
-
 def _check_not_truncated(consumer: AIOKafkaConsumer, read_to: dict[TopicPartition, int]) -> None:
     """A partition whose end is now before what we already read has lost its records."""
     for tp, offset in read_to.items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 
-from streams.agents import reference
 from streams.worker import metrics
 from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
@@ -34,8 +33,8 @@ async def one_round(w: Worker) -> None:
     ledger = w.runtime.ledger
     started = time.monotonic()
     for change, topic, key in await w.runtime.in_ledger(ledger.pending_changes, 200, retry=False):
-        if not reference.consumed(w, change):
-            continue  # recorded by another worker; this one's view does not hold it yet
+        if not w.runtime.reference_holds(change):
+            break  # recorded by another worker, not in this view yet: changes are looked at in order
         for claim_id in await w.runtime.in_ledger(ledger.claims_looked_at, topic, key, change, retry=False):
             made = await w.runtime.in_ledger(ledger.propose, change, topic, key, claim_id, w.runtime.reference,
                                            w.runtime.books, utcnow(), retry=False)

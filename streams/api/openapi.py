@@ -347,7 +347,9 @@ def _reprocess_operations() -> dict[str, dict[str, Any]]:
                 "description": "Needs a reviewer's token with the REPROCESS queue. An approval adjusts the claim in one "
                                "transaction (its lines REVERSED, the claim decided again as <claim_id>~A<n>) and "
                                "publishes the records, the proposal's new status and the 835. The same action again "
-                               "answers the stored result.",
+                               "answers the stored result. An approval answers 503 `NOT_READY` (Retry-After) while "
+                               "this worker's reference data does not hold the proposal's change, or a change still "
+                               "to be looked at, yet.",
                 "parameters": [PROPOSAL_ID],
                 "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ProposalDecision"),
                                                                      "example": {"action": "APPROVE", "note": "price file fix"}}}},

@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 
-from streams.worker import metrics
+from streams.build import metrics
 from streams.api.base import API_PREFIX, ApiError, json_response, ledger_call, principal, read_body
 from streams.worker.app import Worker, worker_of
 from contract.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
-from streams.ledger.reprocess import ProposalConflict, ProposalNotFound
+from streams.ledger.reprocess import ProposalConflict, ProposalNotFound, ViewBehind
 from streams.api.review import ReviewView
 from streams.worker.reprocess_outputs import publish_outbox
 
@@ -90,9 +90,14 @@ class ReprocessProposalView(ReviewView):
             raise ApiError(422, "INVALID_DECISION", f"action must be {' or '.join(PROPOSAL_ACTIONS)}", field="action")
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
             raise ApiError(422, "INVALID_DECISION", f"note must be text of at most {MAX_NOTE} characters", field="note")
+        if action == "APPROVE" and not w.runtime.reference_ready.is_set():
+            raise ApiError(503, "NOT_READY", "the worker has not read the reference data yet; try again",
+                           headers={"Retry-After": "1"})
         try:
             stored, made = await ledger_call(w, w.runtime.ledger.decide_proposal, proposal_id, action, caller.name, note,
-                                             w.runtime.reference, w.runtime.books, datetime.now(UTC))
+                                             w.runtime.reference, w.runtime.books, datetime.now(UTC), w.runtime.reference_holds)
+        except ViewBehind as exc:
+            raise ApiError(503, "NOT_READY", f"{exc}; try again", headers={"Retry-After": "1"}) from None
         except ProposalNotFound as exc:
             raise ApiError(404, "NOT_FOUND", str(exc), field="proposal_id") from None
         except ProposalConflict as exc:

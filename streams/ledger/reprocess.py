@@ -18,7 +18,7 @@ also decides the minted `<claim_id>~A<n>` claim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -44,6 +44,11 @@ REMIT_835 = "claims.remittance.835"
 
 class ProposalNotFound(LookupError):
     """No such proposal (404)."""
+
+
+class ViewBehind(Exception):
+    """The worker's reference view does not hold yet a change the approval's dry run needs
+    (the proposal's own, or one still to be looked at): try again shortly (503)."""
 
 
 class ProposalConflict(Exception):
@@ -112,6 +117,23 @@ def _outbox(q, item: str, topic: str, key: str, body: str, now: datetime, _hint:
       item, topic, key, now.timestamp(), body)
 
 
+#: the migration that made `reprocess_index`: a ledger migrated across it indexes the claims
+#: decided before (`index_unindexed`, in the migration's transaction)
+INDEXED_SINCE = 5
+
+
+def index_unindexed(q) -> int:
+    """Index the decided claims that have no index entries and whose submitted lines the ledger
+    kept (`decided_lines`, since migration 3: a claim decided before that cannot be decided
+    again, so it is not indexed); how many. `as_of` 0: every change recorded later looks at them."""
+    todo = [r[0] for r in q("SELECT DISTINCT d.claim_id FROM decided_lines d JOIN claims c ON c.claim_id = d.claim_id "
+                            "WHERE c.status = 'DECIDED' AND NOT EXISTS (SELECT 1 FROM reprocess_index i "
+                            "WHERE i.claim_id = d.claim_id) ORDER BY d.claim_id").fetchall()]
+    for claim_id in todo:
+        write_index(q, claim_id, ReprocessStore._submitted(q, claim_id), ReprocessStore._decisions(q, claim_id))
+    return len(todo)
+
+
 class ReprocessStore:
     """The reprocessing half of the ledger (a part of `Ledger`, like `ReviewStore`)."""
 
@@ -178,12 +200,7 @@ class ReprocessStore:
         """Index the decided claims that have no index entries (decided before the index
         existed); how many. The offline run does it inside its rolled-back transaction."""
         with self.transaction() as q:
-            todo = [r[0] for r in q("SELECT DISTINCT d.claim_id FROM decided_lines d JOIN claims c ON c.claim_id = d.claim_id "
-                                    "WHERE c.status = 'DECIDED' AND NOT EXISTS (SELECT 1 FROM reprocess_index i "
-                                    "WHERE i.claim_id = d.claim_id)").fetchall()]
-            for claim_id in todo:
-                write_index(q, claim_id, self._submitted(q, claim_id), self._decisions(q, claim_id))
-        return len(todo)
+            return index_unindexed(q)
 
     def in_window(self, claim_id: str, since: str | None, until: str | None) -> bool:
         """Whether a line of the claim has a date of service in [since, until] (ISO, either open)."""
@@ -217,7 +234,8 @@ class ReprocessStore:
 
     # --- the dry run's inputs -------------------------------------------------------------------
 
-    def _submitted(self, q, claim_id: str) -> list[ClaimLine]:
+    @staticmethod
+    def _submitted(q, claim_id: str) -> list[ClaimLine]:
         rows = q("SELECT body FROM decided_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall() or \
             q("SELECT body FROM adjusted_lines WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
         return [ClaimLine.model_validate(orjson.loads(r[0])) for r in rows]
@@ -264,6 +282,7 @@ class ReprocessStore:
             current = self._decisions(q, claim_id)
             if not reprocess.looked_at(current):
                 return made
+            ref = ref.subset(lines)  # what the claim reads, copied whole: the worker's view may be changing
             after = reprocess.dry_run(lines, ref, self._released_history(q, claim_id, lines), books, now)
             proposal = reprocess.propose(claim_id, current, after, ProposalTrigger(topic=topic, key=key), pid, now)
             old = _open(q, claim_id)
@@ -298,22 +317,30 @@ class ReprocessStore:
     # --- approval and the adjustment --------------------------------------------------------------
 
     def decide_proposal(self, proposal_id: str, action: str, reviewer: str, note: str | None, ref: ReferenceData,
-                        books: Rulebooks, now: datetime) -> tuple[ReprocessProposal, Made]:
+                        books: Rulebooks, now: datetime, holds: Callable[[str], bool] = lambda change: True,
+                        ) -> tuple[ReprocessProposal, Made]:
         """A reviewer's APPROVE or REJECT, in one transaction. The same action again returns
-        the stored result; raises `ProposalNotFound`, `ProposalConflict`. An approval whose
-        dry run no longer gives the proposal withdraws it and makes a new one (returned
-        first is the withdrawn proposal; the new one is in `Made.proposals`)."""
+        the stored result; raises `ProposalNotFound`, `ProposalConflict`, and `ViewBehind`
+        for an approval when `holds` (whether `ref` holds a change) is false for the
+        proposal's change or a change still pending. An approval whose dry run no longer
+        gives the proposal withdraws it and makes a new one (returned first is the withdrawn
+        proposal; the new one is in `Made.proposals`)."""
         lock = " FOR UPDATE" if self.postgres else ""
         with self.transaction() as q:
-            row = q(f"SELECT body FROM proposals WHERE proposal_id = ?{lock}", proposal_id).fetchone()
+            row = q(f"SELECT body, change_id FROM proposals WHERE proposal_id = ?{lock}", proposal_id).fetchone()
             if row is None:
                 raise ProposalNotFound(f"no proposal {proposal_id!r}")
-            proposal = ReprocessProposal.model_validate_json(row[0])
+            proposal, change_id = ReprocessProposal.model_validate_json(row[0]), row[1]
             done = {"APPROVE": "APPROVED", "REJECT": "REJECTED"}[action]
             if proposal.status != "OPEN":
                 if proposal.status == done:
                     return proposal, Made()
                 raise ProposalConflict(f"proposal {proposal_id!r} is {proposal.status}", proposal)
+            if action == "APPROVE":
+                pending = [r[0] for r in q("SELECT change_id FROM reference_changes WHERE state = 'PENDING'").fetchall()]
+                behind = [c for c in (change_id, *pending) if not holds(c)]
+                if behind:
+                    raise ViewBehind(f"this worker's reference data does not hold change {behind[0]} yet")
             lines = self._submitted(q, proposal.claim_id)
             self._lock_member(q, lines[0].member_id)
             made = Made()
@@ -322,14 +349,15 @@ class ReprocessStore:
                 made.proposals.append(stored)
                 return stored, made
             current = self._decisions(q, proposal.claim_id)
+            ref = ref.subset(lines)
             after = reprocess.dry_run(lines, ref, self._released_history(q, proposal.claim_id, lines), books, now)
             if not reprocess.same_result(proposal, current, after):
                 withdrawn = _set_status(q, proposal, "WITHDRAWN", now)
                 made.proposals.append(withdrawn)
                 pid = reprocess.proposal_id(f"{proposal_id}/again", proposal.claim_id)
                 again = reprocess.propose(proposal.claim_id, current, after, proposal.trigger, pid, now)
-                if again is not None:
-                    _insert(q, again, pid, now)
+                if again is not None:  # the change it answers is still the withdrawn one's
+                    _insert(q, again, change_id, now)
                     made.proposals.append(again)
                 return withdrawn, made
             made += self._approve(q, proposal, reviewer, note, ref, books, now, lines, current, after)

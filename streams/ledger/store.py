@@ -40,7 +40,7 @@ from streams.ledger.assembly import REPEATS, AssemblyStore, Intake, restamp_reje
 from streams.ledger.schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from contract.models import AdjudicatedLine, ClaimWork
 from streams.ledger.remittance import remittance_facts
-from streams.ledger.reprocess import ReprocessStore
+from streams.ledger.reprocess import INDEXED_SINCE, ReprocessStore, index_unindexed
 from streams.ledger.review import ReviewStore
 from streams.ledger.writer_gate import WriterGate
 
@@ -97,6 +97,14 @@ class LedgerTooNew(LedgerUnavailable):
     rather than dead-letter anything."""
 
 
+def _migrate(q: Any, postgres: bool, migrations: tuple[Migration, ...]) -> None:
+    """`migrate`, and in its transaction the index of the claims decided before a ledger had
+    one, when this migration made it (streams/reprocess_store.py)."""
+    before, after = migrate(q, postgres, migrations)
+    if before < INDEXED_SINCE <= after:
+        index_unindexed(q)
+
+
 class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
@@ -127,7 +135,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 conn = self._conn
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(724501)")
-                    migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
+                    _migrate(lambda sql, *p: conn.execute(sql.replace("?", "%s"), p or None), True, self.migrations)
             else:
                 path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
                 if path not in ("", ":memory:"):
@@ -144,7 +152,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
+                        _migrate(lambda sql, *p: conn.execute(sql, p), False, self.migrations)
                     except BaseException:
                         if conn.in_transaction:
                             conn.execute("ROLLBACK")

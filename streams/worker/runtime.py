@@ -32,14 +32,14 @@ class Runtime:
         self.impact = Impact(LIVE_DIMENSIONS)
         self.impact_since = datetime.now(UTC)
         self.reference = ReferenceData()
-        #: how far this worker has read each reference partition, across reconnects: a broker that
-        #: comes back with shorter partitions has lost records, and the view must be rebuilt
-        self.reference_read_to: dict[Any, int] = {}
         #: the reviewers of CLAIMS_REVIEWERS_FILE (read again when it changes); a broken file stops the worker at start
         self.reviewers = Reviewers(settings.reviewers_file)
         #: the API clients of CLAIMS_CLIENTS_FILE (read again when it changes or on SIGHUP); the same
         self.clients = Clients(settings.clients_file)
         self.reference_ready = asyncio.Event()
+        #: how far the reference view has read each reference partition ((topic, partition) ->
+        #: the next offset), across reconnects: agents/reference.py keeps it
+        self.reference_read_to: dict[tuple[str, int], int] = {}
         self.ledger_ok = False
         self.broker_ok = False
         #: what /readyz said last (the worker prints a line when it changes)
@@ -84,6 +84,16 @@ class Runtime:
         """Claims whose decisions or rejections the ledger has just committed."""
         for listener in self.answer_listeners:
             listener(claim_ids)
+
+    def reference_holds(self, change_id: str) -> bool:
+        """Whether this worker's reference view already holds the record of a reference change
+        (`agents.reference.change_id`: a change another worker recorded may not have reached
+        this one yet). Ids of other forms (batch mode's, the offline run's) are held."""
+        parts = change_id.rsplit(":", 3)
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+            return True
+        _, topic, partition, offset = parts
+        return self.reference_read_to.get((topic, int(partition)), 0) > int(offset)
 
     def ledger_reachable(self) -> bool:
         """The last call succeeded and none has been waiting on the store for long (a
