@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from streams.build import metrics
+from streams.worker import metrics
 from streams.api.base import API_PREFIX, ApiError, json_response, ledger_call, principal, read_body
 from streams.worker.app import Worker, worker_of
 from contract.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
