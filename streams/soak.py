@@ -145,6 +145,7 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
     out = {"fault": fault, "fault_at_s": fault_at, "load": os.getloadavg()[0], "lines": len(work.lines), "lost": len(lost),
            "repeated": sum(max(n - owed[k], 0) for k, n in got.items()),
            "differ": len(wrong), "units_ok": units_ok, "lost_lines": [],
+           "repeated_keys": sorted((k for k, n in got.items() if n > owed[k]), key=repr)[:20],
            "repeated_by_topic": dict(Counter(k[0] for k, n in got.items() for _ in range(max(n - owed[k], 0))))}
     if lost:
         lines_lost = {(k[1], k[2]) for k in lost if len(k) == 4}

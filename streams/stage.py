@@ -20,7 +20,7 @@ from faust.types import TP, EventT
 
 from streams import impact, metrics, topics
 from streams.app import app, channel, settings
-from streams.faust_tuning import BATCHES, answering
+from streams.faust_tuning import BATCHES, TransactionGone, answering
 from rules.monitor import ShadowResult
 from streams.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline import DeadLetter, Step
@@ -60,6 +60,8 @@ async def _handle(stage: str, source: topics.TopicDef, handle: Callable[[Sequenc
                   events: Sequence[EventT]) -> None:
     try:
         await handle(events)
+    except TransactionGone as exc:  # exactly_once: the batch is answered when it is read again
+        log.warning("stage %s: %s", stage, exc)
     except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
         log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
         for event in events:
