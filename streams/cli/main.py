@@ -533,14 +533,15 @@ def soak(
     console = Console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
     table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
-    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "differing", "units counted once"):
+    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "differing", "units counted once", "load (1 min, max)"):
         table.add_column(column, justify="left" if column == "fault" else "right")
     for fault in FAULTS:
         rows = [r for r in results if r["fault"] == fault]
         if rows:
             table.add_row(fault, str(len(rows)), str(sum(r["lines"] for r in rows)), str(sum(r["lost"] for r in rows)),
                           f"{sum(r['repeated'] for r in rows)} ({max(r['repeated'] for r in rows)})",
-                          str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO")
+                          str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO",
+                          f"{max(r['load'] for r in rows):.1f}")
     console.print(table)
     if json_out:
         json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -37,8 +37,9 @@ from streams.tools.synthetic import generate
 from streams.build import topic_specs
 
 FAULTS = ("kill -9", "graceful restart", "join and leave")
-#: seconds into the load when the fault strikes, and when the worker comes back (or leaves)
-FAULT_AT_S, BACK_AT_S = 3.0, 8.0
+#: seconds into the load when the fault strikes (a round's seed picks one, so that rounds meet
+#: transactions and commits in different phases), and how long until the worker comes back (or leaves)
+FAULT_AT_S, BACK_AFTER_S = (2.0, 2.7, 3.4, 4.1, 4.8, 5.5), 5.0
 
 
 def _key(record: dict[str, Any]) -> tuple:
@@ -119,10 +120,11 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
         load = threading.Thread(target=_offer, args=(bootstrap, work.lines, rate))
         started = time.monotonic()
         load.start()
-        time.sleep(FAULT_AT_S)
+        fault_at = FAULT_AT_S[seed % len(FAULT_AT_S)]
+        time.sleep(fault_at)
         {"kill -9": lambda: rnd.kill("w2"), "graceful restart": lambda: rnd.stop("w2"),
          "join and leave": lambda: rnd.start("w3")}[fault]()
-        time.sleep(max(started + BACK_AT_S - time.monotonic(), 0))
+        time.sleep(max(started + fault_at + BACK_AFTER_S - time.monotonic(), 0))
         if fault == "join and leave":
             rnd.stop("w3")
         else:
@@ -142,9 +144,11 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
     stream_ledger = Ledger(rnd.env["CLAIMS_LEDGER_URL"])
     units_ok = (stream_ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units")
                 == batch_ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units"))
-    out = {"fault": fault, "lines": len(work.lines), "lost": len(lost),
+    out = {"fault": fault, "fault_at_s": fault_at, "load": os.getloadavg()[0], "lines": len(work.lines), "lost": len(lost),
            "repeated": sum(max(n - owed[k], 0) for k, n in got.items()),
-           "differ": len(wrong), "units_ok": units_ok, "lost_lines": []}
+           "differ": len(wrong), "units_ok": units_ok, "lost_lines": [],
+           "repeated_keys": sorted((k for k, n in got.items() if n > owed[k]), key=repr)[:20],
+           "repeated_by_topic": dict(Counter(k[0] for k, n in got.items() for _ in range(max(n - owed[k], 0))))}
     if lost:
         lines_lost = {(k[1], k[2]) for k in lost if len(k) == 4}
         out["lost_lines"] = losses.describe(losses.explain(bootstrap, rnd.env["CLAIMS_LEDGER_URL"], rnd.env["CLAIMS_APP_ID"],
@@ -176,7 +180,8 @@ def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, s
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-        say(f"  lost {result['lost']}, repeated {result['repeated']}, differing records {result['differ']}, "
-            f"units {'counted once' if result['units_ok'] else 'WRONG'}")
+        say(f"  lost {result['lost']}, repeated {result['repeated']} {result['repeated_by_topic'] or ''}, differing records "
+            f"{result['differ']}, units {'counted once' if result['units_ok'] else 'WRONG'} (fault at {result['fault_at_s']:g} s, "
+            f"load {result['load']:.1f})")
         results.append(result)
     return results

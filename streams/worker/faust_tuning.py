@@ -23,8 +23,10 @@ def apply(settings: Settings) -> None:
     _commit_before_revoke()
     _bound_shutdown_drain()
     _send_in_source_transaction()
+    _restart_transactions_on_rebalance()
     _commit_between_batches()
     _never_commit_past_in_flight()
+    _gap_without_the_message()
 
 
 #: The input partition whose message the current task is answering (see `answering`).
@@ -60,16 +62,52 @@ def _send_in_source_transaction() -> None:
     async def send_answering(self, topic, key, value, partition, timestamp, headers, *, transactional_id=None):
         producer = self.producer
         source = _SOURCE.get()
-        tid = None
-        if source is not None:
-            tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source.topic)}-{source.partition}"
-        if tid not in producer._transaction_producers:  # noqa: SLF001 - none, or the partition was revoked meanwhile
+        if source is None:
             return await producer.send(topic, key, value, partition, timestamp, headers)
+        tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source.topic)}-{source.partition}"
+        if tid not in producer._transaction_producers:  # noqa: SLF001 - a rebalance stopped it meanwhile
+            raise TransactionGone(f"the transaction of {source.topic}[{source.partition}] was aborted by a rebalance: "
+                                  "its messages are read again and answered then")
         return await producer.send(topic, key, value, partition, timestamp, headers, transactional_id=tid)
 
     send_answering._claims_tuned = True
     send_answering.__wrapped__ = send  # Faust's own, for tests/test_upstream_guards.py
     TransactionManager.send = send_answering
+
+
+class TransactionGone(Exception):
+    """exactly_once: an answer to a message whose transaction is gone (a rebalance aborted it;
+    the message is read again, by this worker or the partition's new owner, and answered
+    then). Sent on the plain producer instead, it would be read twice."""
+
+
+def _restart_transactions_on_rebalance() -> None:
+    """exactly_once: after every rebalance Faust seeks every assigned partition, the ones it
+    kept too, back to its committed offset (`Consumer.perform_seek`), but it keeps the kept
+    partitions' transactions open: what they held since the last commit was sent again by the
+    replay into the same transaction, and both copies were committed (hundreds of repeats a
+    read_committed reader read after a kill -9 or a graceful restart of another worker, issue
+    24). And it stops a revoked partition's producer only when its assignor does not list the
+    partition as a standby (`_tps_to_active_tpgs`), which with `table_standby_replicas` 1 it
+    does for every partition of every co-partitioned topic, not only table changelogs: the old
+    owner kept a producer the new owner had fenced, and when the partition came back Faust
+    reused it, so every send and commit failed (`ProducerFenced`, then "Can't send messages
+    while not in transaction"), the agents crashed, and one round lost 33 lines. A rebalance
+    now stops every transactional producer, and Faust starts one per assigned partition: its
+    InitProducerId aborts what the old one left open, as the seek replays it."""
+    from faust.transport.consumer import TransactionManager
+
+    rebalance = TransactionManager.on_rebalance
+    if getattr(rebalance, "_claims_tuned", False):
+        return
+
+    async def on_rebalance(self, assigned, revoked, newly_assigned):
+        await self._stop_transactions(sorted(self.producer._transaction_producers))  # noqa: SLF001
+        await rebalance(self, assigned, set(), newly_assigned)
+
+    on_rebalance._claims_tuned = True
+    on_rebalance.__wrapped__ = rebalance
+    TransactionManager.on_rebalance = on_rebalance
 
 
 def _tune_fetch_wait(settings: Settings) -> None:
@@ -318,6 +356,32 @@ def _never_commit_past_in_flight() -> None:
     capped_new_offset._claims_original = new_offset
     Consumer._filter_committable_offsets = filter_committable
     Consumer._new_offset = capped_new_offset
+
+
+def _gap_without_the_message() -> None:
+    """When the offsets read jump (transaction markers: every commit of an exactly_once
+    producer leaves one in its output partitions; or compaction), Faust records the gap up to
+    and including the offset of the message that arrived (`getmany`: `_add_gap(tp,
+    r_offset + 1, offset)`, and `_add_gap` adds `offset_to + 1` as the exclusive end). The
+    message is acknowledged too, so `_new_offset` finds its offset twice, and its run of
+    consecutive offsets ends at the duplicate: every exactly_once commit committed only up to
+    the previous marker, while the transaction already held the answers to the messages
+    after it. After a rebalance (Faust seeks back to the committed offsets) or a kill -9 those
+    messages were read and answered again, in a later transaction: the repeats a
+    read_committed reader read (issue 24; robinhood/faust #625 "duplicate in _acked"). The
+    gap ends before the message."""
+    from faust.transport.consumer import Consumer
+
+    add_gap = Consumer._add_gap
+    if getattr(add_gap, "_claims_tuned", False):
+        return
+
+    async def gap_before(self, tp, offset_from, offset_to):
+        await add_gap(self, tp, offset_from, offset_to - 1)
+
+    gap_before._claims_tuned = True
+    gap_before.__wrapped__ = add_gap
+    Consumer._add_gap = gap_before
 
 
 def _bound_shutdown_drain() -> None:

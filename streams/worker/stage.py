@@ -22,7 +22,7 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.faust_tuning import BATCHES, answering
+from streams.worker.faust_tuning import BATCHES, TransactionGone, answering
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
@@ -52,6 +52,8 @@ async def _handle(w: Worker, stage: str, source: topics.TopicDef, handle: Callab
                   events: Sequence[EventT]) -> None:
     try:
         await handle(w, events)
+    except TransactionGone as exc:  # exactly_once: the batch is answered when it is read again
+        log.warning("stage %s: %s", stage, exc)
     except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
         log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
         for event in events:
