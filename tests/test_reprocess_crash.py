@@ -98,8 +98,11 @@ def without_proposal_ids(records: list[dict[str, Any]]) -> dict[tuple, tuple]:
     return {k: tuple(x for x in v if x[0] != "proposal_id") for k, v in keyed(records).items()}
 
 
-@pytest.mark.parametrize("backend", [pytest.param("sqlite", marks=pytest.mark.both_brokers),  # kill -9 and a restart
-                                     pytest.param("postgres", marks=pytest.mark.postgres)])
+# one broker (Tansu): what a crash here must not lose or repeat is the ledger's (the outbox, the
+# ids per change and claim); the broker's side of a kill -9 (group offsets, transactions) is
+# tests/test_review_crash.py's and tests/test_faults.py's, on both brokers (this test passed on
+# Apache Kafka too, in 61 s: CLAIMS_TEST_ALL_BROKERS=1 runs it there)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_kill9_while_making_proposals_and_adjustments(backend, fresh_bootstrap, tmp_path, request) -> None:
     run = f"RX{uuid.uuid4().hex[:6]}"
     ref, lines = reference(), claim_lines(run)
