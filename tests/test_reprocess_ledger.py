@@ -341,3 +341,21 @@ async def test_the_timer_looks_at_changes_in_order_and_waits_for_one_its_view_la
         assert [p.trigger.topic for p in rt.ledger.proposals(None)] == ["reference.fee-schedule"]
     finally:
         rt.close()
+
+
+def test_what_a_workers_view_holds(tmp_path) -> None:
+    """A change is held once the view read past its offset; a change of another broker
+    incarnation (its offsets mean nothing here) and ids of other forms are held, so the
+    timer, which stops at the first change its view lacks, never waits for one forever."""
+    from streams.runtime import Runtime
+    from streams.settings import Settings
+
+    rt = Runtime(Settings(_env_file=None, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}"))
+    rt.incarnation = "inc"
+    rt.reference_read_to[("reference.awp-prices", 1)] = 5
+    assert rt.reference_holds("inc:reference.awp-prices:1:4")
+    assert not rt.reference_holds("inc:reference.awp-prices:1:5")
+    assert not rt.reference_holds("inc:reference.members:0:0")  # nothing read there yet
+    assert rt.reference_holds("old:reference.awp-prices:1:500")  # another incarnation's
+    assert rt.reference_holds("offline") and rt.reference_holds("batch:3")
+    rt.close()

@@ -88,11 +88,15 @@ class Runtime:
     def reference_holds(self, change_id: str) -> bool:
         """Whether this worker's reference view already holds the record of a reference change
         (`agents.reference.change_id`: a change another worker recorded may not have reached
-        this one yet). Ids of other forms (batch mode's, the offline run's) are held."""
+        this one yet). Ids of other forms (batch mode's, the offline run's) are held, and so is a
+        change of another broker incarnation: this view was read from this one's records, and
+        the offsets of that one mean nothing here (a record it still holds was recorded anew)."""
         parts = change_id.rsplit(":", 3)
         if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
             return True
-        _, topic, partition, offset = parts
+        incarnation, topic, partition, offset = parts
+        if self.incarnation is not None and incarnation != self.incarnation:
+            return True
         return self.reference_read_to.get((topic, int(partition)), 0) > int(offset)
 
     def ledger_reachable(self) -> bool:
