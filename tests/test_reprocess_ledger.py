@@ -347,7 +347,7 @@ def test_what_a_workers_view_holds(tmp_path) -> None:
     """A change is held once the view read past its offset; a change of another broker
     incarnation (its offsets mean nothing here) and ids of other forms are held, so the
     timer, which stops at the first change its view lacks, never waits for one forever."""
-    from streams.runtime import Runtime
+    from streams.worker.runtime import Runtime
     from streams.settings import Settings
 
     rt = Runtime(Settings(_env_file=None, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}"))
