@@ -119,6 +119,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         self._depth = 0
         self._conn: Any = None
         self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/ledger/writer_gate.py)
+        self._pipe: psycopg.Pipeline | None = None  # a PostgreSQL write transaction's pipeline
+        self._optimistic = False  # in `batch`'s first try: its messages take no savepoints
         with self._lock:
             self._connect()
 
