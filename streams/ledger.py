@@ -9,7 +9,8 @@ assembly timeout) is `streams/assembly_store.py`; this module holds the connecti
 transactions, adjudication and the reads. Tables: streams/ledger_schema.py. SQLite is the
 embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
 IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim and the member serialize
-the work that touches the same state; a correction also locks the claim it names).
+the work that touches the same state; a correction also locks the claim it names; a batch
+takes its shared rows up front in one sorted order, `hold`, and runs pipelined, `batch`).
 
 Every public method is one transaction. Deciding a claim reads the member's history,
 runs the engine and records its outcome atomically; a claim or line already decided gets
@@ -252,7 +253,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
 
         Nested inside another one it is a savepoint: each operation stays atomic on its
         own, and the agents wrap a whole batch of them in one outer transaction, so a
-        batch costs one commit (a crash rolls the batch back; its messages come again).
+        batch costs one commit (a crash rolls the batch back; its messages come again); on
+        PostgreSQL through `batch`, which tries it first without savepoints.
         `write=False` (a reader): on SQLite a deferred transaction, which in WAL mode reads
         a snapshot without waiting for the write lock the other workers take in turn."""
         with self._lock:
