@@ -66,31 +66,38 @@ def _answers(step: pipeline.Step) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.endswith("_at")} for r in batch._records(step)]  # noqa: SLF001
 
 
-def _deliver(ledger: Ledger, n: int, raw: bytes) -> list[dict[str, Any]]:
+def _deliver(ledger: Ledger, n: int, raw: bytes,
+             on_crash: Callable[[int, bytes], None] = lambda n, raw: None) -> list[dict[str, Any]]:
     """Message `n` through intake and, when it completes its claim, the claim through
-    enrichment, pricing and the claim-level edits: what the stages answer for it."""
-    step = pipeline.intake(ledger, raw, 0.0, BOOKS, 0, n)
+    enrichment, pricing and the claim-level edits: what the stages answer for it. A stage
+    whose ledger work crashes gets its own message again (each stage commits its input's
+    offset only after its ledger commit and its sends), not the stage before it: a crash in
+    the claim-level stage, a COMMIT that raised although it committed included, is answered
+    by that stage's message coming again."""
+    step = _retried(ledger, n, raw, lambda: pipeline.intake(ledger, raw, 0.0, BOOKS, 0, n), on_crash)
     out = _answers(step)
     if step.assembled is not None:
         work = engine.price(engine.enrich(step.assembled, REF, BOOKS), REF)
-        out += _answers(pipeline.adjudicate(ledger, work, BOOKS, source=(1, n)))
+        out += _answers(_retried(ledger, n, raw, lambda: pipeline.adjudicate(ledger, work, BOOKS, source=(1, n)), on_crash))
     return out
 
 
-def _run(ledger: CrashingLedger, on_crash: Callable[[int, bytes], None] = lambda n, raw: None) -> list[list[dict[str, Any]]]:
-    answers = []
-    for n, raw in enumerate(WORK.lines):
-        for attempt in range(3):
+def _retried(ledger: Ledger, n: int, raw: bytes, work: Callable[[], pipeline.Step],
+             on_crash: Callable[[int, bytes], None]) -> pipeline.Step:
+    """One stage's work on message `n`, tried again after each crash (the message comes again)."""
+    for attempt in range(3):
+        if isinstance(ledger, CrashingLedger):
             ledger.armed = attempt < 2  # a crash, perhaps another while it is tried again, then it goes through
-            try:
-                answers.append(_deliver(ledger, n, raw))
-                break
-            except LedgerUnavailable as exc:
-                on_crash(n, raw)  # the message comes again
-                error = exc
-        else:
-            raise AssertionError(f"message {n} failed without a crash: the ledger did not recover ({error})")
-    return answers
+        try:
+            return work()
+        except LedgerUnavailable as exc:
+            on_crash(n, raw)
+            error = exc
+    raise AssertionError(f"message {n} failed without a crash: the ledger did not recover ({error})")
+
+
+def _run(ledger: CrashingLedger, on_crash: Callable[[int, bytes], None] = lambda n, raw: None) -> list[list[dict[str, Any]]]:
+    return [_deliver(ledger, n, raw, on_crash) for n, raw in enumerate(WORK.lines)]
 
 
 def _state(ledger: Ledger) -> dict[str, list]:

@@ -66,32 +66,47 @@ REPEATS = "SELECT line_number, copies FROM claim_repeats WHERE claim_id = ?"
 
 class _AcceptReads:
     """What `accept` reads after the claim's row: its waiting lines, and which claim this
-    input message was recorded for. On PostgreSQL both are sent with the row's lock (`send`),
-    answered in the same round trip; otherwise each is read when first needed, as before."""
+    input message was recorded for. On PostgreSQL both are sent as one statement with the
+    row's lock (`send`), answered in the same round trip; otherwise each is read when first
+    needed, as before."""
 
-    __slots__ = ("_q", "_claim_id", "_source", "_lines", "_message")
+    __slots__ = ("_q", "_claim_id", "_source", "_lines", "_message", "_both")
 
     def __init__(self, q, claim_id: str, source: tuple[int, int] | None) -> None:
         self._q, self._claim_id, self._source = q, claim_id, source
-        self._lines: Any = None
+        self._lines: list | None = None
         self._message: Any = None
+        self._both: Any = None
 
     def send(self) -> None:
-        self._lines = self._q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number",
-                              self._claim_id)
+        """PostgreSQL: both reads as one statement, sent now, read when first asked for."""
+        partition, offset = self._source if self._source is not None else (None, None)
+        self._both = self._q(
+            "SELECT 0, line_number, body, original FROM claim_lines WHERE claim_id = ? "
+            "UNION ALL SELECT 1, NULL, claim_id, NULL FROM claim_messages WHERE input_partition = ? AND input_offset = ? "
+            "ORDER BY 1, 2", self._claim_id, partition, offset)
+
+    def _read_both(self) -> None:
+        rows = self._both.fetchall()
+        self._both = None
+        self._lines = [(n, body, original) for tag, n, body, original in rows if tag == 0]
         if self._source is not None:
-            self._message = self._q("SELECT claim_id FROM claim_messages WHERE input_partition = ? AND input_offset = ?",
-                                    *self._source)
+            self._message = (next((body for tag, _, body, _ in rows if tag == 1), None),)
 
     def lines(self) -> list:
+        if self._both is not None:
+            self._read_both()
         if self._lines is None:
-            self.send()
-        return self._lines.fetchall()
+            self._lines = self._q("SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number",
+                                  self._claim_id).fetchall()
+        return self._lines
 
     def message_claim(self) -> str | None:
         """The claim this input message was recorded for (None: not recorded, or no source)."""
         if self._source is None:
             return None
+        if self._both is not None:
+            self._read_both()
         if self._message is None:
             self._message = self._q("SELECT claim_id FROM claim_messages WHERE input_partition = ? AND input_offset = ?",
                                     *self._source)

@@ -9,7 +9,8 @@ assembly timeout) is `streams/ledger/assembly.py`; this module holds the connect
 transactions, adjudication and the reads. Tables: streams/ledger/schema.py. SQLite is the
 embedded default (one file, shared by the workers of a machine through WAL and `BEGIN
 IMMEDIATE`); PostgreSQL serves a cluster (row locks on the claim and the member serialize
-the work that touches the same state; a correction also locks the claim it names).
+the work that touches the same state; a correction also locks the claim it names; a batch
+takes its shared rows up front in one sorted order, `hold`, and runs pipelined, `batch`).
 
 Every public method is one transaction. Deciding a claim reads the member's history,
 runs the engine and records its outcome atomically; a claim or line already decided gets
@@ -56,6 +57,64 @@ def _authorizations(work: ClaimWork) -> set[str]:
     return {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}
 
 
+#: `decide`'s reads of a claim's history in one statement (PostgreSQL): rows tagged by the
+#: statement they answer (the tags of `_send_decide_reads`), in each statement's order, as
+#: (tag, row...). Parameters: claim, member, the claim a correction releases, authorizations.
+_HISTORY = """
+WITH p (claim_id, member_id, released, auths) AS (SELECT ?::text, ?::text, ?::text, ?::text[])
+SELECT t, k1, k2, v1, v2 FROM (
+  SELECT 0 AS t, NULL::text AS k1, d.line_number AS k2, d.body AS v1, NULL::text AS v2 FROM decisions d, p WHERE d.claim_id = p.claim_id
+  UNION ALL SELECT 1, NULL, r.line_number, r.body, NULL FROM reversals r, p WHERE r.claim_id = p.claim_id
+  UNION ALL SELECT 2, NULL, NULL, x.fingerprint, NULL FROM paid_lines x, p WHERE x.member_id = p.member_id AND x.claim_id <> p.released
+  UNION ALL SELECT 3, NULL, NULL, x.service_date, NULL FROM claim_drug_days x, p
+    WHERE x.member_id = p.member_id AND x.claim_id <> p.released
+  UNION ALL SELECT 4, r.claim_id, r.line_number, r.body, NULL FROM reversals r, p WHERE r.reversed_by = p.claim_id
+  UNION ALL SELECT 5 + array_position(p.auths, u.authorization_number) - 1, NULL, NULL, u.units, NULL FROM unit_usage u, p
+    WHERE u.authorization_number = ANY(p.auths) AND u.claim_id <> p.released
+  UNION ALL SELECT -2, NULL, l.line_number, l.body, l.original FROM claim_lines l, p WHERE l.claim_id = p.claim_id
+  UNION ALL SELECT -1, NULL, c.line_number, c.copies::text, NULL FROM claim_repeats c, p WHERE c.claim_id = p.claim_id
+) rows ORDER BY t, k1, k2
+"""
+
+#: the columns of each tag's rows in `_HISTORY` (k1, k2, v1, v2 by index 1-4), as the statement it answers returns them
+_SHAPES = {0: (2, 3), 1: (2, 3), 2: (3,), 3: (3,), 4: (3,), -2: (2, 3, 4), -1: (2, 3)}
+
+
+class _Rows:
+    """An answer already read, as a cursor gives it (`_ReadAhead.send_split`)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[tuple]:
+        return self._rows
+
+    def fetchone(self) -> tuple | None:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self._rows)
+
+
+class _Split:
+    """One statement's tagged rows, read when the first of the answers it carries is asked
+    for, then dealt out as each statement's own answer (`_SHAPES`; a tag from 5 on: the units
+    of one authorization)."""
+
+    def __init__(self, cursor: Any, answers: dict[int, tuple[str, tuple]], sent: dict) -> None:
+        self._cursor, self._answers, self._sent = cursor, answers, sent
+
+    def fetch(self) -> None:
+        rows: dict[int, list[tuple]] = {tag: [] for tag in self._answers}
+        for row in self._cursor.fetchall():
+            rows[row[0]].append(tuple(row[i] for i in _SHAPES.get(row[0], (3,))))
+        for tag, key in self._answers.items():
+            if self._sent.get(key) is self:
+                self._sent[key] = _Rows(rows[tag])
+
+
 class _ReadAhead:
     """A transaction's `q` that can send reads ahead (`send`, PostgreSQL's pipeline): the
     first later call of the same statement with the same parameters gets that cursor, whose
@@ -70,7 +129,15 @@ class _ReadAhead:
     def send(self, sql: str, *params: Any) -> None:
         self._sent[(sql, params)] = self._q(sql, *params)
 
+    def send_split(self, sql: str, params: tuple, answers: dict[int, tuple[str, tuple]]) -> None:
+        """Send `sql`, whose rows tagged t answer the statement `answers[t]` (sql, params)."""
+        split = _Split(self._q(sql, *params), answers, self._sent)
+        for key in answers.values():
+            self._sent[key] = split
+
     def __call__(self, sql: str, *params: Any) -> Any:
+        if isinstance(self._sent.get((sql, params)), _Split):
+            self._sent[(sql, params)].fetch()
         cursor = self._sent.pop((sql, params), None)
         return cursor if cursor is not None else self._q(sql, *params)
 
@@ -85,6 +152,10 @@ class LedgerUnavailable(RuntimeError):
 
 
 T = TypeVar("T")
+
+#: psycopg's pipeline mode needs libpq 14 or later (the binary wheel's has it); without it the
+#: PostgreSQL ledger keeps a plain transaction and a savepoint per message
+PIPELINE = psycopg.Pipeline.is_supported()
 
 
 class _Redo(LedgerUnavailable):
@@ -121,6 +192,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/ledger/writer_gate.py)
         self._pipe: psycopg.Pipeline | None = None  # a PostgreSQL write transaction's pipeline
         self._optimistic = False  # in `batch`'s first try: its messages take no savepoints
+        self._held: set[str] = set()  # members whose rows this PostgreSQL transaction holds (`hold`)
         with self._lock:
             self._connect()
 
@@ -189,7 +261,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
 
         Nested inside another one it is a savepoint: each operation stays atomic on its
         own, and the agents wrap a whole batch of them in one outer transaction, so a
-        batch costs one commit (a crash rolls the batch back; its messages come again).
+        batch costs one commit (a crash rolls the batch back; its messages come again); on
+        PostgreSQL through `batch`, which tries it first without savepoints.
         `write=False` (a reader): on SQLite a deferred transaction, which in WAL mode reads
         a snapshot without waiting for the write lock the other workers take in turn."""
         with self._lock:
@@ -223,6 +296,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 raise
             finally:
                 self._depth = depth
+                if not depth:
+                    self._held = set()
 
     _tx = transaction  # tests read the ledger's tables through it
 
@@ -243,7 +318,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         def q(sql: str, *params: Any) -> Any:
             return conn.execute(sql.replace("?", "%s"), params)
 
-        if (not depth and not write) or (depth and self._pipe is None):
+        if (not depth and not write) or (depth and self._pipe is None) or not PIPELINE:
             with conn.transaction():
                 yield q
             return
@@ -289,7 +364,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         if a message fails, the whole batch is rolled back and done again with a savepoint
         per message, so that message alone fails, as it would have the first time."""
         with self._lock:
-            if self.postgres and not self._depth:
+            if self.postgres and not self._depth and PIPELINE:
                 self._optimistic = True
                 try:
                     with self.transaction():
@@ -372,8 +447,9 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         head = work.lines[0].line
         with self.transaction() as tx:
             q = _ReadAhead(tx)
-            self._lock_row(q, "member_locks", "member_id", member,
-                           "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
+            if member not in self._held:  # (held already when its batch began: `hold`)
+                self._lock_row(q, "member_locks", "member_id", member,
+                               "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
             # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
             # between this check and the decisions
             lock = " FOR UPDATE" if self.postgres else ""
@@ -440,21 +516,20 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
 
     @staticmethod
     def _send_decide_reads(q: _ReadAhead, work: ClaimWork, lock: str) -> None:
-        """Send, without waiting, every read `decide` makes of a claim that is not decided yet,
-        in the order it makes them (the original's row is locked after the claim's, as before)."""
+        """Send, without waiting, every read `decide` makes of a claim that is not decided yet
+        (PostgreSQL): a correction's original first (its row is locked after the claim's, as
+        before), then the others as one statement, `_HISTORY`, whose tagged rows `_ReadAhead`
+        hands out as the answers of the statements `decide` makes."""
         claim_id, member, head = work.claim_id, work.member_id, work.lines[0].line
         released = head.original_claim_id or ""
-        q.send(_DECISIONS, claim_id)
-        q.send(corrections_store.REVERSED_LINES, claim_id)
-        q.send(_PAID, member, released)
-        q.send(_DRUG_DAYS, member, released)
         if head.is_correction:
             corrections_store.send_original(q, head.original_claim_id, lock)
-        q.send(corrections_store.CAUSED, claim_id)
-        for auth in _authorizations(work):
-            q.send(_UNITS, auth, released)
-        q.send(_CLAIM_LINES, claim_id)
-        q.send(REPEATS, claim_id)
+        auths = sorted(_authorizations(work))
+        q.send_split(_HISTORY, (claim_id, member, released, auths), {
+            0: (_DECISIONS, (claim_id,)), 1: (corrections_store.REVERSED_LINES, (claim_id,)), 2: (_PAID, (member, released)),
+            3: (_DRUG_DAYS, (member, released)), 4: (corrections_store.CAUSED, (claim_id,)),
+            **{5 + i: (_UNITS, (auth, released)) for i, auth in enumerate(auths)},
+            -2: (_CLAIM_LINES, (claim_id,)), -1: (REPEATS, (claim_id,))})
 
     def hold(self, members: Iterable[str] = (), claims: Iterable[str] = ()) -> None:
         """PostgreSQL: take a batch's row locks up front, in one fixed order (members, then
@@ -472,6 +547,8 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 q("SELECT 1 FROM member_locks WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", members)
             if claims:
                 q("SELECT 1 FROM claims WHERE claim_id = ANY(?) ORDER BY claim_id FOR UPDATE", claims)
+        if self._depth:  # held until the outer transaction ends
+            self._held.update(members)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 
