@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 def test_bench_with_two_workers_on_postgresql_answers_every_line(postgres_url: str, tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     run = subprocess.run([sys.executable, "-m", "streams.cli.main", "bench", "--lines", "400", "--workers", "2", "--no-baseline",
-                          "--ledger", postgres_url, "--timeout", "120", "--json", str(out)],
+                          "--ledger", postgres_url, "--timeout", "120", "--idle-s", "2", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     figures = orjson.loads(out.read_bytes())
@@ -30,6 +30,9 @@ def test_bench_with_two_workers_on_postgresql_answers_every_line(postgres_url: s
     assert figures["pipeline"]["unanswered"] == 0 and figures["pipeline"]["lines"] > 300
     assert figures["pipeline"]["lines_per_s"] > 0 and figures["pipeline"]["worker_cpu_ms_per_line"] > 0
     assert "postgresql" in run.stdout and "lines_per_s" in run.stdout
+    # idle CPU per process (both workers and the broker), before the load and after it
+    assert {"worker 1", "worker 2", "broker"} <= figures["idle_before"].keys() == figures["idle_after"].keys()
+    assert all(0 <= pct < 200 for pct in (*figures["idle_before"].values(), *figures["idle_after"].values()))
 
 
 def test_bench_refuses_a_ledger_that_already_holds_claims(postgres_url: str, tmp_path: Path) -> None:
