@@ -490,6 +490,8 @@ def soak(
 
     if engine not in ("tansu", "kafka", "kafka3") or guarantee not in ("at_least_once", "exactly_once"):
         fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
+    if engine == "tansu" and guarantee == "exactly_once":
+        fail("exactly_once needs Apache Kafka (--engine kafka or kafka3): Tansu has no transactions")
     console = Console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
     table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
