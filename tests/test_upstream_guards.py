@@ -116,6 +116,19 @@ FLUSH_BEFORE_COMMIT = Name("faust.transport.consumer.Consumer._commit_offsets (f
                            "and the publish",
                            "an offset committed before its outputs were sent: loss after a crash")
 
+REBALANCE = Name("faust.transport.consumer.TransactionManager.on_rebalance / ._stop_transactions / "
+                 "Consumer._acked, ._acked_index, ._gap / App.rebalancing",
+                 "streams/worker/faust_tuning.py _restart_transactions_on_rebalance (patched), _commit_between_batches",
+                 "exactly_once: kept partitions' transactions stay open while Faust seeks them back, a revoked "
+                 "partition's fenced producer is reused: repeats, crashed agents, lost lines")
+GAP = Name("faust.transport.consumer.Consumer._add_gap (called as _add_gap(tp, r_offset + 1, offset))",
+           "streams/worker/faust_tuning.py _gap_without_the_message (patched)",
+           "exactly_once commits lag one transaction marker behind their answers: repeats after a rebalance or crash")
+COMMIT_CAP = Name("faust.transport.consumer.Consumer._filter_committable_offsets / Consumer._new_offset "
+                  "(faust-streaming #606, the fix of commit 5810c4ab carried)",
+                  "streams/worker/faust_tuning.py _never_commit_past_in_flight (patched)",
+                  "the cap is bypassed: a commit can pass a message still in flight (#606), loss after a crash")
+
 #: the upstream signatures the patches wrap (parameter names and kinds, no annotations)
 PATCHED = [
     (SEND, TransactionManager, "send", faust_tuning._send_in_source_transaction,
@@ -127,6 +140,11 @@ PATCHED = [
      "(self, topics=None, start_new_transaction=True)"),
     (WAIT_EMPTY, Consumer, "wait_empty", faust_tuning._bound_shutdown_drain, "(self)"),
     (PRODUCER_FLUSH, App, "_producer_flush", faust_tuning._bound_shutdown_drain, "(self, logger)"),
+    (REBALANCE, TransactionManager, "on_rebalance", faust_tuning._restart_transactions_on_rebalance,
+     "(self, assigned, revoked, newly_assigned)"),
+    (GAP, Consumer, "_add_gap", faust_tuning._gap_without_the_message, "(self, tp, offset_from, offset_to)"),
+    (COMMIT_CAP, Consumer, "_filter_committable_offsets", faust_tuning._never_commit_past_in_flight, "(self, tps)"),
+    (COMMIT_CAP, Consumer, "_new_offset", faust_tuning._never_commit_past_in_flight, "(self, tp)"),
 ]
 
 
@@ -384,6 +402,48 @@ async def test_offsets_committed_after_a_flush_land_in_committed_offset(monkeypa
                            f"after a commit it holds {dict(consumer._committed_offset)}")  # noqa: SLF001
 
 
+async def test_a_rebalance_restarts_every_transaction_and_forgets_the_acks(monkeypatch) -> None:
+    """exactly_once: every transactional producer is stopped, the kept and the standby-listed
+    ones too, the acknowledged offsets are forgotten, and Faust starts one per assigned
+    partition; commits wait while the app is rebalancing."""
+    app = fresh_app("eos-rebalance", processing_guarantee="exactly_once")
+    manager = app.consumer.transactions
+    monkeypatch.setattr(app.assignor, "group_for_topic", lambda topic: 0)
+    monkeypatch.setattr(app.assignor, "is_standby", lambda tp: tp.partition == 1)  # Faust's assignor lists revoked ones
+    stopped, started = [], []
+
+    async def stop_transaction(tid):
+        stopped.append(tid)
+
+    async def maybe_begin_transaction(tid):
+        started.append(tid)
+
+    producer = types.SimpleNamespace(_transaction_producers={"guards-eos-rebalance-0-0": 1, "guards-eos-rebalance-0-1": 2},
+                                     stop_transaction=stop_transaction, maybe_begin_transaction=maybe_begin_transaction)
+    monkeypatch.setattr(manager, "producer", producer)
+    consumer = app.consumer
+    tp = TP("claims.lines.submitted", 0)
+    consumer._acked[tp] = [5]  # noqa: SLF001
+    consumer._acked_index[tp] = {5}  # noqa: SLF001
+    REBALANCE.check(hasattr(consumer, "_gap"), "the consumer keeps no _gap")
+    await manager.on_rebalance({tp}, {TP("claims.lines.submitted", 1)}, set())
+    REBALANCE.check(stopped == ["guards-eos-rebalance-0-0", "guards-eos-rebalance-0-1"],
+                    f"stopped {stopped}: every producer, the kept one and the revoked standby too")
+    REBALANCE.check(started == ["guards-eos-rebalance-0-0"], f"Faust started {started} for the assigned partition")
+    REBALANCE.check(not consumer._acked and not consumer._acked_index, "the acked offsets of aborted work were kept")  # noqa: SLF001
+    REBALANCE.check(hasattr(app, "rebalancing") and app.rebalancing is False, "App.rebalancing is gone")
+
+
+def test_the_gap_faust_records_ends_at_the_message_read() -> None:
+    """The fetch loop records the gap up to the offset of the message it read; the patch
+    takes that message out of it."""
+    source = inspect.getsource(Consumer)
+    GAP.check("await self._add_gap(tp, r_offset + 1, offset)" in source,
+              "the fetch loop no longer calls _add_gap(tp, r_offset + 1, offset): re-check what the gap holds")
+    GAP.check("gap_for_tp.addi(offset_from, offset_to + 1)" in inspect.getsource(upstream(Consumer, "_add_gap", GAP)),
+              "_add_gap no longer includes offset_to: the patch would now drop a real gap offset")
+
+
 def test_take_events_acks_a_batch_only_after_the_body_returned() -> None:
     """Structure of Stream.take_events: the batch is yielded in a try whose finally acks it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(Stream.take_events)))
@@ -488,4 +548,4 @@ def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
 GUARDED = {"_client", "_consumer", "_committed_offset", "_ensure_producer", "_txn_manager", "_message_accumulator",
            "_compression_type", "_transaction_producers", "_fetch_max_wait_ms", "_unacked_messages", "_runner",
            "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate",
-           "_fetcher", "_proc_fetch_request", "_conns", "_acked"}
+           "_fetcher", "_proc_fetch_request", "_conns", "_acked", "_stop_transactions", "_acked_index", "_gap"}

@@ -515,31 +515,36 @@ def _print_bench(console, figures: dict, rate: float, workers: int, partitions: 
 @app.command()
 def soak(
     seconds: Annotated[float, typer.Option(help="How long to go on starting rounds.")] = 300,
-    engine: Annotated[str, typer.Option(help="A fresh broker per round: tansu, or kafka (Apache Kafka, one node).")] = "tansu",
+    engine: Annotated[str, typer.Option(help="A fresh broker per round: tansu, kafka (Apache Kafka, one node) or kafka3 (three nodes, with a broker killed too).")] = "tansu",
     guarantee: Annotated[str, typer.Option(help="at_least_once, or exactly_once (Apache Kafka only).")] = "at_least_once",
     lines: Annotated[int, typer.Option(help="Lines offered per round.")] = 3000,
     rate: Annotated[float, typer.Option(help="Lines/s offered.")] = 300,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write every round's figures to this file.")] = None,
 ) -> None:
-    """Rounds of offered load with a fault each (kill -9, graceful restart, a worker joining and
-    leaving), checked against batch mode; a table per fault; exits 1 on any loss."""
+    """Rounds of offered load with a fault each (kill -9, kill -9 in three phases, graceful restart,
+    a worker joining and leaving; on kafka3 a broker killed), checked against batch mode; a table
+    per fault; exits 1 on any loss."""
     from rich.console import Console
     from rich.table import Table
 
-    from streams.tools.soak import FAULTS, soak as run_soak
+    from streams.tools.soak import faults, soak as run_soak
 
-    if engine not in ("tansu", "kafka") or guarantee not in ("at_least_once", "exactly_once"):
-        fail("--engine is tansu or kafka, --guarantee at_least_once or exactly_once")
+    if engine not in ("tansu", "kafka", "kafka3") or guarantee not in ("at_least_once", "exactly_once"):
+        fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
+    if engine == "tansu" and guarantee == "exactly_once":
+        fail("exactly_once needs Apache Kafka (--engine kafka or kafka3): Tansu has no transactions")
     console = Console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
     table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
-    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "differing", "units counted once", "load (1 min, max)"):
+    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "835s repeated", "differing",
+                   "units counted once", "load (1 min, max)"):
         table.add_column(column, justify="left" if column == "fault" else "right")
-    for fault in FAULTS:
+    for fault in faults(engine):
         rows = [r for r in results if r["fault"] == fault]
         if rows:
             table.add_row(fault, str(len(rows)), str(sum(r["lines"] for r in rows)), str(sum(r["lost"] for r in rows)),
                           f"{sum(r['repeated'] for r in rows)} ({max(r['repeated'] for r in rows)})",
+                          str(sum(r["remitted_again"] for r in rows)),
                           str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO",
                           f"{max(r['load'] for r in rows):.1f}")
     console.print(table)

@@ -1,9 +1,12 @@
 """`claims-pipeline soak`: rounds of offered load with a fault in each, for a given time, on a
 chosen broker and guarantee; each round checks every line answered as batch mode answers it,
 authorized units counted once, and counts repeats. A round that loses a line names it
-(`streams.tools.losses`) and keeps its logs. Issue 24's first cut: Tansu or Apache Kafka with one
-node; the faults are kill -9 of a worker (restarted), a graceful restart, and a worker
-joining and leaving. Not yet: three Kafka nodes with a broker killed."""
+(`streams.tools.losses`) and keeps its logs (issue 24). Brokers: Tansu, Apache Kafka with one node
+(`kafka`) or three (`kafka3`, replication 3). Faults: kill -9 of a worker (restarted); kill -9
+in three phases (a worker while transactions are open, the other right after the group formed
+again, then the restarted one while the backlog flows); a graceful restart; a worker joining
+and leaving; on three nodes, kill -9 of the broker leading most partitions (restarted).
+835s (`claims.remittance.835`) are counted too: more than one per claim is a repeat."""
 
 from __future__ import annotations
 
@@ -36,7 +39,12 @@ from streams.settings import Settings
 from streams.tools.synthetic import generate
 from streams.build import topic_specs
 
-FAULTS = ("kill -9", "graceful restart", "join and leave")
+FAULTS = ("kill -9", "kill -9 in phases", "graceful restart", "join and leave")
+BROKER_FAULT = "broker kill -9"
+
+
+def faults(engine: str) -> tuple[str, ...]:
+    return (*FAULTS, BROKER_FAULT) if engine == "kafka3" else FAULTS
 #: seconds into the load when the fault strikes (a round's seed picks one, so that rounds meet
 #: transactions and commits in different phases), and how long until the worker comes back (or leaves)
 FAULT_AT_S, BACK_AFTER_S = (2.0, 2.7, 3.4, 4.1, 4.8, 5.5), 5.0
@@ -49,13 +57,15 @@ def _key(record: dict[str, Any]) -> tuple:
 
 
 class _Round:
-    def __init__(self, bootstrap: str, workdir: Path, guarantee: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, guarantee: str, partitions: int, replication: int = 1) -> None:
         self.bootstrap, self.workdir = bootstrap, workdir
         self.env = {"CLAIMS_APP_ID": f"soak-{uuid.uuid4().hex[:8]}", "CLAIMS_PARTITIONS": str(partitions),
+                    "CLAIMS_REPLICATION_FACTOR": str(replication),
                     "CLAIMS_SESSION_TIMEOUT_S": "6", "CLAIMS_ASSEMBLY_TIMEOUT_S": "6",
                     "CLAIMS_PROCESSING_GUARANTEE": guarantee, "CLAIMS_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}"}
         self.workers: dict[str, subprocess.Popen] = {}
-        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions))))
+        asyncio.run(ensure_topics(bootstrap, topic_specs(Settings(bootstrap_servers=bootstrap, partitions=partitions,
+                                                                  replication_factor=replication))))
 
     def start(self, name: str) -> None:
         port_file = self.workdir / f"{name}.port"
@@ -99,9 +109,82 @@ def _offer(bootstrap: str, lines: list[bytes], rate: float, step_s: float = 0.1)
         time.sleep(max(started + (i + per_step) / rate - time.monotonic(), 0))
 
 
+def _kill_the_busiest_broker(cluster: Any) -> Callable[[], None]:
+    """kill -9 the node leading most partitions; the returned call starts it again."""
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+    node = Counter(p.leader for name in (topics.SUBMITTED.name, topics.ASSEMBLED.name, topics.PRICED.name)
+                   for p in md.topics[name].partitions.values()).most_common(1)[0][0]
+    cluster.kill(node)
+    return lambda: cluster.restart_node(node)
+
+
+def _strike(rnd: _Round, fault: str, started: float, fault_at: float, cluster: Any) -> None:
+    """The fault, `fault_at` s into the load; the worker (or broker) back `BACK_AFTER_S` later."""
+    def at(seconds: float) -> None:
+        time.sleep(max(started + seconds - time.monotonic(), 0))
+
+    at(fault_at)
+    if fault == "kill -9":
+        rnd.kill("w2")
+    elif fault == "kill -9 in phases":  # transactions open; the group just formed again; the backlog flowing
+        rnd.kill("w2")
+        at(fault_at + BACK_AFTER_S)
+        rnd.start("w2-back")
+        rnd.ready("w2-back")
+        rnd.kill("w1")
+        rnd.start("w1-back")
+        rnd.ready("w1-back")
+        rnd.kill("w2-back")
+        rnd.start("w2-again")
+        return
+    elif fault == "graceful restart":
+        rnd.stop("w2")
+    elif fault == "join and leave":
+        rnd.start("w3")
+    elif fault == BROKER_FAULT:
+        back = _kill_the_busiest_broker(cluster)
+        at(fault_at + BACK_AFTER_S)
+        back()
+        return
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+    at(fault_at + BACK_AFTER_S)
+    if fault == "join and leave":
+        rnd.stop("w3")
+    else:
+        rnd.start("w2-back")
+
+
+def _remittance_repeats(bootstrap: str) -> int:
+    """835s beyond one per claim (key), as a read_committed consumer reads them."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    name = topics.REMITTANCE_835.name
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"soak-835-{uuid.uuid4().hex[:8]}",
+                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        parts = reader.list_topics(name, timeout=10).topics[name].partitions
+        reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
+        keys: Counter = Counter()
+        idle = 0
+        while idle < 3:  # seconds without a record: the end
+            message = reader.poll(1.0)
+            if message is None:
+                idle += 1
+            elif not message.error():
+                idle = 0
+                keys[message.key()] += 1
+    finally:
+        reader.close()
+    return sum(n - 1 for n in keys.values())
+
+
 def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float, guarantee: str, seed: int,
-              partitions: int = 4, timeout: float = 240) -> dict[str, Any]:
-    """One round: two workers, `lines` offered at `rate`, `fault` striking during the load."""
+              partitions: int = 4, timeout: float = 240, cluster: Any = None) -> dict[str, Any]:
+    """One round: two workers, `lines` offered at `rate`, `fault` striking during the load
+    (`cluster`: the KafkaCluster, for a broker fault)."""
     work = generate(lines, members=max(lines // 20, 50), seed=seed)
     ref = ReferenceData()
     for table, rows in work.reference.items():
@@ -109,7 +192,7 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
     batch_ledger = Ledger(f"sqlite:///{workdir / 'batch.db'}")
     expected = list(run_batch(work.lines, ref, default_rulebooks(), batch_ledger))
     owed = Counter(_key(r) for r in expected)
-    rnd = _Round(bootstrap, workdir, guarantee, partitions)
+    rnd = _Round(bootstrap, workdir, guarantee, partitions, replication=3 if cluster is not None and cluster.brokers == 3 else 1)
     asyncio.run(client.produce(bootstrap, [(topics.REFERENCE[t].name, TABLES[t][1](TABLES[t][0].model_validate(r)).encode(),
                                             orjson.dumps(r)) for t, rows in work.reference.items() for r in rows]))
     try:
@@ -121,18 +204,12 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
         started = time.monotonic()
         load.start()
         fault_at = FAULT_AT_S[seed % len(FAULT_AT_S)]
-        time.sleep(fault_at)
-        {"kill -9": lambda: rnd.kill("w2"), "graceful restart": lambda: rnd.stop("w2"),
-         "join and leave": lambda: rnd.start("w3")}[fault]()
-        time.sleep(max(started + fault_at + BACK_AFTER_S - time.monotonic(), 0))
-        if fault == "join and leave":
-            rnd.stop("w3")
-        else:
-            rnd.start("w2-back")
+        _strike(rnd, fault, started, fault_at, cluster)
         load.join()
         isolation = {"isolation_level": "read_committed"} if guarantee == "exactly_once" else {}
         asyncio.run(client.collect(bootstrap, lambda r: owed.keys() <= {_key(x) for x in r}, timeout, **isolation))
         records = asyncio.run(client.collect(bootstrap, lambda r: False, 6, **isolation))  # and any late repeat
+        remitted_again = _remittance_repeats(bootstrap)
     finally:
         rnd.stop_all()
     got = Counter(_key(r) for r in records)
@@ -146,7 +223,7 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
                 == batch_ledger.rows("unit_usage", "claim_id", "line_number", "authorization_number", "units"))
     out = {"fault": fault, "fault_at_s": fault_at, "load": os.getloadavg()[0], "lines": len(work.lines), "lost": len(lost),
            "repeated": sum(max(n - owed[k], 0) for k, n in got.items()),
-           "differ": len(wrong), "units_ok": units_ok, "lost_lines": [],
+           "differ": len(wrong), "units_ok": units_ok, "lost_lines": [], "remitted_again": remitted_again,
            "repeated_keys": sorted((k for k, n in got.items() if n > owed[k]), key=repr)[:20],
            "repeated_by_topic": dict(Counter(k[0] for k, n in got.items() for _ in range(max(n - owed[k], 0))))}
     if lost:
@@ -156,19 +233,35 @@ def run_round(bootstrap: str, workdir: Path, fault: str, lines: int, rate: float
     return out
 
 
-def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Rounds, each on a fresh broker, cycling through `FAULTS`, until `seconds` have passed."""
+def _broker(engine: str, workdir: Path) -> Any:
+    """A fresh, ready broker: tansu, kafka (one node) or kafka3 (three)."""
     from streams.tools.bench import _start_broker
+    from streams.devbrokers.kafka import KafkaCluster
 
+    if engine != "kafka3":
+        return _start_broker(engine, workdir)[0]
+    cluster = KafkaCluster(brokers=3, data_dir=workdir / "kafka")
+    cluster.start()
+    try:
+        cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Rounds, each on a fresh broker, cycling through the engine's faults, until `seconds` have passed."""
     results: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        fault = FAULTS[len(results) % len(FAULTS)]
+        fault = faults(engine)[len(results) % len(faults(engine))]
         workdir = Path(tempfile.mkdtemp(prefix="claims-soak-"))
-        broker, _ = _start_broker(engine, workdir)
+        broker = _broker(engine, workdir)
         try:
             say(f"round {len(results) + 1}: {fault}, {lines} lines at {rate:g}/s on {engine}, {guarantee} ...")
-            result = run_round(broker.bootstrap, workdir, fault, lines, rate, guarantee, seed=len(results) + 1)
+            result = run_round(broker.bootstrap, workdir, fault, lines, rate, guarantee, seed=len(results) + 1,
+                               cluster=broker if engine == "kafka3" else None)
         finally:
             broker.stop()
         result["workdir"] = str(workdir)
@@ -180,7 +273,8 @@ def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, s
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-        say(f"  lost {result['lost']}, repeated {result['repeated']} {result['repeated_by_topic'] or ''}, differing records "
+        say(f"  lost {result['lost']}, repeated {result['repeated']} {result['repeated_by_topic'] or ''}, "
+            f"835s repeated {result['remitted_again']}, differing records "
             f"{result['differ']}, units {'counted once' if result['units_ok'] else 'WRONG'} (fault at {result['fault_at_s']:g} s, "
             f"load {result['load']:.1f})")
         results.append(result)

@@ -75,6 +75,10 @@ def _send_in_source_transaction() -> None:
     TransactionManager.send = send_answering
 
 
+#: exactly_once rebalances so far in this worker: a batch that began before one is abandoned
+REBALANCES = [0]
+
+
 class TransactionGone(Exception):
     """exactly_once: an answer to a message whose transaction is gone (a rebalance aborted it;
     the message is read again, by this worker or the partition's new owner, and answered
@@ -94,7 +98,11 @@ def _restart_transactions_on_rebalance() -> None:
     reused it, so every send and commit failed (`ProducerFenced`, then "Can't send messages
     while not in transaction"), the agents crashed, and one round lost 33 lines. A rebalance
     now stops every transactional producer, and Faust starts one per assigned partition: its
-    InitProducerId aborts what the old one left open, as the seek replays it."""
+    InitProducerId aborts what the old one left open, as the seek replays it. The offsets
+    acknowledged meanwhile (batches that finished during the revocation, their answers now
+    aborted) are forgotten too, or the next transaction committed them before the replay
+    answered them again (a graceful restart lost 69 lines); a batch still running across the
+    rebalance is abandoned (`stage._whole`, by `REBALANCES`)."""
     from faust.transport.consumer import TransactionManager
 
     rebalance = TransactionManager.on_rebalance
@@ -102,7 +110,10 @@ def _restart_transactions_on_rebalance() -> None:
         return
 
     async def on_rebalance(self, assigned, revoked, newly_assigned):
+        REBALANCES[0] += 1
         await self._stop_transactions(sorted(self.producer._transaction_producers))  # noqa: SLF001
+        for acked in (self.consumer._acked, self.consumer._acked_index, self.consumer._gap):  # noqa: SLF001
+            acked.clear()
         await rebalance(self, assigned, set(), newly_assigned)
 
     on_rebalance._claims_tuned = True
@@ -284,7 +295,13 @@ BATCHES = BatchGate()
 
 def _commit_between_batches() -> None:
     """exactly_once: the commit (offsets from the acknowledged messages, then the
-    transactions) runs between batches (`BatchGate`)."""
+    transactions) runs between batches (`BatchGate`), and not during a rebalance: Faust forgets
+    every partition's acknowledged offsets when the revocation begins
+    (`Consumer.on_partitions_revoked`), and a commit while it waits for the streams (the
+    periodic one, or `wait_empty`'s) committed transactions holding answers whose offsets were
+    forgotten; the seek then read those messages again and answered them twice (a graceful
+    restart of another worker: 40-70 repeats). The rebalance aborts every open transaction
+    instead (`_restart_transactions_on_rebalance`), and the seek replays what they held."""
     from faust.transport.consumer import Consumer
 
     force = Consumer.force_commit
@@ -295,6 +312,8 @@ def _commit_between_batches() -> None:
         if not self.in_transaction:
             return await force(self, topics, start_new_transaction=start_new_transaction)
         async with BATCHES.commit():
+            if self.app.rebalancing:
+                return False
             return await force(self, topics, start_new_transaction=start_new_transaction)
 
     force_commit._claims_tuned = True
@@ -352,8 +371,9 @@ def _never_commit_past_in_flight() -> None:
             acked.extend(held)
             acked.sort()
 
-    filter_committable._claims_tuned = True
-    capped_new_offset._claims_original = new_offset
+    filter_committable._claims_tuned = capped_new_offset._claims_tuned = True
+    filter_committable.__wrapped__ = filter_
+    capped_new_offset.__wrapped__ = capped_new_offset._claims_original = new_offset
     Consumer._filter_committable_offsets = filter_committable
     Consumer._new_offset = capped_new_offset
 

@@ -9,6 +9,7 @@ commit and the publish of what it produced.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -22,13 +23,12 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.faust_tuning import BATCHES, TransactionGone, answering
+from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, answering
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
 
 log = logging.getLogger("claims.stage")
-
 
 async def run(w: Worker, stream: faust.StreamT, stage: str, source: topics.TopicDef,
               handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]], needs_reference: bool = False) -> None:
@@ -43,17 +43,61 @@ async def run(w: Worker, stream: faust.StreamT, stage: str, source: topics.Topic
             await w.runtime.reference_ready.wait()
         started = time.perf_counter()
         async with BATCHES.batch() if w.app.in_transaction else nullcontext():
-            await _handle(w, stage, source, handle, events)
+            if await _whole(w, stage, source, handle, events):
+                for event in events:  # inside the gate: no commit sees the batch's answers without its offsets
+                    await stream.ack(event)
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
         uncommitted = {event.message.tp for event in events} - _committed(w)
+
+
+async def _whole(w: Worker, stage: str, source: topics.TopicDef, handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]],
+                 events: Sequence[EventT]) -> bool:
+    """Run one batch to its end; False when it was abandoned. Cancelled halfway (a stop), Faust's
+    `take_events` acknowledges the whole batch when its generator closes, and the stop's commit
+    then passed messages whose answers were never sent (a graceful restart lost 30 lines of
+    claims ASSEMBLED in the ledger, issue 24). So a cancelled batch is finished first (for at most
+    `SHUTDOWN_DRAIN_S`), and one that cannot finish, or whose exactly_once transaction a
+    rebalance aborted (`TransactionGone`, or a rebalance while it ran), is abandoned: none of its
+    offsets is acknowledged, and its messages are read again."""
+    began = REBALANCES[0]
+    task = asyncio.ensure_future(_handle(w, stage, source, handle, events))
+    try:
+        await asyncio.shield(task)
+    except TransactionGone as exc:  # exactly_once: answered when it is read again
+        log.warning("stage %s: %s", stage, exc)
+        _abandon(w, events)
+        return False
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait({task}, timeout=SHUTDOWN_DRAIN_S)
+        if task.done() and not task.cancelled() and task.exception() is None and REBALANCES[0] == began:
+            for event in events:
+                event.ack()
+        else:
+            task.cancel()
+            _abandon(w, events)
+        raise
+    if REBALANCES[0] != began:  # its transaction was aborted, the acknowledgements forgotten: read again
+        log.warning("stage %s: a rebalance came during the batch; it is answered when it is read again", stage)
+        _abandon(w, events)
+        return False
+    return True
+
+
+def _abandon(w: Worker, events: Sequence[EventT]) -> None:
+    """Mark a batch's messages done without acknowledging their offsets: the commit stops
+    before them, and they are read again (after the rebalance's seek, or by the next owner)."""
+    for event in events:
+        event.message.acked = True
+        w.app.consumer._unacked_messages.discard(event.message)  # noqa: SLF001 - else the stop waits for them
 
 
 async def _handle(w: Worker, stage: str, source: topics.TopicDef, handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]],
                   events: Sequence[EventT]) -> None:
     try:
         await handle(w, events)
-    except TransactionGone as exc:  # exactly_once: the batch is answered when it is read again
-        log.warning("stage %s: %s", stage, exc)
+    except TransactionGone:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bug must not stop the agent or its commits
         log.error("stage %s: batch failed (%s); dead-lettering %d messages", stage, type(exc).__name__, len(events))
         for event in events:
