@@ -160,12 +160,21 @@ def released(history: History) -> History:
 
 
 def dry_run(lines: Iterable[ClaimLine], ref: ReferenceData, history: History, books: Rulebooks,
-            now: datetime) -> list[AdjudicatedLine]:
+            now: datetime, current: Sequence[AdjudicatedLine] = ()) -> list[AdjudicatedLine]:
     """The claim's lines decided again as a replacement would be: `history` is the member's
     state without what the claim established (its paid lines, units and drug days released),
-    against the current rules and reference data. Nothing is stored; the records keep the
-    claim's own id."""
-    return decide(lines, ref, history, books, now).decisions
+    against the current rules and reference data, a reviewer's decision among `current` kept
+    (`keep_reviews`). Nothing is stored; the records keep the claim's own id."""
+    return keep_reviews(current, decide(lines, ref, history, books, now).decisions)
+
+
+def keep_reviews(current: Sequence[AdjudicatedLine], after: Sequence[AdjudicatedLine]) -> list[AdjudicatedLine]:
+    """`after` with each line a reviewer decided (its record in `current` carries `review`)
+    that the rules pend again replaced by the reviewer's record: the rules send the line to a
+    person, and a person decided it, so a re-decision that merely pends it again changes
+    nothing and undoes no review (it still differs when the rules pay or deny it)."""
+    reviewed = {d.line_number: d for d in current if d.review is not None}
+    return [reviewed.get(d.line_number, d) if d.status == "PENDED" else d for d in after]
 
 
 def decide(lines: Iterable[ClaimLine], ref: ReferenceData, history: History, books: Rulebooks,
@@ -255,6 +264,7 @@ def adjust(lines: Iterable[ClaimLine], current: Sequence[AdjudicatedLine], minte
     reverses = current[0].claim_id
     root = root_of(reverses)
     outcome = decide(lines, ref, history, books, now, claim_id=minted)
+    _carry_reviews(outcome, current, minted, now)
     mark = {"adjusts": root, "proposal_id": pid}
     outcome.decisions = [evolve(d, **mark) for d in outcome.decisions]
     outcome.new_decisions = [evolve(d, **mark) for d in outcome.new_decisions]
@@ -262,3 +272,18 @@ def adjust(lines: Iterable[ClaimLine], current: Sequence[AdjudicatedLine], minte
     outcome.reversals = reversals
     outcome.reverses = reverses
     return Adjustment(claim_id=minted, adjusts=root, reverses=reverses, reversals=reversals, outcome=outcome)
+
+
+def _carry_reviews(outcome: Outcome, current: Sequence[AdjudicatedLine], minted: str, now: datetime) -> None:
+    """The adjusted claim keeps a reviewer's decision the rules would pend again (`keep_reviews`,
+    as the dry run did), under its own id; a denied line holds no units or duplicate
+    fingerprint (as after the review), a paid one keeps what its pend held."""
+    kept = {d.line_number: evolve(d, claim_id=minted, adjudicated_at=now)
+            for d in keep_reviews(current, outcome.decisions) if d.review is not None}
+    if not kept:
+        return
+    outcome.decisions = [kept.get(d.line_number, d) for d in outcome.decisions]
+    outcome.new_decisions = [kept.get(d.line_number, d) for d in outcome.new_decisions]
+    denied = {n for n, d in kept.items() if d.status == "DENIED"}
+    outcome.paid = [p for p in outcome.paid if p[1] not in denied]
+    outcome.units = [u for u in outcome.units if u[1] not in denied]

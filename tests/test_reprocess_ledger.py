@@ -15,7 +15,7 @@ import pytest
 from rules import engine
 from rules.reference import ReferenceData
 from streams.ledger.store import Intake, Ledger
-from contract.models import AwpPrice, ClaimLine
+from contract.models import AwpPrice, ClaimLine, FeeScheduleRate
 from streams.ledger.reprocess import ProposalConflict, ProposalNotFound
 from tests.test_ledger import BOOKS, SAMPLE, Store, accept, ledger, line, store  # noqa: F401 - fixtures
 from streams.pipeline.batch import load_reference_dir
@@ -189,6 +189,62 @@ def test_a_provider_replacement_supersedes_the_open_proposal(ledger: Ledger) -> 
         ledger.decide_proposal(p.proposal_id, "APPROVE", "alice", None, ref, BOOKS, T0)
 
 
+def reviewed_claims(ledger: Ledger, nurse_charge: str = "100.00") -> None:
+    """RV-1 and RV-2: a high-dollar factor line (pended, then denied CARC 50 on RV-1 and paid on
+    RV-2 by a reviewer) and a nursing visit paid by the rules."""
+    from tests.test_review import decide_lines, decide_review, factor
+    from tests.test_review_remittance import nurse
+
+    for claim_id, day in (("RV-1", "2026-02-10"), ("RV-2", "2026-02-11")):
+        assert [d.status for d in decide_lines(ledger, [
+            factor(claim_id, 1, 2, charge="15000.00", service_date=day),
+            nurse(claim_id, 2, 2, service_date=day, charge_amount=nurse_charge)])] == ["PENDED", "PAID"]
+    decide_review(ledger, "RV-1", 1, {"action": "DENY", "carc": "50"})
+    decide_review(ledger, "RV-2", 1, {"action": "PAY"})
+
+
+def test_a_record_a_reviewed_claim_was_decided_with_proposes_nothing(ledger: Ledger) -> None:
+    """A reference record the claims were decided with, looked at after their pended lines
+    were reviewed (a worker's first load is recorded after claims waiting on the topic were
+    submitted, and under load the timer reaches it late): the dry run pends each reviewed line
+    again, the reviewers' decisions stand, nothing is proposed or adjusted (the denied line
+    pended again counted as a raise and was adjusted at once, the paid one waited as a fall)."""
+    from tests.test_review import AUTH, REF
+
+    reviewed_claims(ledger)
+    before = {c: ledger.decisions_for(c) for c in ("RV-1", "RV-2")}
+    assert [(d.status, d.review is not None) for c in before for d in before[c]] == [
+        ("DENIED", True), ("PAID", False), ("PAID", True), ("PAID", False)]
+    made = change(ledger, REF, AUTHS, AUTH, "c1", T0 + timedelta(minutes=5))
+    assert ledger.pending_changes() == [] and made.proposals == [] and ledger.proposals(status=None) == []
+    assert {c: ledger.decisions_for(c) for c in before} == before
+
+
+def test_an_adjustment_keeps_a_reviewers_decision_the_rules_would_pend_again(ledger: Ledger) -> None:
+    """A real change to another line of a reviewed claim (the nursing visit's fee raised): only
+    that line differs and the adjustment is automatic; the adjusted claim keeps the reviewer's
+    denial (no pend, no hold) and payment (its hold kept) instead of pending the lines again."""
+    from tests.test_review import REF
+
+    reviewed_claims(ledger, nurse_charge="300.00")
+    ref = copy.deepcopy(REF)
+    key = "99601:2026-01-01"
+    ref.apply("fee-schedule", key, FeeScheduleRate(procedure_code="99601", rate=Decimal("200.00"),
+                                                   effective_from=date(2026, 1, 1)))
+    change(ledger, ref, "reference.fee-schedule", key, "c1", T0 + timedelta(minutes=5))
+    proposals = ledger.proposals(status=None)
+    assert sorted((p.claim_id, p.status, [ln.line_number for ln in p.lines]) for p in proposals) == [
+        ("RV-1", "APPROVED", [2]), ("RV-2", "APPROVED", [2])]
+    for claim_id, action, status, carcs in (("RV-1", "DENY", "DENIED", ["50"]), ("RV-2", "PAY", "PAID", [])):
+        (old, _), (first, second) = ledger.decisions_for(claim_id), ledger.decisions_for(f"{claim_id}~A1")
+        assert (first.claim_id, first.status, first.review.action, first.allowed_amount, first.adjusts) == (
+            f"{claim_id}~A1", status, action, old.allowed_amount, claim_id)
+        assert [a.carc for a in first.adjustments if a.carc != "45"] == carcs and first.pend is None
+        assert second.status == "PAID" and second.allowed_amount > Decimal("100.00")
+    assert ledger.open_pends() == []
+    assert ledger.rows("paid_lines", "claim_id", "line_number") == [("RV-1~A1", 2), ("RV-2~A1", 1), ("RV-2~A1", 2)]
+
+
 def test_proposal_making_interrupted_makes_the_rest_and_none_twice(store: Store) -> None:
     ledger = store.ledger
     ref = fresh_ref()
@@ -307,7 +363,6 @@ async def test_the_timer_looks_at_changes_in_order_and_waits_for_one_its_view_la
     its automatic adjustment, complete after the first change was recorded, would never be
     looked at for it. Once the view holds both, both apply, in order."""
     from streams.agents import reprocess as timer
-    from contract.models import FeeScheduleRate
     from streams.worker.runtime import Runtime
     from streams.settings import Settings
     from streams.worker.app import Worker

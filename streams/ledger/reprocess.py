@@ -283,7 +283,7 @@ class ReprocessStore:
             if not reprocess.looked_at(current):
                 return made
             ref = ref.subset(lines)  # what the claim reads, copied whole: the worker's view may be changing
-            after = reprocess.dry_run(lines, ref, self._released_history(q, claim_id, lines), books, now)
+            after = reprocess.dry_run(lines, ref, self._released_history(q, claim_id, lines), books, now, current)
             proposal = reprocess.propose(claim_id, current, after, ProposalTrigger(topic=topic, key=key), pid, now)
             old = _open(q, claim_id)
             for p in old:
@@ -350,7 +350,7 @@ class ReprocessStore:
                 return stored, made
             current = self._decisions(q, proposal.claim_id)
             ref = ref.subset(lines)
-            after = reprocess.dry_run(lines, ref, self._released_history(q, proposal.claim_id, lines), books, now)
+            after = reprocess.dry_run(lines, ref, self._released_history(q, proposal.claim_id, lines), books, now, current)
             if not reprocess.same_result(proposal, current, after):
                 withdrawn = _set_status(q, proposal, "WITHDRAWN", now)
                 made.proposals.append(withdrawn)
