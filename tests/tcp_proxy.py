@@ -148,6 +148,9 @@ class TcpProxy:
                 _reset(client)
                 continue
             self.accepted += 1
+            for sock in (client, upstream):  # forward each write at once, as libpq's own socket does: with
+                # Nagle a pipelined client's second write waits for the first's delayed ACK (40 ms a round)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pair = (client, upstream)
             with self._lock:
                 if self._blocked is not None:  # blocked while connecting upstream
