@@ -399,6 +399,7 @@ def bench(
     ledger: Annotated[str | None, typer.Option(metavar="URL", help="The workers' ledger, a postgresql:// URL holding no claims yet; default a fresh SQLite file.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Write the figures to this file.")] = None,
     idle_s: Annotated[float, typer.Option(help="Seconds of idle CPU measured per process, before the load and after it; 0 skips.")] = 30,
+    wait_trips: Annotated[int, typer.Option(min=0, help="Single claims timed through POST /v1/claims?wait after the load, and half as many that each find the workers idle; 0 skips.")] = 20,
     compare_ledgers: Annotated[bool, typer.Option(help="Run on a fresh SQLite ledger, then on --ledger's PostgreSQL, back to "
                                                        "back, and print both side by side.")] = False,
 ) -> None:
@@ -420,7 +421,7 @@ def bench(
                 console.print(f"[bold]{'SQLite' if url is None else 'PostgreSQL'} ledger[/bold]")
             # the pass-through does not touch the ledger: measured once, in the first run
             results.append(run_bench(lines, rate, workers, partitions, bootstrap, baseline and not i, timeout, console.print,
-                                     engine, shadow, url, idle_s))
+                                     engine, shadow, url, idle_s, wait_trips))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
     for figures in results:

@@ -396,7 +396,8 @@ def _start_broker(engine: str, workdir: Path) -> tuple[EmbeddedBroker | KafkaClu
 
 def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap: str | None, baseline: bool,
               timeout: float, say: Callable[[str], None], engine: str = "tansu",
-              shadow: Path | None = None, ledger: str | None = None, idle_s: float = IDLE_SECONDS) -> dict[str, Any]:
+              shadow: Path | None = None, ledger: str | None = None, idle_s: float = IDLE_SECONDS,
+              wait_trips: int = WAIT_ROUND_TRIPS) -> dict[str, Any]:
     if ledger is not None and Ledger(ledger).count("claims"):
         raise ValueError("the ledger given already holds claims: give the bench an empty one")
     work = generate(lines, members=max(lines // 10, 50), seed=42)
@@ -448,12 +449,14 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
                     say(f"{run.unanswered} lines unanswered: finding where they are ...")
                     run.unanswered_lines = losses.explain(boot, env["CLAIMS_LEDGER_URL"], env["CLAIMS_APP_ID"],
                                                           [tuple(k) for k in run.unanswered_lines])
-                say(f"single claims through POST /v1/claims?wait, {WAIT_ROUND_TRIPS} round trips on the idle pipeline ...")
-                time.sleep(1)
-                figures["wait"] = _wait_round_trips(ports[0], token, work)
-                say(f"... and {WAIT_IDLE_ROUND_TRIPS} that each find the workers idle ({WAIT_IDLE_GAP_S:g} s apart) ...")
-                time.sleep(WAIT_IDLE_GAP_S)
-                figures["wait_idle"] = _wait_round_trips(ports[0], token, work, WAIT_IDLE_ROUND_TRIPS, WAIT_IDLE_GAP_S, "-IDLE")
+                if wait_trips:
+                    say(f"single claims through POST /v1/claims?wait, {wait_trips} round trips on the idle pipeline ...")
+                    time.sleep(1)
+                    figures["wait"] = _wait_round_trips(ports[0], token, work, wait_trips)
+                    idle_trips = max(wait_trips // 2, 1)
+                    say(f"... and {idle_trips} that each find the workers idle ({WAIT_IDLE_GAP_S:g} s apart) ...")
+                    time.sleep(WAIT_IDLE_GAP_S)
+                    figures["wait_idle"] = _wait_round_trips(ports[0], token, work, idle_trips, WAIT_IDLE_GAP_S, "-IDLE")
                 if idle_s:
                     say(f"idle CPU per process over {idle_s:g} s, after the run ...")
                     time.sleep(IDLE_SETTLE_S)
@@ -469,9 +472,8 @@ def run_bench(lines: int, rate: float, workers: int, partitions: int, bootstrap:
     return figures
 
 
-#: `?wait` round trips that each find the workers idle, and the gap between them (longer
-#: than `faust_tuning.IdleFetchWait.IDLE_AFTER_S` and the idle wait)
-WAIT_IDLE_ROUND_TRIPS = 10
+#: the gap between the `?wait` round trips that each find the workers idle (longer than
+#: `faust_tuning.IdleFetchWait.IDLE_AFTER_S` and the idle wait)
 WAIT_IDLE_GAP_S = 2.0
 
 
