@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from rules.reference import ReferenceData, TABLES
+from streams.ledger.schema import TABLES as LEDGER_TABLES
 from rules.rulebook import default_rulebooks
 from contract import topics
 from streams.kafka import client
@@ -285,3 +286,25 @@ def read_to_end(bootstrap: str, names: list[str], quiet_ms: int = 1000) -> list[
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def ledger_state(ledger: Ledger) -> dict[str, list]:
+    """Every table of a ledger, rows sorted, without clocks (JSON bodies without their `_at`
+    fields, floats rounded): what two runs that should agree are compared by."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("{"):
+            return {k: v for k, v in orjson.loads(value).items() if not k.endswith("_at")}
+        if isinstance(value, float):
+            return round(value, 6)
+        return value
+
+    state = {}
+    with ledger.reading() as q:
+        for table in LEDGER_TABLES:
+            if table == "input_progress":
+                continue
+            cursor = q(f"SELECT * FROM {table}")
+            names = [d[0] for d in cursor.description]
+            state[table] = sorted((tuple(clean(v) for n, v in zip(names, row) if n not in ("first_seen", "last_seen", "decided_at"))
+                                   for row in cursor.fetchall()), key=repr)
+    return state

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from rules import engine
 from rules.reference import TABLES as REFERENCE_TABLES
@@ -28,8 +27,8 @@ from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
 from streams.pipeline import batch, steps as pipeline
 from streams.ledger.store import Ledger, LedgerUnavailable
-from streams.ledger.schema import TABLES
 from streams.tools.synthetic import generate
+from tests.harness import ledger_state
 
 BOOKS = default_rulebooks()
 WORK = generate(500, members=12, seed=23, corrections=0.4)
@@ -100,25 +99,6 @@ def _run(ledger: CrashingLedger, on_crash: Callable[[int, bytes], None] = lambda
     return [_deliver(ledger, n, raw, on_crash) for n, raw in enumerate(WORK.lines)]
 
 
-def _state(ledger: Ledger) -> dict[str, list]:
-    """Every table, rows in key order, without clocks (JSON bodies without their `_at` fields)."""
-    def clean(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("{"):
-            return {k: v for k, v in orjson.loads(value).items() if not k.endswith("_at")}
-        return value
-
-    with ledger.reading() as q:
-        state = {}
-        for table in TABLES:
-            if table == "input_progress":
-                continue
-            cursor = q(f"SELECT * FROM {table}")
-            names = [d[0] for d in cursor.description]
-            state[table] = sorted((tuple(clean(v) for n, v in zip(names, row) if n not in ("first_seen", "last_seen", "decided_at"))
-                                   for row in cursor.fetchall()), key=repr)
-        return state
-
-
 def test_a_crash_at_any_point_of_the_ledgers_work_changes_no_answer_and_no_state(tmp_path: Path) -> None:
     clean = CrashingLedger(f"sqlite:///{tmp_path}/clean.db", every=None)
     expected = _run(clean)
@@ -132,12 +112,12 @@ def test_a_crash_at_any_point_of_the_ledgers_work_changes_no_answer_and_no_state
     got = _run(crashed, lambda n, raw: hits.append(n))
     crashed.every = None
     assert got == expected
-    assert _state(crashed) == _state(clean)
+    assert ledger_state(crashed) == ledger_state(clean)
     assert crashed.crashes == len(hits) >= 400, "the crashes did not happen"
     assert len(set(hits) & corrections) >= 40, "too few crashes came while replacements and voids were worked on"
 
     # every message delivered once more (a consumer group reset to the beginning): no state changes
-    before = _state(crashed)
+    before = ledger_state(crashed)
     for n, raw in enumerate(WORK.lines):
         _deliver(crashed, n, raw)
-    assert _state(crashed) == before
+    assert ledger_state(crashed) == before

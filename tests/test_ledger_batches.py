@@ -28,12 +28,11 @@ from rules.reference import TABLES as REFERENCE_TABLES
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
 from contract.models import ClaimLine
-from streams.ledger.schema import TABLES
 from streams.ledger.store import Ledger, LedgerUnavailable
 from streams.pipeline import batch, steps as pipeline
 from streams.pipeline.batch import load_reference_dir
 from streams.tools.synthetic import generate
-from tests.harness import PG_URL
+from tests.harness import PG_URL, ledger_state
 
 pytestmark = pytest.mark.postgres
 
@@ -92,27 +91,6 @@ def _stream(ledger: Ledger, lines: list[bytes], batch: int = BATCH,
     return out
 
 
-def _state(ledger: Ledger) -> dict[str, list]:
-    """Every table, rows sorted, without clocks (JSON bodies without their `_at` fields)."""
-    def clean(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("{"):
-            return {k: v for k, v in orjson.loads(value).items() if not k.endswith("_at")}
-        if isinstance(value, float):
-            return round(value, 6)
-        return value
-
-    state = {}
-    with ledger.reading() as q:
-        for table in TABLES:
-            if table == "input_progress":
-                continue
-            cursor = q(f"SELECT * FROM {table}")
-            names = [d[0] for d in cursor.description]
-            state[table] = sorted((tuple(clean(v) for n, v in zip(names, row) if n not in ("first_seen", "last_seen", "decided_at"))
-                                   for row in cursor.fetchall()), key=repr)
-    return state
-
-
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Ledger]:
     ledger = Ledger(postgres_url)
@@ -125,7 +103,7 @@ def sqlite_clean(tmp_path: Path) -> tuple[list, dict]:
     """The workload streamed through a SQLite ledger: the reference answers and state."""
     ledger = Ledger(f"sqlite:///{tmp_path / 'clean.db'}")
     try:
-        return _stream(ledger, WORK.lines), _state(ledger)
+        return _stream(ledger, WORK.lines), ledger_state(ledger)
     finally:
         ledger.close()
 
@@ -168,13 +146,13 @@ def test_batches_on_postgresql_answer_and_store_what_sqlite_does_in_few_round_tr
     with _round_trips() as count:
         got = _stream(pg, WORK.lines)
     assert got == expected
-    assert _state(pg) == state
+    assert ledger_state(pg) == state
     # about one round trip per line at intake and one per claim deciding (the issue measured
     # about 20 per line before: a statement each, and a savepoint's two around each message)
     assert count["round trips"] <= 2 * len(WORK.lines), count
     # every message once more (a consumer group reset to the beginning): nothing changes
     _stream(pg, WORK.lines)
-    assert _state(pg) == state
+    assert ledger_state(pg) == state
 
 
 class _CuttingLedger(Ledger):
@@ -215,13 +193,13 @@ def test_a_connection_cut_mid_batch_leaves_nothing_half_written_and_the_batch_co
     failures: list[int] = []
 
     def attempt(n: int, fn: Callable[[], Any]) -> Any:
-        before = _state(ledger)
+        before = ledger_state(ledger)
         ledger.statements, ledger.cut_at = 0, 1 + (n * 7) % 40  # the first statement (BEGIN) to the 40th
         try:
             return fn()
         except LedgerUnavailable:
             failures.append(n)
-            assert _state(ledger) == before, f"batch {n}: the cut left part of the batch stored"
+            assert ledger_state(ledger) == before, f"batch {n}: the cut left part of the batch stored"
             return fn()  # delivered again; the ledger reconnects
         finally:
             ledger.cut_at = None
@@ -229,7 +207,7 @@ def test_a_connection_cut_mid_batch_leaves_nothing_half_written_and_the_batch_co
     try:
         got = _stream(ledger, WORK.lines, attempt=attempt)
         assert got == expected
-        assert _state(ledger) == state
+        assert ledger_state(ledger) == state
         assert ledger.cuts == len(failures) >= len(WORK.lines) // BATCH, "too few batches were cut"
     finally:
         ledger.close()
@@ -261,7 +239,7 @@ def test_a_failing_message_of_a_batch_fails_alone_on_postgresql(pg, tmp_path) ->
             out = _decide_batch(ledger, claims)
             failed = [i for i, o in enumerate(out) if isinstance(o, Exception)]
             assert failed == [2], out
-            results[name] = ([_records(o) for o in out if not isinstance(o, Exception)], _state(ledger))
+            results[name] = ([_records(o) for o in out if not isinstance(o, Exception)], ledger_state(ledger))
     finally:
         sqlite.close()
     assert results["pg"] == results["sqlite"]
