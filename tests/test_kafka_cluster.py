@@ -76,8 +76,11 @@ def leaders(bootstrap: str, names: list[str]) -> Counter:
 
 
 def fully_replicated(bootstrap: str, names: list[str]) -> bool:
+    """Every partition of `names` led and in sync on all three brokers (a topic the metadata
+    does not show yet, being deleted or created, is not)."""
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
-    return all(len(p.isrs) == 3 and p.leader >= 0 for n in names for p in md.topics[n].partitions.values())
+    return all(n in md.topics and md.topics[n].partitions and
+               all(len(p.isrs) == 3 and p.leader >= 0 for p in md.topics[n].partitions.values()) for n in names)
 
 
 def wait_until(cond, timeout: float, what: str) -> float:
