@@ -112,11 +112,9 @@ def shadow(
     if not table:
         _write_jsonl(records)
         return
-    from rich.console import Console
-
     from streams.pipeline.shadow import render_table
 
-    render_table(records, books.versions[0], Console())
+    render_table(records, books.versions[0], _console())
 
 
 @app.command("audit")
@@ -404,15 +402,13 @@ def bench(
                                                        "back, and print both side by side.")] = False,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
-    from rich.console import Console
-
     from streams.tools.bench import run_bench
 
     if engine not in ("tansu", "kafka"):
         fail(f"--engine must be tansu or kafka, not {engine!r}")
     if compare_ledgers and not (ledger or "").startswith(("postgresql://", "postgres://")):
         fail("--compare-ledgers needs --ledger postgresql://... (an empty database) to compare SQLite with")
-    console = Console()
+    console = _console()
     runs = [None, ledger] if compare_ledgers else [ledger]
     results = []
     try:
@@ -525,7 +521,6 @@ def soak(
     """Rounds of offered load with a fault each (kill -9, kill -9 in three phases, graceful restart,
     a worker joining and leaving; on kafka3 a broker killed), checked against batch mode; a table
     per fault; exits 1 on any loss."""
-    from rich.console import Console
     from rich.table import Table
 
     from streams.tools.soak import faults, soak as run_soak
@@ -534,7 +529,7 @@ def soak(
         fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
     if engine == "tansu" and guarantee == "exactly_once":
         fail("exactly_once needs Apache Kafka (--engine kafka or kafka3): Tansu has no transactions")
-    console = Console()
+    console = _console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
     table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
     for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "835s repeated", "differing",
@@ -549,10 +544,22 @@ def soak(
                           str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO",
                           f"{max(r['load'] for r in rows):.1f}")
     console.print(table)
+    lost, differ = sum(r["lost"] for r in results), sum(r["differ"] for r in results)
+    console.print(f"soak: {len(results)} round(s), {lost} line(s) lost, {differ} answer(s) differing from batch mode, "
+                  f"units counted once in {'every round' if all(r['units_ok'] for r in results) else 'NOT every round'}",
+                  soft_wrap=True)
     if json_out:
         json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     if any(r["lost"] or r["differ"] or not r["units_ok"] for r in results):
         fail("a round lost or changed an answer, or counted units wrong: see above", 1)
+
+
+def _console():
+    """Rich's console; piped into a file or a CI log it keeps tables at 200 columns rather than
+    wrapping their headers at 80."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _register_x12() -> None:
