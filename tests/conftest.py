@@ -8,12 +8,20 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
 from streams.devbrokers.tansu import EmbeddedBroker
 from streams.devbrokers.kafka import KafkaCluster, tools_missing
+
+if TYPE_CHECKING:
+    from streams.ledger.store import Ledger
+    from tests.ledger_harness import Store
+
+# tests.harness reads $CLAIMS_TEST_POSTGRES when imported: the fixtures import it, after
+# pytest_configure has set it
 
 _POSTGRES = None
 
@@ -186,3 +194,26 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     schema = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + hashlib.sha1(node.encode()).hexdigest()[:8]
     yield pg_schema_url(schema)
     drop_pg_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A ledger on each backend (SQLite in a temporary file, PostgreSQL in a schema of the
+    test's own), and how to reopen it (a restart)."""
+    from tests.harness import postgres_missing, required_missing
+    from tests.ledger_harness import Store
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    elif reason := postgres_missing():
+        required_missing(reason)
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url)
+    yield s
+    s.ledger.close()
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    return store.ledger

@@ -4,6 +4,7 @@ producer for reference data and claim lines, and a reader of the output topics."
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -29,6 +30,21 @@ from streams.pipeline.batch import run_batch
 from streams.settings import Settings
 from streams.build import topic_specs
 
+SAMPLES = Path(__file__).resolve().parents[1] / "streams" / "sample_data"
+
+
+def sample_lines() -> list[bytes]:
+    return [ln for ln in (SAMPLES / "claims.jsonl").read_bytes().splitlines() if ln.strip()]
+
+
+def sample_reference() -> dict[str, list[dict]]:
+    """{table: rows} of streams/sample_data/reference/<table>.jsonl."""
+    return {
+        path.stem: [orjson.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        for path in sorted((SAMPLES / "reference").glob("*.jsonl"))
+    }
+
+
 PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -38,6 +54,19 @@ def required_missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI requires it: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@functools.cache
+def postgres_missing() -> str | None:
+    """Why the PostgreSQL cases cannot run here (None: they can): no server at $CLAIMS_TEST_POSTGRES."""
+    if not PG_URL:
+        return "$CLAIMS_TEST_POSTGRES is empty: the PostgreSQL cases are left out"
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"PostgreSQL not reachable at {PG_URL!r}: {exc}"
+    return None
 
 
 def pg_schema_url(schema: str) -> str:
@@ -186,19 +215,40 @@ class Pipeline:
         return asyncio.run(client.collect(self.bootstrap, done, timeout))
 
 
+def claim_of(raw: bytes) -> Any:
+    """The claim id of a submitted line, None for one that has none (garbage, a reference record)."""
+    try:
+        return orjson.loads(raw).get("claim_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+def claims_in(lines: list[bytes]) -> set[str]:
+    return {c for c in map(claim_of, lines) if c is not None}
+
+
 def whole_claim_halves(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """`lines` cut near the middle, between two claims (no claim on both sides)."""
     half = len(lines) // 2
-    while half < len(lines) and _same_claim(lines[half - 1], lines[half]):
+    while half < len(lines) and claim_of(lines[half - 1]) is not None and claim_of(lines[half - 1]) == claim_of(lines[half]):
         half += 1
     return lines[:half], lines[half:]
 
 
-def _same_claim(a: bytes, b: bytes) -> bool:
-    try:
-        return orjson.loads(a)["claim_id"] == orjson.loads(b)["claim_id"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return False
+def whole_claim_chunks(lines: list[bytes], n: int) -> list[list[bytes]]:
+    """`n` chunks of about equal size, cut only between claims (a claim is never split:
+    its lines are submitted together, as a payer's integration does)."""
+    size = max(len(lines) // n, 1)
+    out, current = [], []
+    for i, raw in enumerate(lines):
+        current.append(raw)
+        nxt = lines[i + 1] if i + 1 < len(lines) else None
+        if len(current) >= size and (nxt is None or claim_of(nxt) is None or claim_of(nxt) != claim_of(raw)):
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return out
 
 
 def unit_usage(ledger: Ledger) -> list[tuple]:

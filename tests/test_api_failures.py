@@ -17,8 +17,9 @@ import pytest
 from streams.devbrokers.tansu import EmbeddedBroker
 from tests.fixtures.x12 import generate as gen
 from tests.tcp_proxy import TcpProxy
-from tests.test_api import AUTH, JSON, ApiPipeline, call
-from tests.test_metrics_e2e import sample_reference, wait_for
+from tests.api_harness import AUTH, JSON, ApiPipeline, call
+from tests.harness import sample_reference
+from tests.probes import wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
 

@@ -17,8 +17,9 @@ import pytest
 
 from contract import topics
 from streams.kafka import client
-from tests.harness import Pipeline
-from tests.test_metrics_e2e import http_get, parse, sample_reference, wait_for
+from tests.harness import Pipeline, sample_reference
+from tests.probes import http_get, ready, wait_for
+from tests.test_metrics_e2e import parse
 
 pytestmark = pytest.mark.broker
 
@@ -58,13 +59,6 @@ def produce(bootstrap: str, raw: bytes, partition: int | None = None) -> None:
             await producer.stop()
 
     asyncio.run(send())
-
-
-def ready(port: int) -> bool:
-    try:
-        return http_get(f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def started(pipe: Pipeline, name: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from streams.ledger.store import Ledger
 from contract.models import ClaimLine
-from tests.test_ledger import line
+from tests.ledger_harness import line
 
 pytestmark = pytest.mark.broker
 

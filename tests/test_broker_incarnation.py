@@ -17,8 +17,8 @@ import pytest
 from streams.devbrokers.tansu import EmbeddedBroker
 from streams.devbrokers.process import free_port
 from streams.tools.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed
-from tests.test_broker_restart import _claims_in, _ready, _wait
+from tests.harness import Pipeline, batch_expectation, claims_in, keyed
+from tests.probes import ready, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -28,7 +28,7 @@ def test_a_broker_restarted_and_reloaded_with_the_same_data_is_a_new_incarnation
         pytest.skip("restarts the embedded broker itself")
     work = generate(600, members=60, seed=53)
     first, second = work.lines[:300], work.lines[300:]
-    while _claims_in(first[-1:]) & _claims_in(second[:1]):
+    while claims_in(first[-1:]) & claims_in(second[:1]):
         first, second = first + second[:1], second[1:]
     expected = [r for r in batch_expectation(work.lines, work.reference) if r["topic"] != "claims.lines.dlq"]
     port = free_port()  # the broker's: the restarted broker comes back on the same one
@@ -41,8 +41,8 @@ def test_a_broker_restarted_and_reloaded_with_the_same_data_is_a_new_incarnation
     web = pipe.web_port("w1")  # kept when the worker restarts in place
     try:
         pipe.submit(first)
-        pipe.collect([r for r in expected if r.get("claim_id") in _claims_in(first)], timeout=90)
-        assert _wait(lambda: _ready(web), 30)
+        pipe.collect([r for r in expected if r.get("claim_id") in claims_in(first)], timeout=90)
+        wait_for(lambda: ready(web), 30, "the worker ready")
 
         # a new broker on the same port, its topics created again (a new marker) and the same
         # data loaded while the worker is paused, so it cannot notice the broker go: each

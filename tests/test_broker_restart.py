@@ -8,58 +8,17 @@ lost to notice (its restarts are tests/test_kafka_cluster.py's)."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 
-import orjson
 import pytest
 
 from streams.devbrokers.tansu import EmbeddedBroker
 from streams.devbrokers.process import free_port
 from streams.ledger.store import Ledger
 from streams.tools.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed
+from tests.harness import Pipeline, batch_expectation, claims_in, keyed
+from tests.probes import readiness, ready, wait_for
 
 pytestmark = pytest.mark.broker
-
-
-def _readiness(port: int) -> int | None:
-    """The status /readyz answers (200 ready, 503 not), None when nobody answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return r.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def _ready(port: int) -> bool:
-    return _readiness(port) == 200
-
-
-def _not_ready(port: int) -> bool:
-    """The worker answers, and says it is not ready (no answer is not "not ready")."""
-    return _readiness(port) == 503
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
-
-
-def _claims_in(lines: list[bytes]) -> set[str]:
-    out = set()
-    for raw in lines:
-        try:
-            out.add(orjson.loads(raw)["claim_id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            pass
-    return out
 
 
 def test_broker_restart_is_noticed_and_survived(tmp_path):
@@ -69,7 +28,7 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
     half = len(work.lines) // 2
     first, second = work.lines[:half], work.lines[half:]
     # keep claims whole on each side
-    while _claims_in(first[-1:]) & _claims_in(second[:1]):
+    while claims_in(first[-1:]) & claims_in(second[:1]):
         first, second = first + second[:1], second[1:]
     expected = batch_expectation(work.lines, work.reference)
     port = free_port()  # the broker's: the restarted broker must come back on the same one
@@ -83,12 +42,12 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
     web = pipe.web_port("w1")
     try:
         pipe.submit(first)
-        exp_first = [r for r in expected if r.get("claim_id") in _claims_in(first)]
+        exp_first = [r for r in expected if r.get("claim_id") in claims_in(first)]
         got_first = pipe.collect(exp_first, timeout=90)
-        assert _ready(web)
+        assert ready(web)
 
         broker.stop()
-        assert _wait(lambda: _not_ready(web), 30), "the worker must report not ready without its broker"
+        wait_for(lambda: readiness(web) == 503, 30, "the worker to report not ready without its broker")
 
         broker = EmbeddedBroker(port=port, log_path=tmp_path / "broker2.log")
         broker.start()
@@ -104,18 +63,18 @@ def test_broker_restart_is_noticed_and_survived(tmp_path):
             log = pipe.log("w1").read_text(errors="replace")
             return "restarting the worker in place" in log and log.count("claims-pipeline worker: brokers") == 2
 
-        assert _wait(restarted, 60), "the worker must notice the new broker and start again in place"
-        assert _wait(lambda: _readiness(web) is not None, 60), "the worker must answer again after the broker came back"
+        wait_for(restarted, 60, "the worker to notice the new broker and start again in place")
+        wait_for(lambda: readiness(web) is not None, 60, "the worker to answer again after the broker came back")
         time.sleep(4)  # time in which a wrong worker would decide the second half
-        assert _not_ready(web), "no reference data yet: still not ready"
+        assert readiness(web) == 503, "no reference data yet: still not ready"
         ledger = Ledger(pipe.ledger_url)
-        assert not (set(c for c in _claims_in(second)) & _decided_claims(ledger)), \
+        assert not (set(c for c in claims_in(second)) & _decided_claims(ledger)), \
             "nothing may be decided before the reference data is back"
 
         pipe2.load_reference(work.reference)
-        exp_second = [r for r in expected if r.get("claim_id") in _claims_in(second)]
+        exp_second = [r for r in expected if r.get("claim_id") in claims_in(second)]
         got_second = pipe2.collect(exp_second, timeout=120)
-        assert _wait(lambda: _ready(web), 30)
+        wait_for(lambda: ready(web), 30, "the worker ready")
         assert pipe.workers["w1"].poll() is None, "the worker must survive the restart"
     finally:
         pipe.stop_all()

@@ -21,7 +21,7 @@ from streams.ledger.store import Intake, Ledger
 from contract.models import AdjudicatedLine, ClaimLine
 from contract.messages import DecidedBatch, DecidedClaim, decided_messages
 from tests.harness import drop_pg_schema, pg_schema_url
-from tests.test_ledger import BOOKS, REF, T0, Store, accept, ledger, line, snapshot, store  # noqa: F401 - fixtures
+from tests.ledger_harness import BOOKS, REF, T0, Store, accept, line, snapshot
 
 MEMBER, AUTH, NPI = "M1004", "PA26-1004", "1245678903"  # PA26-1004: 6 approved units of 99601/99602/S5498
 CEF = {"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"}

@@ -13,7 +13,7 @@ import pytest
 from streams.ledger.store import Ledger
 from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed
-from tests.test_metrics_e2e import wait_for
+from tests.probes import wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -22,7 +22,7 @@ from streams.ledger.store import Ledger
 from streams.settings import Settings
 from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, fault_outcome, read_to_end
-from tests.test_faults import _ready, _wait
+from tests.probes import ready, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -64,7 +64,7 @@ def run_crash(bootstrap: str, tmp_path: Path) -> dict:
         pipe.start(name)
     ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
     try:
-        _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
+        wait_for(lambda: all(ready(p) for p in ports.values()), 90, "both workers ready", procs=pipe.workers)
         with ThreadPoolExecutor(1) as pool:
             started = time.monotonic()
             load = pool.submit(offer, pipe, work.lines, RATE)

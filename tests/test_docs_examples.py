@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 
 from contract.codes import REJECTION_CODES
 from contract import schemas
-from tests.test_api import TOKEN, ApiPipeline, call
+from tests.api_harness import TOKEN, ApiPipeline, call
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "integration.md"

@@ -20,9 +20,6 @@ import asyncio
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -37,70 +34,21 @@ from streams.ledger.store import Ledger
 from streams.worker.runtime import Runtime
 from streams.settings import Settings
 from streams.tools.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, keyed, unit_usage
+from tests.harness import Pipeline, batch_expectation, keyed, unit_usage, whole_claim_chunks
+from tests.probes import answer, ready, seconds_until, wait_for
 from tests.tcp_proxy import TcpProxy
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _get(port: int, path: str) -> tuple[int, bytes] | None:
-    """(status, body) of GET http://127.0.0.1:<port><path>, None if nobody answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def _ready(port: int) -> bool:
-    got = _get(port, "/readyz")
-    return got is not None and got[0] == 200
-
-
 def _lines_in(port: int, stage: str) -> float:
-    got = _get(port, "/metrics")
+    got = answer(port, "/metrics")
     if got is None or got[0] != 200:
         return 0.0
     for line in got[1].decode().splitlines():
         if line.startswith(f'claims_stage_lines_in_total{{stage="{stage}"}}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str, procs: dict | None = None) -> float:
-    """Poll `cond` until true; the seconds it took. Fails if a worker of `procs` died."""
-    started = time.monotonic()
-    while not cond():
-        for name, proc in (procs or {}).items():
-            assert proc.poll() is None, f"worker {name} died while waiting for {what}"
-        assert time.monotonic() - started < timeout, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
-def _claim_id(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw).get("claim_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-
-
-def _chunks(lines: list[bytes], n: int) -> list[list[bytes]]:
-    """`n` chunks of about equal size, cut only between claims (a claim is never split:
-    its lines are submitted together, as a payer's integration does)."""
-    size = max(len(lines) // n, 1)
-    out, current = [], []
-    for i, raw in enumerate(lines):
-        current.append(raw)
-        nxt = lines[i + 1] if i + 1 < len(lines) else None
-        if len(current) >= size and (nxt is None or _claim_id(nxt) is None or _claim_id(nxt) != _claim_id(raw)):
-            out.append(current)
-            current = []
-    if current:
-        out.append(current)
-    return out
 
 
 def _decided(ledger: Ledger) -> int:
@@ -150,11 +98,11 @@ def test_graceful_stop_of_one_of_two_workers_under_load(fresh_bootstrap, tmp_pat
     for name in ("w1", "w2"):
         pipe.start(name)
     ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
-    chunks = _chunks(work.lines, 20)
+    chunks = whole_claim_chunks(work.lines, 20)
     warm_up, load = chunks[:8], chunks[8:]  # at least 60 % of the lines come during the stop
     timings: dict[str, float] = {}
     try:
-        timings["both_ready_s"] = _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
+        timings["both_ready_s"] = seconds_until(lambda: all(ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
         # load until both workers have taken lines from their own partitions
         started = time.monotonic()
         while not all(_lines_in(p, "intake") > 0 for p in ports.values()):
@@ -205,13 +153,13 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
     pipe.load_reference(work.reference)
     pipe.start("w1")
     port = pipe.web_port("w1")
-    chunks = _chunks(work.lines, 3)
+    chunks = whole_claim_chunks(work.lines, 3)
     readiness: list[tuple[float, int | None, dict]] = []
     timings: dict[str, float] = {}
     try:
-        timings["ready_s"] = _wait(lambda: _ready(port), 90, "the worker ready", pipe.workers)
+        timings["ready_s"] = seconds_until(lambda: ready(port), 90, "the worker ready", pipe.workers)
         pipe.submit(chunks[0])
-        _wait(lambda: _decided(direct) >= 100, 60, "the first decisions", pipe.workers)
+        wait_for(lambda: _decided(direct) >= 100, 60, "the first decisions", procs=pipe.workers)
 
         proxy.block()  # the database is gone: connections reset, new ones refused
         blocked_at = time.monotonic()
@@ -219,7 +167,7 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
         pipe.submit(chunks[1])
         pipe.submit(chunks[2])
         while time.monotonic() - blocked_at < 7.0:
-            got = _get(port, "/readyz")
+            got = answer(port, "/readyz")
             readiness.append((time.monotonic() - blocked_at, got and got[0], json.loads(got[1]) if got else {}))
             time.sleep(0.25)
         # everything published so far, read while the ledger is still unreachable: each
@@ -232,7 +180,7 @@ def test_ledger_outage_publishes_only_committed_decisions_and_loses_nothing(fres
 
         records = pipe.collect(expected, timeout=150)
         timings["drained_after_unblock_s"] = time.monotonic() - blocked_at - timings["blocked_s"]
-        timings["ready_again_s"] = _wait(lambda: _ready(port), 30, "the worker ready again", pipe.workers)
+        timings["ready_again_s"] = seconds_until(lambda: ready(port), 30, "the worker ready again", pipe.workers)
         assert pipe.workers["w1"].poll() is None, "the worker died"
     finally:
         pipe.stop_all()

@@ -19,7 +19,7 @@ from streams.pipeline.impact import LIVE_DIMENSIONS, Impact
 from streams.pipeline.shadow import run_shadow
 from streams.tools.synthetic import generate
 from tests.harness import _key, batch_expectation, keyed
-from tests.test_api import TOKEN, ApiPipeline, call
+from tests.api_harness import TOKEN, ApiPipeline, call
 from tests.test_impact import _reference, read_csv, untimed
 from tests.test_shadow import cli, records
 

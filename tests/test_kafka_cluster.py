@@ -31,8 +31,8 @@ from streams.kafka import client
 from streams.devbrokers.kafka import KafkaCluster
 from streams.ledger.store import Ledger
 from streams.tools.synthetic import generate
-from tests.harness import Pipeline, batch_expectation, fault_outcome, keyed
-from tests.test_faults import _chunks, _ready, _wait
+from tests.harness import Pipeline, batch_expectation, fault_outcome, keyed, whole_claim_chunks
+from tests.probes import ready, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -63,8 +63,8 @@ def cluster(shared_cluster: KafkaCluster) -> KafkaCluster:
     if names:
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result()
-        wait_until(lambda: not set(names) & set(admin.list_topics(timeout=10).topics), 60, "the topics deleted")
-    wait_until(lambda: fully_replicated(shared_cluster.bootstrap, [n for n in admin.list_topics(timeout=10).topics]),
+        wait_for(lambda: not set(names) & set(admin.list_topics(timeout=10).topics), 60, "the topics deleted")
+    wait_for(lambda: fully_replicated(shared_cluster.bootstrap, [n for n in admin.list_topics(timeout=10).topics]),
                120, "every partition fully replicated")
     return shared_cluster
 
@@ -81,14 +81,6 @@ def fully_replicated(bootstrap: str, names: list[str]) -> bool:
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     return all(n in md.topics and md.topics[n].partitions and
                all(len(p.isrs) == 3 and p.leader >= 0 for p in md.topics[n].partitions.values()) for n in names)
-
-
-def wait_until(cond, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not cond():
-        assert time.monotonic() - started < timeout, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.5)
-    return time.monotonic() - started
 
 
 def submit_slowly(pipe: Pipeline, chunks: list[list[bytes]]) -> None:
@@ -108,10 +100,10 @@ def run_under_fault(cluster: KafkaCluster, tmp_path: Path, fault, seed: int) -> 
     for name in ("w1", "w2"):
         pipe.start(name)
     ports = {name: pipe.web_port(name) for name in ("w1", "w2")}
-    chunks = _chunks(work.lines, 40)
+    chunks = whole_claim_chunks(work.lines, 40)
     try:
         # the group formed before the load: what is measured is the broker fault alone
-        _wait(lambda: all(_ready(p) for p in ports.values()), 90, "both workers ready", pipe.workers)
+        wait_for(lambda: all(ready(p) for p in ports.values()), 90, "both workers ready", procs=pipe.workers)
         for chunk in chunks[:8]:
             pipe.submit(chunk)
             time.sleep(0.3)
@@ -136,7 +128,7 @@ def kill_the_busiest_leader(cluster: KafkaCluster) -> None:
     cluster.kill(node)
     time.sleep(10)
     cluster.restart_node(node)
-    wait_until(lambda: fully_replicated(cluster.bootstrap, ALL), 120, "full ISR after the restart")
+    wait_for(lambda: fully_replicated(cluster.bootstrap, ALL), 120, "full ISR after the restart")
 
 
 def rolling_restart(cluster: KafkaCluster) -> None:
@@ -145,7 +137,7 @@ def rolling_restart(cluster: KafkaCluster) -> None:
     for node in range(cluster.brokers):
         cluster.stop_node(node)
         cluster.restart_node(node)
-        wait_until(lambda: fully_replicated(cluster.bootstrap, ALL), 120, f"full ISR after node {node}")
+        wait_for(lambda: fully_replicated(cluster.bootstrap, ALL), 120, f"full ISR after node {node}")
 
 
 def test_kill9_of_the_leader_under_load_loses_nothing(cluster, tmp_path):
@@ -217,7 +209,7 @@ def test_reference_view_rebuilds_after_compaction(cluster, tmp_path):
     time.sleep(1.5)
     produce(final)  # the same again: rolls every segment holding the first copy, so it can be cleaned
     written = len(superseded) + len(superseded.keys() - final.keys()) + 2 * len(final)
-    wait_until(lambda: stored_count(cluster.bootstrap, names)[0] <= written - len(superseded), 90,
+    wait_for(lambda: stored_count(cluster.bootstrap, names)[0] <= written - len(superseded), 90,
                "the log cleaner to drop the superseded records")
     stored, end = stored_count(cluster.bootstrap, names)
     print(f"compaction: {written} reference records written, {stored} still stored (end offsets {end})")

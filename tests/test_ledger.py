@@ -8,145 +8,19 @@ $CLAIMS_TEST_POSTGRES names; an empty $CLAIMS_TEST_POSTGRES skips those cases
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from rules import engine
-from rules.rulebook import default_rulebooks
 from streams.tools.demo import timeless
 from streams.ledger.store import Intake, Ledger
-from contract.models import AdjudicatedLine, ClaimLine
-from streams.pipeline.batch import load_reference_dir, run_batch
-from tests.harness import required_missing
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "streams" / "sample_data"
-REF = load_reference_dir(SAMPLE / "reference")
-BOOKS = default_rulebooks()
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-PG_URL = os.environ.get("CLAIMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_ok() -> bool:
-    if not PG_URL:
-        return False
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
-PG_OK = _postgres_ok()
-
-
-class Store:
-    """A ledger and how to reopen it (a restart)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.ledger = Ledger(url)
-
-    def reopen(self) -> Ledger:
-        self.ledger.close()
-        self.ledger = Ledger(self.url)
-        return self.ledger
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
-        yield s
-        s.ledger.close()
-        return
-    if not PG_OK:
-        required_missing(f"PostgreSQL not reachable at {PG_URL!r}")
-    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    s = Store(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
-    try:
-        yield s
-    finally:
-        s.ledger.close()
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture
-def ledger(store: Store) -> Ledger:
-    return store.ledger
-
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def line(claim_id: str = "L1", number: int = 1, count: int = 2, **kw: Any) -> dict[str, Any]:
-    obj = {
-        "claim_id": claim_id, "line_number": number, "line_count": count, "form": "CMS-1500",
-        "member_id": "M1001", "provider_npi": "1245678903", "authorization_number": "PA26-1001",
-        "service_date": "2026-01-05", "procedure_code": "S9500", "modifiers": [], "units": "1",
-        "charge_amount": "150.00", "diagnosis_codes": ["M86.171"], "drug": None,
-    }
-    if number == 2 and "procedure_code" not in kw:
-        obj.update(procedure_code="J0696", units="8", charge_amount="60.00",
-                   drug={"ndc": "0143-9858-10", "quantity": "2", "unit": "UN", "dosage": "2 g", "frequency": "q24h"})
-    obj.update(kw)
-    return obj
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def accept(ledger: Ledger, obj: dict[str, Any], seconds: float = 0.0) -> Intake:
-    """Accept a line first seen `seconds` after T0 (the assembly clock starts there)."""
-    return ledger.accept(ClaimLine.model_validate(obj), obj, at(seconds))
-
-
-def decide(ledger: Ledger, lines: list[ClaimLine], now: datetime = T0,
-           source: tuple[int, int] | None = None) -> list[AdjudicatedLine] | None:
-    work = engine.price(engine.enrich(engine.start(lines, BOOKS, now), REF, BOOKS), REF)
-    decided = ledger.decide(work, lambda history: engine.finalize(work, history, BOOKS, now), source)
-    return None if decided is None else decided.decisions
-
-
-def accept_all(ledger: Ledger, objs: list[dict[str, Any]]) -> list[AdjudicatedLine]:
-    """Accept lines in order, deciding each claim when it completes; all decisions made."""
-    out: list[AdjudicatedLine] = []
-    for i, obj in enumerate(objs):
-        intake = accept(ledger, obj, float(i))
-        out += intake.decisions
-        if intake.assembled:
-            out += decide(ledger, intake.assembled) or []
-    return out
-
-
-def rejection_codes(intake: Intake) -> list[tuple[str, int | None, str, str | None]]:
-    return [(r.claim_id, r.line_number, r.reasons[0].code, r.reasons[0].field) for r in intake.rejections]
-
-
-def snapshot(ledger: Ledger) -> dict[str, list[tuple]]:
-    """Every row of every table, for 'nothing changed' checks."""
-    tables = ["claims", "claim_lines", "decisions", "rejections", "paid_lines", "unit_usage", "claim_drug_days",
-              "reversals", "corrections"]
-    return {t: sorted(tuple(map(str, r)) for r in ledger.rows(t)) for t in tables}
-
-
-def same_but_time(a: AdjudicatedLine, b: AdjudicatedLine) -> bool:
-    return a.model_dump(exclude={"adjudicated_at"}) == b.model_dump(exclude={"adjudicated_at"})
-
+from contract.models import ClaimLine
+from streams.pipeline.batch import run_batch
+from tests.ledger_harness import BOOKS, REF, ROOT, SAMPLE, T0, Store, accept, accept_all, at, decide, line, rejection_codes, same_but_time, snapshot
 
 # --- assembly ---------------------------------------------------------------------------------
 

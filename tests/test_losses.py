@@ -20,7 +20,7 @@ from streams.ledger.store import Ledger
 from contract.models import ClaimLine
 from streams.settings import Settings
 from streams.build import topic_specs
-from tests.test_ledger import line
+from tests.ledger_harness import line
 
 
 def test_keep_logs_copies_logs_and_the_ledger_not_kafka_segments(tmp_path: Path) -> None:

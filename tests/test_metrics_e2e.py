@@ -15,10 +15,8 @@ import json
 import math
 import os
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from contract import topics
 from streams.kafka import client
 from streams.tools.demo import comparable
-from tests.harness import Pipeline, batch_expectation
+from tests.harness import Pipeline, batch_expectation, sample_lines, sample_reference
+from tests.probes import http_get, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -38,26 +37,6 @@ STAGES_WITH_WORK = ("intake", "enrich", "adjudicate")
 
 
 # --- helpers shared with tests/test_prometheus_scrape.py ----------------------------------
-
-
-def sample_lines() -> list[bytes]:
-    return [ln for ln in (SAMPLES / "claims.jsonl").read_bytes().splitlines() if ln.strip()]
-
-
-def sample_reference() -> dict[str, list[dict]]:
-    """{table: rows} of streams/sample_data/reference/<table>.jsonl."""
-    return {
-        path.stem: [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        for path in sorted((SAMPLES / "reference").glob("*.jsonl"))
-    }
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 @dataclass(frozen=True)
@@ -98,17 +77,6 @@ def by(samples: list[Sample], name: str, *keys: str) -> Counter:
         if s.name == name and s.value:
             out[tuple(s.labels[k] for k in keys) if len(keys) > 1 else s.labels[keys[0]]] += s.value
     return out
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def output_key(record: dict[str, Any]) -> tuple:

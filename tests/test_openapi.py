@@ -28,7 +28,7 @@ from streams.worker.reviewers import SCOPES
 from streams.build import build_worker
 from streams.settings import Settings
 from tests import browser
-from tests.test_api import TOKEN, ApiPipeline, api_claims, call
+from tests.api_harness import TOKEN, ApiPipeline, api_claims, call
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"

@@ -14,7 +14,7 @@ from streams.ledger.store import Ledger
 from contract.models import AdjudicatedLine, RejectedLine
 from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, kill9_in_flight, unit_usage, whole_claim_halves
-from tests.test_metrics_e2e import wait_for
+from tests.probes import wait_for
 
 pytestmark = pytest.mark.broker
 

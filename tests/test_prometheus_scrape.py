@@ -33,14 +33,9 @@ from rules.rulebook import candidate_path
 from contract import topics
 from streams.worker import metrics
 from streams.devbrokers.process import free_port
-from tests.harness import Pipeline, batch_expectation
-from tests.test_metrics_e2e import (
-    collect_outputs,
-    http_get,
-    sample_lines,
-    sample_reference,
-    wait_for,
-)
+from tests.harness import Pipeline, batch_expectation, sample_lines, sample_reference
+from tests.probes import http_get, wait_for
+from tests.test_metrics_e2e import collect_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "claims-pipeline.json"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_api import TOKEN, ApiPipeline
-from tests.test_metrics_e2e import sample_reference
+from tests.api_harness import TOKEN, ApiPipeline
+from tests.harness import sample_reference
 
 pytestmark = pytest.mark.broker
 

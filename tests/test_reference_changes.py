@@ -22,7 +22,8 @@ from streams.kafka import client
 from contract.models import Authorization, AwpPrice, ClaimLine, FeeScheduleRate, Member
 from streams.pipeline.batch import load_reference_dir
 from tests.harness import Pipeline
-from tests.test_metrics_e2e import http_get, parse, total, wait_for
+from tests.probes import http_get, wait_for
+from tests.test_metrics_e2e import parse, total
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 SAMPLE_REFERENCE = Path(__file__).resolve().parents[1] / "streams" / "sample_data" / "reference"

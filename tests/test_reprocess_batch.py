@@ -14,7 +14,7 @@ from pathlib import Path
 
 from streams.ledger.store import Ledger
 from streams.pipeline.batch import load_reference_dir, run_batch
-from tests.test_ledger import BOOKS, SAMPLE, line
+from tests.ledger_harness import BOOKS, SAMPLE, line
 
 AUTH = {"authorization_number": "PA26-1001", "member_id": "M1001", "status": "PENDING",
         "procedure_codes": ["S9500", "S9501", "J0696", "J2543", "J1100", "99601", "99602", "S5498"],

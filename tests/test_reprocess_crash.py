@@ -31,8 +31,8 @@ from streams.kafka import client
 from contract import topics
 from streams.ledger.store import Ledger
 from tests.harness import batch_expectation, keyed, unit_usage
-from tests.test_api import ApiPipeline
-from tests.test_ledger import line
+from tests.api_harness import ApiPipeline
+from tests.ledger_harness import line
 from tests.test_reprocess_e2e import NDC, auth, reference as e2e_reference
 from tests.test_review_crash import post
 

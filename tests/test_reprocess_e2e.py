@@ -21,7 +21,7 @@ from streams.worker import metrics
 from contract import topics
 from streams.ledger.store import Ledger
 from tests.harness import read_to_end
-from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
+from tests.api_harness import AUTH, JSON, SAMPLES, ApiPipeline, call
 
 pytestmark = pytest.mark.broker
 
@@ -243,7 +243,7 @@ def test_stream_equals_batch_for_adjusted_records(pipe: ApiPipeline) -> None:
     (the authorization interleaved in the input): the same records, but for the times and
     the proposal id (it derives from where the change was read)."""
     from streams.pipeline.batch import run_batch
-    from tests.test_ledger import BOOKS
+    from tests.ledger_harness import BOOKS
 
     claim_id = f"SB-{uuid.uuid4().hex[:8]}"
     # before the module's AWP changes (2026-05-01, 2026-06-01), which batch mode does not load:
@@ -271,7 +271,7 @@ def test_supersede_withdraw_and_a_correction_after_an_adjustment_as_batch_mode(p
     claim. Batch mode, with the same reference records interleaved, publishes the same
     records and proposals (but for times and proposal ids)."""
     from streams.pipeline.batch import run_batch
-    from tests.test_ledger import BOOKS
+    from tests.ledger_harness import BOOKS
 
     claim_id = f"SS-{uuid.uuid4().hex[:8]}"
     prices = [{"ndc": NDC, "awp_per_unit": price, "effective_from": "2026-08-01"} for price in ("12.00", "9.00", "8.00", "12.00", "14.00")]

@@ -15,9 +15,9 @@ import pytest
 from rules import engine
 from rules.reference import ReferenceData
 from streams.ledger.store import Intake, Ledger
-from contract.models import AwpPrice, ClaimLine, FeeScheduleRate
+from contract.models import AwpPrice, FeeScheduleRate
 from streams.ledger.reprocess import ProposalConflict, ProposalNotFound
-from tests.test_ledger import BOOKS, SAMPLE, Store, accept, ledger, line, store  # noqa: F401 - fixtures
+from tests.ledger_harness import BOOKS, SAMPLE, Store, accept, line
 from streams.pipeline.batch import load_reference_dir
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

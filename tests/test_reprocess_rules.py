@@ -21,7 +21,7 @@ from rules.reprocess import AUTHORIZATION, CODE, MEMBER, NDC, Lookup
 from rules.rulebook import default_rulebooks
 from contract.models import AdjudicatedLine, Authorization, AwpPrice, ClaimLine, ProposalTrigger
 from streams.pipeline.batch import load_reference_dir
-from tests.test_ledger import SAMPLE, line
+from tests.ledger_harness import SAMPLE, line
 
 BOOKS = default_rulebooks()
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -19,7 +19,7 @@ from streams.ledger.store import Ledger
 from contract.models import AdjudicatedLine, Authorization, ClaimLine
 from streams.pipeline.batch import load_reference_dir
 from streams.ledger.review import ReviewConflict, ReviewForbidden, ReviewNotFound
-from tests.test_ledger import SAMPLE, T0, Store, accept, line, store  # noqa: F401 - fixtures
+from tests.ledger_harness import SAMPLE, T0, accept, line
 
 BOOKS = default_rulebooks()
 MEMBER, AUTH, LIMITED, NPI = "M1003", "PA26-1003", "PA-REVIEW-LIMITED", "1245678903"

@@ -12,7 +12,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ import pytest
 
 from contract import topics
 from tests.harness import read_to_end
-from tests.test_api import AUTH, JSON, SAMPLES, ApiPipeline, call
+from tests.api_harness import AUTH, JSON, SAMPLES, ApiPipeline, call
 
 pytestmark = pytest.mark.broker
 

@@ -38,8 +38,8 @@ from contract import topics
 from streams.kafka import client
 from streams.ledger.store import Ledger
 from tests.harness import batch_expectation, keyed, read_to_end, unit_usage
-from tests.test_api import TOKEN, ApiPipeline
-from tests.test_ledger import line
+from tests.api_harness import TOKEN, ApiPipeline
+from tests.ledger_harness import line
 from tests.test_review_api import FACTOR, MEMBER, NPI, reference as review_reference
 
 pytestmark = pytest.mark.broker

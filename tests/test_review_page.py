@@ -24,7 +24,7 @@ from rules.rulebook import default_rulebooks
 from contract import topics
 from tests import browser
 from tests.harness import read_to_end
-from tests.test_api import AUTH, JSON, TOKEN, ApiPipeline, call
+from tests.api_harness import AUTH, JSON, TOKEN, ApiPipeline, call
 from tests.test_openapi import fetch
 
 pytestmark = pytest.mark.broker

@@ -39,7 +39,7 @@ from streams.ledger.remittance import decided_claim, remittance_inputs_all
 from streams.ledger.review import ReviewConflict, ReviewNotFound
 from tests.harness import drop_pg_schema, pg_schema_url
 from tests.test_corrections import build
-from tests.test_ledger import BOOKS, T0, accept, line, snapshot
+from tests.ledger_harness import BOOKS, T0, accept, line, snapshot
 from tests.test_review import FACTOR, MEMBER, reference
 
 AUTH, APPROVED = "PA-REVIEW-PROP", Decimal("10")

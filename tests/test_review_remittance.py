@@ -15,8 +15,8 @@ from typing import Any
 from edi import fhir, remit835
 from edi.validate import validate
 from contract.messages import DecidedClaim
-from streams.ledger.remittance import build_835, claim_response_inputs, decided_claim, remittance_inputs_all, remittance_of, remittable
-from tests.test_ledger import line, store  # noqa: F401 - fixtures
+from streams.ledger.remittance import build_835, claim_response_inputs, decided_claim, remittance_inputs_all, remittance_of
+from tests.ledger_harness import line
 from tests.test_review import AUTH, MEMBER, decide_lines, decide_review, factor, noc
 
 NPI = "1245678903"

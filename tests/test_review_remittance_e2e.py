@@ -16,8 +16,8 @@ import pytest
 from edi import remit835
 from contract import topics
 from tests.harness import read_to_end
-from tests.test_api import AUTH
-from tests.test_review_api import INTEGRITY, claim, decide, factor_line, review_api, submit  # noqa: F401 - fixture
+from tests.api_harness import AUTH
+from tests.test_review_api import INTEGRITY, claim, decide, factor_line, review_api, submit  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.broker
 

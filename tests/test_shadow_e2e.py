@@ -15,7 +15,7 @@ from rules.reference import TABLES, ReferenceData
 from rules.rulebook import candidate_path, default_rulebooks, load_single
 from contract import topics
 from streams.kafka import client
-from streams.pipeline import batch, steps as pipeline
+from streams.pipeline import batch
 from streams.tools.synthetic import generate
 from tests.harness import Pipeline, _key, keyed
 

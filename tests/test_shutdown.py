@@ -22,8 +22,8 @@ from streams.kafka import client
 from streams.tools.synthetic import generate
 from tests.harness import Pipeline, batch_expectation, keyed, read_to_end
 from tests.tcp_proxy import TcpProxy
-from tests.test_api import AUTH, JSON, ApiPipeline, call
-from tests.test_metrics_e2e import wait_for
+from tests.api_harness import AUTH, JSON, ApiPipeline, call
+from tests.probes import wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -38,7 +38,7 @@ from edi.x12 import tokenize
 from contract import topics
 from streams.kafka import client
 from contract.models import CORRECTION_REJECTIONS
-from tests.test_api import TOKEN, ApiPipeline
+from tests.api_harness import TOKEN, ApiPipeline
 
 pytestmark = pytest.mark.broker
 

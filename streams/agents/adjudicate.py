@@ -15,7 +15,7 @@ from faust.types import EventT
 from rules import engine
 from rules.monitor import ShadowResult, compare_claim
 from contract import topics
-from streams.pipeline import steps as pipeline
+from streams.pipeline import steps
 from streams.worker import metrics, stage
 from contract.models import VOID, AdjudicatedLine, ClaimWork, build
 from contract.messages import DecidedClaim, decided_messages
@@ -37,7 +37,7 @@ async def adjudicate(w: Worker, stream):
 Seen = tuple[engine.History, list[AdjudicatedLine]]
 
 
-def _observer(w: Worker, seen: list[Seen]) -> pipeline.Observer | None:
+def _observer(w: Worker, seen: list[Seen]) -> steps.Observer | None:
     """Monitor Mode's observer of one claim's decision (None without a candidate): it only
     keeps what the decision saw, inside the ledger transaction; the candidate's work comes
     after the live answers are published (`_compare`)."""
@@ -57,18 +57,18 @@ def _compare(w: Worker, work: ClaimWork, seen: Sequence[Seen]) -> list[ShadowRes
         return []
 
 
-def _decide_all(w: Worker, claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
+def _decide_all(w: Worker, claims: Sequence[tuple[tuple[int, int], ClaimWork]]) -> list[tuple[steps.Step | Exception, list[Seen]]]:
     """Every claim, with the (partition, offset) of the message that carried it, in one
     ledger transaction; with a candidate rulebook (Monitor Mode) what each decision saw."""
-    def work() -> list[tuple[pipeline.Step | Exception, list[Seen]]]:
-        out: list[tuple[pipeline.Step | Exception, list[Seen]]] = []
+    def work() -> list[tuple[steps.Step | Exception, list[Seen]]]:
+        out: list[tuple[steps.Step | Exception, list[Seen]]] = []
         w.runtime.ledger.hold(members=[claim.member_id for _, claim in claims],  # the batch's shared rows, in a fixed order
                             claims=[c for _, claim in claims for c in (claim.claim_id, claim.lines[0].line.original_claim_id) if c])
         for source, claim in claims:
             seen: list[Seen] = []
             try:
-                out.append((pipeline.adjudicate(w.runtime.ledger, claim, w.runtime.books, _observer(w, seen), source), seen))
-            except pipeline.LedgerUnavailable:
+                out.append((steps.adjudicate(w.runtime.ledger, claim, w.runtime.books, _observer(w, seen), source), seen))
+            except steps.LedgerUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad claim must not stop the batch
                 out.append((exc, []))  # the claim's savepoint is undone: nor does what it saw hold
@@ -104,7 +104,7 @@ async def handle(w: Worker, events: Sequence[EventT]) -> None:
                     await stage.publish_shadow(w, shadow)
 
 
-async def _answer(w: Worker, work: ClaimWork, step: pipeline.Step | Exception) -> DecidedClaim | None:
+async def _answer(w: Worker, work: ClaimWork, step: steps.Step | Exception) -> DecidedClaim | None:
     """Publish one claim's outcome; the claim for the remittance stage when it was decided."""
     if isinstance(step, Exception):
         await stage.dead_letter(w, "adjudicate", topics.PRICED, work.model_dump_json().encode(), None, step)

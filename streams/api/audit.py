@@ -117,6 +117,6 @@ async def _on_sighup(w: Worker) -> None:
 
 
 def register(w: Worker) -> None:
-    w.app.page(f"{API_PREFIX}/audit", base=ApiView, name="api_audit")(AuditView)
+    w.page(f"{API_PREFIX}/audit", AuditView, name="api_audit")
     w.timer(OUTBOX_INTERVAL_S, publish_access_log)
     w.task(_on_sighup)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from contract import topics
-from contract.models import AccessEntry, AdjudicatedLine, ClaimLine, RejectedLine, ReprocessProposal
+from contract.models import AdjudicatedLine, ClaimLine, RejectedLine, ReprocessProposal
 from contract.schemas import DESCRIPTIONS
 
 #: a claim's status in the API's answers: ACCEPTED (published, not waited for), what

@@ -27,6 +27,7 @@ from fhir.resources.R4B.claimresponse import ClaimResponse
 from pydantic import BaseModel
 
 from contract import schemas
+from contract.models import AccessEntry
 from streams.api import audit, claims as api, models as api_models, review as review_api, x12 as x12_api
 from streams.api.base import API_PREFIX, MAX_WAIT_S
 
@@ -51,7 +52,7 @@ MODELS: tuple[tuple[type[BaseModel], str], ...] = (
     (api_models.ReviewEvent, "serialization"),
     (api_models.Reviewer, "serialization"),
     (api_models.ReviewConflict, "serialization"),
-    (api_models.AccessEntry, "serialization"),
+    (AccessEntry, "serialization"),
     (api_models.ProposalList, "serialization"),
     (api_models.ProposalDecision, "validation"),
     (api_models.ProposalConflict, "serialization"),

@@ -65,8 +65,8 @@ async def docs_script(self: Any, request: Any) -> Any:
 
 
 def register(w: Worker) -> None:
-    w.app.page(f"{API_PREFIX}/openapi.json", name="api_openapi")(openapi_document)
-    w.app.page(DOCS, name="api_docs")(docs_page)
-    w.app.page(f"{DOCS}/init.js", name="api_docs_init")(docs_script)
+    w.page(f"{API_PREFIX}/openapi.json", openapi_document, name="api_openapi")
+    w.page(DOCS, docs_page, name="api_docs")
+    w.page(f"{DOCS}/init.js", docs_script, name="api_docs_init")
     w.app.web.add_static(f"{DOCS}/assets", swagger_ui_path)
 

@@ -121,5 +121,5 @@ class ReprocessProposalView(ReviewView):
 
 
 def register(w: Worker) -> None:
-    w.app.page(f"{API_PREFIX}/reprocess", base=ReviewView, name="api_reprocess_list")(ReprocessListView)
-    w.app.page(f"{API_PREFIX}/reprocess/{{proposal_id}}", base=ReviewView, name="api_reprocess_one")(ReprocessProposalView)
+    w.page(f"{API_PREFIX}/reprocess", ReprocessListView, name="api_reprocess_list")
+    w.page(f"{API_PREFIX}/reprocess/{{proposal_id}}", ReprocessProposalView, name="api_reprocess_one")

@@ -158,7 +158,7 @@ class ReviewHistoryView(ReviewView):
 
 
 def register(w: Worker) -> None:
-    w.app.page(f"{API_PREFIX}/reviews/me", base=ReviewView, name="api_reviews_me")(ReviewerView)
-    w.app.page(f"{API_PREFIX}/reviews", base=ReviewView, name="api_reviews")(ReviewQueueView)
-    w.app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", base=ReviewView, name="api_review_decide")(ReviewDecisionView)
-    w.app.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", base=ReviewView, name="api_review_history")(ReviewHistoryView)
+    w.page(f"{API_PREFIX}/reviews/me", ReviewerView, name="api_reviews_me")
+    w.page(f"{API_PREFIX}/reviews", ReviewQueueView, name="api_reviews")
+    w.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}", ReviewDecisionView, name="api_review_decide")
+    w.page(f"{API_PREFIX}/reviews/{{claim_id}}/{{line_number}}/history", ReviewHistoryView, name="api_review_history")

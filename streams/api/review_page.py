@@ -88,7 +88,7 @@ async def review_config(self: Any, request: Any) -> Any:
 
 
 def register(w: Worker) -> None:
-    w.app.page(PAGE, name="review_page")(review_page)
-    w.app.page(f"{PAGE}/review.js", name="review_page_script")(review_script)
-    w.app.page(f"{PAGE}/review.css", name="review_page_style")(review_style)
-    w.app.page(f"{PAGE}/config.json", name="review_page_config")(review_config)
+    w.page(PAGE, review_page, name="review_page")
+    w.page(f"{PAGE}/review.js", review_script, name="review_page_script")
+    w.page(f"{PAGE}/review.css", review_style, name="review_page_style")
+    w.page(f"{PAGE}/config.json", review_config, name="review_page_config")

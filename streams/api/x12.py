@@ -404,7 +404,7 @@ async def warm_x12(w: Worker) -> None:
 
 
 def register(w: Worker) -> None:
-    w.app.page(f"{API_PREFIX}/x12/837", base=ApiView, name="api_x12_837")(X12ClaimsView)
-    w.app.page(f"{API_PREFIX}/claims/{{claim_id}}/835", base=ApiView, name="api_claim_835")(Claim835View)
-    w.app.page(f"{API_PREFIX}/claims/{{claim_id}}/remittance", base=ApiView, name="api_claim_remittance")(ClaimRemittanceView)
+    w.page(f"{API_PREFIX}/x12/837", X12ClaimsView, name="api_x12_837")
+    w.page(f"{API_PREFIX}/claims/{{claim_id}}/835", Claim835View, name="api_claim_835")
+    w.page(f"{API_PREFIX}/claims/{{claim_id}}/remittance", ClaimRemittanceView, name="api_claim_remittance")
     w.task(warm_x12)

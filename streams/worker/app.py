@@ -103,12 +103,9 @@ class Worker:
 
         return _named(bound, f"{body.__module__}.{body.__name__}")
 
-    def page(self, path: str, view: Any, name: str, base: Any = None) -> None:
+    def page(self, path: str, view: Any, name: str) -> None:
         """Serve `view` (a Faust View class, or a function of (view, request)) at `path`."""
-        if base is None:
-            self.app.page(path, name=name)(view)
-        else:
-            self.app.page(path, base=base, name=name)(view)
+        self.app.page(path, name=name)(view)
 
 
 def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
