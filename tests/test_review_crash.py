@@ -40,6 +40,7 @@ from streams.ledger.store import Ledger
 from tests.harness import batch_expectation, keyed, read_to_end, unit_usage
 from tests.api_harness import TOKEN, ApiPipeline
 from tests.ledger_harness import line
+from tests.probes import wait_for
 from tests.test_review_api import FACTOR, MEMBER, NPI, reference as review_reference
 
 pytestmark = pytest.mark.broker
@@ -214,8 +215,14 @@ def test_kill9_while_review_decisions_are_stored(backend, fresh_bootstrap, tmp_p
         while ledger.decision_outbox():  # published from the outbox by now, or soon
             assert time.monotonic() < deadline, "the outbox was never drained"
             time.sleep(0.5)
-        remits = [(k.decode(), v.decode()) for _, _, _, k, v in read_to_end(fresh_bootstrap, [topics.REMITTANCE_835.name])
-                  if k and k.decode().startswith(run)]
+
+        def remitted_835s() -> list[tuple[str, str]] | None:
+            """This run's 835s once every claim has one (the 835 writer follows the decisions)."""
+            got = [(k.decode(), v.decode()) for _, _, _, k, v in read_to_end(fresh_bootstrap, [topics.REMITTANCE_835.name])
+                   if k and k.decode().startswith(run)]
+            return got if {k for k, _ in got} >= {c for c, _ in pended} else None
+
+        remits = wait_for(remitted_835s, 60, "an 835 for every claim once its pended line was decided", procs=pipe.workers)
         after = asyncio.run(client.collect(fresh_bootstrap, lambda got: False, 5))  # everything published so far
     finally:
         pipe.stop_all(check=False)
