@@ -3,6 +3,8 @@ call, and the claims of a line stream as an HTTP client would send them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import urllib.error
 import urllib.request
 import uuid
@@ -56,6 +58,21 @@ class ApiPipeline(Pipeline):
         """Wait until the worker answers 200 on `path`; fail at once if a worker died."""
         wait_for(lambda: (answer(self.port, path) or (0,))[0] == 200, timeout, f"{path} to answer 200", procs=self.workers)
 
+    def reviewers(self, *reviewers: tuple[str, str, list[str]]) -> None:
+        """Let these reviewers (name, token, queues) use the review API: the reviewers file the
+        worker reads, written in its folder."""
+        self._token_file("reviewers.toml", "CLAIMS_REVIEWERS_FILE", "reviewer", "queues", reviewers)
+
+    def clients(self, *clients: tuple[str, str, list[str]]) -> None:
+        """Let these API clients (name, token, scopes) in: the clients file the worker reads."""
+        self._token_file("clients.toml", "CLAIMS_CLIENTS_FILE", "client", "scopes", clients)
+
+    def _token_file(self, file: str, setting: str, table: str, field: str, entries: tuple[tuple[str, str, list[str]], ...]) -> None:
+        path = self.workdir / file
+        path.write_text("".join(f'[[{table}]]\nname = "{name}"\ntoken_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+                                f"{field} = {json.dumps(values)}\n\n" for name, token, values in entries), encoding="utf-8")
+        self.env[setting] = str(path)
+
     @contextmanager
     def running(self, name: str = "w1") -> Iterator[ApiPipeline]:
         """Start a worker, wait until it is ready, and stop every worker on the way out."""
@@ -77,6 +94,10 @@ def call(url: str, method: str, path: str, body: bytes | None = None,
         status, head, raw = err.code, dict(err.headers), err.read()
     assert head.get("Content-Type", "").startswith("application/json"), (status, head, raw[:200])
     return status, head, orjson.loads(raw)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def api_claims(raw_lines: list[bytes]) -> list[tuple[dict[str, Any], list[bytes]]]:

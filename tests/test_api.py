@@ -27,7 +27,7 @@ import pytest
 from contract import topics
 from streams.tools.synthetic import generate
 from tests.api_harness import AUTH, JSON, SAMPLES, TOKEN, ApiPipeline, api_claims, call, timeless
-from tests.harness import batch_expectation, read_to_end
+from tests.harness import batch_expectation, read_to_end, sample_reference
 
 pytestmark = pytest.mark.broker
 
@@ -37,8 +37,7 @@ pytestmark = pytest.mark.broker
 def test_http_claims_get_the_decisions_batch_mode_gives(fresh_bootstrap, tmp_path):
     """The sample claims (every rule), up to 4 per member: one member's claims one after the
     other (cross-claim state: duplicates, authorized units, drug days), members at once."""
-    reference = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
-                 for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    reference = sample_reference()
     chains: dict[str, list[tuple[dict, list[bytes]]]] = {}
     for body, raws in api_claims((SAMPLES / "claims.jsonl").read_bytes().splitlines()):
         if "original_claim_id" in body:  # corrections over HTTP: test_replacement_and_void_...

@@ -59,20 +59,13 @@ def audited(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     workdir = tmp_path_factory.mktemp("audit-worker")
     clients = workdir / "clients.toml"
     clients.write_text(clients_toml(list(TOKENS)), encoding="utf-8")
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(f'[[reviewer]]\nname = "Ines Integrity"\ntoken_sha256 = "{hashlib.sha256(REVIEWER.encode()).hexdigest()}"\n'
-                         'queues = ["PAYMENT_INTEGRITY", "CLINICAL"]\n', encoding="utf-8")
     pipe = ApiPipeline(module_bootstrap, workdir)
     pipe.env["CLAIMS_CLIENTS_FILE"] = str(clients)
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    pipe.reviewers(("Ines Integrity", REVIEWER, ["PAYMENT_INTEGRITY", "CLINICAL"]))
     pipe.load_reference(reference())
-    pipe.start()
-    try:
-        pipe.wait_for("/readyz")
+    with pipe.running():
         yield pipe
-    finally:
-        pipe.stop_all()
-        _assert_no_secret_in_logs(pipe.workdir)
+    _assert_no_secret_in_logs(pipe.workdir)
 
 
 def _assert_no_secret_in_logs(workdir: Path) -> None:

@@ -17,17 +17,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
 from contract.codes import REJECTION_CODES
 from contract import schemas
+from tests.harness import sample_reference
 from tests.api_harness import TOKEN, ApiPipeline, call
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "integration.md"
-SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
 EXECUTED = {"submit-claim", "submit-claim-answer", "claim-status", "invalid-claim", "invalid-claim-answer",
             "submit-replacement", "submit-replacement-answer", "submit-void", "submit-void-answer", "produce", "consume"}
 _FENCE = re.compile(r"^```(\w+)[ \t]+title=([\w-]+)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -89,8 +88,7 @@ def _run(lang: str, code: str, env: dict[str, str], timeout: float = 90) -> str:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the curl examples need curl")
 def test_examples_run_against_a_worker(fresh_bootstrap, tmp_path):
     blocks = examples()
-    reference = {p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
-                 for p in SAMPLE_REFERENCE.glob("*.jsonl")}
+    reference = sample_reference()
     pipe = ApiPipeline(fresh_bootstrap, tmp_path)
     pipe.load_reference(reference)
     with pipe.running():

@@ -5,7 +5,6 @@ schemathesis run driven by the document alone, and Swagger UI used in headless C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -28,10 +27,10 @@ from streams.worker.reviewers import SCOPES
 from streams.build import build_worker
 from streams.settings import Settings
 from tests import browser
+from tests.harness import sample_reference
 from tests.api_harness import TOKEN, ApiPipeline, api_claims, call
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
 #: routes that answer for another documented operation: a claim whose id is "simulate"
 SAME_AS = {("get", "/v1/claims/simulate"): ("get", "/v1/claims/{claim_id}")}
 #: the schemathesis run: the checks the issue asks for (and 405s with a right `Allow`), bounded, reproducible
@@ -128,18 +127,11 @@ def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
     """A worker with the sample reference data and a candidate rulebook (so `?candidate=true`
     is answered too)."""
     workdir = tmp_path_factory.mktemp("openapi-worker")
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(f'[[reviewer]]\nname = "Fuzz Reviewer"\ntoken_sha256 = "{hashlib.sha256(REVIEWER.encode()).hexdigest()}"\n'
-                         'queues = ["PAYMENT_INTEGRITY", "CLINICAL"]\n', encoding="utf-8")
     pipe = ApiPipeline(module_bootstrap, workdir)
     pipe.env["CLAIMS_SHADOW_RULEBOOK"] = str(candidate_path("hit-jz-2027-01-01.toml"))
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
-    clients = workdir / "clients.toml"
-    clients.write_text(f'[[client]]\nname = "fuzz"\ntoken_sha256 = "{hashlib.sha256(FUZZ_CLIENT.encode()).hexdigest()}"\n'
-                       f'scopes = {json.dumps(list(SCOPES))}\n', encoding="utf-8")
-    pipe.env["CLAIMS_CLIENTS_FILE"] = str(clients)
-    pipe.load_reference({p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
-                         for p in SAMPLE_REFERENCE.glob("*.jsonl")})
+    pipe.reviewers(("Fuzz Reviewer", REVIEWER, ["PAYMENT_INTEGRITY", "CLINICAL"]))
+    pipe.clients(("fuzz", FUZZ_CLIENT, list(SCOPES)))
+    pipe.load_reference(sample_reference())
     with pipe.running():
         yield pipe
 
@@ -225,10 +217,11 @@ def test_every_kind_of_answer_meets_the_document(worker):
 
 
 @pytest.mark.broker
-def test_answers_of_a_worker_without_reference_data_meet_the_document(module_bootstrap, tmp_path):
+def test_answers_of_a_worker_without_reference_data_meet_the_document(fresh_bootstrap, tmp_path):
     """Accepted and pending claims say why they wait (no reference data); what-if is 503
-    NOT_READY with Retry-After: each as the document says."""
-    pipe = ApiPipeline(module_bootstrap, tmp_path)
+    NOT_READY with Retry-After: each as the document says. A broker of its own: on the module's,
+    the reference data the module's worker loaded would be read, and the two would share a group."""
+    pipe = ApiPipeline(fresh_bootstrap, tmp_path)
     pipe.start()
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     body = orjson.dumps(openapi.document()["paths"]["/v1/claims"]["post"]["requestBody"]["content"]["application/json"]["example"])

@@ -21,7 +21,7 @@ from contract import topics
 from streams.kafka import client
 from contract.models import Authorization, AwpPrice, ClaimLine, FeeScheduleRate, Member
 from streams.pipeline.batch import load_reference_dir
-from tests.harness import Pipeline
+from tests.harness import Pipeline, sample_reference
 from tests.probes import http_get, wait_for
 from tests.test_metrics_e2e import parse, total
 
@@ -105,8 +105,7 @@ def metric(port: int, name: str, **labels: str) -> float | None:
 
 @pytest.mark.broker
 def test_tombstone_then_restore_an_authorization_through_a_worker(fresh_bootstrap, tmp_path):
-    reference = {table: [orjson.loads(line) for line in (SAMPLE_REFERENCE / f"{table}.jsonl").read_bytes().splitlines() if line.strip()]
-                 for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    reference = sample_reference()
     pipe = Pipeline(fresh_bootstrap, tmp_path)
     pipe.load_reference(reference)
     pipe.start()

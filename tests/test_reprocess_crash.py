@@ -14,7 +14,6 @@ interrupted anywhere) are tests/test_reprocess_ledger.py's.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import http.client
 import time
 import uuid
@@ -115,12 +114,9 @@ def test_kill9_while_making_proposals_and_adjustments(backend, fresh_bootstrap, 
 
     workdir = tmp_path / "stream"
     workdir.mkdir()
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(f'[[reviewer]]\nname = "Rex Reprocess"\ntoken_sha256 = "{hashlib.sha256(REVIEWER.encode()).hexdigest()}"\n'
-                         'queues = ["REPROCESS"]\n')
     ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     pipe = ApiPipeline(fresh_bootstrap, workdir, partitions=2, ledger_url=ledger_url)
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    pipe.reviewers(("Rex Reprocess", REVIEWER, ["REPROCESS"]))
     pipe.load_reference(ref)
     pipe.start("w1")
     ledger = Ledger(pipe.ledger_url)

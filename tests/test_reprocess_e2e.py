@@ -6,7 +6,6 @@ idempotent repeats); a submitted claim id with `~` is rejected CLAIM_ID."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections import Counter
@@ -20,8 +19,8 @@ import pytest
 from streams.worker import metrics
 from contract import topics
 from streams.ledger.store import Ledger
-from tests.harness import read_to_end
-from tests.api_harness import AUTH, JSON, SAMPLES, ApiPipeline, call
+from tests.harness import read_to_end, sample_reference
+from tests.api_harness import AUTH, JSON, SAMPLES, ApiPipeline, bearer, call
 
 pytestmark = pytest.mark.broker
 
@@ -37,18 +36,13 @@ CODES = ["S9500", "J0696"]
 FACTOR_CLAIM = ("M1003", ["J7192"], "100")
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def auth(number: str, status: str, member: str = MEMBER, codes: list[str] = CODES, units: str | None = None) -> dict[str, Any]:
     return {"authorization_number": number, "member_id": member, "status": status, "procedure_codes": codes,
             "start_date": "2026-01-01", "end_date": "2026-12-31", "approved_units": units}
 
 
 def reference() -> dict[str, list[dict]]:
-    ref = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
-           for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    ref = sample_reference()
     ref["authorizations"] += [auth(LATE, "PENDING"), auth(PRICED, "APPROVED"), auth(SAME, "PENDING"),
                               auth(HELD, "PENDING", *FACTOR_CLAIM)]
     return ref
@@ -57,23 +51,12 @@ def reference() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def pipe(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
     workdir = tmp_path_factory.mktemp("reprocess-worker")
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(
-        f'[[reviewer]]\nname = "Rita Reprocess"\ntoken_sha256 = "{hashlib.sha256(REPROCESSOR.encode()).hexdigest()}"\n'
-        f'queues = ["REPROCESS"]\n\n'
-        f'[[reviewer]]\nname = "Casey Clinical"\ntoken_sha256 = "{hashlib.sha256(CLINICAL.encode()).hexdigest()}"\n'
-        f'queues = ["CLINICAL"]\n\n'
-        f'[[reviewer]]\nname = "Ines Integrity"\ntoken_sha256 = "{hashlib.sha256(INTEGRITY.encode()).hexdigest()}"\n'
-        f'queues = ["PAYMENT_INTEGRITY"]\n')
     p = ApiPipeline(module_bootstrap, workdir)
-    p.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    p.reviewers(("Rita Reprocess", REPROCESSOR, ["REPROCESS"]), ("Casey Clinical", CLINICAL, ["CLINICAL"]),
+                ("Ines Integrity", INTEGRITY, ["PAYMENT_INTEGRITY"]))
     p.load_reference(reference())
-    p.start()
-    try:
-        p.wait_for("/readyz")
+    with p.running():
         yield p
-    finally:
-        p.stop_all()
 
 
 def claim(claim_id: str, number: str, day: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ One worker for the module (`review_api`): the tests use claims of their own."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ import orjson
 import pytest
 
 from contract import topics
-from tests.harness import read_to_end
-from tests.api_harness import AUTH, JSON, SAMPLES, ApiPipeline, call
+from tests.harness import read_to_end, sample_reference
+from tests.probes import wait_for
+from tests.api_harness import AUTH, JSON, ApiPipeline, bearer, call
 
 pytestmark = pytest.mark.broker
 
@@ -29,13 +29,8 @@ MEMBER, NPI, AUTH_NO = "M1003", "1245678903", "PA-REVIEW-E2E"
 FACTOR = {"ndc": "68516-4601-02", "quantity": "9000", "unit": "F2", "dosage": "9000 IU", "frequency": "once"}
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def reference() -> dict[str, list[dict]]:
-    ref = {table: [orjson.loads(x) for x in (SAMPLES / "reference" / f"{table}.jsonl").read_bytes().splitlines() if x.strip()]
-           for table in ("members", "authorizations", "drugs", "awp-prices", "fee-schedule", "provider-contracts")}
+    ref = sample_reference()
     ref["authorizations"].append({"authorization_number": AUTH_NO, "member_id": MEMBER, "status": "APPROVED",
                                   "procedure_codes": ["J7192", "J9999", "S9345", "99601"], "start_date": "2026-01-01",
                                   "end_date": "2026-12-31", "approved_units": None})
@@ -45,14 +40,8 @@ def reference() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def review_api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
     workdir = tmp_path_factory.mktemp("review-worker")
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(
-        f'[[reviewer]]\nname = "Casey Clinical"\ntoken_sha256 = "{hashlib.sha256(CLINICAL.encode()).hexdigest()}"\n'
-        f'queues = ["CLINICAL"]\n\n'
-        f'[[reviewer]]\nname = "Ines Integrity"\ntoken_sha256 = "{hashlib.sha256(INTEGRITY.encode()).hexdigest()}"\n'
-        f'queues = ["PAYMENT_INTEGRITY", "CLINICAL"]\n')
     pipe = ApiPipeline(module_bootstrap, workdir)
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    pipe.reviewers(("Casey Clinical", CLINICAL, ["CLINICAL"]), ("Ines Integrity", INTEGRITY, ["PAYMENT_INTEGRITY", "CLINICAL"]))
     pipe.load_reference(reference())
     with pipe.running():
         yield pipe
@@ -127,7 +116,8 @@ def test_a_pended_line_is_paid_by_its_reviewer_and_published_once(review_api):
     assert [(r["line_number"], r["status"]) for r in records] == [(1, "PENDED"), (2, "PAID"), (1, "PAID")]
     assert {k: v for k, v in records[2].items() if k != "adjudicated_at"} == \
         {k: v for k, v in paid.items() if k != "adjudicated_at"}
-    remits = [v for t, _, _, k, v in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name]) if k == claim_id.encode()]
+    remits = wait_for(lambda: [v for t, _, _, k, v in read_to_end(pipe.bootstrap, [topics.REMITTANCE_835.name]) if k == claim_id.encode()],
+                      30, f"the 835 of {claim_id}, written after its final decisions")
     assert len(remits) == 1
     text = remits[0].decode()
     assert f"CLP*{claim_id}*1*15100.00*12100.00*" in text and "SVC*HC:J7192*15000.00*12000.00~" in text, text  # both lines, the reviewer's amount (12,000.00 + 100.00)

@@ -17,7 +17,6 @@ while decisions are being stored; it is started again.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import threading
 import time
@@ -130,12 +129,9 @@ def test_kill9_while_review_decisions_are_stored(backend, fresh_bootstrap, tmp_p
 
     workdir = tmp_path / "stream"
     workdir.mkdir()
-    reviewers = workdir / "reviewers.toml"
-    reviewers.write_text(f'[[reviewer]]\nname = "Rae Reviewer"\ntoken_sha256 = "{hashlib.sha256(REVIEWER.encode()).hexdigest()}"\n'
-                         f'queues = ["PAYMENT_INTEGRITY", "CLINICAL"]\n')
     ledger_url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
     pipe = ApiPipeline(fresh_bootstrap, workdir, partitions=4, ledger_url=ledger_url)
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers)
+    pipe.reviewers(("Rae Reviewer", REVIEWER, ["PAYMENT_INTEGRITY", "CLINICAL"]))
     pipe.load_reference(ref)
     pipe.start("w1")
     pipe.start("w2")

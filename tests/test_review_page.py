@@ -9,12 +9,10 @@ var/test-artifacts/."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,14 +21,12 @@ import pytest
 from rules.rulebook import default_rulebooks
 from contract import topics
 from tests import browser
-from tests.harness import read_to_end
+from tests.harness import read_to_end, sample_reference
 from tests.api_harness import AUTH, JSON, TOKEN, ApiPipeline, call
 from tests.test_openapi import fetch
 
 pytestmark = pytest.mark.broker
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_REFERENCE = ROOT / "streams" / "sample_data" / "reference"
 PAT = f"pat-{uuid.uuid4().hex}"  # a reviewer of the PAYMENT_INTEGRITY queue
 CAL = f"cal-{uuid.uuid4().hex}"  # a reviewer of the CLINICAL queue
 MEMBER = "M1003"
@@ -39,14 +35,6 @@ NOC_AUTH = {"authorization_number": "PA26-REVIEW-PAGE", "member_id": MEMBER, "st
             "procedure_codes": ["J9999", "J3590", "S9542"], "start_date": "2026-01-01", "end_date": "2026-12-31",
             "approved_units": None}
 FACTOR = {"ndc": "68516-4601-02", "quantity": "9000", "unit": "F2", "dosage": "9000 IU", "frequency": "once"}
-
-
-def reviewers_file(path: Path) -> Path:
-    path.write_text("".join(
-        f'[[reviewer]]\nname = "{name}"\ntoken_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\nqueues = {json.dumps(queues)}\n\n'
-        for name, token, queues in (("Pat Integrity", PAT, ["PAYMENT_INTEGRITY"]), ("Cal Clinical", CAL, ["CLINICAL"]))),
-        encoding="utf-8")
-    return path
 
 
 def claims() -> list[dict[str, Any]]:
@@ -69,8 +57,8 @@ def claims() -> list[dict[str, Any]]:
 def worker(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
     workdir = tmp_path_factory.mktemp("review-page")
     pipe = ApiPipeline(module_bootstrap, workdir)
-    pipe.env["CLAIMS_REVIEWERS_FILE"] = str(reviewers_file(workdir / "reviewers.toml"))
-    reference = {p.stem: [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()] for p in SAMPLE_REFERENCE.glob("*.jsonl")}
+    pipe.reviewers(("Pat Integrity", PAT, ["PAYMENT_INTEGRITY"]), ("Cal Clinical", CAL, ["CLINICAL"]))
+    reference = sample_reference()
     reference["authorizations"].append(NOC_AUTH)
     pipe.load_reference(reference)
     with pipe.running():
