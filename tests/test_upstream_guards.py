@@ -1,6 +1,6 @@
 """Guards for every private Faust / aiokafka / aiohttp-driver name the project relies on.
 
-faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches seven
+faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches twelve
 Faust methods (streams/worker/faust_tuning.py) and reads about a dozen private attributes. An
 upgrade is a one-test answer: run this module (no broker, no ledger, about a second). Each
 failure names the upstream name, the file that relies on it and what breaks without it.
