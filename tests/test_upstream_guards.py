@@ -22,7 +22,6 @@ import textwrap
 import time
 import types
 from dataclasses import dataclass
-from importlib import import_module
 from importlib.metadata import version
 from pathlib import Path
 
