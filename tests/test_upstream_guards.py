@@ -1,6 +1,6 @@
 """Guards for every private Faust / aiokafka / aiohttp-driver name the project relies on.
 
-faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches seven
+faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches twelve
 Faust methods (streams/worker/faust_tuning.py) and reads about a dozen private attributes. An
 upgrade is a one-test answer: run this module (no broker, no ledger, about a second). Each
 failure names the upstream name, the file that relies on it and what breaks without it.
@@ -127,6 +127,11 @@ COMMIT_CAP = Name("faust.transport.consumer.Consumer._filter_committable_offsets
                   "(faust-streaming #606, the fix of commit 5810c4ab carried)",
                   "streams/worker/faust_tuning.py _never_commit_past_in_flight (patched)",
                   "the cap is bypassed: a commit can pass a message still in flight (#606), loss after a crash")
+SEEK_BACK = Name("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread.seek_to_committed / .call_thread / "
+                 "._ensure_consumer / aiokafka AIOKafkaConsumer.seek_to_committed (seeks only offsets above 0)",
+                 "streams/worker/faust_tuning.py _seek_back_without_a_commit_too (patched; tests/test_faust_seek.py)",
+                 "records Faust dropped during a rebalance are not read again on a partition the group never "
+                 "committed: lost lines after a takeover (issue 24)")
 
 #: the upstream signatures the patches wrap (parameter names and kinds, no annotations)
 PATCHED = [
@@ -144,6 +149,8 @@ PATCHED = [
     (GAP, Consumer, "_add_gap", faust_tuning._gap_without_the_message, "(self, tp, offset_from, offset_to)"),
     (COMMIT_CAP, Consumer, "_filter_committable_offsets", faust_tuning._never_commit_past_in_flight, "(self, tps)"),
     (COMMIT_CAP, Consumer, "_new_offset", faust_tuning._never_commit_past_in_flight, "(self, tp)"),
+    (SEEK_BACK, faust_kafka.AIOKafkaConsumerThread, "seek_to_committed", faust_tuning._seek_back_without_a_commit_too,
+     "(self)"),
 ]
 
 
@@ -202,6 +209,8 @@ def test_the_classes_the_worker_uses_resolve_to_the_patches() -> None:
     thread_cls = type(consumer._thread)  # noqa: SLF001
     CREATE_CONSUMER.check(getattr(thread_cls._create_worker_consumer, "_claims_tuned", False),
                           f"the worker's consumer thread is a {thread_cls.__qualname__}, not the patched class")
+    SEEK_BACK.check(getattr(thread_cls.seek_to_committed, "_claims_tuned", False),
+                    f"{thread_cls.__qualname__} overrides seek_to_committed: the patch is bypassed")
     TRANSACTIONAL_ID.check(getattr(type(consumer.transactions).send, "_claims_tuned", False),
                            "the worker's transaction manager is not the patched class")
     PRODUCER_FLUSH.check(getattr(type(worker_app)._producer_flush, "_claims_tuned", False),
@@ -547,4 +556,5 @@ def test_the_idle_fetch_wait_and_the_commit_cap_find_what_they_patch() -> None:
 GUARDED = {"_client", "_consumer", "_committed_offset", "_ensure_producer", "_txn_manager", "_message_accumulator",
            "_compression_type", "_transaction_producers", "_fetch_max_wait_ms", "_unacked_messages", "_runner",
            "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate",
-           "_fetcher", "_proc_fetch_request", "_conns", "_acked", "_stop_transactions", "_acked_index", "_gap"}
+           "_fetcher", "_proc_fetch_request", "_conns", "_acked", "_stop_transactions", "_acked_index", "_gap",
+           "_ensure_consumer"}

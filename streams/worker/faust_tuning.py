@@ -27,6 +27,7 @@ def apply(settings: Settings) -> None:
     _commit_between_batches()
     _never_commit_past_in_flight()
     _gap_without_the_message()
+    _seek_back_without_a_commit_too()
 
 
 #: The input partition whose message the current task is answering (see `answering`).
@@ -402,6 +403,48 @@ def _gap_without_the_message() -> None:
     gap_before._claims_tuned = True
     gap_before.__wrapped__ = add_gap
     Consumer._add_gap = gap_before
+
+
+def _seek_back_without_a_commit_too() -> None:
+    """Faust drops the records a fetch returns while a rebalance has stopped its flow
+    (`Consumer.getmany`) and relies on `perform_seek` ("seek back to committed offsets") to read
+    them again. But the aiokafka driver's `seek_to_committed` is aiokafka's, which seeks only
+    partitions with a committed offset above 0 (`if offset and offset > 0`): a partition the
+    group never committed stays where the dropped records left it, and they are never read.
+    That was issue 24's loss of a partition's first messages after a takeover (measured: the
+    survivor of a kill -9 acknowledged `claims.internal.priced` p2 from offset 18 on and
+    committed 31; 0-17 never reached it). A partition without a committed offset is now reset
+    as a fresh assignment is (`consumer_auto_offset_reset`), and one committed at 0 is sought
+    to 0."""
+    from faust.transport.drivers import aiokafka as driver
+
+    seek = driver.AIOKafkaConsumerThread.seek_to_committed
+    if getattr(seek, "_claims_tuned", False):
+        return
+
+    async def seek_to_committed(self):
+        consumer = self._ensure_consumer()  # noqa: SLF001 - the driver's own accessor
+        return await self.call_thread(seek_back, consumer, self.app.conf.consumer_auto_offset_reset)
+
+    seek_to_committed._claims_tuned = True
+    seek_to_committed.__wrapped__ = seek
+    driver.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+
+
+async def seek_back(consumer, reset: str) -> dict:
+    """aiokafka's `seek_to_committed`, and then what it leaves out: partitions committed at 0
+    to 0, partitions without a committed offset to the `reset` policy's end. Returns the
+    committed offsets (None: no commit), as aiokafka's does."""
+    committed = await consumer.seek_to_committed()
+    for tp, offset in committed.items():
+        if offset == 0:
+            consumer.seek(tp, 0)
+    fresh = [tp for tp, offset in committed.items() if offset is None]
+    if fresh and reset == "earliest":
+        await consumer.seek_to_beginning(*fresh)
+    elif fresh and reset == "latest":
+        await consumer.seek_to_end(*fresh)
+    return committed
 
 
 def _bound_shutdown_drain() -> None:
