@@ -1,10 +1,11 @@
 """faust-streaming #606, broker-free: Faust's commit offset against messages still in flight
-(`faust_tuning._never_commit_past_in_flight`). The gap shape: the message at the committed
+(`faust_offsets._never_commit_past_in_flight`). The gap shape: the message at the committed
 offset is still being processed while the ones after it are acknowledged; a commit past it
 loses it in a crash. Faust's own `Consumer._new_offset` and `ack` run on a bare consumer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from weakref import WeakSet
@@ -15,7 +16,7 @@ from faust.transport.drivers.aiokafka import Consumer as KafkaConsumer
 from faust.types import TP, Message
 from intervaltree import IntervalTree
 
-from streams.worker import faust_tuning
+from streams.worker import faust_offsets, faust_tuning
 from streams.settings import Settings
 
 TP0 = TP("claims.lines.submitted", 0)
@@ -126,3 +127,57 @@ def test_a_transaction_markers_gap_does_not_hold_the_commit_back() -> None:
     for m in (s7, s8, s9):
         stock.ack(m)
     assert commit_offset(stock) == 8, "Faust's own gap no longer holds the commit back: re-check the patch"
+
+
+async def drain(c: KafkaConsumer, offsets: list[int]) -> None:
+    """Faust's own fetch loop (`Consumer._drain_messages`) over one fetch of `offsets`, each
+    message acknowledged as a stage does once its batch is answered."""
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    messages = delivered(c, *offsets)
+
+    async def getmany(timeout: float):
+        for m in messages:
+            yield TP0, m
+        fetcher._stopped.set()
+
+    async def callback(message: Message) -> None:
+        c.ack(message)
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def first(coro, other) -> None:
+        other.close()
+        await coro
+
+    c.callback, c.getmany, c._stopped, c._crashed, c._commit_every = callback, getmany, asyncio.Event(), asyncio.Event(), None
+    c.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+    c.suspend_flow, c.sleep, c.wait_first = asyncio.Event(), nothing, first
+    await Consumer._drain_messages(c, fetcher)
+
+
+@pytest.mark.parametrize("read_offsets", ["tuned", "stock"])
+def test_a_jump_after_offset_zero_is_a_gap_too(read_offsets) -> None:
+    """A partition's message 0, then offsets 1-2 that are no messages (transaction markers, an
+    aborted transaction), then 3-5. Faust's fetch loop records a jump only `if gap > 1 and
+    r_offset`: after offset 0 (false) it did not, and the commit stopped at 1 for good while the
+    transactions held the answers to 3-5; a rebalance read them again (the 835s written twice,
+    issue 24)."""
+    c = consumer(None)
+    c._read_offset = faust_offsets.ReadOffsets(lambda: None) if read_offsets == "tuned" else defaultdict(lambda: None)
+    asyncio.run(drain(c, [0, 3, 4, 5]))
+    if read_offsets == "tuned":
+        assert commit_offset(c) == 6
+    else:
+        assert commit_offset(c) == 1 and commit_offset(c) is None, "Faust records the jump after 0 now: re-check the patch"
+
+
+def test_every_consumer_keeps_offset_zero_true() -> None:
+    """The patch is on `Consumer.__init__`: a consumer Faust builds holds `ReadOffsets`."""
+    from faust import App
+
+    app = App("offsets-check", broker="kafka://127.0.0.1:1")
+    kafka_consumer = app.transport.create_consumer(callback=print, on_partitions_revoked=print, on_partitions_assigned=print)
+    kafka_consumer._read_offset[TP0] = 0
+    assert isinstance(kafka_consumer._read_offset, faust_offsets.ReadOffsets) and kafka_consumer._read_offset[TP0] == 0
+    assert kafka_consumer._read_offset[TP0]

@@ -4,7 +4,7 @@ to read them again; aiokafka's `seek_to_committed`, which Faust's driver calls, 
 partition the group never committed (or committed at 0) where the dropped records left it.
 Issue 24's exactly_once soak lost a partition's first messages that way after a takeover
 (docs/architecture.md, "A partition's beginning skipped after a takeover");
-`faust_tuning._seek_back_without_a_commit_too` mends it. Faust's own `perform_seek` and the
+`faust_offsets._seek_back_without_a_commit_too` mends it. Faust's own `perform_seek` and the
 driver's `seek_to_committed` run on a real aiokafka consumer in a consumer group; only the hop
 to Faust's consumer thread is left out (the coroutine runs on the test's loop)."""
 

@@ -1,6 +1,6 @@
 """Guards for every private Faust / aiokafka / aiohttp-driver name the project relies on.
 
-faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches twelve
+faust-streaming and aiokafka are pinned (pyproject.toml) because the project patches thirteen
 Faust methods (streams/worker/faust_tuning.py) and reads about a dozen private attributes. An
 upgrade is a one-test answer: run this module (no broker, no ledger, about a second). Each
 failure names the upstream name, the file that relies on it and what breaks without it.
@@ -36,7 +36,7 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 from faust.web.drivers import aiohttp as faust_web
 
-from streams.worker import faust_tuning
+from streams.worker import faust_offsets, faust_tuning
 from streams.build import build_worker
 from streams.settings import Settings
 
@@ -121,17 +121,22 @@ REBALANCE = Name("faust.transport.consumer.TransactionManager.on_rebalance / ._s
                  "exactly_once: kept partitions' transactions stay open while Faust seeks them back, a revoked "
                  "partition's fenced producer is reused: repeats, crashed agents, lost lines")
 GAP = Name("faust.transport.consumer.Consumer._add_gap (called as _add_gap(tp, r_offset + 1, offset))",
-           "streams/worker/faust_tuning.py _gap_without_the_message (patched)",
+           "streams/worker/faust_offsets.py _gap_without_the_message (patched)",
            "exactly_once commits lag one transaction marker behind their answers: repeats after a rebalance or crash")
 COMMIT_CAP = Name("faust.transport.consumer.Consumer._filter_committable_offsets / Consumer._new_offset "
                   "(faust-streaming #606, the fix of commit 5810c4ab carried)",
-                  "streams/worker/faust_tuning.py _never_commit_past_in_flight (patched)",
+                  "streams/worker/faust_offsets.py _never_commit_past_in_flight (patched)",
                   "the cap is bypassed: a commit can pass a message still in flight (#606), loss after a crash")
 SEEK_BACK = Name("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread.seek_to_committed / .call_thread / "
                  "._ensure_consumer / aiokafka AIOKafkaConsumer.seek_to_committed (seeks only offsets above 0)",
-                 "streams/worker/faust_tuning.py _seek_back_without_a_commit_too (patched; tests/test_faust_seek.py)",
+                 "streams/worker/faust_offsets.py _seek_back_without_a_commit_too (patched; tests/test_faust_seek.py)",
                  "records Faust dropped during a rebalance are not read again on a partition the group never "
                  "committed: lost lines after a takeover (issue 24)")
+READ_ZERO = Name("faust.transport.consumer.Consumer._read_offset (made in Consumer.__init__; the fetch loop "
+                 "records a jump only `if gap > 1 and r_offset`)",
+                 "streams/worker/faust_offsets.py _gap_after_offset_zero (patched; tests/test_faust_offsets.py)",
+                 "after a partition's offset 0 a jump is not a gap: the commit stops at 1, and a rebalance answers "
+                 "everything after it again (exactly_once repeats, issue 24)")
 
 #: the upstream signatures the patches wrap (parameter names and kinds, no annotations)
 PATCHED = [
@@ -146,11 +151,14 @@ PATCHED = [
     (PRODUCER_FLUSH, App, "_producer_flush", faust_tuning._bound_shutdown_drain, "(self, logger)"),
     (REBALANCE, TransactionManager, "on_rebalance", faust_tuning._restart_transactions_on_rebalance,
      "(self, assigned, revoked, newly_assigned)"),
-    (GAP, Consumer, "_add_gap", faust_tuning._gap_without_the_message, "(self, tp, offset_from, offset_to)"),
-    (COMMIT_CAP, Consumer, "_filter_committable_offsets", faust_tuning._never_commit_past_in_flight, "(self, tps)"),
-    (COMMIT_CAP, Consumer, "_new_offset", faust_tuning._never_commit_past_in_flight, "(self, tp)"),
-    (SEEK_BACK, faust_kafka.AIOKafkaConsumerThread, "seek_to_committed", faust_tuning._seek_back_without_a_commit_too,
+    (GAP, Consumer, "_add_gap", faust_offsets._gap_without_the_message, "(self, tp, offset_from, offset_to)"),
+    (COMMIT_CAP, Consumer, "_filter_committable_offsets", faust_offsets._never_commit_past_in_flight, "(self, tps)"),
+    (COMMIT_CAP, Consumer, "_new_offset", faust_offsets._never_commit_past_in_flight, "(self, tp)"),
+    (SEEK_BACK, faust_kafka.AIOKafkaConsumerThread, "seek_to_committed", faust_offsets._seek_back_without_a_commit_too,
      "(self)"),
+    (READ_ZERO, Consumer, "__init__", faust_offsets._gap_after_offset_zero,
+     "(self, transport, callback, on_partitions_revoked, on_partitions_assigned, *, commit_interval=None, "
+     "commit_livelock_soft_timeout=None, loop=None, **kwargs)"),
 ]
 
 
@@ -452,6 +460,19 @@ def test_the_gap_faust_records_ends_at_the_message_read() -> None:
               "_add_gap no longer includes offset_to: the patch would now drop a real gap offset")
 
 
+def test_the_fetch_loop_still_tests_the_read_offset_for_truth() -> None:
+    """The loop's `get_read_offset`/`set_read_offset` are the `_read_offset` mapping's own
+    methods, and the jump test is a truth test: what `ReadOffsets` keeps true."""
+    source = inspect.getsource(Consumer._drain_messages)
+    READ_ZERO.check("get_read_offset = self._read_offset.__getitem__" in source
+                    and "set_read_offset = self._read_offset.__setitem__" in source,
+                    "the fetch loop no longer reads and sets _read_offset through the mapping")
+    READ_ZERO.check("if gap > 1 and r_offset:" in source,
+                    "the fetch loop's jump test changed (fixed upstream? then drop the patch)")
+    READ_ZERO.check("self._read_offset = defaultdict(lambda: None)" in inspect.getsource(upstream(Consumer, "__init__", READ_ZERO)),
+                    "Consumer.__init__ no longer makes _read_offset a defaultdict: ReadOffsets would replace another kind")
+
+
 def test_take_events_acks_a_batch_only_after_the_body_returned() -> None:
     """Structure of Stream.take_events: the batch is yielded in a try whose finally acks it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(Stream.take_events)))
@@ -522,7 +543,7 @@ def test_every_private_name_read_in_the_code_is_guarded_here() -> None:
     goes into GUARDED."""
     root = Path(__file__).resolve().parents[1]
     found = {(name, f"{path.relative_to(root)}:{number}")
-             for path in sorted([*root.glob("streams/*.py"), *root.glob("streams/agents/*.py")])
+             for path in sorted(root.glob("streams/**/*.py"))
              for number, text in enumerate(path.read_text().splitlines(), 1) if "SLF001" in text
              for name in re.findall(r"\.(_[A-Za-z]\w*)", text.split("#")[0])}
     missing = sorted(f"{name} ({where})" for name, where in found if name not in GUARDED)
@@ -557,4 +578,4 @@ GUARDED = {"_client", "_consumer", "_committed_offset", "_ensure_producer", "_tx
            "_compression_type", "_transaction_producers", "_fetch_max_wait_ms", "_unacked_messages", "_runner",
            "_create_worker_consumer", "_producer_flush", "_new_transport_tcp", "_decorate",
            "_fetcher", "_proc_fetch_request", "_conns", "_acked", "_stop_transactions", "_acked_index", "_gap",
-           "_ensure_consumer"}
+           "_ensure_consumer", "_read_offset"}
