@@ -55,8 +55,7 @@ def _decide_batch(ledger: Ledger, claims: list[tuple[tuple[int, int], Any]], ref
                   run: Callable[[Any], Callable[[engine.History], engine.Outcome]] | None = None) -> list[Any]:
     """The adjudicate stage's ledger work for one batch (streams/agents/adjudicate.py `_decide_all`)."""
     def work() -> list[Any]:
-        ledger.hold(members=[c.member_id for _, c in claims],
-                    claims=[i for _, c in claims for i in (c.claim_id, c.lines[0].line.original_claim_id) if i])
+        ledger.hold(deciding=[c for _, c in claims])
         out: list[Any] = []
         for source, claim in claims:
             try:

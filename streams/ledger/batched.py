@@ -1,0 +1,169 @@
+"""Set-based statements for an optimistic PostgreSQL batch (`Ledger.batch`, issue 25).
+
+A batch reads what its messages need up front, one statement per stage after its row locks
+(`send_intake`, `send_decide`: `= ANY` reads of every claim, line and input message it
+touches), and keeps its writes (`defer`, `defer_keys`) until a statement that cannot wait or
+the commit, then sends them as one multi-row statement per kind. A message uses what was
+read up front only while nothing earlier in the batch wrote the rows it reads (`dirty`);
+otherwise, and for the rare cases (re-deliveries, repeats, rejections, corrections), the
+per-message statements run as before, after the writes kept so far. Transaction
+boundaries do not change: a failing message or write fails the batch, which is done again
+with a savepoint per message and none of this (`Ledger.batch`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from contract.models import ClaimWork
+from streams.ledger.decisions import insert_rows
+from streams.ledger.readahead import DecideReads, Key, Rows, authorizations
+
+_TABLE = re.compile(r"^(?:INSERT INTO|DELETE FROM|UPDATE)\s+(\w+)")
+
+#: rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters a statement)
+_MAX_PARAMS = 60_000
+
+
+def by_key(q, statement: str, column: str, key: Any) -> None:
+    """`statement WHERE column = key`: now, or in an optimistic PostgreSQL batch with the
+    batch's other keys as one `= ANY` statement."""
+    defer = getattr(q, "defer_keys", None)
+    if defer is None:
+        q(f"{statement} WHERE {column} = ?", key)
+    else:
+        defer(statement, column, key)
+
+
+@dataclass(slots=True)
+class HeldClaim:
+    """An intake batch's claim as read up front, and as the batch's lines changed it since."""
+
+    status: str
+    reason: str | None
+    rows: list[tuple[int, str, str]]  # its waiting lines: (number, body, original), by number
+
+
+class Batched:
+    """The `q` of an optimistic PostgreSQL batch: each statement first sends the writes kept
+    so far; writes that can wait are kept; and what the batch read up front."""
+
+    def __init__(self, execute: Callable[..., Any]) -> None:
+        self._execute = execute
+        self._kept: dict[tuple[str, str, str], list] = {}  # (kind, statement, tail or column) -> rows or keys
+        self._dirty: set[tuple[str, str]] = set()
+        self._everything_dirty = False
+        self._intake: tuple[Any, Any] | None = None  # the cursors of `send_intake`
+        self._claims: dict[str, HeldClaim] = {}
+        self._messages: set[tuple[int, int]] = set()
+        self._decide: tuple[DecideReads, dict[str, int]] | None = None
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def __call__(self, sql: str, *params: Any) -> Any:
+        self.flush()
+        return self._execute(sql, *params)
+
+    def defer(self, head: str, rows: Sequence[tuple], tail: str = "") -> None:
+        """`insert_rows(head, rows, tail)`, sent later with the batch's other rows of it."""
+        self._keep(("rows", head, tail), head, rows)
+
+    def defer_keys(self, statement: str, column: str, key: Any) -> None:
+        self._keep(("keys", statement, column), statement, [key])
+
+    def _keep(self, kind: tuple[str, str, str], statement: str, items: Iterable) -> None:
+        """Keep `items`; first send what was kept if a later kind writes the same table (the
+        order of two statements on one table is kept; kinds on different tables commute)."""
+        if kind in self._kept:
+            kinds = list(self._kept)
+            table = _TABLE.match(statement).group(1)
+            if any(_TABLE.match(k[1]).group(1) == table for k in kinds[kinds.index(kind) + 1:]):
+                self.flush()
+        self._kept.setdefault(kind, []).extend(items)
+
+    def flush(self) -> None:
+        kept, self._kept = self._kept, {}
+        for (kind, statement, extra), items in kept.items():
+            if kind == "keys":
+                self._execute(f"{statement} WHERE {extra} = ANY(?)", list(dict.fromkeys(items)))
+                continue
+            step = max(1, _MAX_PARAMS // len(items[0]))
+            for i in range(0, len(items), step):
+                insert_rows(self._execute, statement, items[i:i + step], extra)
+
+    # --- reads made up front --------------------------------------------------------------------
+
+    def touch(self, *keys: tuple[str, str]) -> bool:
+        """Whether none of these rows ("c", claim), ("m", member), ("a", authorization) was
+        written earlier in the batch; they count as written from now on."""
+        clean = not self._everything_dirty and self._dirty.isdisjoint(keys)
+        self._dirty.update(keys)
+        return clean
+
+    def send_intake(self, claims: Sequence[tuple[str, int | None]], sources: Sequence[tuple[int, int]], seen: float) -> None:
+        """An intake batch's claims ((claim, partition of its first line), in the batch's
+        order), created if new or locked, in sorted order; then their waiting lines and which
+        of the batch's input messages (`sources`) were recorded before, in one read."""
+        first = dict(reversed(claims))  # each claim's first partition
+        ids = sorted(first)
+        rows = self._execute(
+            "INSERT INTO claims (claim_id, status, first_seen, last_seen, source_partition) "
+            "SELECT c, 'OPEN', ?, ?, p FROM unnest(?::text[], ?::int[]) AS n (c, p) ORDER BY c "
+            "ON CONFLICT (claim_id) DO UPDATE SET status = claims.status RETURNING claim_id, status, reason",
+            seen, seen, ids, [first[c] for c in ids])
+        reads = self._execute(
+            "SELECT 0, claim_id, line_number, body, original FROM claim_lines WHERE claim_id = ANY(?) "
+            "UNION ALL SELECT 1, NULL, input_partition, input_offset::text, NULL FROM claim_messages "
+            "WHERE (input_partition, input_offset) IN (SELECT * FROM unnest(?::int[], ?::bigint[])) ORDER BY 1, 2, 3",
+            ids, [p for p, _ in sources], [o for _, o in sources])
+        self._intake = (rows, reads)
+
+    def _read_intake(self) -> None:
+        rows, reads = self._intake
+        self._intake = None
+        self._claims = {c: HeldClaim(status, reason, []) for c, status, reason in rows.fetchall()}
+        for tag, claim_id, number, body, original in reads.fetchall():
+            if tag == 0:
+                self._claims[claim_id].rows.append((number, body, original))
+            else:
+                self._messages.add((number, int(body)))
+
+    def record(self, source: tuple[int, int]) -> None:
+        """An input message recorded by the batch (`held_claim` sends it the per-message way if it comes again)."""
+        self._messages.add(source)
+
+    def held_claim(self, claim_id: str, source: tuple[int, int] | None) -> HeldClaim | None:
+        """The claim as read up front if nothing since changed it and `source` was not recorded
+        before (None: the line takes the per-message path, and the claim with it from now on)."""
+        if self._intake is not None:
+            self._read_intake()
+        claim = self._claims.get(claim_id)
+        if claim is None or ("c", claim_id) in self._dirty or (source is not None and source in self._messages):
+            self.touch(("c", claim_id))
+            return None
+        return claim
+
+    def send_decide(self, works: Sequence[ClaimWork]) -> None:
+        """What deciding `works` reads (`DecideReads`), in one statement after the batch's locks."""
+        if works:
+            index = {}
+            for i, work in enumerate(works):
+                index.setdefault(work.claim_id, i)
+            self._decide = (DecideReads(self._execute, works), index)
+
+    def decide_reads(self, work: ClaimWork) -> tuple[list[Key], Callable[[], dict[Key, Rows]]] | None:
+        """The reads of `work` made up front, if nothing earlier in the batch wrote what it
+        reads (its claim, member and authorizations; a correction writes its original's rows:
+        no claim after it uses them)."""
+        head = work.lines[0].line
+        clean = self.touch(("c", work.claim_id), ("m", work.member_id), *(("a", a) for a in authorizations(work)),
+                           *((("c", head.original_claim_id),) if head.original_claim_id else ()))
+        if head.is_correction:
+            self._everything_dirty = True
+        if not clean or head.is_correction or self._decide is None or work.claim_id not in self._decide[1]:
+            return None
+        reads, index = self._decide
+        i = index[work.claim_id]
+        return reads.keys(i), lambda: reads.answers(i)
