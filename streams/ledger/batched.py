@@ -13,18 +13,24 @@ with a savepoint per message and none of this (`Ledger.batch`)."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from contract.models import ClaimWork
-from streams.ledger.decisions import insert_rows
-from streams.ledger.readahead import DecideReads, Key, Rows, authorizations
+from rules.engine import Outcome
+from streams.ledger.readahead import DRUG_DAYS, PAID, UNITS, DecideReads, Key, Rows, authorizations
 
 _TABLE = re.compile(r"^(?:INSERT INTO|DELETE FROM|UPDATE)\s+(\w+)")
+_INSERT = re.compile(r"^INSERT INTO (\w+) \(([^)]*)\) VALUES$")
 
-#: rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters a statement)
-_MAX_PARAMS = 60_000
+
+@lru_cache(maxsize=256)
+def _table(kind: tuple[str, str, str]) -> str:
+    return _TABLE.match(kind[1]).group(1)
 
 
 def by_key(q, statement: str, column: str, key: Any) -> None:
@@ -54,7 +60,6 @@ class Batched:
         self._execute = execute
         self._kept: dict[tuple[str, str, str], list] = {}  # (kind, statement, tail or column) -> rows or keys
         self._dirty: set[tuple[str, str]] = set()
-        self._everything_dirty = False
         self._intake: tuple[Any, Any] | None = None  # the cursors of `send_intake`
         self._claims: dict[str, HeldClaim] = {}
         self._messages: set[tuple[int, int]] = set()
@@ -68,37 +73,42 @@ class Batched:
 
     def defer(self, head: str, rows: Sequence[tuple], tail: str = "") -> None:
         """`insert_rows(head, rows, tail)`, sent later with the batch's other rows of it."""
-        self._keep(("rows", head, tail), head, rows)
+        self._keep(("rows", head, tail), rows)
 
     def defer_keys(self, statement: str, column: str, key: Any) -> None:
-        self._keep(("keys", statement, column), statement, [key])
+        self._keep(("keys", statement, column), [key])
 
-    def _keep(self, kind: tuple[str, str, str], statement: str, items: Iterable) -> None:
+    def _keep(self, kind: tuple[str, str, str], items: Iterable) -> None:
         """Keep `items`; first send what was kept if a later kind writes the same table (the
         order of two statements on one table is kept; kinds on different tables commute)."""
-        if kind in self._kept:
-            kinds = list(self._kept)
-            table = _TABLE.match(statement).group(1)
-            if any(_TABLE.match(k[1]).group(1) == table for k in kinds[kinds.index(kind) + 1:]):
-                self.flush()
-        self._kept.setdefault(kind, []).extend(items)
+        kept = self._kept.get(kind)
+        if kept is None:
+            self._kept[kind] = kept = []
+        elif _table(kind) in {_table(k) for k in list(self._kept)[list(self._kept).index(kind) + 1:]}:
+            self.flush()
+            self._kept[kind] = kept = []
+        kept.extend(items)
 
     def flush(self) -> None:
+        """Each kind kept as one statement with one parameter, so its text does not change
+        with the number of rows (parsed once by psycopg, prepared by the server): the keys as
+        an array, the rows as JSON objects read as the table's rows (`json_populate_recordset`)."""
         kept, self._kept = self._kept, {}
         for (kind, statement, extra), items in kept.items():
             if kind == "keys":
                 self._execute(f"{statement} WHERE {extra} = ANY(?)", list(dict.fromkeys(items)))
                 continue
-            step = max(1, _MAX_PARAMS // len(items[0]))
-            for i in range(0, len(items), step):
-                insert_rows(self._execute, statement, items[i:i + step], extra)
+            table, columns = _INSERT.match(statement).groups()
+            names = [c.strip() for c in columns.split(",")]
+            self._execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table}, ?::json)"
+                          f"{extra}", orjson.dumps([dict(zip(names, row)) for row in items], default=str).decode())
 
     # --- reads made up front --------------------------------------------------------------------
 
     def touch(self, *keys: tuple[str, str]) -> bool:
-        """Whether none of these rows ("c", claim), ("m", member), ("a", authorization) was
-        written earlier in the batch; they count as written from now on."""
-        clean = not self._everything_dirty and self._dirty.isdisjoint(keys)
+        """Whether none of these rows (("c", claim)) was written earlier in the batch; they
+        count as written from now on."""
+        clean = self._dirty.isdisjoint(keys)
         self._dirty.update(keys)
         return clean
 
@@ -154,16 +164,30 @@ class Batched:
             self._decide = (DecideReads(self._execute, works), index)
 
     def decide_reads(self, work: ClaimWork) -> tuple[list[Key], Callable[[], dict[Key, Rows]]] | None:
-        """The reads of `work` made up front, if nothing earlier in the batch wrote what it
-        reads (its claim, member and authorizations; a correction writes its original's rows:
-        no claim after it uses them)."""
+        """The reads of `work` made up front, if nothing earlier in the batch wrote its claim's
+        rows (its member's and authorizations' rows written since are added to them:
+        `recorded`, `released`). None for a correction (its original's reads are its own)."""
         head = work.lines[0].line
-        clean = self.touch(("c", work.claim_id), ("m", work.member_id), *(("a", a) for a in authorizations(work)),
-                           *((("c", head.original_claim_id),) if head.original_claim_id else ()))
-        if head.is_correction:
-            self._everything_dirty = True
+        clean = self.touch(("c", work.claim_id), *((("c", head.original_claim_id),) if head.original_claim_id else ()))
         if not clean or head.is_correction or self._decide is None or work.claim_id not in self._decide[1]:
             return None
         reads, index = self._decide
         i = index[work.claim_id]
         return reads.keys(i), lambda: reads.answers(i)
+
+    def recorded(self, claim_id: str, member: str, outcome: Outcome) -> None:
+        """What a decided claim wrote of its member's and authorizations' rows (`record_outcome`),
+        added to the answers the batch's later claims read."""
+        if self._decide is not None:
+            reads = self._decide[0]
+            for fingerprint, _, member_id in outcome.paid:
+                reads.add((PAID, (member_id, "")), fingerprint, claim_id)
+            for auth, _, units in outcome.units:
+                reads.add((UNITS, (auth, "")), str(units), claim_id)
+            for day in outcome.drug_days:
+                reads.add((DRUG_DAYS, (member, "")), day.isoformat(), claim_id)
+
+    def released(self, claim_id: str) -> None:
+        """A correction deleted what `claim_id` held (`corrections.reverse`): gone from the answers too."""
+        if self._decide is not None:
+            self._decide[0].drop(claim_id)

@@ -409,9 +409,13 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                                           datetime.now(UTC))
             if outcome.reverses is not None:
                 corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
+                if isinstance(tx, Batched):
+                    tx.released(outcome.reverses)
                 review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
                 reprocess_store.supersede_open(q, outcome.reverses, claim_id, datetime.now(UTC))
             record_outcome(q, claim_id, member, outcome, {lw.line.line_number: lw.line for lw in work.lines})
+            if isinstance(tx, Batched):  # for its batch's next claims of the member
+                tx.recorded(claim_id, member, outcome)
             if outcome.new_decisions:  # found again by the reference changes that touch it
                 reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
                                             work.submitted_at.timestamp())
@@ -463,13 +467,11 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         None if an invalid line came first), in the batch's order) held up front in sorted
         order; in an optimistic batch created if new and read, with their waiting lines and
         which input messages (`sources`) were recorded, in one round trip (`Batched.send_intake`)."""
-        if not self.postgres or not claims:
+        if self._batched is None:
+            self.hold(claims=[c for c, _ in claims])
             return
         with self.transaction() as q:
-            if isinstance(q, Batched):
-                q.send_intake(claims, sources, seen)
-                return
-        self.hold(claims=[c for c, _ in claims])
+            q.send_intake(claims, sources, seen)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 
