@@ -27,7 +27,9 @@ from rules import engine
 from rules.reference import TABLES as REFERENCE_TABLES
 from rules.reference import ReferenceData
 from rules.rulebook import default_rulebooks
+from contract.messages import DecidedClaim
 from contract.models import ClaimLine
+from streams.ledger.remittance import remittance_inputs_all
 from streams.ledger.store import Ledger, LedgerUnavailable
 from streams.pipeline import batch, steps as pipeline
 from streams.pipeline.batch import load_reference_dir
@@ -76,18 +78,27 @@ def _decide_batch(ledger: Ledger, claims: list[tuple[tuple[int, int], Any]], ref
 def _stream(ledger: Ledger, lines: list[bytes], batch: int = BATCH,
             attempt: Callable[[int, Callable[[], Any]], Any] | None = None) -> list[list[dict[str, Any]]]:
     """Every line through intake batches, each batch's completed claims through one decide
-    batch (priced in between, as the stages do); the records of each batch, in order.
-    `attempt(n, fn)` runs batch n's ledger work (a test may cut it and try again)."""
+    batch (priced in between, as the stages do), and the claims it decided through the
+    remittance stage's ledger reads; the records of each batch, in order. `attempt(n, fn)`
+    runs batch n's ledger work (a test may cut it and try again)."""
     attempt = attempt or (lambda n, fn: fn())
     out = []
     for n, i in enumerate(range(0, len(lines), batch)):
         messages = [(raw, 0.0, 0, i + j) for j, raw in enumerate(lines[i:i + batch])]
-        steps = attempt(2 * n, lambda: pipeline.intake_batch(ledger, messages, BOOKS))
+        steps = attempt(3 * n, lambda: pipeline.intake_batch(ledger, messages, BOOKS))
         claims = [((1, i + j), engine.price(engine.enrich(s.assembled, REF, BOOKS), REF))
                   for j, s in enumerate(steps) if s.assembled is not None]
-        decided = attempt(2 * n + 1, lambda: _decide_batch(ledger, claims))
-        out.append([r for s in (*steps, *decided) for r in _records(s)])
+        decided = attempt(3 * n + 1, lambda: _decide_batch(ledger, claims))
+        remit = [DecidedClaim(claim_id=c.claim_id, decisions=tuple(d.decisions)) for (_, c), d in zip(claims, decided)
+                 if not isinstance(d, Exception) and d.decisions and not any(x.status == "PENDED" for x in d.decisions)]
+        inputs = attempt(3 * n + 2, lambda: remittance_inputs_all(ledger, remit))
+        out.append([r for s in (*steps, *decided) for r in _records(s)]
+                   + [(r and [_clockless(d) for d in r.decisions], facts, number) for r, facts, number in inputs])
     return out
+
+
+def _clockless(record: Any) -> dict[str, Any]:
+    return {k: v for k, v in record.model_dump(mode="json").items() if not k.endswith("_at")}
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from streams.ledger.assembly import AssemblyStore, Intake, restamp_rejection, se
 from streams.ledger.readahead import CLAIM_LINES, DECISIONS, DRUG_DAYS, PAID, STATUS, UNITS, DecideReads, ReadAhead, authorizations
 from streams.ledger.schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
 from contract.models import AdjudicatedLine, ClaimWork
-from streams.ledger.remittance import remittance_facts
+from streams.ledger.remittance import control_numbers, facts_of, remittance_facts
 from streams.ledger.reprocess import INDEXED_SINCE, ReprocessStore, index_unindexed
 from streams.ledger.review import ReviewStore
 from streams.ledger.writer_gate import WriterGate
@@ -479,22 +479,14 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         """The next interchange control number of `sender` (1..999999999, then 1 again): one
         atomic increment, so no two workers, processes or restarts hand out the same one."""
         with self.transaction() as q:
-            value = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, 1) ON CONFLICT (sender) DO UPDATE "
-                      "SET last_value = CASE WHEN control_numbers.last_value >= 999999999 THEN 1 "
-                      "ELSE control_numbers.last_value + 1 END RETURNING last_value",
-                      sender).fetchone()[0]
-        return int(value)
+            return control_numbers(q, sender, 1)[0]
 
     # --- read side (API, tests) -------------------------------------------------------------------
 
     def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
         """What the 837 said about the lines of these claims that their 835 answers with."""
-        out: dict[tuple[str, int], dict[str, Any]] = {}
         with self.reading() as q:
-            for claim_id in dict.fromkeys(claim_ids):
-                for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
-                    out[(claim_id, int(number))] = orjson.loads(body)
-        return out
+            return facts_of(q, claim_ids)
 
     def decided_lines(self, since: str | None = None, until: str | None = None) -> list[bytes]:
         """The submitted lines (as received) of the claims decided with a line whose date of
