@@ -22,7 +22,7 @@ import orjson
 
 from contract.models import ClaimWork
 from rules.engine import Outcome
-from streams.ledger.readahead import DRUG_DAYS, PAID, UNITS, DecideReads, Key, Rows, authorizations
+from streams.ledger.readahead import DRUG_DAYS, PAID, UNITS, DecideReads, Key, Rows
 
 _TABLE = re.compile(r"^(?:INSERT INTO|DELETE FROM|UPDATE)\s+(\w+)")
 _INSERT = re.compile(r"^INSERT INTO (\w+) \(([^)]*)\) VALUES$")
