@@ -4,7 +4,7 @@ until final), and the 835 itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -80,16 +80,23 @@ def facts_of(q: Any, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str
             for number, body in q(_FACTS, claim_id)}
 
 
-def control_numbers(q: Any, sender: str, n: int) -> list[int]:
+def control_numbers(q: Any, sender: str, n: int) -> Callable[[], list[int]]:
     """The next `n` interchange control numbers of `sender` (1..999999999, then 1 again): one
-    atomic increment, so no two workers, processes or restarts hand out the same one."""
+    atomic increment, so no two workers, processes or restarts hand out the same one. Sent
+    now; the numbers are read when called: on SQLite before the commit (which a statement in
+    progress blocks), on PostgreSQL after it (its answer comes with the commit's round trip)."""
     if n < 1:
-        return []
-    last = int(q("INSERT INTO control_numbers (sender, last_value) VALUES (?, ?) ON CONFLICT (sender) DO UPDATE "
-                 "SET last_value = CASE WHEN control_numbers.last_value + ? > 999999999 "
-                 "THEN control_numbers.last_value + ? - 999999999 ELSE control_numbers.last_value + ? END RETURNING last_value",
-                 sender, n, n, n, n).fetchone()[0])
-    return [(last - n + i) % 999_999_999 + 1 for i in range(n)]
+        return list
+    cursor = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, ?) ON CONFLICT (sender) DO UPDATE "
+               "SET last_value = CASE WHEN control_numbers.last_value + ? > 999999999 "
+               "THEN control_numbers.last_value + ? - 999999999 ELSE control_numbers.last_value + ? END RETURNING last_value",
+               sender, n, n, n, n)
+
+    def numbers() -> list[int]:
+        last = int(cursor.fetchone()[0])
+        return [(last - n + i) % 999_999_999 + 1 for i in range(n)]
+
+    return numbers
 
 
 def remittance_inputs_all(ledger: Ledger, claims: Sequence[DecidedClaim]
@@ -105,9 +112,11 @@ def remittance_inputs_all(ledger: Ledger, claims: Sequence[DecidedClaim]
         if ledger.postgres and claims:
             _send_reads(q, tx, list(dict.fromkeys(c for claim in claims for c in (claim.claim_id, *(d.claim_id for d in claim.decisions)))))
         remits = [remittable(q, claim) for claim in claims]
-        numbers = iter(control_numbers(tx, Payer().interchange_id.id, sum(r is not None for r in remits)))
-        return [(None, {}, 0) if remit is None else
-                (remit, facts_of(q, [remit.claim_id, *(d.claim_id for d in remit.decisions)]), next(numbers)) for remit in remits]
+        facts = [remit and facts_of(q, [remit.claim_id, *(d.claim_id for d in remit.decisions)]) for remit in remits]
+        taken = control_numbers(tx, Payer().interchange_id.id, sum(r is not None for r in remits))
+        numbers = None if ledger.postgres else taken()
+    numbers = iter(taken() if numbers is None else numbers)
+    return [(None, {}, 0) if remit is None else (remit, found, next(numbers)) for remit, found in zip(remits, facts)]
 
 
 def build_835(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], facts: Mapping[tuple[str, int], Mapping[str, Any]],

@@ -169,11 +169,13 @@ class ReprocessStore:
 
     def record_changes(self, changes: Iterable[tuple[str, str, str]], now: datetime) -> int:
         """`record_change` for many (topic, key, change_id) in one transaction (the reference
-        agent records each batch it consumed); how many trigger a look."""
+        agent records each batch it consumed); how many trigger a look. In the changes' sorted
+        order: every worker records every change, and two workers inserting the same keys in
+        different orders deadlocked on PostgreSQL (one waited a second, then retried)."""
         kept = [(t, k, c) for t, k, c in changes if reprocess.lookups(t, k)]
         if kept:
             with self.transaction() as q:
-                for topic, key, change_id in kept:
+                for topic, key, change_id in sorted(kept, key=lambda change: change[2]):
                     q("INSERT INTO reference_changes (change_id, topic, ref_key, received_at, state) "
                       "VALUES (?, ?, ?, ?, 'PENDING') ON CONFLICT DO NOTHING", change_id, topic, key, now.timestamp())
         return len(kept)

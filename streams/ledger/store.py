@@ -480,4 +480,4 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore, ReadSide):
         """The next interchange control number of `sender` (1..999999999, then 1 again): one
         atomic increment, so no two workers, processes or restarts hand out the same one."""
         with self.transaction() as q:
-            return control_numbers(q, sender, 1)[0]
+            return control_numbers(q, sender, 1)()[0]
