@@ -231,7 +231,7 @@ class AssemblyStore:
         lines = {n: _stored_line(body) for n, body, _ in claim.rows}
         first = next(iter(lines.values()), line)
         if claim.status != "OPEN" or number in lines or any(getattr(first, f) != getattr(line, f) for f in first.header()):
-            q.touch(("c", claim_id))
+            q.touch(claim_id)
             return None
         if source is not None:
             insert_rows(q, "INSERT INTO claim_messages (input_partition, input_offset, claim_id) VALUES", [(*source, claim_id)])
@@ -282,7 +282,7 @@ class AssemblyStore:
             return Intake(rejections=[_rejection(key, original, reasons, now)])
         with self.transaction() as q:
             if isinstance(q, Batched):  # what its batch read of the claim no longer holds
-                q.touch(("c", claim_id))
+                q.touch(claim_id)
             if source is not None and settled_by(q, claim_id) == source:
                 return self._all_rejections(q, claim_id)
             if number is not None:

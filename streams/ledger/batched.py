@@ -4,7 +4,7 @@ A batch reads what its messages need up front, one statement per stage after its
 (`send_intake`, `send_decide`: `= ANY` reads of every claim, line and input message it
 touches), and keeps its writes (`defer`, `defer_keys`) until a statement that cannot wait or
 the commit, then sends them as one multi-row statement per kind. A message uses what was
-read up front only while nothing earlier in the batch wrote the rows it reads (`dirty`);
+read up front only while nothing earlier in the batch wrote the rows it reads (`touch`);
 otherwise, and for the rare cases (re-deliveries, repeats, rejections, corrections), the
 per-message statements run as before, after the writes kept so far. Transaction
 boundaries do not change: a failing message or write fails the batch, which is done again
@@ -59,7 +59,7 @@ class Batched:
     def __init__(self, execute: Callable[..., Any]) -> None:
         self._execute = execute
         self._kept: dict[tuple[str, str, str], list] = {}  # (kind, statement, tail or column) -> rows or keys
-        self._dirty: set[tuple[str, str]] = set()
+        self._dirty: set[str] = set()  # claims the batch wrote since its reads (`touch`)
         self._intake: tuple[Any, Any] | None = None  # the cursors of `send_intake`
         self._claims: dict[str, HeldClaim] = {}
         self._messages: set[tuple[int, int]] = set()
@@ -105,11 +105,11 @@ class Batched:
 
     # --- reads made up front --------------------------------------------------------------------
 
-    def touch(self, *keys: tuple[str, str]) -> bool:
-        """Whether none of these rows (("c", claim)) was written earlier in the batch; they
-        count as written from now on."""
-        clean = self._dirty.isdisjoint(keys)
-        self._dirty.update(keys)
+    def touch(self, *claim_ids: str) -> bool:
+        """Whether nothing earlier in the batch wrote these claims' rows; they count as
+        written from now on."""
+        clean = self._dirty.isdisjoint(claim_ids)
+        self._dirty.update(claim_ids)
         return clean
 
     def send_intake(self, claims: Sequence[tuple[str, int | None]], sources: Sequence[tuple[int, int]], seen: float) -> None:
@@ -150,8 +150,8 @@ class Batched:
         if self._intake is not None:
             self._read_intake()
         claim = self._claims.get(claim_id)
-        if claim is None or ("c", claim_id) in self._dirty or (source is not None and source in self._messages):
-            self.touch(("c", claim_id))
+        if claim is None or claim_id in self._dirty or (source is not None and source in self._messages):
+            self.touch(claim_id)
             return None
         return claim
 
@@ -168,7 +168,7 @@ class Batched:
         rows (its member's and authorizations' rows written since are added to them:
         `recorded`, `released`). None for a correction (its original's reads are its own)."""
         head = work.lines[0].line
-        clean = self.touch(("c", work.claim_id), *((("c", head.original_claim_id),) if head.original_claim_id else ()))
+        clean = self.touch(work.claim_id, *((head.original_claim_id,) if head.original_claim_id else ()))
         if not clean or head.is_correction or self._decide is None or work.claim_id not in self._decide[1]:
             return None
         reads, index = self._decide
