@@ -55,7 +55,7 @@ def _prime_metrics(books) -> None:
         ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs",
                            "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages",
                            # reprocessing (streams/agents/reprocess.py, streams/api/reprocess.py)
-                           "record_changes", "pending_changes", "claims_looked_at", "propose", "change_done",
+                           "record_changes", "pending_changes", "claims_looked_at_all", "propose", "change_done", "changes_done",
                            "reprocess_outbox", "reprocess_outbox_sent", "proposal_stats", "proposals", "proposal",
                            "decide_proposal",
                            # the access log (streams/ledger/access.py)

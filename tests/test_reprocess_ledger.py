@@ -85,6 +85,24 @@ def test_decided_claims_are_indexed_and_found_by_their_keys(ledger: Ledger) -> N
     assert not ledger.record_change("reference.provider-contracts", "1245678903", "c0", T0)  # prospective
 
 
+def test_many_changes_claims_are_found_in_one_call_as_one_by_one(ledger: Ledger) -> None:
+    """The timer's one call per round (`claims_looked_at_all`, one round trip on PostgreSQL)
+    answers, change by change and in order, what `claims_looked_at` answers: a change recorded
+    before a claim was complete does not look at it, an unrecorded one looks at every claim."""
+    ref = fresh_ref()
+    submit(ledger, ref, claim("L1"))
+    ledger.record_change("reference.members", "M1001", "early", T0 - timedelta(days=1))
+    submit(ledger, ref, claim("L2", service_date="2026-02-10"))
+    ledger.record_change(AWP, f"{NDC}:2026-02-01", "late", T0 + timedelta(days=1))
+    changes = [("early", "reference.members", "M1001"), ("late", AWP, f"{NDC}:2026-02-01"),
+               ("unknown", AUTHS, "PA26-1001"), (None, "reference.members", "M1002"), ("late", "reference.drugs", NDC)]
+    expected = [ledger.claims_looked_at(t, k, c) for c, t, k in changes]
+    assert ledger.claims_looked_at_all(changes) == expected
+    assert [bool(claims) for claims in expected] == [False, True, True, False, True]
+    ledger.changes_done(["early", "late"])
+    assert ledger.pending_changes() == []
+
+
 def test_late_authorization_is_adjusted_at_once(ledger: Ledger) -> None:
     ref = fresh_ref()
     set_auth(ref, status="PENDING")

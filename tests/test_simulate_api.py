@@ -14,7 +14,7 @@ from streams.ledger.store import Ledger
 from streams.ledger.schema import SCHEMA
 from streams.tools.synthetic import generate
 from tests.harness import batch_expectation, read_to_end
-from tests.test_metrics_e2e import wait_for
+from tests.probes import wait_for
 from tests.api_harness import AUTH, JSON, ApiPipeline, api_claims, call, timeless
 
 pytestmark = pytest.mark.broker

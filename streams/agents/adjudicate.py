@@ -62,8 +62,7 @@ def _decide_all(w: Worker, claims: Sequence[tuple[tuple[int, int], ClaimWork]]) 
     ledger transaction; with a candidate rulebook (Monitor Mode) what each decision saw."""
     def work() -> list[tuple[steps.Step | Exception, list[Seen]]]:
         out: list[tuple[steps.Step | Exception, list[Seen]]] = []
-        w.runtime.ledger.hold(members=[claim.member_id for _, claim in claims],  # the batch's shared rows, in a fixed order
-                            claims=[c for _, claim in claims for c in (claim.claim_id, claim.lines[0].line.original_claim_id) if c])
+        w.runtime.ledger.hold(deciding=[claim for _, claim in claims])  # the batch's shared rows, in a fixed order
         for source, claim in claims:
             seen: list[Seen] = []
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import takewhile
 
 from streams.worker import metrics
 from streams.ledger.store import LedgerUnavailable
@@ -32,10 +33,22 @@ ROUND_BUDGET_S = 5.0
 async def one_round(w: Worker) -> None:
     ledger = w.runtime.ledger
     started = time.monotonic()
-    for change, topic, key in await w.runtime.in_ledger(ledger.pending_changes, 200, retry=False):
-        if not w.runtime.reference_holds(change):
-            break  # recorded by another worker, not in this view yet: changes are looked at in order
-        for claim_id in await w.runtime.in_ledger(ledger.claims_looked_at, topic, key, change, retry=False):
+    # changes are looked at in order: one recorded by another worker and not in this view yet
+    # ends the round's list
+    pending = list(takewhile(lambda c: w.runtime.reference_holds(c[0]),
+                             await w.runtime.in_ledger(ledger.pending_changes, 200, retry=False)))
+    while pending:
+        # every pending change's claims in one ledger call; the leading changes that look at
+        # none are DONE together; the first that does is looked at claim by claim, and the
+        # claims of the changes after it are found again (its adjustments may change them)
+        looked = await w.runtime.in_ledger(ledger.claims_looked_at_all, pending, retry=False)
+        quiet = len(list(takewhile(lambda claims: not claims, looked)))
+        if quiet:
+            await w.runtime.in_ledger(ledger.changes_done, [change for change, _, _ in pending[:quiet]], retry=False)
+        if quiet == len(pending):
+            break
+        (change, topic, key), pending = pending[quiet], pending[quiet + 1:]
+        for claim_id in looked[quiet]:
             made = await w.runtime.in_ledger(ledger.propose, change, topic, key, claim_id, w.runtime.reference,
                                            w.runtime.books, utcnow(), retry=False)
             if made.adjusted:

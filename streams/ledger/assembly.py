@@ -17,6 +17,9 @@ from typing import Any
 import orjson
 
 from contract.models import AdjudicatedLine, ClaimLine, RejectedLine, RejectionReason
+from streams.ledger.batched import Batched, HeldClaim, by_key
+from streams.ledger.decisions import insert_rows
+from streams.ledger.readahead import REPEATS
 
 
 @dataclass(slots=True)
@@ -61,7 +64,6 @@ _stored_line = _StoredLines()
 def _rejection(line_key: tuple[str | None, int | None], original: Any, reasons: list[RejectionReason], now: datetime) -> RejectedLine:
     return RejectedLine(claim_id=line_key[0], line_number=line_key[1], reasons=reasons, original=original, rejected_at=now)
 
-REPEATS = "SELECT line_number, copies FROM claim_repeats WHERE claim_id = ?"
 
 
 class _AcceptReads:
@@ -163,6 +165,10 @@ class AssemblyStore:
         seen = now.timestamp()
         source = None if partition is None or offset is None else (partition, offset)
         with self.transaction() as q:
+            held = q.held_claim(claim_id, source) if isinstance(q, Batched) else None
+            done = None if held is None else self._accept_held(q, held, line, original, source)
+            if done is not None:
+                return done
             reads = _AcceptReads(q, claim_id, source)
             status, reason = self._claim_row(q, claim_id, seen, partition, reads.send if self.postgres else lambda: None)
             if status == "REJECTED" and source is not None:
@@ -216,6 +222,32 @@ class AssemblyStore:
             return Intake()
 
     @staticmethod
+    def _accept_held(q: Batched, claim: HeldClaim, line: ClaimLine, original: Any, source: tuple[int, int] | None) -> Intake | None:
+        """`accept`'s common case on what its batch read up front (`Batched.held_claim`): a new
+        line of an open claim from a message not recorded before, its writes kept for the
+        batch's multi-row statements. None, having written nothing, for any other case (the
+        per-message path then runs, for this claim's later lines too)."""
+        claim_id, number = line.key
+        lines = {n: _stored_line(body) for n, body, _ in claim.rows}
+        first = next(iter(lines.values()), line)
+        if claim.status != "OPEN" or number in lines or any(getattr(first, f) != getattr(line, f) for f in first.header()):
+            q.touch(claim_id)
+            return None
+        if source is not None:
+            insert_rows(q, "INSERT INTO claim_messages (input_partition, input_offset, claim_id) VALUES", [(*source, claim_id)])
+            q.record(source)
+        body, kept = dumps(line), orjson.dumps(original, default=str).decode()
+        insert_rows(q, "INSERT INTO claim_lines (claim_id, line_number, body, original) VALUES", [(claim_id, number, body, kept)])
+        _stored_line.keep(body, line)
+        claim.rows.append((number, body, kept))
+        lines[number] = line
+        if len(lines) == line.line_count:
+            by_key(q, "UPDATE claims SET status = 'ASSEMBLED'", "claim_id", claim_id)
+            claim.status = "ASSEMBLED"
+            return Intake(assembled=[lines[n] for n in sorted(lines)])
+        return Intake()
+
+    @staticmethod
     def _delivered_before(q, claim_id: str, partition: int | None, offset: int | None, reads: _AcceptReads) -> bool:
         """Whether this input message (partition, offset) was read before for this claim;
         records it otherwise."""
@@ -249,6 +281,8 @@ class AssemblyStore:
         if claim_id is None:
             return Intake(rejections=[_rejection(key, original, reasons, now)])
         with self.transaction() as q:
+            if isinstance(q, Batched):  # what its batch read of the claim no longer holds
+                q.touch(claim_id)
             if source is not None and settled_by(q, claim_id) == source:
                 return self._all_rejections(q, claim_id)
             if number is not None:
@@ -393,8 +427,8 @@ def settled_by(q, claim_id: str) -> tuple[int, int] | None:
 
 def settle(q, claim_id: str, source: tuple[int, int] | None) -> None:
     if source is not None:
-        q("INSERT INTO settled_by (claim_id, source_partition, source_offset) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-          claim_id, *source)
+        insert_rows(q, "INSERT INTO settled_by (claim_id, source_partition, source_offset) VALUES", [(claim_id, *source)],
+                    " ON CONFLICT DO NOTHING")
 
 
 def _answered_by_source(q, claim_id: str, numbers: list[int]) -> None:

@@ -16,8 +16,12 @@ def insert_rows(q, head: str, rows: Sequence[tuple], tail: str = "") -> None:
     """`head` ("INSERT INTO t (a, b) VALUES") with every row of `rows`, as one statement (one
     multi-row VALUES): on PostgreSQL one statement to send instead of one per row, on SQLite
     the same rows inserted. A failing row fails the statement, and so the transaction or
-    savepoint it is in, as a failing single-row insert did."""
-    if rows:
+    savepoint it is in, as a failing single-row insert did. In an optimistic PostgreSQL batch
+    the rows wait for the batch's others of the same statement (`Batched.defer`)."""
+    defer = getattr(q, "defer", None)
+    if defer is not None and rows:
+        defer(head, rows, tail)
+    elif rows:
         marks = "(" + ", ".join("?" * len(rows[0])) + ")"
         q(f"{head} {', '.join([marks] * len(rows))}{tail}", *[v for row in rows for v in row])
 

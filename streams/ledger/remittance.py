@@ -4,7 +4,7 @@ until final), and the 835 itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -12,6 +12,7 @@ import orjson
 from contract.messages import DecidedClaim
 from contract.models import AdjudicatedLine
 from streams.ledger import corrections as corrections_store
+from streams.ledger.readahead import ReadAhead, Rows
 
 if TYPE_CHECKING:
     from streams.ledger.store import Ledger
@@ -38,20 +39,84 @@ def remittance_inputs(ledger: Ledger, claim_ids: Iterable[str]) -> tuple[dict[tu
     return ledger.remittance_facts(claim_ids), ledger.next_control_number(Payer().interchange_id.id)
 
 
+_FACTS = "SELECT line_number, body FROM remittance_lines WHERE claim_id = ?"
+_PENDED = ("SELECT line_number, reason, queue, pended_at FROM pends WHERE claim_id = ? AND state = 'OPEN' "
+           "ORDER BY line_number")
+_REVERSED_EVENTS = "SELECT body FROM review_history WHERE claim_id = ? AND event = 'REVERSED'"
+
+#: what `remittable` and the 835's facts read of a batch's claims, in one statement (PostgreSQL):
+#: rows (tag, claim, sort, n, a, b, c) in each statement's order, dealt out by `_send_reads`
+_READS = """
+WITH c (claim_id) AS (SELECT DISTINCT unnest(?::text[]))
+SELECT 0 AS t, p.claim_id, NULL::text AS s, p.line_number AS n, p.reason AS a, p.queue AS b, p.pended_at AS c
+  FROM pends p JOIN c ON p.claim_id = c.claim_id WHERE p.state = 'OPEN'
+UNION ALL SELECT 1, h.claim_id, NULL, NULL, h.body, NULL, NULL FROM review_history h JOIN c ON h.claim_id = c.claim_id
+  WHERE h.event = 'REVERSED'
+UNION ALL SELECT 2, r.reversed_by, r.claim_id, r.line_number, r.body, NULL, NULL FROM reversals r JOIN c ON r.reversed_by = c.claim_id
+UNION ALL SELECT 3, f.claim_id, NULL, f.line_number, f.body, NULL, NULL FROM remittance_lines f JOIN c ON f.claim_id = c.claim_id
+ORDER BY 1, 2, 3, 4
+"""
+_READ_SHAPES = {0: (_PENDED, (3, 4, 5, 6)), 1: (_REVERSED_EVENTS, (4,)), 2: (corrections_store.CAUSED, (4,)), 3: (_FACTS, (3, 4))}
+
+
+def _send_reads(q: ReadAhead, execute: Any, claim_ids: Sequence[str]) -> None:
+    """`_READS` for `claim_ids`, sent now (`execute`); its rows answer, when the first is asked
+    for, each claim's `pended_lines`, `reversed_while_pended`, `caused` and remittance facts."""
+    cursor = execute(_READS, list(claim_ids))
+
+    def answers() -> dict[tuple[str, tuple], Rows]:
+        rows: dict[tuple[str, tuple], list[tuple]] = {(sql, (c,)): [] for c in claim_ids for sql, _ in _READ_SHAPES.values()}
+        for row in cursor.fetchall():
+            sql, columns = _READ_SHAPES[row[0]]
+            rows[(sql, (row[1],))].append(tuple(row[i] for i in columns))
+        return {key: Rows(found) for key, found in rows.items()}
+
+    q.expect(list(dict.fromkeys((sql, (c,)) for c in claim_ids for sql, _ in _READ_SHAPES.values())), answers)
+
+
+def facts_of(q: Any, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
+    """What the 837 said about the lines of these claims that their 835 answers with."""
+    return {(claim_id, int(number)): orjson.loads(body) for claim_id in dict.fromkeys(claim_ids)
+            for number, body in q(_FACTS, claim_id)}
+
+
+def control_numbers(q: Any, sender: str, n: int) -> Callable[[], list[int]]:
+    """The next `n` interchange control numbers of `sender` (1..999999999, then 1 again): one
+    atomic increment, so no two workers, processes or restarts hand out the same one. Sent
+    now; the numbers are read when called: on SQLite before the commit (which a statement in
+    progress blocks), on PostgreSQL after it (its answer comes with the commit's round trip)."""
+    if n < 1:
+        return list
+    cursor = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, ?) ON CONFLICT (sender) DO UPDATE "
+               "SET last_value = CASE WHEN control_numbers.last_value + ? > 999999999 "
+               "THEN control_numbers.last_value + ? - 999999999 ELSE control_numbers.last_value + ? END RETURNING last_value",
+               sender, n, n, n, n)
+
+    def numbers() -> list[int]:
+        last = int(cursor.fetchone()[0])
+        return [(last - n + i) % 999_999_999 + 1 for i in range(n)]
+
+    return numbers
+
+
 def remittance_inputs_all(ledger: Ledger, claims: Sequence[DecidedClaim]
                           ) -> list[tuple[DecidedClaim | None, dict[tuple[str, int], dict[str, Any]], int]]:
     """For every claim of a batch, in one ledger transaction (one write lock per batch, not
     two per claim): what its 835 carries (`remittable`: None when it has none, e.g. a line
-    is pended) and the `remittance_inputs` of the claims that names."""
-    out: list[tuple[DecidedClaim | None, dict[tuple[str, int], dict[str, Any]], int]] = []
-    with ledger.transaction() as q:
-        for claim in claims:
-            remit = remittable(q, claim)
-            if remit is None:
-                out.append((None, {}, 0))
-                continue
-            out.append((remit, *remittance_inputs(ledger, [remit.claim_id, *(d.claim_id for d in remit.decisions)])))
-    return out
+    is pended) and the `remittance_inputs` of the claims that names. On PostgreSQL what that
+    reads of the batch's claims is one statement, and the control numbers one increment."""
+    from edi.remit835 import Payer
+
+    with ledger.transaction() as tx:
+        q = ReadAhead(tx)
+        if ledger.postgres and claims:
+            _send_reads(q, tx, list(dict.fromkeys(c for claim in claims for c in (claim.claim_id, *(d.claim_id for d in claim.decisions)))))
+        remits = [remittable(q, claim) for claim in claims]
+        facts = [remit and facts_of(q, [remit.claim_id, *(d.claim_id for d in remit.decisions)]) for remit in remits]
+        taken = control_numbers(tx, Payer().interchange_id.id, sum(r is not None for r in remits))
+        numbers = None if ledger.postgres else taken()
+    numbers = iter(taken() if numbers is None else numbers)
+    return [(None, {}, 0) if remit is None else (remit, found, next(numbers)) for remit, found in zip(remits, facts)]
 
 
 def build_835(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], facts: Mapping[tuple[str, int], Mapping[str, Any]],
@@ -82,15 +147,14 @@ def build_835(decisions: Iterable[AdjudicatedLine | Mapping[str, Any]], facts: M
 def pended_lines(q: Any, claim_id: str) -> list[dict[str, Any]]:
     """The claim's lines waiting for a reviewer (open pends), by line number: what the HTTP
     835's 409 names."""
-    rows = q("SELECT line_number, reason, queue, pended_at FROM pends WHERE claim_id = ? AND state = 'OPEN' "
-             "ORDER BY line_number", claim_id).fetchall()
+    rows = q(_PENDED, claim_id).fetchall()
     return [{"line_number": int(n), "reason": reason, "queue": queue, "pended_at": at} for n, reason, queue, at in rows]
 
 
 def reversed_while_pended(q: Any, claim_id: str) -> bool:
     """Whether a correction reversed the claim while one of its lines was pended (so the claim
     was never remitted: it never became final)."""
-    rows = q("SELECT body FROM review_history WHERE claim_id = ? AND event = 'REVERSED'", claim_id).fetchall()
+    rows = q(_REVERSED_EVENTS, claim_id).fetchall()
     return any(orjson.loads(r[0]).get("was") == "OPEN" for r in rows)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -36,110 +36,17 @@ import psycopg
 from rules.engine import History, Outcome
 from streams.ledger import corrections as corrections_store, reprocess as reprocess_store, review as review_store
 from streams.ledger.access import AccessStore
+from streams.ledger.batched import Batched, by_key
 from streams.ledger.decisions import insert_rows, record_outcome
-from streams.ledger.assembly import REPEATS, AssemblyStore, Intake, restamp_rejection, settle, settled_by
-from streams.ledger.schema import MIGRATIONS, TABLES, VERSION_TABLE, Migration, SchemaTooNew, migrate
+from streams.ledger.assembly import AssemblyStore, Intake, restamp_rejection, settle, settled_by
+from streams.ledger.readahead import CLAIM_LINES, DECISIONS, DRUG_DAYS, PAID, STATUS, UNITS, DecideReads, ReadAhead, authorizations
+from streams.ledger.reads import ReadSide
+from streams.ledger.schema import MIGRATIONS, Migration, SchemaTooNew, migrate
 from contract.models import AdjudicatedLine, ClaimWork
-from streams.ledger.remittance import remittance_facts
+from streams.ledger.remittance import control_numbers, remittance_facts
 from streams.ledger.reprocess import INDEXED_SINCE, ReprocessStore, index_unindexed
 from streams.ledger.review import ReviewStore
 from streams.ledger.writer_gate import WriterGate
-
-
-_DECISIONS = "SELECT line_number, body FROM decisions WHERE claim_id = ?"
-_PAID = "SELECT fingerprint FROM paid_lines WHERE member_id = ? AND claim_id <> ?"
-_DRUG_DAYS = "SELECT service_date FROM claim_drug_days WHERE member_id = ? AND claim_id <> ?"
-_UNITS = "SELECT units FROM unit_usage WHERE authorization_number = ? AND claim_id <> ?"
-_CLAIM_LINES = "SELECT line_number, body, original FROM claim_lines WHERE claim_id = ? ORDER BY line_number"
-
-
-def _authorizations(work: ClaimWork) -> set[str]:
-    return {lw.line.authorization_number for lw in work.lines if lw.line.authorization_number}
-
-
-#: `decide`'s reads of a claim's history in one statement (PostgreSQL): rows tagged by the
-#: statement they answer (the tags of `_send_decide_reads`), in each statement's order, as
-#: (tag, row...). Parameters: claim, member, the claim a correction releases, authorizations.
-_HISTORY = """
-WITH p (claim_id, member_id, released, auths) AS (SELECT ?::text, ?::text, ?::text, ?::text[])
-SELECT t, k1, k2, v1, v2 FROM (
-  SELECT 0 AS t, NULL::text AS k1, d.line_number AS k2, d.body AS v1, NULL::text AS v2 FROM decisions d, p WHERE d.claim_id = p.claim_id
-  UNION ALL SELECT 1, NULL, r.line_number, r.body, NULL FROM reversals r, p WHERE r.claim_id = p.claim_id
-  UNION ALL SELECT 2, NULL, NULL, x.fingerprint, NULL FROM paid_lines x, p WHERE x.member_id = p.member_id AND x.claim_id <> p.released
-  UNION ALL SELECT 3, NULL, NULL, x.service_date, NULL FROM claim_drug_days x, p
-    WHERE x.member_id = p.member_id AND x.claim_id <> p.released
-  UNION ALL SELECT 4, r.claim_id, r.line_number, r.body, NULL FROM reversals r, p WHERE r.reversed_by = p.claim_id
-  UNION ALL SELECT 5 + array_position(p.auths, u.authorization_number) - 1, NULL, NULL, u.units, NULL FROM unit_usage u, p
-    WHERE u.authorization_number = ANY(p.auths) AND u.claim_id <> p.released
-  UNION ALL SELECT -2, NULL, l.line_number, l.body, l.original FROM claim_lines l, p WHERE l.claim_id = p.claim_id
-  UNION ALL SELECT -1, NULL, c.line_number, c.copies::text, NULL FROM claim_repeats c, p WHERE c.claim_id = p.claim_id
-) rows ORDER BY t, k1, k2
-"""
-
-#: the columns of each tag's rows in `_HISTORY` (k1, k2, v1, v2 by index 1-4), as the statement it answers returns them
-_SHAPES = {0: (2, 3), 1: (2, 3), 2: (3,), 3: (3,), 4: (3,), -2: (2, 3, 4), -1: (2, 3)}
-
-
-class _Rows:
-    """An answer already read, as a cursor gives it (`_ReadAhead.send_split`)."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: list[tuple]) -> None:
-        self._rows = rows
-
-    def fetchall(self) -> list[tuple]:
-        return self._rows
-
-    def fetchone(self) -> tuple | None:
-        return self._rows[0] if self._rows else None
-
-    def __iter__(self) -> Iterator[tuple]:
-        return iter(self._rows)
-
-
-class _Split:
-    """One statement's tagged rows, read when the first of the answers it carries is asked
-    for, then dealt out as each statement's own answer (`_SHAPES`; a tag from 5 on: the units
-    of one authorization)."""
-
-    def __init__(self, cursor: Any, answers: dict[int, tuple[str, tuple]], sent: dict) -> None:
-        self._cursor, self._answers, self._sent = cursor, answers, sent
-
-    def fetch(self) -> None:
-        rows: dict[int, list[tuple]] = {tag: [] for tag in self._answers}
-        for row in self._cursor.fetchall():
-            rows[row[0]].append(tuple(row[i] for i in _SHAPES.get(row[0], (3,))))
-        for tag, key in self._answers.items():
-            if self._sent.get(key) is self:
-                self._sent[key] = _Rows(rows[tag])
-
-
-class _ReadAhead:
-    """A transaction's `q` that can send reads ahead (`send`, PostgreSQL's pipeline): the
-    first later call of the same statement with the same parameters gets that cursor, whose
-    answer came in one round trip with the others; any other call runs as usual."""
-
-    __slots__ = ("_q", "_sent")
-
-    def __init__(self, q: Callable[..., Any]) -> None:
-        self._q = q
-        self._sent: dict[tuple[str, tuple], Any] = {}
-
-    def send(self, sql: str, *params: Any) -> None:
-        self._sent[(sql, params)] = self._q(sql, *params)
-
-    def send_split(self, sql: str, params: tuple, answers: dict[int, tuple[str, tuple]]) -> None:
-        """Send `sql`, whose rows tagged t answer the statement `answers[t]` (sql, params)."""
-        split = _Split(self._q(sql, *params), answers, self._sent)
-        for key in answers.values():
-            self._sent[key] = split
-
-    def __call__(self, sql: str, *params: Any) -> Any:
-        if isinstance(self._sent.get((sql, params)), _Split):
-            self._sent[(sql, params)].fetch()
-        cursor = self._sent.pop((sql, params), None)
-        return cursor if cursor is not None else self._q(sql, *params)
 
 
 class _Undo(Exception):
@@ -176,7 +83,7 @@ def _migrate(q: Any, postgres: bool, migrations: tuple[Migration, ...]) -> None:
         index_unindexed(q)
 
 
-class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
+class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore, ReadSide):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 
@@ -192,6 +99,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         self._gate: WriterGate | None = None  # a SQLite file's writers take turns (streams/ledger/writer_gate.py)
         self._pipe: psycopg.Pipeline | None = None  # a PostgreSQL write transaction's pipeline
         self._optimistic = False  # in `batch`'s first try: its messages take no savepoints
+        self._batched: Batched | None = None  # that try's statements (streams/ledger/batched.py)
         self._held: set[str] = set()  # members whose rows this PostgreSQL transaction holds (`hold`)
         with self._lock:
             self._connect()
@@ -312,9 +220,9 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         plain transaction (its cursors are described at once).
 
         In an optimistic batch (`batch`) a message takes no savepoint and does not wait at its
-        end: its writes go with the next message's first read. A message that fails there
-        cannot be undone alone, so it fails the batch (`_Redo`), which is then done again
-        the careful way above."""
+        end, and `q` is the batch's `Batched` (reads made up front, writes sent per kind). A
+        message that fails there cannot be undone alone, so it fails the batch (`_Redo`),
+        which is then done again the careful way above."""
         def q(sql: str, *params: Any) -> Any:
             return conn.execute(sql.replace("?", "%s"), params)
 
@@ -324,7 +232,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             return
         if depth and self._optimistic:
             try:
-                yield q
+                yield self._batched
             except (LedgerUnavailable, psycopg.OperationalError):
                 raise
             except Exception as exc:
@@ -344,14 +252,19 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         try:
             with conn.pipeline() as self._pipe:
                 conn.execute("BEGIN")
+                if self._optimistic:
+                    self._batched = Batched(q)
                 try:
-                    yield q
+                    yield self._batched or q
+                    if self._batched is not None:
+                        self._batched.flush()  # the writes it kept
                 except BaseException:
                     self._pg_undo(conn, "ROLLBACK")
                     raise
                 conn.execute("COMMIT")  # sent with the pipeline's last round trip, on leaving it
         finally:
             self._pipe = None
+            self._batched = None
             # a statement that failed in the pipeline left the transaction open and aborted:
             # the COMMIT sent after it was skipped
             if not (conn.closed or conn.broken) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -446,16 +359,24 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         claim_id, member = work.claim_id, work.member_id
         head = work.lines[0].line
         with self.transaction() as tx:
-            q = _ReadAhead(tx)
-            if member not in self._held:  # (held already when its batch began: `hold`)
-                self._lock_row(q, "member_locks", "member_id", member,
-                               "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
-            # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
-            # between this check and the decisions
+            q = ReadAhead(tx)
             lock = " FOR UPDATE" if self.postgres else ""
-            row = q(f"SELECT status, reason FROM claims WHERE claim_id = ?{lock}", claim_id)
-            if self.postgres:  # what deciding reads, answered in the round trip of the locks
-                self._send_decide_reads(q, work, lock)
+            ahead = tx.decide_reads(work) if isinstance(tx, Batched) else None
+            if ahead is not None:  # read with its batch's locks (`hold`)
+                q.expect(*ahead)
+                row = q(STATUS, claim_id)
+            else:
+                if member not in self._held:  # (held already when its batch began: `hold`)
+                    self._lock_row(q, "member_locks", "member_id", member,
+                                   "INSERT INTO member_locks (member_id) VALUES (?) ON CONFLICT DO NOTHING", member)
+                # hold the claim row too (PostgreSQL), so a line rejecting the claim cannot commit
+                # between this check and the decisions
+                row = q(STATUS if self.postgres else STATUS.removesuffix(" FOR UPDATE"), claim_id)
+                if self.postgres:  # what deciding reads, answered in the round trip of the locks
+                    if head.is_correction:  # its original first (its row is locked after the claim's)
+                        corrections_store.send_original(q, head.original_claim_id, lock)
+                    reads = DecideReads(tx, [work])
+                    q.expect(reads.keys(0), lambda: reads.answers(0))
             row = row.fetchone()
             if row is not None and row[0] == "DECIDED" and source is not None:
                 by = settled_by(q, claim_id)
@@ -472,35 +393,39 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             # (the release); if it fails its check it decides nothing, so that does not matter
             released = head.original_claim_id or ""
             history = History(
-                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in q(_DECISIONS, claim_id).fetchall()},
+                decided={n: AdjudicatedLine.model_validate_json(b) for n, b in q(DECISIONS, claim_id).fetchall()},
                 reversed=corrections_store.reversed_lines(q, claim_id),
-                paid_fingerprints={r[0] for r in q(_PAID, member, released).fetchall()},
-                drug_days={date.fromisoformat(r[0]) for r in q(_DRUG_DAYS, member, released).fetchall()},
+                paid_fingerprints={r[0] for r in q(PAID, member, released).fetchall()},
+                drug_days={date.fromisoformat(r[0]) for r in q(DRUG_DAYS, member, released).fetchall()},
                 original=corrections_store.original(q, head.original_claim_id, lock) if head.is_correction else None,
                 caused=corrections_store.caused(q, claim_id),
             )
-            for auth in _authorizations(work):
-                history.units_used[auth] = sum((Decimal(r[0]) for r in q(_UNITS, auth, released).fetchall()), Decimal(0))
+            for auth in authorizations(work):
+                history.units_used[auth] = sum((Decimal(r[0]) for r in q(UNITS, auth, released).fetchall()), Decimal(0))
             outcome = run(history)
             if outcome.rejection is not None:
                 why = outcome.rejection
-                rows = q(_CLAIM_LINES, claim_id).fetchall()
+                rows = q(CLAIM_LINES, claim_id).fetchall()
                 return self._reject_claim(q, claim_id, rows, None, why.code, why.field, why.message,
                                           datetime.now(UTC))
             if outcome.reverses is not None:
                 corrections_store.reverse(q, outcome.reverses, head, outcome.reversals)
+                if isinstance(tx, Batched):
+                    tx.released(outcome.reverses)
                 review_store.reverse_pends(q, outcome.reverses, claim_id, datetime.now(UTC))
                 reprocess_store.supersede_open(q, outcome.reverses, claim_id, datetime.now(UTC))
             record_outcome(q, claim_id, member, outcome, {lw.line.line_number: lw.line for lw in work.lines})
+            if isinstance(tx, Batched):  # for its batch's next claims of the member
+                tx.recorded(claim_id, member, outcome)
             if outcome.new_decisions:  # found again by the reference changes that touch it
                 reprocess_store.write_index(q, claim_id, [lw.line for lw in work.lines], outcome.new_decisions,
                                             work.submitted_at.timestamp())
-            q("UPDATE claims SET status = 'DECIDED' WHERE claim_id = ?", claim_id)
+            by_key(q, "UPDATE claims SET status = 'DECIDED'", "claim_id", claim_id)
             settle(q, claim_id, source)
             service_dates = {lw.line.line_number: lw.line.service_date.isoformat() for lw in work.lines}
             decided_at = time.time()
             remitted, decided = [], []
-            for number, _, original in q(_CLAIM_LINES, claim_id).fetchall():
+            for number, _, original in q(CLAIM_LINES, claim_id).fetchall():
                 facts = remittance_facts(orjson.loads(original))
                 if facts:
                     remitted.append((claim_id, number, orjson.dumps(facts).decode()))
@@ -508,36 +433,22 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
             insert_rows(q, "INSERT INTO remittance_lines (claim_id, line_number, body) VALUES", remitted, " ON CONFLICT DO NOTHING")
             insert_rows(q, "INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES", decided,
                         " ON CONFLICT DO NOTHING")
-            q("DELETE FROM claim_lines WHERE claim_id = ?", claim_id)
-            q("DELETE FROM claim_messages WHERE claim_id = ?", claim_id)
+            by_key(q, "DELETE FROM claim_lines", "claim_id", claim_id)
+            by_key(q, "DELETE FROM claim_messages", "claim_id", claim_id)
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
             answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
             return Intake(decisions=[*outcome.reversals, *answers])
 
-    @staticmethod
-    def _send_decide_reads(q: _ReadAhead, work: ClaimWork, lock: str) -> None:
-        """Send, without waiting, every read `decide` makes of a claim that is not decided yet
-        (PostgreSQL): a correction's original first (its row is locked after the claim's, as
-        before), then the others as one statement, `_HISTORY`, whose tagged rows `_ReadAhead`
-        hands out as the answers of the statements `decide` makes."""
-        claim_id, member, head = work.claim_id, work.member_id, work.lines[0].line
-        released = head.original_claim_id or ""
-        if head.is_correction:
-            corrections_store.send_original(q, head.original_claim_id, lock)
-        auths = sorted(_authorizations(work))
-        q.send_split(_HISTORY, (claim_id, member, released, auths), {
-            0: (_DECISIONS, (claim_id,)), 1: (corrections_store.REVERSED_LINES, (claim_id,)), 2: (_PAID, (member, released)),
-            3: (_DRUG_DAYS, (member, released)), 4: (corrections_store.CAUSED, (claim_id,)),
-            **{5 + i: (_UNITS, (auth, released)) for i, auth in enumerate(auths)},
-            -2: (_CLAIM_LINES, (claim_id,)), -1: (REPEATS, (claim_id,))})
-
-    def hold(self, members: Iterable[str] = (), claims: Iterable[str] = ()) -> None:
+    def hold(self, members: Iterable[str] = (), claims: Iterable[str] = (), deciding: Sequence[ClaimWork] = ()) -> None:
         """PostgreSQL: take a batch's row locks up front, in one fixed order (members, then
         claims, each sorted), so that two workers whose batches share rows wait for each other
         instead of deadlocking; the rows a message takes later are then its own already. A
         missing member row is created (sorted too); a claim not stored yet is left to its
-        first line. SQLite: nothing (its writers take turns)."""
-        members, claims = sorted(set(members)), sorted(set(claims))
+        first line. `deciding`: claims the batch decides (their members, the claims and their
+        originals are held; in an optimistic batch what deciding them reads is read with the
+        locks, `Batched.send_decide`). SQLite: nothing (its writers take turns)."""
+        members = sorted({*members, *(w.member_id for w in deciding)})
+        claims = sorted({*claims, *(c for w in deciding for c in (w.claim_id, w.lines[0].line.original_claim_id) if c)})
         if not self.postgres or not (members or claims):
             return
         with self.transaction() as q:
@@ -547,8 +458,21 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
                 q("SELECT 1 FROM member_locks WHERE member_id = ANY(?) ORDER BY member_id FOR UPDATE", members)
             if claims:
                 q("SELECT 1 FROM claims WHERE claim_id = ANY(?) ORDER BY claim_id FOR UPDATE", claims)
+            if isinstance(q, Batched):
+                q.send_decide(deciding)
         if self._depth:  # held until the outer transaction ends
             self._held.update(members)
+
+    def hold_intake(self, claims: Sequence[tuple[str, int | None]], sources: Sequence[tuple[int, int]], seen: float) -> None:
+        """PostgreSQL: an intake batch's claims ((claim, the partition of its first valid line,
+        None if an invalid line came first), in the batch's order) held up front in sorted
+        order; in an optimistic batch created if new and read, with their waiting lines and
+        which input messages (`sources`) were recorded, in one round trip (`Batched.send_intake`)."""
+        if self._batched is None:
+            self.hold(claims=[c for c, _ in claims])
+            return
+        with self.transaction() as q:
+            q.send_intake(claims, sources, seen)
 
     # --- X12 control numbers ------------------------------------------------------------------------
 
@@ -556,67 +480,4 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore):
         """The next interchange control number of `sender` (1..999999999, then 1 again): one
         atomic increment, so no two workers, processes or restarts hand out the same one."""
         with self.transaction() as q:
-            value = q("INSERT INTO control_numbers (sender, last_value) VALUES (?, 1) ON CONFLICT (sender) DO UPDATE "
-                      "SET last_value = CASE WHEN control_numbers.last_value >= 999999999 THEN 1 "
-                      "ELSE control_numbers.last_value + 1 END RETURNING last_value",
-                      sender).fetchone()[0]
-        return int(value)
-
-    # --- read side (API, tests) -------------------------------------------------------------------
-
-    def remittance_facts(self, claim_ids: Iterable[str]) -> dict[tuple[str, int], dict[str, Any]]:
-        """What the 837 said about the lines of these claims that their 835 answers with."""
-        out: dict[tuple[str, int], dict[str, Any]] = {}
-        with self.reading() as q:
-            for claim_id in dict.fromkeys(claim_ids):
-                for number, body in q("SELECT line_number, body FROM remittance_lines WHERE claim_id = ?", claim_id):
-                    out[(claim_id, int(number))] = orjson.loads(body)
-        return out
-
-    def decided_lines(self, since: str | None = None, until: str | None = None) -> list[bytes]:
-        """The submitted lines (as received) of the claims decided with a line whose date of
-        service is in [since, until] (ISO dates, either open), whole claims, in the order
-        they were decided: Monitor Mode's history run (`shadow --from-ledger`)."""
-        where, params = [], []
-        for op, value in ((">=", since), ("<=", until)):
-            if value is not None:
-                where.append(f"service_date {op} ?")
-                params.append(value)
-        chosen = f"SELECT claim_id FROM decided_lines WHERE {' AND '.join(where)}" if where else None
-        with self.reading() as q:
-            rows = q("SELECT body FROM decided_lines"
-                     + (f" WHERE claim_id IN ({chosen})" if chosen else "")
-                     + " ORDER BY decided_at, claim_id, line_number", *params).fetchall()
-        return [r[0].encode() if isinstance(r[0], str) else bytes(r[0]) for r in rows]
-
-    def decisions_for(self, claim_id: str) -> list[AdjudicatedLine]:
-        with self.reading() as q:
-            rows = q("SELECT body FROM decisions WHERE claim_id = ? ORDER BY line_number", claim_id).fetchall()
-        return [AdjudicatedLine.model_validate_json(r[0]) for r in rows]
-
-    def rows(self, table: str, *columns: str) -> list[tuple]:
-        """Every row of one of the ledger's tables (`columns`, or all of them), sorted: a
-        read-only view of the stored state, for inspection and tests."""
-        if table not in TABLES or not all(c.isidentifier() for c in columns):
-            raise ValueError(f"no ledger table {table!r} with columns {columns!r}")
-        with self.transaction() as q:
-            cursor = q(f"SELECT {', '.join(columns) or '*'} FROM {table}")
-            return sorted(map(tuple, cursor.fetchall()), key=lambda row: tuple((v is None, str(v)) for v in row))
-
-    def count(self, table: str) -> int:
-        """How many rows one of the ledger's tables holds."""
-        if table not in TABLES:
-            raise ValueError(f"no ledger table {table!r}")
-        with self.transaction() as q:
-            return q(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-
-    def schema_version(self) -> int:
-        """The last migration applied to the ledger (streams/ledger/schema.py)."""
-        with self.reading() as q:
-            return q(f"SELECT MAX(version) FROM {VERSION_TABLE}").fetchone()[0]
-
-    def units_used(self, authorization_number: str) -> list[tuple[str, int, Decimal]]:
-        with self.reading() as q:
-            rows = q("SELECT claim_id, line_number, units FROM unit_usage WHERE authorization_number = ? ORDER BY claim_id, line_number",
-                     authorization_number).fetchall()
-        return [(c, n, Decimal(u)) for c, n, u in rows]
+            return control_numbers(q, sender, 1)()[0]

@@ -112,8 +112,17 @@ def intake_batch(ledger: Ledger, messages: Sequence[Message], books: Rulebooks) 
     a dead letter and the rest go on; a ledger outage fails the whole batch (tried again)."""
     checked = [_guarded(raw, check, raw) for raw, *_ in messages]
 
+    now = utcnow().timestamp()
+    named: list[tuple[str, int | None]] = []  # each message's claim, with its partition if the line is valid
+    for (_, _, partition, _), s in zip(messages, checked):
+        if isinstance(s, Submitted) and s.obj is not None:
+            claim_id = s.line.claim_id if s.line is not None else frontend.known_key(s.obj)[0]
+            if claim_id is not None:
+                named.append((claim_id, partition if s.line is not None else None))
+    sources = [(partition, offset) for _, _, partition, offset in messages if partition is not None and offset is not None]
+
     def work() -> list[Step]:
-        ledger.hold(claims=[s.line.claim_id for s in checked if isinstance(s, Submitted) and s.line is not None])
+        ledger.hold_intake(named, sources, now)
         return [submitted if isinstance(submitted, Step) else
                 _guarded(raw, assemble, ledger, submitted, received_at, books, partition, offset)
                 for (raw, received_at, partition, offset), submitted in zip(messages, checked)]
