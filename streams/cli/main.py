@@ -402,6 +402,7 @@ def bench(
                                                        "back, and print both side by side.")] = False,
 ) -> None:
     """Measure throughput, latency and cost end to end, against a pass-through baseline."""
+    from streams.cli.reports import print_bench, print_ledgers
     from streams.tools.bench import run_bench
 
     if engine not in ("tansu", "kafka"):
@@ -420,92 +421,12 @@ def bench(
                                      engine, shadow, url, idle_s, wait_trips))
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback
         fail(f"bench failed: {type(exc).__name__}: {exc}")
-    for figures in results:
-        _print_bench(console, figures, rate, workers, partitions, shadow, timeout)
+    unanswered = sum(print_bench(console, figures, rate, workers, partitions, shadow, timeout) for figures in results)
     if compare_ledgers:
-        _print_ledgers(console, *results)
+        print_ledgers(console, *results)
     if json_out:
         json_out.write_bytes(orjson.dumps(results if compare_ledgers else results[0], option=orjson.OPT_INDENT_2))
-
-
-#: the figures of a run's table, in its order
-BENCH_ROWS = ("lines", "unanswered", "seconds", "lines_per_s", "p50_ms", "p95_ms", "p99_ms", "claim_p50_ms", "claim_p99_ms",
-              "worker_cpu_s", "worker_cpu_ms_per_line", "broker_cpu_s", "worker_peak_rss_mb", "broker_peak_rss_mb")
-
-
-def _print_ledgers(console, sqlite: dict, postgres: dict) -> None:
-    """The two ledgers' pipeline figures side by side, with issue 25's targets."""
-    from rich.table import Table
-
-    a, b = sqlite["pipeline"], postgres["pipeline"]
-    table = Table(title=f"the same {sqlite['lines']} lines on {sqlite['broker']}, {sqlite['workers']} worker(s): SQLite then PostgreSQL")
-    for column in ("figure", "sqlite", "postgresql", "postgresql / sqlite"):
-        table.add_column(column, justify="left" if column == "figure" else "right")
-    for key in BENCH_ROWS:
-        table.add_row(key, str(a[key]), str(b[key]), f"{b[key] / a[key]:.2f}" if a[key] else "")
-    console.print(table)
-    speed = b["lines_per_s"] / a["lines_per_s"] if a["lines_per_s"] else 0.0
-    cost = b["worker_cpu_ms_per_line"] / a["worker_cpu_ms_per_line"] if a["worker_cpu_ms_per_line"] else float("inf")
-    console.print(f"issue 25's targets: PostgreSQL lines/s >= 0.9x SQLite's: {speed:.2f}x ({'met' if speed >= 0.9 else 'NOT met'}); "
-                  f"worker CPU per line <= 1.2x SQLite's: {cost:.2f}x ({'met' if cost <= 1.2 else 'NOT met'})")
-
-
-def _print_bench(console, figures: dict, rate: float, workers: int, partitions: int, shadow: Path | None,
-                 timeout: float) -> None:
-    """One run's tables and lines, as `bench` prints them."""
-    from rich.table import Table
-
-    from streams.tools.bench import targets
-
-    runs = [figures[k] for k in ("pipeline", "baseline") if k in figures]
-    table = Table(title=f"{figures['lines']} lines on {figures['broker']}, {figures['ledger']} ledger, rate {rate or 'max'}, {workers} worker(s), {partitions} partitions")
-    table.add_column("figure")
-    for r in runs:
-        table.add_column(r["name"], justify="right")
-    if len(runs) == 2:
-        table.add_column("ratio", justify="right")
-    for key in BENCH_ROWS:
-        cells = [str(r[key]) for r in runs]
-        if len(runs) == 2:
-            cells.append(f"{runs[0][key] / runs[1][key]:.2f}" if runs[1][key] else "")
-        table.add_row(key, *cells)
-    console.print(table)
-    console.print(f"pure engine: {figures['engine_lines_per_s']:,} lines/s on one core; "
-                  f"batch mode (adjudicate, in-memory ledger): {figures['batch_lines_per_s']:,} lines/s; "
-                  f"intake holds the ledger's write lock {figures['intake_lock_us_per_line']} us/line")
-    if "wait" in figures:
-        w = figures["wait"]
-        console.print(f"POST /v1/claims?wait, one 5-line claim at a time on the idle pipeline: {w['round_trips']} round trips, "
-                      f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
-    if "wait_idle" in figures:
-        w = figures["wait_idle"]
-        console.print(f"  the same, each claim finding the workers idle ({w['gap_s']:g} s apart): {w['round_trips']} round trips, "
-                      f"min {w['min_ms']} ms, p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['undecided']} undecided")
-    for phase in ("idle_before", "idle_after"):
-        if phase in figures:
-            cpu = ", ".join(f"{name} {pct:.2f} %" for name, pct in figures[phase].items())
-            console.print(f"idle CPU {'before the load' if phase == 'idle_before' else 'after the run'}, % of one core: {cpu}")
-    goals = Table(title="issue 13's targets (met: - where this run's shape does not measure it)")
-    for column in ("target", "goal", "pipeline", "pass-through", "met"):
-        goals.add_column(column, justify="left" if column == "target" else "right")
-    for name, goal, value, base, met in targets(figures):
-        goals.add_row(name, goal, f"{value:,}", "" if base is None else f"{base:,}", "-" if met is None else "yes" if met else "NO")
-    console.print(goals)
-    if shadow:
-        console.print(f"Monitor Mode adds {figures['shadow_us_per_line']} us of CPU per line (the candidate's decision "
-                      f"and the comparison, pure engine)")
-    from streams.tools.losses import describe
-
-    for r in runs:
-        if r["unanswered_lines"] and isinstance(r["unanswered_lines"][0], dict):
-            console.print(f"{r['name']}: the unanswered lines (first {len(r['unanswered_lines'])}):")
-            for text in describe(r["unanswered_lines"]):
-                console.print(f"  {text}", markup=False)
-        elif r["unanswered_lines"]:
-            console.print(f"{r['name']}: unanswered: {', '.join(f'{c} line {n}' for c, n in r['unanswered_lines'][:50])}", markup=False)
-    if "kept_logs" in figures:
-        console.print(f"the workers' and the broker's logs and the ledger of this incomplete run are kept in {figures['kept_logs']}", markup=False)
-    if unanswered := sum(r["unanswered"] for r in runs):
+    if unanswered:
         fail(f"{unanswered} lines were not answered within --timeout {timeout:g} s: the figures above are of an incomplete run", 1)
 
 
@@ -521,9 +442,8 @@ def soak(
     """Rounds of offered load with a fault each (kill -9, kill -9 in three phases, graceful restart,
     a worker joining and leaving; on kafka3 a broker killed), checked against batch mode; a table
     per fault; exits 1 on any loss."""
-    from rich.table import Table
-
-    from streams.tools.soak import faults, soak as run_soak
+    from streams.cli.reports import print_soak
+    from streams.tools.soak import soak as run_soak
 
     if engine not in ("tansu", "kafka", "kafka3") or guarantee not in ("at_least_once", "exactly_once"):
         fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
@@ -531,23 +451,7 @@ def soak(
         fail("exactly_once needs Apache Kafka (--engine kafka or kafka3): Tansu has no transactions")
     console = _console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
-    table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
-    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "835s repeated", "differing",
-                   "units counted once", "load (1 min, max)"):
-        table.add_column(column, justify="left" if column == "fault" else "right")
-    for fault in faults(engine):
-        rows = [r for r in results if r["fault"] == fault]
-        if rows:
-            table.add_row(fault, str(len(rows)), str(sum(r["lines"] for r in rows)), str(sum(r["lost"] for r in rows)),
-                          f"{sum(r['repeated'] for r in rows)} ({max(r['repeated'] for r in rows)})",
-                          str(sum(r["remitted_again"] for r in rows)),
-                          str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO",
-                          f"{max(r['load'] for r in rows):.1f}")
-    console.print(table)
-    lost, differ = sum(r["lost"] for r in results), sum(r["differ"] for r in results)
-    console.print(f"soak: {len(results)} round(s), {lost} line(s) lost, {differ} answer(s) differing from batch mode, "
-                  f"units counted once in {'every round' if all(r['units_ok'] for r in results) else 'NOT every round'}",
-                  soft_wrap=True)
+    print_soak(console, results, engine, guarantee, lines, rate)
     if json_out:
         json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     if any(r["lost"] or r["differ"] or not r["units_ok"] for r in results):
