@@ -473,6 +473,18 @@ def test_the_fetch_loop_still_tests_the_read_offset_for_truth() -> None:
                     "Consumer.__init__ no longer makes _read_offset a defaultdict: ReadOffsets would replace another kind")
 
 
+def test_take_events_waits_through_the_streams_wait_for_stopped_and_its_processors() -> None:
+    """`faust_tuning.take_batches` notes the first event with a processor of the stream's own
+    and replaces the stream's `wait_for_stopped` for `take_events`' wait: if take_events stops
+    calling it, or stops running the processors, an idle agent wakes every batch window again
+    (idle CPU) or a first event waits for a wake-up that never comes."""
+    source = inspect.getsource(Stream.take_events)
+    assert "await self.wait_for_stopped(" in source and "buffer_full, timeout=timeout" in source, \
+        "Stream.take_events no longer waits through self.wait_for_stopped(buffer_full, timeout=...): re-check take_batches"
+    assert "self.add_processor(add_to_buffer)" in source, \
+        "Stream.take_events no longer buffers through a processor: take_batches' own processor may not see every event"
+
+
 def test_take_events_acks_a_batch_only_after_the_body_returned() -> None:
     """Structure of Stream.take_events: the batch is yielded in a try whose finally acks it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(Stream.take_events)))

@@ -23,7 +23,7 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, answering
+from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, answering, take_batches
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
@@ -36,7 +36,7 @@ async def run(w: Worker, stream: faust.StreamT, stage: str, source: topics.Topic
     exactly_once a batch and a commit never overlap (`faust_tuning.BatchGate`); a stage that
     `needs_reference` data waits for it before the batch begins, not inside it."""
     uncommitted: set = set()
-    async for events in stream.take_events(w.settings.batch_size, within=w.settings.batch_within_s):
+    async for events in take_batches(stream, w.settings.batch_size, w.settings.batch_within_s):
         if uncommitted:
             await _commit_new_partitions(w, uncommitted)
         if needs_reference:  # a worker not sure of its broker (or without reference data) takes nothing in
