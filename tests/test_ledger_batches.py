@@ -53,6 +53,26 @@ def _records(step: pipeline.Step) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.endswith("_at")} for r in batch._records(step)]  # noqa: SLF001
 
 
+def _at_once(run: Callable[[int], Any]) -> list[Any]:
+    """`run(0)` and `run(1)` on two threads, as two workers' ledger connections (each result,
+    or the exception it raised); fails if either is still running after two minutes."""
+    results: list[Any] = [None, None]
+
+    def worker(k: int) -> None:
+        try:
+            results[k] = run(k)
+        except Exception as exc:  # noqa: BLE001 - the caller's assertions report it
+            results[k] = exc
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a worker's batch did not end in 120 s"
+    return results
+
+
 def _decide_batch(ledger: Ledger, claims: list[tuple[tuple[int, int], Any]], ref: ReferenceData = REF,
                   run: Callable[[Any], Callable[[engine.History], engine.Outcome]] | None = None) -> list[Any]:
     """The adjudicate stage's ledger work for one batch (streams/agents/adjudicate.py `_decide_all`)."""
@@ -300,23 +320,13 @@ def test_two_workers_contending_for_one_members_units_never_allow_more_than_auth
                 return engine.finalize(work, history, BOOKS, NOW)
             return run
 
-        results: list[Any] = [None, None]
-
-        def worker(k: int) -> None:
+        def decide(k: int) -> list:
             works = [((1, 100 * k + i), engine.price(engine.enrich(engine.start(lines, BOOKS, NOW), SAMPLE_REF, BOOKS), SAMPLE_REF))
                      for i, lines in enumerate(batches[k])]
             start.wait()
-            try:
-                results[k] = _decide_batch(workers[k], works, SAMPLE_REF, slowly)
-            except Exception as exc:  # noqa: BLE001 - reported below
-                results[k] = exc
+            return _decide_batch(workers[k], works, SAMPLE_REF, slowly)
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in threads)
+        results = _at_once(decide)
         assert all(isinstance(r, list) and not any(isinstance(o, Exception) for o in r) for r in results), results
         used = setup.units_used("PA26-1004")
         assert sum(u for _, _, u in used) == Decimal(6), used
@@ -396,20 +406,12 @@ def test_two_workers_assembling_lines_of_the_same_claims_at_once_lose_none(postg
         ids = [f"K{i:02d}" for i in range(30)]
         halves = [[_line(c, n, 4) for c in ids for n in (1, 2)], [_line(c, n, 4) for c in reversed(ids) for n in (3, 4)]]
         start = threading.Barrier(2)
-        results: list[Any] = [None, None]
 
-        def worker(k: int) -> None:
+        def intake(k: int) -> list:
             start.wait()
-            try:
-                results[k] = pipeline.intake_batch(workers[k], [(raw, 0.0, k, j) for j, raw in enumerate(halves[k])], BOOKS)
-            except Exception as exc:  # noqa: BLE001 - reported below
-                results[k] = exc
+            return pipeline.intake_batch(workers[k], [(raw, 0.0, k, j) for j, raw in enumerate(halves[k])], BOOKS)
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = _at_once(intake)
         assert all(isinstance(r, list) for r in results), results
         assembled = [s.assembled for r in results for s in r if s.assembled is not None]
         assert sorted(a.claim_id for a in assembled) == ids
