@@ -18,6 +18,7 @@ from streams.devbrokers.kafka import KafkaCluster, tools_missing
 
 if TYPE_CHECKING:
     from streams.ledger.store import Ledger
+    from tests.api_harness import ApiPipeline
     from tests.ledger_harness import Store
 
 # tests.harness reads $CLAIMS_TEST_POSTGRES when imported: the fixtures import it, after
@@ -217,3 +218,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def ledger(store: Store) -> Ledger:
     return store.ledger
+
+
+@pytest.fixture(scope="module")
+def review_api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
+    """A worker of the module with the review API's reviewers and reference (tests/review_harness.py)."""
+    from tests.review_harness import review_worker
+
+    with review_worker(module_bootstrap, tmp_path_factory.mktemp("review-worker")) as pipe:
+        yield pipe

@@ -31,7 +31,7 @@ from streams.ledger.store import Ledger
 from contract.models import AccessEntry
 from tests.harness import read_to_end
 from tests.api_harness import AUTH, JSON, TOKEN, ApiPipeline, call
-from tests.test_review_api import claim, factor_line, reference
+from tests.review_harness import claim, factor_line, reference
 
 pytestmark = pytest.mark.broker
 

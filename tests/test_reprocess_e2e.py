@@ -332,7 +332,7 @@ def test_an_adjustment_that_pends_a_line_is_remitted_once_it_is_final(pipe: ApiP
     ledger holds the adjusted line's paid line and units (the original's released), as for
     any pend, before the review and after it."""
     from edi import remit835
-    from tests.test_review_api import FACTOR
+    from tests.review_harness import FACTOR
     from tests.test_review_crash import post
 
     claim_id = f"RH-{uuid.uuid4().hex[:8]}"

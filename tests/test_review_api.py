@@ -10,71 +10,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 from contract import topics
-from tests.harness import read_to_end, sample_reference
-from tests.probes import wait_for
 from tests.api_harness import AUTH, JSON, ApiPipeline, bearer, call
+from tests.harness import read_to_end
+from tests.probes import wait_for
+from tests.review_harness import (
+    CLINICAL,
+    INTEGRITY,
+    MEMBER,
+    claim,
+    day,
+    decide,
+    factor_line,
+    noc_line,
+    submit,
+)
 
 pytestmark = pytest.mark.broker
-
-CLINICAL = f"clinical-{uuid.uuid4().hex}"
-INTEGRITY = f"integrity-{uuid.uuid4().hex}"
-MEMBER, NPI, AUTH_NO = "M1003", "1245678903", "PA-REVIEW-E2E"
-FACTOR = {"ndc": "68516-4601-02", "quantity": "9000", "unit": "F2", "dosage": "9000 IU", "frequency": "once"}
-
-
-def reference() -> dict[str, list[dict]]:
-    ref = sample_reference()
-    ref["authorizations"].append({"authorization_number": AUTH_NO, "member_id": MEMBER, "status": "APPROVED",
-                                  "procedure_codes": ["J7192", "J9999", "S9345", "99601"], "start_date": "2026-01-01",
-                                  "end_date": "2026-12-31", "approved_units": None})
-    return ref
-
-
-@pytest.fixture(scope="module")
-def review_api(module_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPipeline]:
-    workdir = tmp_path_factory.mktemp("review-worker")
-    pipe = ApiPipeline(module_bootstrap, workdir)
-    pipe.reviewers(("Casey Clinical", CLINICAL, ["CLINICAL"]), ("Ines Integrity", INTEGRITY, ["PAYMENT_INTEGRITY", "CLINICAL"]))
-    pipe.load_reference(reference())
-    with pipe.running():
-        yield pipe
-
-
-def claim(claim_id: str, *lines: dict[str, Any], **header: Any) -> dict[str, Any]:
-    return {"claim_id": claim_id, "form": "CMS-1500", "member_id": MEMBER, "provider_npi": NPI,
-            "authorization_number": AUTH_NO, "diagnosis_codes": ["D66"], **header, "lines": list(lines)}
-
-
-def factor_line(charge: str = "12000.00", day: str = "2026-02-10") -> dict[str, Any]:
-    return {"procedure_code": "J7192", "units": "9", "charge_amount": charge, "service_date": day, "drug": FACTOR}
-
-
-def noc_line(day: str = "2026-02-10") -> dict[str, Any]:
-    return {"procedure_code": "J9999", "units": "1", "charge_amount": "500.00", "service_date": day,
-            "drug": {**FACTOR, "quantity": "100", "dosage": "100 IU"}}
-
-
-def submit(pipe: ApiPipeline, body: dict[str, Any]) -> dict[str, Any]:
-    status, _, answer = call(pipe.url, "POST", "/v1/claims?wait=20", orjson.dumps(body), {**AUTH, **JSON})
-    assert status == 200, answer
-    return answer
-
-
-def decide(pipe: ApiPipeline, token: str, claim_id: str, number: int, body: Any) -> tuple[int, Any]:
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    status, _, answer = call(pipe.url, "POST", f"/v1/reviews/{claim_id}/{number}", raw, {**bearer(token), **JSON})
-    return status, answer
-
-
-def day(n: int) -> str:
-    return f"2026-03-{n:02d}"
 
 
 # --- pended, listed, decided ------------------------------------------------------------------

@@ -40,7 +40,7 @@ from tests.harness import batch_expectation, keyed, read_to_end, unit_usage
 from tests.api_harness import TOKEN, ApiPipeline
 from tests.ledger_harness import line
 from tests.probes import wait_for
-from tests.test_review_api import FACTOR, MEMBER, NPI, reference as review_reference
+from tests.review_harness import FACTOR, MEMBER, NPI, reference as review_reference
 
 pytestmark = pytest.mark.broker
 

@@ -17,7 +17,7 @@ from edi import remit835
 from contract import topics
 from tests.harness import read_to_end
 from tests.api_harness import AUTH
-from tests.test_review_api import INTEGRITY, claim, decide, factor_line, review_api, submit  # noqa: F401 - the fixture
+from tests.review_harness import INTEGRITY, claim, decide, factor_line, submit
 
 pytestmark = pytest.mark.broker
 

@@ -5,7 +5,7 @@ is expired only when every input partition was read to the end within the last f
 timer rounds, so a claim is never expired while one of its lines still waits in a
 lagging partition (its lines may be spread over partitions when a producer keys them
 by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
-an outbox until they are published. The same timer reports consumer lag, publishes the
+an outbox until they are published, by one worker at a time (streams/worker/outboxes.py). The same timer reports consumer lag, publishes the
 reviewers' final records a crash left in the ledger's outbox (streams/worker/review_outputs.py),
 and the review queues' gauges.
 """
@@ -22,18 +22,28 @@ from streams.worker import metrics, review_outputs, stage
 from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
 from streams.worker.app import Worker
+from streams.worker.outboxes import REJECTIONS, draining
 
 log = logging.getLogger("claims.expiry")
 
 
-def _expire_and_collect(w: Worker, read_to_end: list[int]):
+def _expire(w: Worker, read_to_end: list[int]):
     ledger, now = w.runtime.ledger, time.time()
     with ledger.transaction():
         ledger.note_read_to_end(read_to_end, now)
         if ledger.all_read_to_end(w.settings.partitions, since=now - 3 * interval(w)):
             ledger.expire(now - w.settings.assembly_timeout_s, utcnow())
     metrics.ASSEMBLY_PENDING.set(w.runtime.ledger.open_claims())
-    return w.runtime.ledger.outbox()
+
+
+async def publish_rejections(w: Worker) -> None:
+    """The expired claims' rejections waiting in the outbox, when this worker holds it."""
+    async with draining(w, REJECTIONS) as lease:
+        if lease is not None and (pending := await w.runtime.in_ledger(w.runtime.ledger.outbox, retry=False)):
+            for rejection in pending:
+                await stage.publish_rejection(w, "expiry", rejection)
+            await w.app.producer.flush()
+            await w.runtime.in_ledger(w.runtime.ledger.outbox_sent, pending)
 
 
 def _read_to_end(w: Worker) -> list[int]:
@@ -72,13 +82,10 @@ async def expire_incomplete_claims(w: Worker) -> None:
     if w.app.rebalancing or not w.runtime.reference_ready.is_set():
         return
     try:
-        pending = await w.runtime.in_ledger(_expire_and_collect, w, _read_to_end(w), retry=False)
-        for rejection in pending:
-            await stage.publish_rejection(w, "expiry", rejection)
-        if pending:
-            await w.app.producer.flush()
-            await w.runtime.in_ledger(w.runtime.ledger.outbox_sent, pending)
-        await review_outputs.drain_outbox(w)
+        await w.runtime.in_ledger(_expire, w, _read_to_end(w), retry=False)
+        await publish_rejections(w)
+        if reviewed := await review_outputs.drain_outbox(w):
+            log.info("published %d reviewed line(s) left in the outbox", reviewed)
         metrics.set_pends(w.runtime.books.pend_labels(), await w.runtime.in_ledger(_pend_ages, w, retry=False))
     except LedgerUnavailable:
         pass

@@ -26,6 +26,7 @@ from typing import Any
 from contract import topics
 from streams.api.base import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
 from streams.worker.app import Worker, worker_of
+from streams.worker.outboxes import ACCESS, draining
 from streams.ledger.store import LedgerUnavailable
 
 log = logging.getLogger("claims.audit")
@@ -73,16 +74,21 @@ class AuditView(ApiView):
 
 
 async def drain_access_outbox(w: Worker) -> int:
-    """Publish the entries waiting in the outbox, wait for the broker, take them out; how many."""
-    pending = await w.runtime.in_ledger(w.runtime.ledger.access_outbox, retry=False)
-    if not pending:
-        return 0
-    target = w.topic(topics.AUDIT_ACCESS)
-    for _, client, body in pending:
-        await target.send(key=client.encode() if client is not None else None, value=body)
-    await w.app.producer.flush()
-    await w.runtime.in_ledger(w.runtime.ledger.access_outbox_sent, [entry_id for entry_id, _, _ in pending], retry=False)
-    return len(pending)
+    """Publish the entries waiting in the outbox, wait for the broker, take them out, a
+    thousand at a time; how many (0 when another worker holds the outbox: it publishes them)."""
+    sent = 0
+    async with draining(w, ACCESS) as lease:
+        while lease is not None and (pending := await w.runtime.in_ledger(w.runtime.ledger.access_outbox, retry=False)):
+            if sent:
+                await lease.extend()
+            target = w.topic(topics.AUDIT_ACCESS)
+            for _, client, body in pending:
+                await target.send(key=client.encode() if client is not None else None, value=body)
+            await w.app.producer.flush()
+            await w.runtime.in_ledger(w.runtime.ledger.access_outbox_sent, [entry_id for entry_id, _, _ in pending],
+                                      retry=False)
+            sent += len(pending)
+    return sent
 
 
 _last_prune: float | None = None  # the first round prunes
@@ -92,8 +98,7 @@ async def publish_access_log(w: Worker) -> None:
     """The outbox onto claims.audit.access; retention once an hour. A failed round is skipped."""
     global _last_prune
     try:
-        while await drain_access_outbox(w) >= 1000:
-            pass
+        await drain_access_outbox(w)
         if _last_prune is None or time.monotonic() - _last_prune >= PRUNE_INTERVAL_S:
             _last_prune = time.monotonic()
             cutoff = datetime.now(UTC) - timedelta(days=w.settings.access_log_retention_days)

@@ -26,6 +26,7 @@ from streams.worker.app import Worker, worker_of
 from contract.models import PROPOSAL_ACTIONS, PROPOSAL_STATUSES
 from streams.ledger.reprocess import ProposalConflict, ProposalNotFound, ViewBehind
 from streams.api.review import ReviewView
+from streams.worker.outboxes import REQUEST_WAIT_S
 from streams.worker.reprocess_outputs import publish_outbox
 
 log = logging.getLogger("claims.reprocess")
@@ -106,7 +107,8 @@ class ReprocessProposalView(ReviewView):
             if made.adjusted:
                 metrics.count_adjustment("approved", stored.allowed_after - stored.allowed_before)
             try:
-                await publish_outbox(w)
+                if await publish_outbox(w, wait=REQUEST_WAIT_S) is None:
+                    log.info("another worker is publishing the reprocess outbox; it publishes this decision")
             except Exception as exc:  # noqa: BLE001 - stored: the timer publishes it; the client may repeat
                 log.error("publishing a reprocess decision failed (%s); it stays in the outbox", type(exc).__name__)
                 raise ApiError(503, "PUBLISH_FAILED", "the decision is stored and will be published; "

@@ -7,9 +7,10 @@
 
 Reviewers are named people with their own tokens (`CLAIMS_REVIEWERS_FILE`); the API token
 reads everything and decides nothing. A decision is stored with its history row and the
-final record in one ledger transaction, then published (the final record, and the claim's
-835 once no line is pended); a failed publish leaves it in the ledger's outbox, which the
-expiry timer publishes, and answers 503 (the same decision again is then answered 200).
+final record in one ledger transaction, then published from the ledger's outbox (the final
+record, and the claim's 835 once no line is pended) by its one drainer at a time
+(streams/worker/outboxes.py); a failed publish leaves it there, for the expiry timer, and
+answers 503 (the same decision again is then answered 200).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from rules.review import InvalidDecision
 from streams.worker import metrics
 from streams.api.base import API_PREFIX, ApiError, ApiView, access, count_access, json_response, ledger_call, principal, read_body
 from streams.worker.app import Worker, worker_of
-from streams.ledger.remittance import remittable_claims
-from streams.worker.review_outputs import publish_reviewed
+from streams.worker.outboxes import REQUEST_WAIT_S
+from streams.worker.review_outputs import drain_outbox
 from streams.ledger.review import ReviewConflict, ReviewForbidden, ReviewNotFound
 
 log = logging.getLogger("claims.review")
@@ -131,10 +132,9 @@ class ReviewDecisionView(ReviewView):
         if reviewed.stored_now:
             metrics.REVIEW_DECISIONS.labels(queue=reviewed.queue, action=record.review.action).inc()
             log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
-            finals = {} if reviewed.claim_final is None else \
-                await ledger_call(w, remittable_claims, w.runtime.ledger, {record.claim_id})
             try:
-                await publish_reviewed(w, [record], finals)
+                if await drain_outbox(w, wait=REQUEST_WAIT_S) is None:
+                    log.info("another worker is publishing the review outbox; it publishes this decision")
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat
                 log.error("publishing a reviewed line failed (%s); it stays in the outbox", type(exc).__name__)
                 audit.logged = False  # the answer is not the 200 its entry says: a second entry says 503

@@ -286,6 +286,15 @@ CREATE TABLE IF NOT EXISTS reprocess_outbox (
 )
 """
 
+#: one drainer at a time per outbox, across the workers sharing the ledger (streams/ledger/leases.py)
+_V6 = """
+CREATE TABLE IF NOT EXISTS outbox_leases (
+    outbox TEXT PRIMARY KEY,          -- outbox, decision_outbox, reprocess_outbox or access_outbox
+    owner TEXT NOT NULL,              -- the worker draining it (a random id per worker process)
+    until DOUBLE PRECISION NOT NULL   -- when the lease passes on if its holder neither extends nor gives it back
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
     Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
@@ -293,6 +302,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "the access log: access_log, access_log_claims, access_outbox", _V4),
     Migration(5, "reprocessing: reprocess_index, reference_changes, proposals, adjustments, adjusted_lines, "
                  "reprocess_outbox", _V5),
+    Migration(6, "one drainer per outbox: outbox_leases", _V6),
 )
 
 #: the version this code migrates a ledger to

@@ -37,6 +37,7 @@ from rules.engine import History, Outcome
 from streams.ledger import corrections as corrections_store, reprocess as reprocess_store, review as review_store
 from streams.ledger.access import AccessStore
 from streams.ledger.batched import Batched, by_key
+from streams.ledger.leases import OutboxLeases
 from streams.ledger.decisions import insert_rows, record_outcome
 from streams.ledger.assembly import AssemblyStore, Intake, restamp_rejection, settle, settled_by
 from streams.ledger.readahead import CLAIM_LINES, DECISIONS, DRUG_DAYS, PAID, STATUS, UNITS, DecideReads, ReadAhead, authorizations
@@ -83,7 +84,7 @@ def _migrate(q: Any, postgres: bool, migrations: tuple[Migration, ...]) -> None:
         index_unindexed(q)
 
 
-class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore, ReadSide):
+class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore, OutboxLeases, ReadSide):
     """One connection to the store; every method is one transaction, run under a lock so
     the object can be shared by the threads of one process."""
 

@@ -3,8 +3,9 @@
 `claims.remittance.835` (CONTRACT.md: remittance held until final).
 
 The ledger stores each final record in its outbox in the transaction of the decision; the
-review API publishes it at once, and the expiry timer publishes whatever a crash left in
-the outbox, so a decision stored is always published (at least once, identically). The 835
+review API drains the outbox at once, and the expiry timer drains whatever a crash left in
+it, one drainer at a time (streams/worker/outboxes.py), so a decision stored is published,
+once unless its publisher dies between the broker's acknowledgement and the delete. The 835
 is built here, not handed to the remittance agent's internal topic, whose partitions each
 have one writer (docs/architecture.md).
 """
@@ -21,6 +22,7 @@ from contract.models import AdjudicatedLine
 from contract.messages import DecidedClaim
 from streams.ledger.remittance import build_835, remittable_claims, remittance_inputs
 from streams.worker.app import Worker
+from streams.worker.outboxes import REVIEWED, draining
 
 log = logging.getLogger("claims.review")
 
@@ -31,8 +33,8 @@ FinalClaims = Mapping[str, Sequence[AdjudicatedLine]]
 
 async def publish_reviewed(w: Worker, records: Sequence[AdjudicatedLine], finals: FinalClaims) -> None:
     """Publish final records and the 835s of the claims they made final, wait for the broker,
-    then take the records out of the ledger's outbox. Raises if the broker does not take
-    them (they stay in the outbox for the timer)."""
+    then take the records out of the ledger's outbox (the caller holds its lease). Raises if
+    the broker does not take them (they stay in the outbox for the timer)."""
     for record in records:
         await stage.publish_decision(w, "review", record)
     for claim_id, decisions in finals.items():
@@ -57,11 +59,15 @@ async def remit(w: Worker, claim_id: str, decisions: Sequence[AdjudicatedLine]) 
     await w.topic(topics.REMITTANCE_835).send(key=key, value=text.encode())
 
 
-async def drain_outbox(w: Worker) -> int:
-    """Publish the final records a crash (or a broker outage) left in the outbox; how many."""
-    pending = await w.runtime.in_ledger(w.runtime.ledger.decision_outbox)
-    if pending:
-        finals = await w.runtime.in_ledger(remittable_claims, w.runtime.ledger, {r.claim_id for r in pending})
-        await publish_reviewed(w, pending, finals)
-        log.info("published %d reviewed line(s) left in the outbox", len(pending))
-    return len(pending)
+async def drain_outbox(w: Worker, wait: float = 0.0) -> int | None:
+    """Publish the final records waiting in the outbox (a review's, or what a crash or a
+    broker outage left there); how many, or None when another worker holds the outbox for
+    longer than `wait` seconds (it publishes them). Raises if the broker does not take them."""
+    async with draining(w, REVIEWED, wait) as lease:
+        if lease is None:
+            return None
+        pending = await w.runtime.in_ledger(w.runtime.ledger.decision_outbox)
+        if pending:
+            finals = await w.runtime.in_ledger(remittable_claims, w.runtime.ledger, {r.claim_id for r in pending})
+            await publish_reviewed(w, pending, finals)
+        return len(pending)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
@@ -49,6 +50,9 @@ class Runtime:
         self._inflight: list[float] = []  # start times of ledger calls waiting on the thread
         #: told the claim ids a stage has just answered (committed): the API's `?wait`
         self.answer_listeners: list[Callable[[set[str]], None]] = []
+        #: this worker among those sharing the ledger: the owner of the outbox leases it takes
+        self.owner = uuid.uuid4().hex
+        self._outbox_locks: dict[str, asyncio.Lock] = {}
         # One thread owns the ledger connection: the event loop never blocks on it.
         self._ledger_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
 
@@ -79,6 +83,10 @@ class Runtime:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def outbox_lock(self, outbox: str) -> asyncio.Lock:
+        """The lock this worker's drainers of `outbox` take in turn (streams/worker/outboxes.py)."""
+        return self._outbox_locks.setdefault(outbox, asyncio.Lock())
 
     def answered(self, claim_ids: set[str]) -> None:
         """Claims whose decisions or rejections the ledger has just committed."""

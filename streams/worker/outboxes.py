@@ -1,0 +1,60 @@
+"""One drainer at a time for each of the ledger's outboxes: within a worker an asyncio lock
+(its timer and its API's requests), across the workers sharing a ledger the ledger's lease
+(streams/ledger/leases.py). Whoever holds both reads the outbox, publishes, waits for the
+broker and deletes what it published; nobody else reads it meanwhile, so a row is published
+twice only when its publisher dies between the broker's acknowledgement and the delete."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from streams.worker.app import Worker
+
+#: the ledger's outboxes (the tables of streams/ledger/schema.py)
+REJECTIONS, REVIEWED, REPROCESS, ACCESS = "outbox", "decision_outbox", "reprocess_outbox", "access_outbox"
+
+#: how long a lease lasts unless extended: longer than any one chunk's publish and flush
+LEASE_S = 30.0
+
+#: how long a request that stored something waits for another worker's drain before it leaves
+#: its rows to that worker
+REQUEST_WAIT_S = 5.0
+
+
+class LeaseLost(RuntimeError):
+    """The lease expired and another worker took the outbox: stop publishing from it."""
+
+
+class Lease:
+    """The lease on one outbox, held by this worker (`draining`)."""
+
+    def __init__(self, w: Worker, outbox: str) -> None:
+        self.w, self.outbox = w, outbox
+
+    async def extend(self) -> None:
+        """Before the next chunk: raise `LeaseLost` if another worker took the outbox."""
+        ledger = self.w.runtime.ledger
+        if not await self.w.runtime.in_ledger(ledger.take_outbox, self.outbox, self.w.runtime.owner, LEASE_S, retry=False):
+            raise LeaseLost(f"the lease on {self.outbox} passed to another worker")
+
+
+@asynccontextmanager
+async def draining(w: Worker, outbox: str, wait: float = 0.0) -> AsyncIterator[Lease | None]:
+    """The lease on `outbox` for the block, or None when another worker holds it for longer
+    than `wait` seconds (it publishes what is there, this worker's rows too)."""
+    runtime = w.runtime
+    async with runtime.outbox_lock(outbox):
+        deadline = time.monotonic() + wait
+        while not await runtime.in_ledger(runtime.ledger.take_outbox, outbox, runtime.owner, LEASE_S, retry=False):
+            if time.monotonic() >= deadline:
+                yield None
+                return
+            await asyncio.sleep(0.1)
+        try:
+            yield Lease(w, outbox)
+        finally:
+            with suppress(Exception):  # a lease not given back expires on its own
+                await runtime.in_ledger(runtime.ledger.give_outbox, outbox, runtime.owner, retry=False)
