@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from contract import topics
+from streams.ledger.leases import REVIEWED
 from streams.settings import Settings
 from streams.worker import outboxes
 from streams.worker.runtime import Runtime
@@ -33,6 +34,9 @@ REVIEWER = f"lease-{uuid.uuid4().hex}"
 
 
 def test_one_owner_holds_an_outbox_until_it_gives_it_back_or_its_lease_expires(ledger):
+    assert not ledger.outbox_waiting("decision_outbox")
+    with pytest.raises(ValueError, match="no outbox named 'claims'"):
+        ledger.outbox_waiting("claims")
     assert ledger.take_outbox("decision_outbox", "a", 30)
     assert ledger.take_outbox("decision_outbox", "a", 30)  # its holder extends it
     assert not ledger.take_outbox("decision_outbox", "b", 30)
@@ -60,12 +64,14 @@ def _worker(url: str) -> SimpleNamespace:
 def test_drainers_take_turns_in_a_worker_and_across_workers(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     one, two = _worker(url), _worker(url)
+    with one.runtime.ledger.transaction() as q:  # a record to publish: an empty outbox takes no lease
+        q("INSERT INTO decision_outbox (claim_id, line_number, body) VALUES ('C1', 1, '{}')")
     inside: list[str] = []
     overlaps: list[str] = []
 
     async def drain(w: SimpleNamespace, name: str, wait: float, hold: float, after: float = 0) -> bool:
         await asyncio.sleep(after)
-        async with outboxes.draining(w, outboxes.REVIEWED, wait) as lease:
+        async with outboxes.draining(w, REVIEWED, wait) as lease:
             if lease is None:
                 return False
             if inside:
@@ -82,10 +88,10 @@ def test_drainers_take_turns_in_a_worker_and_across_workers(tmp_path):
                                     drain(two, "other", 0, 0.1, 0.1))
         assert took == [True, True, False], took  # the other worker skips its round; the request waits its turn
         assert await drain(two, "other", 0, 0)  # given back: no wait for the lease to expire
-        async with outboxes.draining(one, outboxes.REVIEWED) as lease:
+        async with outboxes.draining(one, REVIEWED) as lease:
             assert lease is not None
-            two.runtime.ledger.give_outbox(outboxes.REVIEWED, one.runtime.owner)  # as if it had expired...
-            assert two.runtime.ledger.take_outbox(outboxes.REVIEWED, two.runtime.owner, 30)  # ...and been taken
+            two.runtime.ledger.give_outbox(REVIEWED, one.runtime.owner)  # as if it had expired...
+            assert two.runtime.ledger.take_outbox(REVIEWED, two.runtime.owner, 30)  # ...and been taken
             with pytest.raises(outboxes.LeaseLost):
                 await lease.extend()
 

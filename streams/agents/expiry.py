@@ -22,7 +22,8 @@ from streams.worker import metrics, review_outputs, stage
 from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
 from streams.worker.app import Worker
-from streams.worker.outboxes import REJECTIONS, draining
+from streams.ledger.leases import REJECTIONS
+from streams.worker.outboxes import draining
 
 log = logging.getLogger("claims.expiry")
 

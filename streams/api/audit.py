@@ -26,7 +26,8 @@ from typing import Any
 from contract import topics
 from streams.api.base import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
 from streams.worker.app import Worker, worker_of
-from streams.worker.outboxes import ACCESS, draining
+from streams.ledger.leases import ACCESS
+from streams.worker.outboxes import draining
 from streams.ledger.store import LedgerUnavailable
 
 log = logging.getLogger("claims.audit")

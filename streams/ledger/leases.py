@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import time
 
+#: the outboxes (tables of streams/ledger/schema.py): the assembly timeout's rejections,
+#: reviewers' final records, reprocessing's records, the access log's entries
+REJECTIONS, REVIEWED, REPROCESS, ACCESS = "outbox", "decision_outbox", "reprocess_outbox", "access_outbox"
+OUTBOXES = frozenset((REJECTIONS, REVIEWED, REPROCESS, ACCESS))
+
 
 class OutboxLeases:
     """The lease half of the ledger (a part of `Ledger`, like `ReviewStore`)."""
+
+    def outbox_waiting(self, outbox: str) -> bool:
+        """Whether `outbox` holds a row: a read, so an idle worker's timers write nothing."""
+        if outbox not in OUTBOXES:
+            raise ValueError(f"no outbox named {outbox!r}")
+        with self.reading() as q:  # type: ignore[attr-defined]
+            return q(f"SELECT 1 FROM {outbox} LIMIT 1").fetchone() is not None
 
     def take_outbox(self, outbox: str, owner: str, seconds: float) -> bool:
         """Take (or extend) the lease on `outbox` for `seconds`; whether `owner` holds it now."""

@@ -13,9 +13,6 @@ from contextlib import asynccontextmanager, suppress
 
 from streams.worker.app import Worker
 
-#: the ledger's outboxes (the tables of streams/ledger/schema.py)
-REJECTIONS, REVIEWED, REPROCESS, ACCESS = "outbox", "decision_outbox", "reprocess_outbox", "access_outbox"
-
 #: how long a lease lasts unless extended: longer than any one chunk's publish and flush
 LEASE_S = 30.0
 
@@ -43,10 +40,14 @@ class Lease:
 
 @asynccontextmanager
 async def draining(w: Worker, outbox: str, wait: float = 0.0) -> AsyncIterator[Lease | None]:
-    """The lease on `outbox` for the block, or None when another worker holds it for longer
-    than `wait` seconds (it publishes what is there, this worker's rows too)."""
+    """The lease on `outbox` for the block, or None when the outbox is empty (a read: an
+    idle worker takes no lease) or another worker holds it for longer than `wait` seconds (it
+    publishes what is there, this worker's rows too)."""
     runtime = w.runtime
     async with runtime.outbox_lock(outbox):
+        if not await runtime.in_ledger(runtime.ledger.outbox_waiting, outbox, retry=False):
+            yield None
+            return
         deadline = time.monotonic() + wait
         while not await runtime.in_ledger(runtime.ledger.take_outbox, outbox, runtime.owner, LEASE_S, retry=False):
             if time.monotonic() >= deadline:

@@ -12,7 +12,8 @@ from contract import topics
 from streams.worker import metrics, review_outputs
 from contract.models import AdjudicatedLine
 from streams.worker.app import Worker
-from streams.worker.outboxes import REPROCESS, draining
+from streams.ledger.leases import REPROCESS
+from streams.worker.outboxes import draining
 
 
 async def publish_outbox(w: Worker, wait: float = 0.0) -> int | None:

@@ -22,7 +22,8 @@ from contract.models import AdjudicatedLine
 from contract.messages import DecidedClaim
 from streams.ledger.remittance import build_835, remittable_claims, remittance_inputs
 from streams.worker.app import Worker
-from streams.worker.outboxes import REVIEWED, draining
+from streams.ledger.leases import REVIEWED
+from streams.worker.outboxes import draining
 
 log = logging.getLogger("claims.review")
 
