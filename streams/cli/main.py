@@ -442,6 +442,8 @@ def soak(
     """Rounds of offered load with a fault each (kill -9, kill -9 in three phases, graceful restart,
     a worker joining and leaving; on kafka3 a broker killed), checked against batch mode; a table
     per fault; exits 1 on any loss."""
+    import logging
+
     from streams.cli.reports import print_soak
     from streams.tools.soak import soak as run_soak
 
@@ -449,6 +451,9 @@ def soak(
         fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
     if engine == "tansu" and guarantee == "exactly_once":
         fail("exactly_once needs Apache Kafka (--engine kafka or kafka3): Tansu has no transactions")
+    # the checks are the verdict: aiokafka's own retried errors while a broker is killed or a
+    # new topic's leader is elected ("Failed fetch offsets ... NotLeaderForPartitionError") are not
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     console = _console()
     results = run_soak(seconds, engine, guarantee, lines, rate, lambda text: console.print(text, markup=False))
     print_soak(console, results, engine, guarantee, lines, rate)
