@@ -441,11 +441,11 @@ def soak(
 ) -> None:
     """Rounds of offered load with a fault each (kill -9, kill -9 in three phases, graceful restart,
     a worker joining and leaving; on kafka3 a broker killed), checked against batch mode; a table
-    per fault; exits 1 on any loss."""
+    per fault; exits 1 on any loss, and under exactly_once on any repeat."""
     import logging
 
     from streams.cli.reports import print_soak
-    from streams.tools.soak import soak as run_soak
+    from streams.tools.soak import over, soak as run_soak
 
     if engine not in ("tansu", "kafka", "kafka3") or guarantee not in ("at_least_once", "exactly_once"):
         fail("--engine is tansu, kafka or kafka3, --guarantee at_least_once or exactly_once")
@@ -461,6 +461,8 @@ def soak(
         json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     if any(r["lost"] or r["differ"] or not r["units_ok"] for r in results):
         fail("a round lost or changed an answer, or counted units wrong: see above", 1)
+    if guarantee == "exactly_once" and any(over(r) for r in results):
+        fail("a round repeated an answer or an 835 under exactly_once: see above", 1)
 
 
 def _console():

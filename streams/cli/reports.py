@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from streams.tools.bench import targets
-from streams.tools.soak import faults
+from streams.tools.soak import faults, over
 
 
 #: the figures of a run's table, in its order
@@ -85,21 +85,23 @@ def print_bench(console, figures: dict, rate: float, workers: int, partitions: i
 
 
 def print_soak(console, results: list[dict], engine: str, guarantee: str, lines: int, rate: float) -> None:
-    """A row per fault (rounds, lost, repeated, 835s again, differing, units), then the verdict."""
+    """A row per fault (rounds, lost, repeated against what may repeat, 835s again, differing,
+    units), then the verdict."""
     table = Table(title=f"soak on {engine}, {guarantee}: {len(results)} rounds of {lines} lines at {rate:g}/s")
-    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "835s repeated", "differing",
-                   "units counted once", "load (1 min, max)"):
+    for column in ("fault", "rounds", "lines", "lost", "repeated (max per round)", "835s repeated (max)", "allowed per round",
+                   "rounds over", "differing", "units counted once", "load (1 min, max)"):
         table.add_column(column, justify="left" if column == "fault" else "right")
     for fault in faults(engine):
         rows = [r for r in results if r["fault"] == fault]
         if rows:
             table.add_row(fault, str(len(rows)), str(sum(r["lines"] for r in rows)), str(sum(r["lost"] for r in rows)),
                           f"{sum(r['repeated'] for r in rows)} ({max(r['repeated'] for r in rows)})",
-                          str(sum(r["remitted_again"] for r in rows)),
+                          f"{sum(r['remitted_again'] for r in rows)} ({max(r['remitted_again'] for r in rows)})",
+                          str(rows[0]["repeats_allowed"]), str(sum(over(r) for r in rows)),
                           str(sum(r["differ"] for r in rows)), "yes" if all(r["units_ok"] for r in rows) else "NO",
                           f"{max(r['load'] for r in rows):.1f}")
     console.print(table)
     lost, differ = sum(r["lost"] for r in results), sum(r["differ"] for r in results)
     console.print(f"soak: {len(results)} round(s), {lost} line(s) lost, {differ} answer(s) differing from batch mode, "
-                  f"units counted once in {'every round' if all(r['units_ok'] for r in results) else 'NOT every round'}",
-                  soft_wrap=True)
+                  f"units counted once in {'every round' if all(r['units_ok'] for r in results) else 'NOT every round'}, "
+                  f"{sum(over(r) for r in results)} round(s) repeating more than allowed", soft_wrap=True)
