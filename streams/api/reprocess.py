@@ -108,7 +108,7 @@ class ReprocessProposalView(ReviewView):
                 metrics.count_adjustment("approved", stored.allowed_after - stored.allowed_before)
             try:
                 if await publish_outbox(w, wait=REQUEST_WAIT_S) is None:
-                    log.info("another worker is publishing the reprocess outbox; it publishes this decision")
+                    log.debug("the reprocess outbox was drained by another request or worker, or is held by one")
             except Exception as exc:  # noqa: BLE001 - stored: the timer publishes it; the client may repeat
                 log.error("publishing a reprocess decision failed (%s); it stays in the outbox", type(exc).__name__)
                 raise ApiError(503, "PUBLISH_FAILED", "the decision is stored and will be published; "

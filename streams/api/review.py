@@ -134,7 +134,7 @@ class ReviewDecisionView(ReviewView):
             log.info("review decided: %s by a reviewer (queue %s)", record.review.action, reviewed.queue)
             try:
                 if await drain_outbox(w, wait=REQUEST_WAIT_S) is None:
-                    log.info("another worker is publishing the review outbox; it publishes this decision")
+                    log.debug("the review outbox was drained by another request or worker, or is held by one")
             except Exception as exc:  # noqa: BLE001 - stored: the outbox publishes it; the client may repeat
                 log.error("publishing a reviewed line failed (%s); it stays in the outbox", type(exc).__name__)
                 audit.logged = False  # the answer is not the 200 its entry says: a second entry says 503

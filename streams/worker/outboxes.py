@@ -13,8 +13,10 @@ from contextlib import asynccontextmanager, suppress
 
 from streams.worker.app import Worker
 
-#: how long a lease lasts unless extended: longer than any one chunk's publish and flush
-LEASE_S = 30.0
+#: how long a lease lasts unless extended (between chunks): longer than a chunk's publish and
+#: flush, short enough that a worker killed holding it (a restarted worker has a new id) delays
+#: its outbox by seconds
+LEASE_S = 10.0
 
 #: how long a request that stored something waits for another worker's drain before it leaves
 #: its rows to that worker
