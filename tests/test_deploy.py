@@ -89,6 +89,7 @@ REQUIRED_ALERTS = {
     "ClaimsWorkerDown",
     "ClaimsWorkerNotReady",
     "ClaimsClientMassRead",
+    "ClaimsOutboxStuck",
 }
 # PHI/PII or unbounded: never a label.
 FORBIDDEN_LABEL = re.compile(r"member|claim|npi|ndc|diagnos|icd|patient|subscriber|provider|auth", re.I)
@@ -248,6 +249,8 @@ METRIC_DEFINITIONS = [
         ("PENDS_OPEN", "gauge", "claims_review_pended_lines", ("queue", "reason")),
         ("PEND_OLDEST_AGE", "gauge", "claims_review_oldest_pend_age_seconds", ("queue",)),
         ("REVIEW_DECISIONS", "counter", "claims_review_decisions", ("queue", "action")),
+        ("OUTBOX_ROWS", "gauge", "claims_outbox_rows", ("outbox",)),
+        ("OUTBOX_OLDEST_AGE", "gauge", "claims_outbox_oldest_row_age_seconds", ("outbox",)),
         ("ACCESS_ENTRIES", "counter", "claims_access_log_entries", ("client", "action", "code")),
         ("CLAIMS_READ", "counter", "claims_access_claims_read", ("client",)),
         ("REPROCESS_OPEN", "gauge", "claims_reprocess_open_proposals", ("trigger",)),

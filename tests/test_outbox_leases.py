@@ -53,6 +53,22 @@ def test_one_owner_holds_an_outbox_until_it_gives_it_back_or_its_lease_expires(l
     assert not ledger.take_outbox("decision_outbox", "b", 30)
 
 
+def test_the_outboxes_rows_waiting_and_the_age_of_the_oldest(ledger):
+    now = 1_800_000_000.0
+    assert ledger.outbox_stats(now) == [("outbox", 0, 0.0), ("decision_outbox", 0, 0.0), ("reprocess_outbox", 0, 0.0),
+                                        ("access_outbox", 0, 0.0)]
+    with ledger.transaction() as q:
+        q("INSERT INTO decision_outbox (claim_id, line_number, body, made_at) VALUES ('C1', 1, '{}', ?)", now - 90)
+        q("INSERT INTO decision_outbox (claim_id, line_number, body, made_at) VALUES ('C1', 2, '{}', ?)", now - 5)
+        q("INSERT INTO outbox (claim_id, line_number, body) VALUES ('C2', 1, '{}')")  # stored before made_at
+        q("INSERT INTO access_log (entry_id, at, client, action, status, request_id, body) "
+          "VALUES ('E1', '2027-01-15T07:59:30.000000Z', 'etl', 'getClaim', 200, 'r1', '{}')")
+        q("INSERT INTO access_outbox (entry_id, client, body) VALUES ('E1', 'etl', '{}')")
+    assert ledger.outbox_stats(now) == [("outbox", 1, 0.0), ("decision_outbox", 2, 90.0), ("reprocess_outbox", 0, 0.0),
+                                        ("access_outbox", 1, 30.0)]
+    assert ledger.outbox_waiting("decision_outbox") and not ledger.outbox_waiting("reprocess_outbox")
+
+
 # --- a worker's drainers --------------------------------------------------------------------------
 
 
@@ -151,3 +167,9 @@ def test_two_workers_publish_every_reviewed_record_835_and_access_entry_once(two
 
     entries = Counter(orjson.loads(v)["entry_id"] for *_, v in read_to_end(pipe.bootstrap, [topics.AUDIT_ACCESS.name]) if v)
     assert entries and max(entries.values()) == 1, [e for e, n in entries.items() if n > 1]
+    # and the outboxes' gauges: every one exported by each worker, the review outbox empty
+    for name in ("w1", "w2"):
+        ages = {labels["outbox"]: v for n, labels, v in pipe.metrics(name) if n == "claims_outbox_oldest_row_age_seconds"}
+        rows = {labels["outbox"]: v for n, labels, v in pipe.metrics(name) if n == "claims_outbox_rows"}
+        assert set(ages) == set(rows) == {"outbox", "decision_outbox", "reprocess_outbox", "access_outbox"}, ages
+        assert rows["decision_outbox"] == 0 and ages["decision_outbox"] == 0

@@ -556,6 +556,15 @@ def worker_health() -> list:
             "CPU time per second (100% = one full core). A Faust worker is one process on one core.",
             [(f"rate(process_cpu_seconds_total{{{SEL}}}[{RATE}])", "{{instance}}")],
         ),
+        ts(
+            "Ledger outboxes: oldest row waiting",
+            "s",
+            "How long the oldest row of each ledger outbox (the assembly timeout's rejections, reviewers' final "
+            "records, reprocessing's records, access-log entries) has waited to be published; rows go out within "
+            "seconds. The ClaimsOutboxStuck alert fires past 5 minutes (deploy/prometheus/alerts.yml).",
+            [(f"max by (outbox) (claims_outbox_oldest_row_age_seconds{{{SEL}}})", "{{outbox}}")],
+            slo=300,
+        ),
     ]
 
 

@@ -7,7 +7,7 @@ lagging partition (its lines may be spread over partitions when a producer keys 
 by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
 an outbox until they are published, by one worker at a time (streams/worker/outboxes.py). The same timer reports consumer lag, publishes the
 reviewers' final records a crash left in the ledger's outbox (streams/worker/review_outputs.py),
-and the review queues' gauges.
+and the review queues' and the outboxes' gauges.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ async def expire_incomplete_claims(w: Worker) -> None:
         if reviewed := await review_outputs.drain_outbox(w):
             log.info("published %d reviewed line(s) left in the outbox", reviewed)
         metrics.set_pends(w.runtime.books.pend_labels(), await w.runtime.in_ledger(_pend_ages, w, retry=False))
+        metrics.set_outboxes(await w.runtime.in_ledger(w.runtime.ledger.outbox_stats, time.time(), retry=False))
     except LedgerUnavailable:
         pass
     except Exception as exc:  # noqa: BLE001 - the timer must outlive any one bad round

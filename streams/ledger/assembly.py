@@ -384,8 +384,8 @@ class AssemblyStore:
                 out += self._reject_claim(q, claim_id, rows, None, "INCOMPLETE", "line_count",
                                           f"claim incomplete after the assembly timeout: {len(rows)} of {count} lines arrived ({have})", now).rejections
             for r in out:
-                q("INSERT INTO outbox (claim_id, line_number, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                  r.claim_id, r.line_number, dumps(r))
+                q("INSERT INTO outbox (claim_id, line_number, body, made_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                  r.claim_id, r.line_number, dumps(r), now.timestamp())
             return out
 
     def note_read_to_end(self, partitions: list[int], at: float) -> None:

@@ -8,6 +8,7 @@ the holder of the lease takes them."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 #: the outboxes (tables of streams/ledger/schema.py): the assembly timeout's rejections,
 #: reviewers' final records, reprocessing's records, the access log's entries
@@ -24,6 +25,16 @@ class OutboxLeases:
             raise ValueError(f"no outbox named {outbox!r}")
         with self.reading() as q:  # type: ignore[attr-defined]
             return q(f"SELECT 1 FROM {outbox} LIMIT 1").fetchone() is not None
+
+    def outbox_stats(self, now: float) -> list[tuple[str, int, float]]:
+        """(outbox, rows waiting, age of the oldest in seconds, 0 when empty) for each outbox: a
+        row waiting long means nobody publishes it (the broker refuses, or a drainer is stuck)."""
+        with self.reading() as q:  # type: ignore[attr-defined]
+            stats = [(name, *q(f"SELECT COUNT(*), MIN(NULLIF(made_at, 0)) FROM {name}").fetchone())
+                     for name in (REJECTIONS, REVIEWED, REPROCESS)]
+            count, first = q(f"SELECT COUNT(*), MIN(a.at) FROM {ACCESS} o JOIN access_log a ON a.entry_id = o.entry_id").fetchone()
+        stats.append((ACCESS, count, datetime.fromisoformat(first).timestamp() if first else None))
+        return [(name, int(count), max(now - float(made), 0.0) if made else 0.0) for name, count, made in stats]
 
     def take_outbox(self, outbox: str, owner: str, seconds: float) -> bool:
         """Take (or extend) the lease on `outbox` for `seconds`; whether `owner` holds it now."""

@@ -146,7 +146,8 @@ class ReviewStore:
         _history(q, claim_id, line_number, "DECIDED", reviewer, now,
                  {"action": decision.action, "status": final.status, "allowed_amount": str(final.allowed_amount),
                   "carc": decision.carc, "rarc": list(decision.rarc), "note": decision.note})
-        q("INSERT INTO decision_outbox (claim_id, line_number, body) VALUES (?, ?, ?)", claim_id, line_number, body_json)
+        q("INSERT INTO decision_outbox (claim_id, line_number, body, made_at) VALUES (?, ?, ?, ?)", claim_id, line_number,
+          body_json, now.timestamp())
         return Reviewed(final, True, self._if_final(q, claim_id), queue)
 
     def _if_final(self, q, claim_id: str) -> tuple[AdjudicatedLine, ...] | None:

@@ -295,6 +295,13 @@ CREATE TABLE IF NOT EXISTS outbox_leases (
 )
 """
 
+#: when each row of the two outboxes without a time was stored (0: before this migration), for
+#: the age of the oldest row waiting (`claims_outbox_oldest_row_age_seconds`)
+_V7 = """
+ALTER TABLE outbox ADD COLUMN made_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE decision_outbox ADD COLUMN made_at DOUBLE PRECISION NOT NULL DEFAULT 0
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ledger's 18 tables, as created before schema versions", _V1),
     Migration(2, "manual review: pends, review_history, decision_outbox", _V2),
@@ -303,6 +310,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "reprocessing: reprocess_index, reference_changes, proposals, adjustments, adjusted_lines, "
                  "reprocess_outbox", _V5),
     Migration(6, "one drainer per outbox: outbox_leases", _V6),
+    Migration(7, "when outbox and decision_outbox rows were stored: made_at", _V7),
 )
 
 #: the version this code migrates a ledger to

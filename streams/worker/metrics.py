@@ -236,6 +236,20 @@ PEND_OLDEST_AGE = Gauge(
     ["queue"],
     registry=REGISTRY,
 )
+OUTBOX_ROWS = Gauge(
+    "claims_outbox_rows",
+    "Rows stored in a ledger outbox and not yet published (outbox: the assembly timeout's rejections, decision_outbox: "
+    "reviewers' final records, reprocess_outbox, access_outbox); read from the ledger.",
+    ["outbox"],
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "claims_outbox_oldest_row_age_seconds",
+    "Age of the oldest row waiting in a ledger outbox (0 when it is empty): rows are published within seconds, so a "
+    "growing age means nobody publishes them.",
+    ["outbox"],
+    registry=REGISTRY,
+)
 REVIEW_DECISIONS = Counter(
     "claims_review_decisions_total",
     "Reviewers' decisions stored by this worker's API, by queue and action (PAY, DENY).",
@@ -438,6 +452,13 @@ def set_pends(queues_reasons: list[tuple[str, str]], stats: list[tuple[str, str,
         PENDS_OPEN.labels(queue=queue, reason=reason).set(count)
     for queue, age in oldest.items():
         PEND_OLDEST_AGE.labels(queue=queue).set(age)
+
+
+def set_outboxes(stats: list[tuple[str, int, float]]) -> None:
+    """The outbox gauges from the ledger: (outbox, rows waiting, age of the oldest in seconds)."""
+    for outbox, rows, age in stats:
+        OUTBOX_ROWS.labels(outbox=outbox).set(rows)
+        OUTBOX_OLDEST_AGE.labels(outbox=outbox).set(age)
 
 
 def count_correction(kind: str, reversed_lines: int, rejection_reasons: list[str]) -> None:
