@@ -52,8 +52,10 @@ def _prime_metrics(books) -> None:
         reasons=list(REJECTION_CODES),
         dlq_sources=[(topics.SUBMITTED.name, kind) for kind in DLQ_KINDS]
         + [(t.name, "invalid_reference") for t in topics.REFERENCE.values()],
-        ledger_operations=["intake_batch", "decide_all", "expire_and_collect", "outbox_sent", "remittance_inputs",
+        ledger_operations=["intake_batch", "decide_all", "expire", "outbox", "outbox_sent", "remittance_inputs",
                            "remittance_inputs_all", "review", "decision_outbox", "decision_outbox_sent", "pend_ages",
+                           # one drainer per outbox (streams/worker/outboxes.py) and the outboxes' gauges
+                           "outbox_waiting", "take_outbox", "give_outbox", "outbox_stats", "remittable_claims",
                            # reprocessing (streams/agents/reprocess.py, streams/api/reprocess.py)
                            "record_changes", "pending_changes", "claims_looked_at_all", "propose", "change_done", "changes_done",
                            "reprocess_outbox", "reprocess_outbox_sent", "proposal_stats", "proposals", "proposal",
