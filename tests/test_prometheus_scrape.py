@@ -210,7 +210,8 @@ def submit_like_a_stream(pipe: Pipeline, url: str, lines: list[bytes], chunks: i
         (up,) = instant(url, f'timestamp(up{{job="{JOB}"}})')
         return time.time() - float(up["value"][1]) < 0.15
 
-    wait_for(just_scraped, 10, "a scrape to have just happened", every=0.02)
+    # on a machine loaded 20-30 deep a query answers slowly and many tries miss: try for longer
+    wait_for(just_scraped, 45, "a scrape to have just happened", every=0.02)
     pipe.submit(undecodable)
     time.sleep(2.5 * SCRAPE_INTERVAL_S)
     size = -(-len(claims) // chunks)

@@ -345,7 +345,8 @@ async def test_the_shutdown_drain_is_bounded(monkeypatch, caplog) -> None:
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, "claims.worker"):
         await asyncio.wait_for(consumer.on_stop(), 5)  # Faust's stop path: wait_empty
-    WAIT_EMPTY.check(time.monotonic() - started < 2, "the drain was not bounded")
+    # bounded: 0.2 s asked; 4 s of slack for a machine loaded 20-30 deep (unbounded never returns)
+    WAIT_EMPTY.check(time.monotonic() - started < 4.2, "the drain was not bounded")
     WAIT_EMPTY.check("1 events in flight" in caplog.text, f"no warning naming the events in flight: {caplog.text!r}")
 
 
