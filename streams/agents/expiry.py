@@ -4,10 +4,11 @@ Workers record in the ledger which input partitions they have read to the end; a
 is expired only when every input partition was read to the end within the last few
 timer rounds, so a claim is never expired while one of its lines still waits in a
 lagging partition (its lines may be spread over partitions when a producer keys them
-by something else than the member). No input offset stands behind these rejections, so the ledger keeps them in
-an outbox until they are published, by one worker at a time (streams/worker/outboxes.py). The same timer reports consumer lag, publishes the
-reviewers' final records a crash left in the ledger's outbox (streams/worker/review_outputs.py),
-and the review queues' and the outboxes' gauges.
+by something else than the member). No input offset stands behind these rejections, so
+the ledger keeps them in an outbox until they are published, by one worker at a time
+(streams/worker/outboxes.py). The same timer reports consumer lag, publishes the reviewers'
+final records a crash left in the ledger's outbox (streams/worker/review_outputs.py), and
+sets the review queues' and the outboxes' gauges.
 """
 
 from __future__ import annotations
