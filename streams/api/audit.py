@@ -27,7 +27,7 @@ from contract import topics
 from streams.api.base import API_PREFIX, ApiError, ApiView, access, json_response, ledger_call
 from streams.worker.app import Worker, worker_of
 from streams.ledger.leases import ACCESS
-from streams.worker.outboxes import draining
+from streams.worker.outboxes import drain
 from streams.ledger.store import LedgerUnavailable
 
 log = logging.getLogger("claims.audit")
@@ -77,19 +77,17 @@ class AuditView(ApiView):
 async def drain_access_outbox(w: Worker) -> int:
     """Publish the entries waiting in the outbox, wait for the broker, take them out, a
     thousand at a time; how many (0 when another worker holds the outbox: it publishes them)."""
-    sent = 0
-    async with draining(w, ACCESS) as lease:
-        while lease is not None and (pending := await w.runtime.in_ledger(w.runtime.ledger.access_outbox, retry=False)):
-            if sent:
-                await lease.extend()
-            target = w.topic(topics.AUDIT_ACCESS)
-            for _, client, body in pending:
-                await target.send(key=client.encode() if client is not None else None, value=body)
-            await w.app.producer.flush()
-            await w.runtime.in_ledger(w.runtime.ledger.access_outbox_sent, [entry_id for entry_id, _, _ in pending],
-                                      retry=False)
-            sent += len(pending)
-    return sent
+    ledger = w.runtime.ledger
+
+    async def publish(pending) -> None:
+        target = w.topic(topics.AUDIT_ACCESS)
+        for _, client, body in pending:
+            await target.send(key=client.encode() if client is not None else None, value=body)
+
+    def access_outbox_sent(pending) -> None:  # named as the ledger call it makes (its metric's label)
+        ledger.access_outbox_sent([entry_id for entry_id, _, _ in pending])
+
+    return await drain(w, ACCESS, ledger.access_outbox, publish, access_outbox_sent) or 0
 
 
 _last_prune: float | None = None  # the first round prunes

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 from contextlib import asynccontextmanager, suppress
 
 from streams.worker.app import Worker
@@ -61,3 +62,22 @@ async def draining(w: Worker, outbox: str, wait: float = 0.0) -> AsyncIterator[L
         finally:
             with suppress(Exception):  # a lease not given back expires on its own
                 await runtime.in_ledger(runtime.ledger.give_outbox, outbox, runtime.owner, retry=False)
+
+
+async def drain(w: Worker, outbox: str, read: Callable[[], Sequence[Any]], publish: Callable[[Sequence[Any]], Awaitable[None]],
+                mark_sent: Callable[[Sequence[Any]], None], wait: float = 0.0) -> int | None:
+    """Publish `outbox` chunk by chunk while this worker holds it: `read()` a chunk (on the
+    ledger thread), `publish` it, wait for the broker, `mark_sent` it (on the ledger thread),
+    extending the lease between chunks; how many rows, or None as `draining` says."""
+    async with draining(w, outbox, wait) as lease:
+        if lease is None:
+            return None
+        sent = 0
+        while items := await w.runtime.in_ledger(read, retry=False):
+            if sent:
+                await lease.extend()
+            await publish(items)
+            await w.app.producer.flush()
+            await w.runtime.in_ledger(mark_sent, items, retry=False)
+            sent += len(items)
+        return sent

@@ -13,7 +13,7 @@ from streams.worker import metrics, review_outputs
 from contract.models import AdjudicatedLine
 from streams.worker.app import Worker
 from streams.ledger.leases import REPROCESS
-from streams.worker.outboxes import draining
+from streams.worker.outboxes import drain
 
 
 async def publish_outbox(w: Worker, wait: float = 0.0) -> int | None:
@@ -21,23 +21,23 @@ async def publish_outbox(w: Worker, wait: float = 0.0) -> int | None:
     many, or None when another worker holds the outbox for longer than `wait` seconds (it
     publishes them, in order: one drainer at a time, streams/worker/outboxes.py)."""
     ledger = w.runtime.ledger
-    sent = 0
-    async with draining(w, REPROCESS, wait) as lease:
-        if lease is None:
-            return None
-        while items := await w.runtime.in_ledger(ledger.reprocess_outbox, 500, retry=False):
-            if sent:
-                await lease.extend()
-            for _, topic, key, body in items:
-                if topic == topics.ADJUDICATED.name:
-                    await w.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
-                    metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
-                elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
-                    records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
-                    await review_outputs.remit(w, key, records)  # the review path's 835 writer
-                else:
-                    await w.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
-            await w.app.producer.flush()
-            await w.runtime.in_ledger(ledger.reprocess_outbox_sent, [i for i, *_ in items], retry=False)
-            sent += len(items)
-    return sent
+
+    async def publish(items) -> None:
+        for _, topic, key, body in items:
+            if topic == topics.ADJUDICATED.name:
+                await w.topic(topics.ADJUDICATED).send(key=key.encode(), value=body)
+                metrics.LINES_OUT.labels("reprocess", "adjudicated").inc()
+            elif topic == topics.REMITTANCE_835.name:  # the adjustment's 835: the reversal, then the adjusted claim
+                records = [AdjudicatedLine.model_validate(r) for r in orjson.loads(body)]
+                await review_outputs.remit(w, key, records)  # the review path's 835 writer
+            else:
+                await w.topic(topics.REPROCESS_PROPOSALS).send(key=key.encode(), value=body)
+
+    # named as the ledger calls they make (the label of their metric)
+    def reprocess_outbox():
+        return ledger.reprocess_outbox(500)
+
+    def reprocess_outbox_sent(items) -> None:
+        ledger.reprocess_outbox_sent([i for i, *_ in items])
+
+    return await drain(w, REPROCESS, reprocess_outbox, publish, reprocess_outbox_sent, wait)
