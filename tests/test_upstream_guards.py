@@ -486,6 +486,23 @@ def test_take_events_waits_through_the_streams_wait_for_stopped_and_its_processo
         "Stream.take_events no longer buffers through a processor: take_batches' own processor may not see every event"
 
 
+def test_messages_carry_the_generation_they_were_read_in_and_take_events_buffer_is_its_own() -> None:
+    """`faust_tuning._read_this_generation` tells a batch's stale events by
+    `Message.generation_id`, which the aiokafka driver stamps when it reads a record, against
+    `App.consumer_generation_id`, which it sets at every assignment; it is needed because
+    `take_events` keeps a buffer of its own that no rebalance clears. If the stream began
+    clearing that buffer, the patch is moot; if the stamps went, it would drop every batch."""
+    from faust.transport.drivers import aiokafka as driver
+
+    assert "generation_id=self.app.consumer_generation_id" in inspect.getsource(driver.Consumer._to_message), \
+        "the aiokafka driver no longer stamps messages with the generation: _read_this_generation would drop them all"
+    assert "app.consumer_generation_id = generation" in inspect.getsource(driver.ConsumerRebalanceListener.on_partitions_assigned), \
+        "the driver no longer sets the app's generation at assignment"
+    source = inspect.getsource(Stream.take_events)
+    assert "buffer: List[T_co] = []" in source and "buffer.clear()" in source, \
+        "Stream.take_events' own buffer changed: re-check whether a rebalance still leaves stale events in it"
+
+
 def test_take_events_acks_a_batch_only_after_the_body_returned() -> None:
     """Structure of Stream.take_events: the batch is yielded in a try whose finally acks it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(Stream.take_events)))

@@ -1,7 +1,7 @@
 """`claims-pipeline soak`: rounds of offered load with a fault in each, for a given time, on a
 chosen broker and guarantee; each round checks every line answered as batch mode answers it,
 authorized units counted once, and counts repeats. A round that loses a line names it
-(`streams.tools.losses`) and keeps its logs (issue 24). Brokers: Tansu, Apache Kafka with one node
+(`streams.tools.losses`) and keeps its logs, as does one that repeats more than it may (issue 24). Brokers: Tansu, Apache Kafka with one node
 (`kafka`) or three (`kafka3`, replication 3). Faults: kill -9 of a worker (restarted); kill -9
 in three phases (a worker while transactions are open, the other right after the group formed
 again, then the restarted one while the backlog flows); a graceful restart; a worker joining
@@ -286,8 +286,9 @@ def soak(seconds: float, engine: str, guarantee: str, lines: int, rate: float, s
         finally:
             broker.stop()
         result["workdir"] = str(workdir)
-        if result["lost"] or result["differ"] or not result["units_ok"]:
-            say(f"  round {len(results) + 1} is incomplete or wrong: its logs and ledger are kept in {workdir}")
+        if result["lost"] or result["differ"] or not result["units_ok"] or over(result):
+            say(f"  round {len(results) + 1} is incomplete, wrong or repeated more than it may: its logs, broker data "
+                f"and ledger are kept in {workdir}")
             for text in result["lost_lines"]:
                 say(f"  {text}")
         else:

@@ -246,9 +246,39 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
     try:
         async for events in batches:
             arrived.clear()
-            yield events
+            if current := _read_this_generation(stream.app, events):
+                yield current
     finally:
         await batches.aclose()
+
+
+def _read_this_generation(app, events: list) -> list:
+    """The batch's events read since the group's last rebalance; the others are abandoned.
+    Faust drops a message of an earlier generation at its stream's entrance, but
+    `take_events` keeps its own buffer, which a rebalance does not clear: events buffered
+    while the agent was busy with a batch that outlasted the rebalance came out as the next
+    batch, after the seek back to the committed offsets had begun to read the same messages
+    again (and, for a partition now another member's, that member read them too). Each was
+    answered twice, both answers committed: under exactly_once the repeats a read_committed
+    reader read after a kill -9 (issue 24). Abandoned, they are read again from the committed
+    offset, by this worker or the partition's new owner, and answered then."""
+    generation = app.consumer_generation_id
+    stale = [event for event in events if event.message.generation_id != generation]
+    if not stale:
+        return events
+    logging.getLogger("claims.worker").warning(
+        "%d events read before the rebalance to generation %s are read again from the committed offsets",
+        len(stale), generation)
+    abandon(app, stale)
+    return [event for event in events if event.message.generation_id == generation]
+
+
+def abandon(app, events) -> None:
+    """Mark messages done without acknowledging their offsets: the commit stops before them,
+    and they are read again (after the rebalance's seek, or by the next owner)."""
+    for event in events:
+        event.message.acked = True
+        app.consumer._unacked_messages.discard(event.message)  # noqa: SLF001 - else the stop waits for them
 
 
 #: On SIGTERM the consumer waits for the events in flight to be acked before it commits and

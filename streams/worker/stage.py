@@ -23,7 +23,7 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, answering, take_batches
+from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, abandon, answering, take_batches
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
@@ -65,7 +65,7 @@ async def _whole(w: Worker, stage: str, source: topics.TopicDef, handle: Callabl
         await asyncio.shield(task)
     except TransactionGone as exc:  # exactly_once: answered when it is read again
         log.warning("stage %s: %s", stage, exc)
-        _abandon(w, events)
+        abandon(w.app, events)
         return False
     except asyncio.CancelledError:
         if not task.done():
@@ -75,21 +75,13 @@ async def _whole(w: Worker, stage: str, source: topics.TopicDef, handle: Callabl
                 event.ack()
         else:
             task.cancel()
-            _abandon(w, events)
+            abandon(w.app, events)
         raise
     if REBALANCES[0] != began:  # its transaction was aborted, the acknowledgements forgotten: read again
         log.warning("stage %s: a rebalance came during the batch; it is answered when it is read again", stage)
-        _abandon(w, events)
+        abandon(w.app, events)
         return False
     return True
-
-
-def _abandon(w: Worker, events: Sequence[EventT]) -> None:
-    """Mark a batch's messages done without acknowledging their offsets: the commit stops
-    before them, and they are read again (after the rebalance's seek, or by the next owner)."""
-    for event in events:
-        event.message.acked = True
-        w.app.consumer._unacked_messages.discard(event.message)  # noqa: SLF001 - else the stop waits for them
 
 
 async def _handle(w: Worker, stage: str, source: topics.TopicDef, handle: Callable[[Worker, Sequence[EventT]], Awaitable[None]],
