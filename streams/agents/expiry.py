@@ -24,7 +24,7 @@ from streams.ledger.store import LedgerUnavailable
 from streams.pipeline.steps import utcnow
 from streams.worker.app import Worker
 from streams.ledger.leases import REJECTIONS
-from streams.worker.outboxes import draining
+from streams.worker.outboxes import drain
 
 log = logging.getLogger("claims.expiry")
 
@@ -40,12 +40,11 @@ def _expire(w: Worker, read_to_end: list[int]):
 
 async def publish_rejections(w: Worker) -> None:
     """The expired claims' rejections waiting in the outbox, when this worker holds it."""
-    async with draining(w, REJECTIONS) as lease:
-        if lease is not None and (pending := await w.runtime.in_ledger(w.runtime.ledger.outbox, retry=False)):
-            for rejection in pending:
-                await stage.publish_rejection(w, "expiry", rejection)
-            await w.app.producer.flush()
-            await w.runtime.in_ledger(w.runtime.ledger.outbox_sent, pending)
+    async def publish(pending) -> None:
+        for rejection in pending:
+            await stage.publish_rejection(w, "expiry", rejection)
+
+    await drain(w, REJECTIONS, w.runtime.ledger.outbox, publish, w.runtime.ledger.outbox_sent)
 
 
 def _read_to_end(w: Worker) -> list[int]:

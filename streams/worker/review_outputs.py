@@ -13,7 +13,7 @@ have one writer (docs/architecture.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from edi.remit835 import RemittanceError
 from contract import topics
@@ -23,25 +23,12 @@ from contract.messages import DecidedClaim
 from streams.ledger.remittance import build_835, remittable_claims, remittance_inputs
 from streams.worker.app import Worker
 from streams.ledger.leases import REVIEWED
-from streams.worker.outboxes import draining
+from streams.worker.outboxes import drain
 
 log = logging.getLogger("claims.review")
 
-#: the claims whose 835 can go out now: what it carries (the reversals to remit first, then its
-#: decisions), by claim (`streams.ledger.remittance.remittable_claims`)
-FinalClaims = Mapping[str, Sequence[AdjudicatedLine]]
-
-
-async def publish_reviewed(w: Worker, records: Sequence[AdjudicatedLine], finals: FinalClaims) -> None:
-    """Publish final records and the 835s of the claims they made final, wait for the broker,
-    then take the records out of the ledger's outbox (the caller holds its lease). Raises if
-    the broker does not take them (they stay in the outbox for the timer)."""
-    for record in records:
-        await stage.publish_decision(w, "review", record)
-    for claim_id, decisions in finals.items():
-        await remit(w, claim_id, decisions)
-    await w.app.producer.flush()
-    await w.runtime.in_ledger(w.runtime.ledger.decision_outbox_sent, list(records))
+#: final records per chunk of the outbox
+CHUNK = 1000
 
 
 async def remit(w: Worker, claim_id: str, decisions: Sequence[AdjudicatedLine]) -> None:
@@ -62,13 +49,25 @@ async def remit(w: Worker, claim_id: str, decisions: Sequence[AdjudicatedLine]) 
 
 async def drain_outbox(w: Worker, wait: float = 0.0) -> int | None:
     """Publish the final records waiting in the outbox (a review's, or what a crash or a
-    broker outage left there); how many, or None when another worker holds the outbox for
-    longer than `wait` seconds (it publishes them). Raises if the broker does not take them."""
-    async with draining(w, REVIEWED, wait) as lease:
-        if lease is None:
-            return None
-        pending = await w.runtime.in_ledger(w.runtime.ledger.decision_outbox)
-        if pending:
-            finals = await w.runtime.in_ledger(remittable_claims, w.runtime.ledger, {r.claim_id for r in pending})
-            await publish_reviewed(w, pending, finals)
-        return len(pending)
+    broker outage left there) and the 835s of the claims they made final, chunk by chunk
+    (`outboxes.drain`); how many, or None when another worker holds the outbox for longer than
+    `wait` seconds (it publishes them). Raises if the broker does not take them (they stay in
+    the outbox for the timer)."""
+    ledger = w.runtime.ledger
+
+    def decision_outbox() -> list[AdjudicatedLine]:  # the ledger call's name: its metric label
+        """A chunk of whole claims: a claim cut at a chunk's end would have its 835 written with
+        each of the two chunks."""
+        rows = ledger.decision_outbox(CHUNK)
+        if len(rows) == CHUNK and rows[0].claim_id != rows[-1].claim_id:
+            return [r for r in rows if r.claim_id != rows[-1].claim_id]
+        return rows
+
+    async def publish(records: Sequence[AdjudicatedLine]) -> None:
+        finals = await w.runtime.in_ledger(remittable_claims, ledger, {r.claim_id for r in records})
+        for record in records:
+            await stage.publish_decision(w, "review", record)
+        for claim_id, decisions in finals.items():
+            await remit(w, claim_id, decisions)
+
+    return await drain(w, REVIEWED, decision_outbox, publish, ledger.decision_outbox_sent, wait)
