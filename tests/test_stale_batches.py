@@ -44,7 +44,7 @@ def test_events_buffered_before_a_rebalance_are_read_again_not_handed_over(fresh
         asyncio.run(_produce(fresh_bootstrap, topic, range(PER_PARTITION // 2, PER_PARTITION)))
         time.sleep(1.5)
         second = _start(fresh_bootstrap, topic, group, out, 0, tmp_path / "second.log")
-        wait_for(lambda: {(h["p"], h["o"]) for h in _handed(out) if h["read_in"] > _first_generation(out)} >= _all(), 90,
+        wait_for(lambda: {(h["p"], h["o"]) for h in _handed(out) if h["read_in"] > _first_generation(out)} >= _all(), 180,
                  "every message handed again after the rebalance")
     finally:
         for proc in (first, second):

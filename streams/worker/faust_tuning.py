@@ -254,14 +254,15 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
 
 def _read_this_generation(app, events: list) -> list:
     """The batch's events read since the group's last rebalance; the others are abandoned.
-    Faust drops a message of an earlier generation at its stream's entrance, but
-    `take_events` keeps its own buffer, which a rebalance does not clear: events buffered
-    while the agent was busy with a batch that outlasted the rebalance came out as the next
-    batch, after the seek back to the committed offsets had begun to read the same messages
-    again (and, for a partition now another member's, that member read them too). Each was
-    answered twice, both answers committed: under exactly_once the repeats a read_committed
-    reader read after a kill -9 (issue 24). Abandoned, they are read again from the committed
-    offset, by this worker or the partition's new owner, and answered then."""
+    Faust drops a message of an earlier generation at its stream's entrance, but not once it
+    is past it: `take_events`' processor holds the first event that arrives while a batch is
+    being answered, and adds it to its buffer when the batch is done. When that batch outlasted
+    a rebalance, the held event (one message: a claim's lines, or a batch of claims) came out
+    in the next batch, after the seek back to the committed offsets had begun to read the same
+    message again (or another member had taken its partition), and it was answered twice, both
+    answers committed: under exactly_once the repeats a read_committed reader read after a
+    kill -9 (issue 24). Abandoned, it is read again from the committed offset, by this worker
+    or the partition's new owner, and answered then."""
     generation = app.consumer_generation_id
     stale = [event for event in events if event.message.generation_id != generation]
     if not stale:
