@@ -1,9 +1,10 @@
-"""Events buffered before a rebalance are not handed to a stage after it (issue 24). Faust's
-`take_events` keeps a buffer of its own that no rebalance clears: while an agent was busy with a
-batch that outlasted a rebalance, the events read meanwhile waited there and came out as the next
-batch, of the old generation, after the seek back to the committed offsets had begun to read the
-same messages again (or another member had taken their partition): each was answered twice, and
-under exactly_once both answers were committed. `faust_tuning.take_batches` abandons them now.
+"""An event read before a rebalance is not handed to a stage after it (issue 24). Faust drops a
+message of an earlier generation at its stream's entrance, but `take_events`' processor holds the
+first event that arrives while a batch is being answered and adds it to its buffer when the batch
+is done: after a batch that outlasted a rebalance, that event came out in the next batch, after the
+seek back to the committed offsets had begun to read the same message again (or another member had
+taken its partition), and was answered twice; under exactly_once both answers were committed.
+`faust_tuning.take_batches` abandons it now.
 
 Two processes of a one-agent app (`tests.stale_batch_app`) in one group, on a real broker: the
 first is handed its first batch and sleeps through the second's joining; what each is handed is
