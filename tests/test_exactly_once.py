@@ -75,6 +75,4 @@ def test_kill9_in_three_phases_with_exactly_once_on_kafka(kafka_available, tmp_p
     assert result["differ"] == 0
     assert result["units_ok"]
     assert result["repeated"] == 0, f"repeated for a read_committed reader: {result['repeated_keys']}"
-    if result["remitted_again"]:  # docs/architecture.md, "A commit stuck after offset 0": fixed, 28 soak rounds clean
-        pytest.xfail(f"issue 24, open: {result['remitted_again']} claims' 835 written twice after kill -9 in phases "
-                     "(a commit stuck after offset 0 was one cause, fixed; this would be another)")
+    assert result["remitted_again"] == 0, f"{result['remitted_again']} claims' 835 written twice for a read_committed reader"
