@@ -281,6 +281,36 @@ async def test_a_send_answering_an_input_goes_in_that_partitions_transaction(mon
                            f"sends went with transactional ids {sent}, expected [{faust_id!r}, None]")
 
 
+async def test_a_batch_a_rebalance_crossed_sends_into_no_later_transaction(monkeypatch) -> None:
+    """exactly_once: a rebalance aborts the transaction a batch was sending into, and Faust
+    begins a new one for the partition; a send of that batch after the rebalance would join
+    the new transaction, which commits without the batch's offsets (the batch is abandoned and
+    read again): answered twice (issue 24's soak). Such a send raises `TransactionGone`; a
+    batch begun after the rebalance sends as before."""
+    source = TP("claims.lines.submitted", 3)
+    app = fresh_app("eos-crossed", processing_guarantee="exactly_once")
+    monkeypatch.setattr(app.assignor, "group_for_topic", lambda topic: 2)
+    (faust_id,) = app.consumer.transactions._tps_to_transactional_ids({source})  # noqa: SLF001
+    sent = []
+
+    class Recorder:
+        _transaction_producers = {faust_id: object()}  # the new generation's producer
+
+        async def send(self, *args, transactional_id=None):
+            sent.append(transactional_id)
+
+    fake = types.SimpleNamespace(producer=Recorder(), app=app)
+    monkeypatch.setattr(faust_tuning, "REBALANCES", [7])
+    with faust_tuning.batch_began(), faust_tuning.answering(source):
+        await TransactionManager.send(fake, "claims.lines.adjudicated", b"k", b"v", None, None, None)
+        faust_tuning.REBALANCES[0] += 1  # a rebalance while the batch runs
+        with pytest.raises(faust_tuning.TransactionGone):
+            await TransactionManager.send(fake, "claims.lines.adjudicated", b"k", b"v", None, None, None)
+    with faust_tuning.batch_began(), faust_tuning.answering(source):
+        await TransactionManager.send(fake, "claims.lines.adjudicated", b"k", b"v", None, None, None)
+    assert sent == [faust_id, faust_id]
+
+
 async def test_acknowledged_offsets_are_committed_before_a_revocation_forgets_them(monkeypatch) -> None:
     app = fresh_app("revoke")
     consumer = app.consumer

@@ -32,6 +32,23 @@ def apply(settings: Settings) -> None:
 #: The input partition whose message the current task is answering (see `answering`).
 _SOURCE: ContextVar[TP | None] = ContextVar("claims_source", default=None)
 
+#: exactly_once: the count of rebalances (`REBALANCES`) when the current task's batch began
+#: (see `batch_began`); None outside a batch.
+_BEGAN: ContextVar[int | None] = ContextVar("claims_batch_began", default=None)
+
+
+@contextmanager
+def batch_began() -> Iterator[int]:
+    """A batch's work is inside this block (tasks created in it inherit it): with exactly_once
+    its sends go in no transaction begun after it (`_send_in_source_transaction`). Yields the
+    count of rebalances so far."""
+    began = REBALANCES[0]
+    token = _BEGAN.set(began)
+    try:
+        yield began
+    finally:
+        _BEGAN.reset(token)
+
 
 @contextmanager
 def answering(tp: TP) -> Iterator[None]:
@@ -52,7 +69,13 @@ def _send_in_source_transaction() -> None:
     replay: a read_committed consumer read the crash's repeats. An output belongs to the
     transaction of the input partition it answers, whose offset commits with it, so every
     send made while `answering` an input goes there. Sends that answer no input (the API's
-    submissions, the expiry outbox) go on the plain producer, as Kafka's own clients would."""
+    submissions, the expiry outbox) go on the plain producer, as Kafka's own clients would.
+    A batch that a rebalance crossed sends nothing more (`TransactionGone`): the rebalance
+    aborted its transaction, and Faust began a new one for the partition, whose commit would
+    carry the batch's later answers without its offsets (the batch is abandoned and read
+    again): an intake batch answered across a rebalance forwarded a claim in the new
+    transaction, and the line was answered again when it was read again (issue 24's soak,
+    one repeated decision in a three-phase kill)."""
     from faust.transport.consumer import TransactionManager
 
     send = TransactionManager.send
@@ -65,7 +88,10 @@ def _send_in_source_transaction() -> None:
         if source is None:
             return await producer.send(topic, key, value, partition, timestamp, headers)
         tid = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(source.topic)}-{source.partition}"
-        if tid not in producer._transaction_producers:  # noqa: SLF001 - a rebalance stopped it meanwhile
+        began = _BEGAN.get()
+        if tid not in producer._transaction_producers or (began is not None and began != REBALANCES[0]):  # noqa: SLF001
+            # a rebalance stopped its producer (aborting what it held), or came during the batch:
+            # the producer there now belongs to a transaction the batch's offsets will not be in
             raise TransactionGone(f"the transaction of {source.topic}[{source.partition}] was aborted by a rebalance: "
                                   "its messages are read again and answered then")
         return await producer.send(topic, key, value, partition, timestamp, headers, transactional_id=tid)

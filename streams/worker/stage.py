@@ -23,7 +23,7 @@ from contract import topics
 from streams.pipeline import impact
 from streams.worker import metrics
 from streams.worker.app import Worker
-from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, abandon, answering, take_batches
+from streams.worker.faust_tuning import BATCHES, REBALANCES, SHUTDOWN_DRAIN_S, TransactionGone, abandon, answering, batch_began, take_batches
 from rules.monitor import ShadowResult
 from contract.models import AdjudicatedLine, ClaimBatch, ClaimWork, RejectedLine
 from streams.pipeline.steps import DeadLetter, Step
@@ -59,8 +59,8 @@ async def _whole(w: Worker, stage: str, source: topics.TopicDef, handle: Callabl
     `SHUTDOWN_DRAIN_S`), and one that cannot finish, or whose exactly_once transaction a
     rebalance aborted (`TransactionGone`, or a rebalance while it ran), is abandoned: none of its
     offsets is acknowledged, and its messages are read again."""
-    began = REBALANCES[0]
-    task = asyncio.ensure_future(_handle(w, stage, source, handle, events))
+    with batch_began() as began:  # the task inherits it: no send of it joins a later transaction
+        task = asyncio.ensure_future(_handle(w, stage, source, handle, events))
     try:
         await asyncio.shield(task)
     except TransactionGone as exc:  # exactly_once: answered when it is read again
