@@ -50,8 +50,8 @@ def test_a_worker_joining_and_leaving_under_load_loses_nothing(kafka_available, 
                         pipe.kill(name) if action == "kill" else pipe.stop(name)
                 load.result()
             # every answer, or 240 s (as the soak): on a machine loaded 26-38 deep the last answers came
-            # after 60 s, which the test once took for 49 and 1,296 lost lines (the ledger and the
-            # topics, read afterwards, held every one)
+            # after 60 s, which the test took for 49 lost lines once (the topics, read afterwards,
+            # held every one of them) and 1,296 another time
             records = pipe.collect(expected, timeout=240)
         finally:
             pipe.stop_all()
