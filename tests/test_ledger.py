@@ -87,22 +87,6 @@ def test_redelivered_last_line_after_assembly_reforwards_the_claim(ledger: Ledge
     assert snapshot(ledger) == before
 
 
-def test_a_line_message_read_again_after_its_claim_was_decided_gets_nothing_a_new_one_its_record(ledger: Ledger) -> None:
-    """Issue 24: a line's message read again after a crash or a rebalance, once its claim was
-    decided (a sibling line's re-delivery handed the claim on meanwhile), was answered with the
-    line's decision restamped: a repeat a read_committed reader read under exactly_once. Its
-    line's answer is the claim's decision, already published; only a new message (a retry)
-    gets the latest record again."""
-    ledger.accept(ClaimLine.model_validate(line("G", 1, 2)), line("G", 1, 2), at(0), 0, 40)
-    done = ledger.accept(ClaimLine.model_validate(line("G", 2, 2)), line("G", 2, 2), at(0), 0, 41)
-    decide(ledger, done.assembled, source=(1, 5))
-    for offset in (40, 41):
-        assert ledger.accept(ClaimLine.model_validate(line("G", offset - 39, 2)), line("G", offset - 39, 2), at(1), 0, offset) \
-            == Intake()
-    retry = ledger.accept(ClaimLine.model_validate(line("G", 2, 2)), line("G", 2, 2), at(2), 0, 42)
-    assert [(d.line_number, d.status) for d in retry.decisions] == [(2, "PAID")]
-
-
 def test_a_decided_claim_is_answered_again_only_by_the_message_that_decided_it(ledger: Ledger) -> None:
     """Issue 12: a copy of a decided claim forwarded again by an earlier stage's replay (another
     message) gets nothing; the deciding message's own re-delivery gets the decisions again."""

@@ -176,13 +176,6 @@ class AssemblyStore:
                     return self._all_rejections(q, claim_id)
                 if reads.message_claim() == claim_id:
                     return Intake()  # a waiting line's message again: the rejecting message answered for it
-            if status == "DECIDED" and source is not None and reads.message_claim() == claim_id:
-                # this very message again (read again after a crash or a rebalance): it was read
-                # while its claim was assembling, so its line's answer is the claim's decision,
-                # which the adjudicate stage published; answering it again here repeated it
-                # under exactly_once (issue 24: a line whose message was read again after a
-                # sibling line's re-delivery had handed the claim on and it was decided)
-                return Intake()
             if status in ("DECIDED", "REJECTED", "ASSEMBLED"):
                 stored = self._stored_answer(q, claim_id, number, now)
                 if stored is not None:

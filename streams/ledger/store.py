@@ -435,8 +435,7 @@ class Ledger(AssemblyStore, ReviewStore, AccessStore, ReprocessStore, OutboxLeas
             insert_rows(q, "INSERT INTO decided_lines (claim_id, line_number, service_date, decided_at, body) VALUES", decided,
                         " ON CONFLICT DO NOTHING")
             by_key(q, "DELETE FROM claim_lines", "claim_id", claim_id)
-            # its input messages stay known: one read again later (after a crash or a rebalance)
-            # is told from a retry, and gets no answer of its own (`accept`; issue 24)
+            by_key(q, "DELETE FROM claim_messages", "claim_id", claim_id)
             repeats = self._repeats(q, claim_id)  # kept: a re-delivered claim answers its repeats again
             answers = [copy for d in outcome.decisions for copy in [d] * (1 + repeats.get(d.line_number, 0))]
             return Intake(decisions=[*outcome.reversals, *answers])
