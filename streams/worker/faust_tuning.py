@@ -73,9 +73,8 @@ def _send_in_source_transaction() -> None:
     A batch that a rebalance crossed sends nothing more (`TransactionGone`): the rebalance
     aborted its transaction, and Faust began a new one for the partition, whose commit would
     carry the batch's later answers without its offsets (the batch is abandoned and read
-    again): an intake batch answered across a rebalance forwarded a claim in the new
-    transaction, and the line was answered again when it was read again (issue 24's soak,
-    one repeated decision in a three-phase kill)."""
+    again, and would be answered twice; found reading issue 24's soak data, which fits it but
+    cannot tell it from another cause, docs/architecture.md)."""
     from faust.transport.consumer import TransactionManager
 
     send = TransactionManager.send
